@@ -1,0 +1,5 @@
+//! rfmx: one TOML spec in, a reproducible MusicRFM experiment out.
+//!
+//! Data flows one way: spec -> plan (DAG) -> executor -> node functions -> store -> report.
+
+pub mod fsx;
