@@ -3,3 +3,11 @@
 //! Data flows one way: spec -> plan (DAG) -> executor -> node functions -> store -> report.
 
 pub mod fsx;
+pub mod spec;
+pub mod commands;
+pub mod dag;
+pub mod events;
+pub mod exec;
+pub mod registry;
+pub mod toy;
+pub mod cli;

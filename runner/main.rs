@@ -1,1 +1,5 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    rfmx::commands::main(rfmx::cli::Cli::parse())
+}

@@ -1,0 +1,98 @@
+//! Command-line arguments (clap). Parsing only: the commands live in `crate::commands`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  rfmx run specs/toy.toml                       run (or resume) every node of a spec
+  rfmx run specs/toy.toml --set toy.values=[1,2,3,4] --jobs 4
+  rfmx plan specs/toy.toml                      each node: cached / to run, and why
+  rfmx explain specs/toy.toml 'toy_square[x=3]' one node's params, inputs, key, outputs
+  rfmx check specs/*.toml                       validate specs (exit 2 on any problem)
+  rfmx status                                   failed nodes, running nodes, store size
+  rfmx gc --dry-run                             what housekeeping would remove
+
+Layering: defaults < spec file < RFMX_<SECTION>__<KEY>=value < --set section.key=value.
+The cache lives in ./.rfmx (or $RFMX_HOME). Exit codes: 0 ok, 1 some nodes failed, 2 bad spec or usage.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rfmx",
+    version,
+    about = "One TOML spec in, a reproducible MusicRFM experiment out",
+    long_about = "rfmx turns one TOML spec into a reproducible MusicRFM experiment (steering MusicGen with \
+                  Recursive Feature Machine concept directions), cached node by node so that changing one \
+                  knob recomputes only what it touches.",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// The spec file (TOML)
+    pub spec: PathBuf,
+    /// Override a spec value: dotted key = TOML value (repeatable), e.g. --set steer.eta=[0.2,0.4]
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run (or resume) every node of a spec; only missing, failed or changed nodes compute
+    Run {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Nodes run in parallel (default: executor.jobs, else the available cores)
+        #[arg(long, short)]
+        jobs: Option<usize>,
+        /// Print the plan and stop
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the DAG: each node cached or to run, and why
+    Plan {
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// Print one node's params, inputs, cache key and outputs
+    Explain {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Node id (e.g. 'toy_square[x=3]') or a unique cache-key prefix
+        node: String,
+    },
+    /// Validate specs without running them
+    Check {
+        /// Spec files
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+        /// Override a spec value (applied to every spec)
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Failed nodes (with their failure records), running nodes (held locks) and store size
+    Status,
+    /// Remove temp dirs of killed runs, stale lock files and store entries no index references
+    Gc {
+        /// Only print what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Low-level node operations (used by Slurm workers)
+    #[command(hide = true)]
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Run one planned node by cache key (its inputs must be in the store)
+    Run { key: String },
+}

@@ -1,0 +1,347 @@
+//! The CLI commands: load the spec, plan, print, execute. Exit codes: 0 ok, 1 some nodes failed,
+//! 2 bad spec or usage.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, NodeCommand, SpecArgs};
+use crate::dag::status::{NodeStatus, statuses};
+use crate::dag::store::{EntryState, FailureRecord, Index, Store};
+use crate::dag::{Plan, PlannedNode, Registry, build_plan};
+use crate::events::{Event, EventSink, JsonlSink, TerminalSink, spawn_consumers, timestamp};
+use crate::registry::default_registry;
+use crate::spec::{ExecutorKind, LoadedSpec, env_overrides};
+
+const FAILED: u8 = 1;
+const BAD_INPUT: u8 = 2;
+/// Diagnostics are rendered at a fixed width so that they are stable in logs and snapshots.
+pub const RENDER_WIDTH: usize = 100;
+
+pub fn main(cli: Cli) -> ExitCode {
+    let store = Store::from_env();
+    let registry = default_registry();
+    let code = match cli.command {
+        Command::Run { spec, jobs, dry_run } => run(&spec, jobs, dry_run, &store, &registry),
+        Command::Plan { spec } => plan_cmd(&spec, &store, &registry),
+        Command::Explain { spec, node } => explain(&spec, &node, &store, &registry),
+        Command::Check { specs, set } => check(&specs, &set, &registry),
+        Command::Status => status(&store),
+        Command::Gc { dry_run } => gc(&store, dry_run),
+        Command::Node { command: NodeCommand::Run { key } } => node_run(&key, &store, &registry),
+    };
+    ExitCode::from(code)
+}
+
+fn load(path: &Path, sets: &[String]) -> Result<LoadedSpec, u8> {
+    crate::spec::load(path, sets, &env_overrides()).map_err(|e| {
+        eprint!("{}", e.render(RENDER_WIDTH));
+        BAD_INPUT
+    })
+}
+
+fn load_and_plan(args: &SpecArgs, registry: &Registry) -> Result<(LoadedSpec, Plan), u8> {
+    let spec = load(&args.spec, &args.set)?;
+    let plan = build_plan(&spec, registry).map_err(|e| {
+        eprintln!("Error: cannot plan {}: {e}", args.spec.display());
+        BAD_INPUT
+    })?;
+    Ok((spec, plan))
+}
+
+fn print_plan(plan: &Plan, st: &[NodeStatus]) {
+    let cached = st.iter().filter(|s| **s == NodeStatus::Cached).count();
+    println!("{} node(s): {cached} cached, {} to run", plan.nodes.len(), plan.nodes.len() - cached);
+    for (n, s) in plan.nodes.iter().zip(st) {
+        match s {
+            NodeStatus::Cached => println!("  cached   {}  [{}]", n.id, &n.key[..12]),
+            NodeStatus::ToRun(r) => println!("  to run   {}  [{}]  {r}", n.id, &n.key[..12]),
+        }
+    }
+}
+
+fn plan_cmd(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
+    match load_and_plan(args, registry) {
+        Ok((spec, plan)) => {
+            let st = statuses(&plan, store, &store.index(spec.experiment()));
+            print_plan(&plan, &st);
+            0
+        }
+        Err(code) => code,
+    }
+}
+
+fn index_of(plan: &Plan) -> Index {
+    Index { nodes: plan.nodes.iter().map(|n| (n.id.clone(), n.clone())).collect() }
+}
+
+fn run(args: &SpecArgs, jobs: Option<usize>, dry_run: bool, store: &Store, registry: &Registry) -> u8 {
+    let (spec, plan) = match load_and_plan(args, registry) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let experiment = spec.experiment().to_string();
+    let index = store.index(&experiment);
+    let st = statuses(&plan, store, &index);
+    if dry_run {
+        print_plan(&plan, &st);
+        return 0;
+    }
+    if spec.base.executor.kind == ExecutorKind::Slurm {
+        eprintln!("Error: executor.kind = \"slurm\" is not implemented yet; use kind = \"local\"");
+        return BAD_INPUT;
+    }
+    let jobs = jobs
+        .or(spec.base.executor.jobs)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if jobs == 0 {
+        eprintln!("Error: --jobs must be at least 1");
+        return BAD_INPUT;
+    }
+    // Provenance and resumability are written before anything runs.
+    let resolved = PathBuf::from("reports").join(&experiment).join("spec.resolved.toml");
+    if let Err(e) = crate::fsx::write_atomic(&resolved, spec.resolved_toml().as_bytes()) {
+        eprintln!("Error: cannot write {}: {e}", resolved.display());
+        return FAILED;
+    }
+    for n in &plan.nodes {
+        if let Err(e) = store.write_json(&store.node_path(&n.key), n) {
+            eprintln!("Error: {e}");
+            return FAILED;
+        }
+    }
+    let mut new_index = index.clone();
+    new_index.nodes = index_of(&plan).nodes;
+    if let Err(e) = store.write_json(&store.index_path(&experiment), &new_index) {
+        eprintln!("Error: {e}");
+        return FAILED;
+    }
+
+    let log_path = store.runs_dir().join(format!("{}-{}-{experiment}.jsonl", timestamp(), std::process::id()));
+    let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(TerminalSink::new())];
+    match JsonlSink::create(&log_path) {
+        Ok(s) => sinks.push(Box::new(s)),
+        Err(e) => eprintln!("warning: no run log ({}: {e})", log_path.display()),
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let consumer = spawn_consumers(rx, sinks);
+    let to_run = st.iter().filter(|s| **s != NodeStatus::Cached).count();
+    let _ = tx.send(Event::RunStarted { experiment: experiment.clone(), nodes: plan.nodes.len(), to_run, jobs });
+    let summary = crate::exec::run_plan(&plan, &st, store, registry, jobs, &tx);
+    drop(tx);
+    let _ = consumer.join();
+
+    println!("summary for {experiment} ({} node(s), {jobs} job(s)):", plan.nodes.len());
+    println!("  {:<9}{:>6}", "computed", summary.computed);
+    println!("  {:<9}{:>6}", "cached", summary.cached);
+    println!("  {:<9}{:>6}", "failed", summary.failed);
+    println!("  {:<9}{:>6}", "skipped", summary.skipped);
+    println!("  {:<9}{:>6.3}s", "time", summary.seconds);
+    println!("run log: {}", log_path.display());
+    println!("resolved spec: {}", resolved.display());
+    if summary.failed > 0 {
+        println!("failed: {} (see `rfmx status`)", summary.failed_ids.join(", "));
+        FAILED
+    } else {
+        0
+    }
+}
+
+fn explain(args: &SpecArgs, query: &str, store: &Store, registry: &Registry) -> u8 {
+    let (spec, plan) = match load_and_plan(args, registry) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let Some(i) = plan.find(query) else {
+        eprintln!("Error: no node `{query}` in {} (ids or a unique key prefix of 4+ chars):", args.spec.display());
+        for n in &plan.nodes {
+            eprintln!("  {}", n.id);
+        }
+        return BAD_INPUT;
+    };
+    let n = &plan.nodes[i];
+    let st = statuses(&plan, store, &store.index(spec.experiment()));
+    println!("node      {}", n.id);
+    println!("kind      {} (version {})", n.kind, n.version);
+    println!("key       {}", n.key);
+    match &st[i] {
+        NodeStatus::Cached => println!("status    cached"),
+        NodeStatus::ToRun(r) => println!("status    to run: {r}"),
+    }
+    println!("params    {}", serde_json::to_string_pretty(&n.params).unwrap_or_default().replace('\n', "\n          "));
+    if !n.hints.is_null() {
+        println!("hints     {} (not part of the key)", n.hints);
+    }
+    if let Some(fp) = &n.fingerprint {
+        println!("model     {fp}");
+    }
+    if n.inputs.is_empty() {
+        println!("inputs    (none)");
+    }
+    for inp in &n.inputs {
+        println!("input     {} = {} [{}]", inp.name, inp.id, &inp.key[..12]);
+    }
+    match store.verify(&n.key) {
+        EntryState::Valid(m) => {
+            println!("outputs   {} ({:.3}s, rfmx {})", store.out_dir(&n.key).display(), m.seconds, m.rfmx_version);
+            for (rel, f) in &m.outputs {
+                println!("          {rel}  {} bytes  blake3 {}", f.bytes, &f.blake3[..16]);
+            }
+        }
+        EntryState::Corrupt(why) => println!("outputs   corrupt: {why}"),
+        EntryState::Missing => println!("outputs   (not computed)"),
+    }
+    if let Some(f) = store.failure(&n.key) {
+        println!("failure   {}", f.error_chain.join(": "));
+        println!("log       {}", f.log.display());
+    }
+    0
+}
+
+fn check(specs: &[PathBuf], sets: &[String], registry: &Registry) -> u8 {
+    let mut code = 0;
+    for path in specs {
+        let args = SpecArgs { spec: path.clone(), set: sets.to_vec() };
+        match load_and_plan(&args, registry) {
+            Ok((spec, plan)) => println!(
+                "ok   {}: experiment `{}`, {} sweep point(s), {} node(s)",
+                path.display(),
+                spec.experiment(),
+                spec.points.len(),
+                plan.nodes.len()
+            ),
+            Err(c) => code = c,
+        }
+    }
+    code
+}
+
+fn list_json(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "lock"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn key_of(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn node_id(store: &Store, key: &str) -> String {
+    store
+        .read_json::<PlannedNode>(&store.node_path(key))
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("[{}]", &key[..key.len().min(12)]), |n| n.id)
+}
+
+fn status(store: &Store) -> u8 {
+    println!("store: {}", store.root.display());
+    let failures = list_json(&store.root.join("failures"));
+    println!("failed nodes: {}", failures.len());
+    for f in &failures {
+        if let Ok(Some(rec)) = store.read_json::<FailureRecord>(f) {
+            println!("  {}  [{}]  {}", rec.id, &rec.key[..12], rec.kind);
+            println!("    error:  {}", rec.error_chain.join(": "));
+            println!("    params: {}", rec.params);
+            println!("    log:    {}", rec.log.display());
+            println!("    record: {}", f.display());
+        }
+    }
+    let running: Vec<String> =
+        list_json(&store.root.join("locks")).iter().map(|p| key_of(p)).filter(|k| store.is_locked(k)).collect();
+    println!("running nodes (locks held): {}", running.len());
+    for k in &running {
+        println!("  {}  [{}]", node_id(store, k), &k[..k.len().min(12)]);
+    }
+    let entries = std::fs::read_dir(store.store_dir())
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count();
+    println!("store size: {} entries, {} bytes", entries, store.size());
+    0
+}
+
+fn remove(path: &Path, dry_run: bool, what: &str) {
+    if dry_run {
+        println!("would remove {what}: {}", path.display());
+        return;
+    }
+    let r = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    match r {
+        Ok(()) => println!("removed {what}: {}", path.display()),
+        Err(e) => eprintln!("warning: cannot remove {}: {e}", path.display()),
+    }
+}
+
+/// Housekeeping. Stale lock files are only those no process holds; run it while no `rfmx run` is
+/// starting, since a lock file removed between another process's open and lock would be unsafe.
+fn gc(store: &Store, dry_run: bool) -> u8 {
+    let mut referenced = std::collections::HashSet::new();
+    for idx in list_json(&store.root.join("index")) {
+        if let Ok(Some(index)) = store.read_json::<Index>(&idx) {
+            referenced.extend(index.nodes.into_values().map(|n| n.key));
+        }
+    }
+    for e in std::fs::read_dir(store.store_dir()).into_iter().flatten().filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix(".tmp-").or_else(|| name.strip_prefix(".trash-")) {
+            let key = rest.split('-').next().unwrap_or_default();
+            if !store.is_locked(key) {
+                remove(&e.path(), dry_run, "temp dir of a killed run");
+            }
+        } else if !referenced.contains(&name) && !store.is_locked(&name) {
+            remove(&e.path(), dry_run, "unreferenced store entry");
+            for p in [store.node_path(&name), store.failure_path(&name), store.log_path(&name)] {
+                if p.exists() {
+                    remove(&p, dry_run, "its record");
+                }
+            }
+        }
+    }
+    for lock in list_json(&store.root.join("locks")) {
+        if !store.is_locked(&key_of(&lock)) {
+            remove(&lock, dry_run, "stale lock file");
+        }
+    }
+    0
+}
+
+fn node_run(key: &str, store: &Store, registry: &Registry) -> u8 {
+    let node: PlannedNode = match store.read_json(&store.node_path(key)) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            eprintln!("Error: no planned node {key} in {}", store.root.display());
+            return BAD_INPUT;
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return BAD_INPUT;
+        }
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let consumer = spawn_consumers(rx, vec![Box::new(TerminalSink::new())]);
+    let outcome = crate::exec::execute_node(&node, store, registry, &tx);
+    drop(tx);
+    let _ = consumer.join();
+    match outcome {
+        crate::exec::Outcome::Computed { seconds } => {
+            println!("computed {} in {seconds:.3}s", node.id);
+            0
+        }
+        crate::exec::Outcome::CachedByOther => {
+            println!("cached {}", node.id);
+            0
+        }
+        crate::exec::Outcome::Failed { error, record } => {
+            eprintln!("FAILED {}: {error} (record {})", node.id, record.display());
+            FAILED
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The content-addressed store under `.rfmx/` (or `$RFMX_HOME`).
+//!
+//! ```text
+//! store/<key>/manifest.json    output hashes, params, inputs, timings, rfmx version
+//! store/<key>/out/...          the node's outputs
+//! store/.tmp-<key>-<pid>-<n>/  a node being computed (renamed to store/<key> when done)
+//! nodes/<key>.json             the planned node (kind, version, params, inputs): `rfmx node run KEY`
+//! locks/<key>.lock             held (flock) while a process computes the node
+//! failures/<key>.json          the last failure of the node (error chain, params, log path)
+//! logs/<key>.log               the node's log
+//! index/<experiment>.json      node id -> last key and params (to explain why a node reruns)
+//! runs/<time>-<pid>-<experiment>.jsonl   the event log of each run
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{InputRef, PlannedNode};
+use crate::fsx::write_atomic;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} `{path}`: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("cannot parse `{path}`: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io { what, path: path.to_path_buf(), source }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputFile {
+    pub blake3: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub rfmx_version: String,
+    pub key: String,
+    pub id: String,
+    pub kind: String,
+    pub version: u32,
+    pub params: serde_json::Value,
+    pub inputs: Vec<InputRef>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Relative path under `out/` -> hash.
+    pub outputs: BTreeMap<String, OutputFile>,
+    pub started_unix: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub id: String,
+    pub key: String,
+    pub kind: String,
+    pub params: serde_json::Value,
+    /// The error and its sources, outermost first.
+    pub error_chain: Vec<String>,
+    pub log: PathBuf,
+    pub failed_unix: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Index {
+    pub nodes: BTreeMap<String, PlannedNode>,
+}
+
+/// The state of a store entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryState {
+    Missing,
+    Valid(Box<Manifest>),
+    /// Present but a file is missing, changed or unreadable.
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+pub fn hash_file(path: &Path) -> std::io::Result<OutputFile> {
+    let mut h = blake3::Hasher::new();
+    let bytes = std::io::copy(&mut File::open(path)?, &mut h)?;
+    Ok(OutputFile { blake3: h.finalize().to_hex().to_string(), bytes })
+}
+
+impl Store {
+    /// `$RFMX_HOME`, else `.rfmx` in the working directory.
+    pub fn from_env() -> Store {
+        let root = std::env::var_os("RFMX_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".rfmx"));
+        Store { root }
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join("store")
+    }
+    pub fn entry_dir(&self, key: &str) -> PathBuf {
+        self.store_dir().join(key)
+    }
+    pub fn out_dir(&self, key: &str) -> PathBuf {
+        self.entry_dir(key).join("out")
+    }
+    pub fn lock_path(&self, key: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{key}.lock"))
+    }
+    pub fn failure_path(&self, key: &str) -> PathBuf {
+        self.root.join("failures").join(format!("{key}.json"))
+    }
+    pub fn log_path(&self, key: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{key}.log"))
+    }
+    pub fn node_path(&self, key: &str) -> PathBuf {
+        self.root.join("nodes").join(format!("{key}.json"))
+    }
+    pub fn index_path(&self, experiment: &str) -> PathBuf {
+        self.root.join("index").join(format!("{experiment}.json"))
+    }
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    /// A fresh temp dir for computing `key` (inside the store, so the final rename is atomic).
+    pub fn temp_dir(&self, key: &str) -> Result<PathBuf, StoreError> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.store_dir().join(format!(".tmp-{key}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(dir.join("out")).map_err(io("cannot create temp dir", &dir))?;
+        Ok(dir)
+    }
+
+    /// Checks an entry against its manifest's hashes.
+    pub fn verify(&self, key: &str) -> EntryState {
+        let mpath = self.entry_dir(key).join("manifest.json");
+        let text = match std::fs::read(&mpath) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return if self.entry_dir(key).exists() {
+                    EntryState::Corrupt("manifest.json is missing".into())
+                } else {
+                    EntryState::Missing
+                };
+            }
+            Err(e) => return EntryState::Corrupt(format!("cannot read manifest.json: {e}")),
+        };
+        let manifest: Manifest = match serde_json::from_slice(&text) {
+            Ok(m) => m,
+            Err(e) => return EntryState::Corrupt(format!("manifest.json does not parse: {e}")),
+        };
+        let out = self.out_dir(key);
+        for (rel, expected) in &manifest.outputs {
+            match hash_file(&out.join(rel)) {
+                Ok(actual) if actual == *expected => {}
+                Ok(_) => return EntryState::Corrupt(format!("output `{rel}` does not match its manifest hash")),
+                Err(e) => return EntryState::Corrupt(format!("output `{rel}` unreadable: {e}")),
+            }
+        }
+        let files = walkdir::WalkDir::new(&out).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count();
+        if files != manifest.outputs.len() {
+            return EntryState::Corrupt(format!("{files} files in out/, manifest lists {}", manifest.outputs.len()));
+        }
+        EntryState::Valid(Box::new(manifest))
+    }
+
+    /// Hashes the outputs in `tmp/out`, writes the manifest and renames `tmp` to the entry
+    /// (replacing a corrupt entry if there is one). Call with the node's lock held.
+    pub fn commit(&self, node: &PlannedNode, tmp: &Path, started_unix: f64, seconds: f64) -> Result<Manifest, StoreError> {
+        let out = tmp.join("out");
+        let mut outputs = BTreeMap::new();
+        for e in walkdir::WalkDir::new(&out).sort_by_file_name() {
+            let e = e.map_err(|e| StoreError::Io { what: "cannot list outputs", path: out.clone(), source: e.into() })?;
+            if e.file_type().is_file() {
+                let rel = e.path().strip_prefix(&out).unwrap_or(e.path()).to_string_lossy().replace('\\', "/");
+                outputs.insert(rel, hash_file(e.path()).map_err(io("cannot hash output", e.path()))?);
+            }
+        }
+        let manifest = Manifest {
+            rfmx_version: env!("CARGO_PKG_VERSION").into(),
+            key: node.key.clone(),
+            id: node.id.clone(),
+            kind: node.kind.clone(),
+            version: node.version,
+            params: node.params.clone(),
+            inputs: node.inputs.clone(),
+            fingerprint: node.fingerprint.clone(),
+            outputs,
+            started_unix,
+            seconds,
+        };
+        let mpath = tmp.join("manifest.json");
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|source| StoreError::Json { path: mpath.clone(), source })?;
+        write_atomic(&mpath, &json).map_err(io("cannot write manifest", &mpath))?;
+        let entry = self.entry_dir(&node.key);
+        if entry.exists() {
+            let trash = self.store_dir().join(format!(".trash-{}-{}", node.key, std::process::id()));
+            std::fs::rename(&entry, &trash).map_err(io("cannot move aside", &entry))?;
+            let _ = std::fs::remove_dir_all(&trash);
+        }
+        std::fs::rename(tmp, &entry).map_err(io("cannot rename into store", &entry))?;
+        Ok(manifest)
+    }
+
+    pub fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StoreError> {
+        let json = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Json { path: path.into(), source })?;
+        write_atomic(path, &json).map_err(io("cannot write", path))
+    }
+
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, StoreError> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|source| StoreError::Json { path: path.into(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { what: "cannot read", path: path.into(), source: e }),
+        }
+    }
+
+    pub fn failure(&self, key: &str) -> Option<FailureRecord> {
+        self.read_json(&self.failure_path(key)).ok().flatten()
+    }
+
+    pub fn index(&self, experiment: &str) -> Index {
+        self.read_json(&self.index_path(experiment)).ok().flatten().unwrap_or_default()
+    }
+
+    /// Opens (creating) the node's lock file and takes an exclusive lock, blocking.
+    pub fn lock(&self, key: &str) -> Result<File, StoreError> {
+        let path = self.lock_path(key);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        }
+        let f = File::options().create(true).truncate(false).write(true).open(&path).map_err(io("cannot open lock", &path))?;
+        f.lock().map_err(io("cannot lock", &path))?;
+        Ok(f)
+    }
+
+    /// Whether another process holds the lock of `key` right now.
+    pub fn is_locked(&self, key: &str) -> bool {
+        let Ok(f) = File::options().write(true).open(self.lock_path(key)) else { return false };
+        match f.try_lock() {
+            Ok(()) => {
+                let _ = f.unlock();
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// Total bytes under the store.
+    pub fn size(&self) -> u64 {
+        walkdir::WalkDir::new(self.store_dir())
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
+}

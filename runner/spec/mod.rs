@@ -1,0 +1,528 @@
+//! The spec: schema, layering, validation, sweep expansion and span-carrying errors.
+//!
+//! Layering (figment), lowest first: `defaults.toml` (embedded; the one documented place for
+//! defaults) < the spec file < `RFMX_<SECTION>__<KEY>=value` environment variables < `--set
+//! section.key=value` arguments. Then each point of `[sweep]` is merged on top and the result is
+//! deserialised into [`Spec`] and validated. Every error is mapped back to where the offending
+//! value came from: a span in the file, or the `--set`/env argument that set it.
+//!
+//! Consumers (stages) read [`ResolvedSpec::spec`]: one fully resolved sweep point.
+
+pub mod error;
+pub mod schema;
+pub mod spans;
+pub mod sweep;
+pub mod validate;
+
+use std::path::Path;
+
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use miette::{NamedSource, SourceSpan};
+
+pub use error::{Origin, SpecDiagnostic, SpecError};
+pub use schema::*;
+use spans::SpanMap;
+
+/// The embedded defaults, documented in place.
+pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
+
+/// Sections whose defaults apply as a group when any one of them is named.
+const PIPELINE_SECTIONS: [&str; 6] = ["model", "data", "extract", "probe", "steer", "evaluate"];
+
+/// One sweep point of a spec, fully layered and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedSpec {
+    pub spec: Spec,
+    /// The sweep assignment of this point (empty without a sweep).
+    pub point: Vec<(String, serde_json::Value)>,
+    /// `key=value,...`, empty without a sweep; used to disambiguate node ids.
+    pub label: String,
+}
+
+/// A loaded spec: the layered base and its sweep points.
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    /// The source name shown in messages (the path as given).
+    pub source_name: String,
+    pub base: Spec,
+    pub points: Vec<ResolvedSpec>,
+}
+
+impl LoadedSpec {
+    pub fn experiment(&self) -> &str {
+        &self.base.experiment.name
+    }
+
+    /// The resolved spec as TOML (after layering; the sweep table lists the points' axes).
+    pub fn resolved_toml(&self) -> String {
+        let body = toml::to_string_pretty(&self.base).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"));
+        format!(
+            "# Resolved from {} by rfmx {} (defaults < file < env < --set), {} sweep point(s).\n\n{body}",
+            self.source_name,
+            env!("CARGO_PKG_VERSION"),
+            self.points.len()
+        )
+    }
+}
+
+/// `RFMX_<SECTION>__<KEY>` variables of the process environment (others, like `RFMX_HOME`, are not
+/// spec overrides).
+pub fn env_overrides() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k.contains("__")).collect();
+    v.sort();
+    v
+}
+
+/// Loads and validates the spec at `path` with `--set` arguments and env overrides.
+pub fn load(path: &Path, sets: &[String], env: &[(String, String)]) -> Result<LoadedSpec, SpecError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| SpecError::Read { path: path.display().to_string(), source })?;
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "spec".into());
+    load_str(&path.display().to_string(), &stem, &text, sets, env)
+}
+
+/// One figment layer, named so that errors can tell where a value came from.
+struct Layer {
+    name: String,
+    origin: Origin,
+    dict: Dict,
+    /// For a sweep point: (axis key, index) of each assignment.
+    sweep: Vec<(String, usize)>,
+    /// For `--set`/env: the argument text and the byte range of its value in it.
+    arg: Option<(String, std::ops::Range<usize>)>,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+fn to_dict(v: &toml::Table) -> Dict {
+    match Value::serialize(v) {
+        Ok(Value::Dict(_, d)) => d,
+        _ => Dict::new(),
+    }
+}
+
+/// Splits `a."b.c".d` into segments.
+fn split_key(key: &str) -> Result<Vec<String>, String> {
+    let mut segs = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for ch in key.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            '.' if !quoted => segs.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    segs.push(cur);
+    if quoted {
+        return Err("unbalanced quote in key".into());
+    }
+    if segs.iter().any(|s| s.trim().is_empty()) {
+        return Err("empty segment in dotted key".into());
+    }
+    Ok(segs.into_iter().map(|s| s.trim().to_string()).collect())
+}
+
+/// A TOML value (`[0.2, 0.4]`, `3`, `"x"`, `{ k = 1 }`), or else the raw text as a string.
+fn parse_value(text: &str) -> toml::Value {
+    match format!("v = {text}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(text.to_string())),
+        Err(_) => toml::Value::String(text.to_string()),
+    }
+}
+
+fn nest(path: &[String], value: toml::Value) -> toml::Table {
+    let mut v = value;
+    for seg in path.iter().rev() {
+        let mut t = toml::Table::new();
+        t.insert(seg.clone(), v);
+        v = toml::Value::Table(t);
+    }
+    match v {
+        toml::Value::Table(t) => t,
+        _ => toml::Table::new(),
+    }
+}
+
+fn set_layer(arg: &str) -> Result<Layer, SpecError> {
+    let bad = |reason: &str| SpecError::BadSet { arg: arg.to_string(), reason: reason.to_string() };
+    let (key, value) = arg.split_once('=').ok_or_else(|| bad("expected key=value, e.g. steer.eta=[0.2,0.4]"))?;
+    let path = split_key(key.trim()).map_err(|r| bad(&r))?;
+    let start = key.len() + 1;
+    Ok(Layer {
+        name: format!("--set {arg}"),
+        origin: Origin::Set(arg.to_string()),
+        dict: to_dict(&nest(&path, parse_value(value.trim()))),
+        sweep: Vec::new(),
+        arg: Some((format!("--set {arg}"), start + 6..arg.len() + 6)),
+    })
+}
+
+fn env_layer(name: &str, value: &str) -> Option<Layer> {
+    let rest = name.strip_prefix("RFMX_")?;
+    let path: Vec<String> = rest.split("__").map(|s| s.to_lowercase()).collect();
+    if path.iter().any(String::is_empty) {
+        return None;
+    }
+    let shown = format!("{name}={value}");
+    Some(Layer {
+        name: format!("env {name}"),
+        origin: Origin::Env(name.to_string()),
+        dict: to_dict(&nest(&path, parse_value(value.trim()))),
+        sweep: Vec::new(),
+        arg: Some((shown.clone(), name.len() + 1..shown.len())),
+    })
+}
+
+/// Loads a spec from text (`source_name` is shown in messages; `stem` is the default experiment
+/// name). Never panics: every problem becomes a diagnostic.
+pub fn load_str(
+    source_name: &str,
+    stem: &str,
+    text: &str,
+    sets: &[String],
+    env: &[(String, String)],
+) -> Result<LoadedSpec, SpecError> {
+    let ctx = Ctx { source_name, text, spans: SpanMap::default() };
+    let spans = match SpanMap::parse(text) {
+        Ok(s) => s,
+        Err((message, span)) => {
+            return Err(SpecError::Invalid {
+                path: source_name.into(),
+                diagnostics: vec![ctx.file_diag(message, None, span, "here")],
+            });
+        }
+    };
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let e: toml::de::Error = e;
+            return Err(SpecError::Invalid {
+                path: source_name.into(),
+                diagnostics: vec![ctx.file_diag(e.message().to_string(), None, e.span(), "here")],
+            });
+        }
+    };
+    let ctx = Ctx { spans, ..ctx };
+
+    let mut user_layers = vec![Layer {
+        name: "spec file".into(),
+        origin: Origin::File,
+        dict: to_dict(&table),
+        sweep: Vec::new(),
+        arg: None,
+    }];
+    user_layers.extend(env.iter().filter_map(|(k, v)| env_layer(k, v)));
+    for arg in sets {
+        user_layers.push(set_layer(arg)?);
+    }
+
+    // Which sections are present decides which defaults apply (see defaults.toml).
+    let mut present: Vec<String> = user_layers.iter().flat_map(|l| l.dict.keys().cloned()).collect();
+    if let Some(toml::Value::Table(sw)) = table.get("sweep") {
+        present.extend(sw.keys().filter_map(|k| k.split('.').next().map(String::from)));
+    }
+    let defaults: toml::Table = DEFAULTS_TOML.parse().expect("embedded defaults.toml parses");
+    let mut default_table = toml::Table::new();
+    for (section, value) in defaults {
+        let wanted = match section.as_str() {
+            "experiment" | "executor" => true,
+            s if PIPELINE_SECTIONS.contains(&s) => present.iter().any(|p| PIPELINE_SECTIONS.contains(&p.as_str())),
+            s => present.iter().any(|p| p == s),
+        };
+        if wanted {
+            default_table.insert(section, value);
+        }
+    }
+    if let Some(toml::Value::Table(exp)) = default_table.get_mut("experiment") {
+        exp.insert("name".into(), toml::Value::String(stem.to_string()));
+    }
+    let mut layers = vec![Layer {
+        name: "defaults".into(),
+        origin: Origin::Defaults,
+        dict: to_dict(&default_table),
+        sweep: Vec::new(),
+        arg: None,
+    }];
+    layers.extend(user_layers);
+
+    let mut figment = Figment::new();
+    for l in &layers {
+        figment = figment.merge(Layer {
+            name: l.name.clone(),
+            origin: l.origin.clone(),
+            dict: l.dict.clone(),
+            sweep: l.sweep.clone(),
+            arg: l.arg.clone(),
+        });
+    }
+
+    let mut diags = Vec::new();
+    let base = match ctx.extract(&figment, &layers, &mut diags) {
+        Some(b) => b,
+        None => return Err(SpecError::Invalid { path: source_name.into(), diagnostics: diags }),
+    };
+    if !diags.is_empty() {
+        return Err(SpecError::Invalid { path: source_name.into(), diagnostics: diags });
+    }
+
+    let mut points = Vec::new();
+    for point in sweep::expand(&base.sweep) {
+        let mut t = toml::Table::new();
+        let mut ok = true;
+        for (key, _, value) in &point {
+            let Ok(path) = split_key(key) else {
+                ok = false;
+                break;
+            };
+            let v: toml::Value = match toml::Value::try_from(value) {
+                Ok(v) => v,
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            };
+            merge_into(&mut t, &path, v);
+        }
+        if !ok {
+            continue; // reported by validation of the base (bad sweep key)
+        }
+        let layer = Layer {
+            name: format!("sweep point {}", sweep::label(&point)),
+            origin: Origin::Sweep(sweep::label(&point)),
+            dict: to_dict(&t),
+            sweep: point.iter().map(|(k, i, _)| (k.clone(), *i)).collect(),
+            arg: None,
+        };
+        let fig = figment.clone().merge(Layer {
+            name: layer.name.clone(),
+            origin: layer.origin.clone(),
+            dict: layer.dict.clone(),
+            sweep: layer.sweep.clone(),
+            arg: None,
+        });
+        let mut all = layers.iter().map(clone_layer).collect::<Vec<_>>();
+        all.push(layer);
+        let before = diags.len();
+        if let Some(spec) = ctx.extract(&fig, &all, &mut diags)
+            && diags.len() == before
+        {
+            points.push(ResolvedSpec {
+                spec,
+                point: point.iter().map(|(k, _, v)| (k.clone(), v.clone())).collect(),
+                label: sweep::label(&point),
+            });
+        }
+    }
+    if !diags.is_empty() {
+        dedup(&mut diags);
+        return Err(SpecError::Invalid { path: source_name.into(), diagnostics: diags });
+    }
+    Ok(LoadedSpec { source_name: source_name.into(), base, points })
+}
+
+fn clone_layer(l: &Layer) -> Layer {
+    Layer { name: l.name.clone(), origin: l.origin.clone(), dict: l.dict.clone(), sweep: l.sweep.clone(), arg: l.arg.clone() }
+}
+
+fn merge_into(t: &mut toml::Table, path: &[String], v: toml::Value) {
+    if path.len() == 1 {
+        t.insert(path[0].clone(), v);
+        return;
+    }
+    let entry = t.entry(path[0].clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
+    if let toml::Value::Table(inner) = entry {
+        merge_into(inner, &path[1..], v);
+    }
+}
+
+fn dedup(diags: &mut Vec<SpecDiagnostic>) {
+    let mut seen = std::collections::HashSet::new();
+    diags.retain(|d| seen.insert((d.message.clone(), d.span.map(|s| (s.offset(), s.len())), d.origin.clone())));
+}
+
+struct Ctx<'a> {
+    source_name: &'a str,
+    text: &'a str,
+    spans: SpanMap,
+}
+
+impl Ctx<'_> {
+    fn file_diag(&self, message: String, help: Option<String>, span: Option<std::ops::Range<usize>>, label: &str) -> SpecDiagnostic {
+        let (line, column) = match &span {
+            Some(r) => {
+                let (l, c) = error::line_col(self.text, r.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        SpecDiagnostic {
+            help: help.or_else(|| error::hint_from_message(&message)),
+            message,
+            src: NamedSource::new(self.source_name, self.text.to_string()),
+            span: span.map(|r| SourceSpan::from(r.start..r.end.max(r.start))),
+            label: label.into(),
+            line,
+            column,
+            origin: Origin::File,
+        }
+    }
+
+    /// Extracts a [`Spec`] and validates it; problems are appended to `diags`.
+    fn extract(&self, figment: &Figment, layers: &[Layer], diags: &mut Vec<SpecDiagnostic>) -> Option<Spec> {
+        match figment.extract::<Spec>() {
+            Ok(spec) => {
+                for p in validate::validate(&spec) {
+                    diags.push(self.locate(figment, layers, &p.path, None, p.message, p.help));
+                }
+                Some(spec)
+            }
+            Err(errors) => {
+                for e in errors {
+                    let (unknown, message) = match &e.kind {
+                        figment::error::Kind::UnknownField(f, _) => (Some(f.clone()), e.kind.to_string()),
+                        figment::error::Kind::MissingField(f) => {
+                            (None, format!("missing key `{f}` in `{}`", e.path.join(".")))
+                        }
+                        k => (None, k.to_string()),
+                    };
+                    let from = e.metadata.as_ref().map(|m| m.name.to_string());
+                    diags.push(self.locate_from(figment, layers, &e.path, unknown.as_deref(), from, message, None));
+                }
+                None
+            }
+        }
+    }
+
+    fn locate(
+        &self,
+        figment: &Figment,
+        layers: &[Layer],
+        path: &[String],
+        unknown: Option<&str>,
+        message: String,
+        help: Option<String>,
+    ) -> SpecDiagnostic {
+        self.locate_from(figment, layers, path, unknown, None, message, help)
+    }
+
+    /// Maps a key path to the layer that provided its value and to a span there.
+    #[allow(clippy::too_many_arguments)]
+    fn locate_from(
+        &self,
+        figment: &Figment,
+        layers: &[Layer],
+        path: &[String],
+        unknown: Option<&str>,
+        from: Option<String>,
+        message: String,
+        help: Option<String>,
+    ) -> SpecDiagnostic {
+        let mut full: Vec<String> = path.to_vec();
+        if let Some(u) = unknown {
+            full.push(u.to_string());
+        }
+        // Which layer set this value: the last layer that has the path (or its longest prefix).
+        let layer = layers
+            .iter()
+            .rev()
+            .find(|l| dict_has(&l.dict, &full))
+            .or_else(|| {
+                (1..=path.len()).rev().find_map(|n| {
+                    let key = path[..n].join(".");
+                    if path[..n].iter().any(|s| s.contains('.')) {
+                        return None;
+                    }
+                    let md = figment.find_metadata(&key)?;
+                    layers.iter().find(|l| l.name == md.name)
+                })
+            })
+            .or_else(|| from.as_ref().and_then(|n| layers.iter().find(|l| &l.name == n)));
+        let label = if unknown.is_some() { "unknown key" } else { "this value" };
+        let Some(layer) = layer else {
+            return self.file_span_diag(&full, unknown.is_some(), message, help, label);
+        };
+        match &layer.origin {
+            Origin::File => self.file_span_diag(&full, unknown.is_some(), message, help, label),
+            Origin::Defaults => {
+                let mut d = self.file_span_diag(&full, unknown.is_some(), message, help, label);
+                d.message = format!("{} (in rfmx's embedded defaults: a bug, please report)", d.message);
+                d.origin = Origin::Defaults;
+                d
+            }
+            Origin::Set(_) | Origin::Env(_) => {
+                let (shown, range) = layer.arg.clone().unwrap_or_default();
+                let what = match &layer.origin {
+                    Origin::Set(a) => format!("the value comes from `--set {a}`, not from the spec file"),
+                    Origin::Env(n) => format!("the value comes from the environment variable `{n}`, not from the spec file"),
+                    _ => unreachable!(),
+                };
+                let hint = help.or_else(|| error::hint_from_message(&message));
+                SpecDiagnostic {
+                    help: Some(match hint {
+                        Some(h) => format!("{h} ({what})"),
+                        None => what,
+                    }),
+                    message,
+                    src: NamedSource::new(layer.name.clone(), shown),
+                    span: Some(SourceSpan::from(range)),
+                    label: label.into(),
+                    line: None,
+                    column: None,
+                    origin: layer.origin.clone(),
+                }
+            }
+            Origin::Sweep(point) => {
+                // Point at the sweep axis that set this key.
+                let joined = full.join(".");
+                let axis = layer.sweep.iter().find(|(k, _)| joined == *k || joined.starts_with(&format!("{k}.")));
+                let (span, lbl) = match axis {
+                    Some((k, i)) if unknown.is_none() => (
+                        self.spans.get(&["sweep".to_string(), k.clone(), i.to_string()]).map(|e| e.value.clone()),
+                        "this sweep value",
+                    ),
+                    Some((k, _)) => (
+                        self.spans.get(&["sweep".to_string(), k.clone()]).and_then(|e| e.key.clone()),
+                        "this sweep key",
+                    ),
+                    None => (self.spans.get(&["sweep".to_string()]).and_then(|e| e.key.clone()), "in this sweep"),
+                };
+                let mut d = self.file_diag(format!("{message} (at sweep point {point})"), help, span, lbl);
+                d.origin = layer.origin.clone();
+                d
+            }
+        }
+    }
+
+    fn file_span_diag(&self, full: &[String], unknown: bool, message: String, help: Option<String>, label: &str) -> SpecDiagnostic {
+        let span = self.spans.longest_prefix(full).map(|(n, e)| {
+            if unknown && n == full.len() { e.key.clone().unwrap_or(e.value.clone()) } else if n == full.len() { e.value.clone() } else { e.key.clone().unwrap_or(e.value.clone()) }
+        });
+        self.file_diag(message, help, span, label)
+    }
+}
+
+fn dict_has(dict: &Dict, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else { return false };
+    match dict.get(first) {
+        None => false,
+        Some(_) if rest.is_empty() => true,
+        Some(Value::Dict(_, d)) => dict_has(d, rest),
+        Some(Value::Array(_, items)) => rest[0].parse::<usize>().ok().and_then(|i| items.get(i)).is_some_and(|v| {
+            rest.len() == 1 || matches!(v, Value::Dict(_, d) if dict_has(d, &rest[1..]))
+        }),
+        Some(_) => false,
+    }
+}

@@ -1,0 +1,480 @@
+//! The spec's Rust types: exactly the tables of DESIGN.md §1 plus `[executor]` and `[toy]`.
+//!
+//! Every struct denies unknown fields; defaults live in `defaults.toml` (the lowest layer), not here,
+//! so that a field missing from both is a bug in the defaults file rather than a silent value.
+//! Range checks that serde cannot express live in `validate.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A whole spec after layering (one sweep point, or the base before sweep expansion).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub experiment: ExperimentSpec,
+    pub executor: ExecutorSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<ExtractSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steer: Option<SteerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluate: Option<EvaluateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toy: Option<ToySpec>,
+    /// Dotted key path -> the values it takes; the cartesian product gives the sweep points.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sweep: BTreeMap<String, Vec<serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    pub name: String,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSpec {
+    pub kind: ExecutorKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<usize>,
+    pub slurm: SlurmSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    pub time: String,
+    pub mem: String,
+    pub cpus: u32,
+    pub gpus: u32,
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub device: String,
+}
+
+/// The seven SynTheory concepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concept {
+    Notes,
+    Intervals,
+    Scales,
+    Chords,
+    Progressions,
+    Tempos,
+    TimeSignatures,
+}
+
+impl Concept {
+    pub const ALL: [Concept; 7] = [
+        Concept::Notes,
+        Concept::Intervals,
+        Concept::Scales,
+        Concept::Chords,
+        Concept::Progressions,
+        Concept::Tempos,
+        Concept::TimeSignatures,
+    ];
+    pub const NAMES: [&'static str; 7] =
+        ["notes", "intervals", "scales", "chords", "progressions", "tempos", "time_signatures"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    pub fn from_name(s: &str) -> Option<Concept> {
+        Self::NAMES.iter().position(|n| *n == s).map(|i| Self::ALL[i])
+    }
+
+    /// The class names a target may name, where they are fixed. Concepts returning `None` are
+    /// validated loosely for now (any non-empty name of letters, digits, `_ # / . -`): their class
+    /// sets are defined by the data stage's generators.
+    pub fn classes(self) -> Option<&'static [&'static str]> {
+        match self {
+            Concept::Notes => Some(&["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]),
+            Concept::Chords => Some(&["maj", "min", "aug", "dim"]),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Concept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `"all"` or an explicit value (a list of layers, of instruments, a count).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AllOr<T> {
+    All,
+    Some(T),
+}
+
+impl<T: Serialize> Serialize for AllOr<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AllOr::All => s.serialize_str("all"),
+            AllOr::Some(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for AllOr<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        if let Some(s) = v.as_str() {
+            return if s == "all" {
+                Ok(AllOr::All)
+            } else {
+                Err(D::Error::custom(format!("expected \"all\" or a value, found the string \"{s}\"")))
+            };
+        }
+        T::deserialize(v).map(AllOr::Some).map_err(|e| D::Error::custom(format!("expected \"all\" or {e}")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    pub concepts: Vec<Concept>,
+    pub instruments: AllOr<Vec<u32>>,
+    pub per_class: AllOr<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soundfont: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    Mean,
+    Last,
+    Max,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractSpec {
+    pub pooling: Pooling,
+    pub layers: AllOr<Vec<usize>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    Rfm,
+    Linear,
+    Mlp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    pub iterations: u32,
+    pub trials: u32,
+}
+
+/// One steering target: one or more `concept:class` terms (several = multi-direction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub terms: Vec<TargetTerm>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetTerm {
+    pub concept: Concept,
+    pub class: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, t) in self.terms.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" + ")?;
+            }
+            write!(f, "{}:{}", t.concept, t.class)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut terms = Vec::new();
+        for raw in s.split('+') {
+            let term = raw.trim();
+            let Some((concept, class)) = term.split_once(':') else {
+                return Err(format!(
+                    "malformed target `{term}`: expected `concept:class` (e.g. `notes:C`), terms joined with ` + `"
+                ));
+            };
+            let (concept, class) = (concept.trim(), class.trim());
+            let Some(c) = Concept::from_name(concept) else {
+                return Err(super::error::unknown_name_message("concept", concept, &Concept::NAMES));
+            };
+            if class.is_empty() {
+                return Err(format!("malformed target `{term}`: the class after `{concept}:` is empty"));
+            }
+            match c.classes() {
+                Some(classes) if !classes.contains(&class) => {
+                    return Err(super::error::unknown_name_message(&format!("{concept} class"), class, classes));
+                }
+                None if !class.chars().all(|ch| ch.is_ascii_alphanumeric() || "_#/.-".contains(ch)) => {
+                    return Err(format!("malformed target `{term}`: class `{class}` has characters outside [A-Za-z0-9_#/.-]"));
+                }
+                _ => {}
+            }
+            terms.push(TargetTerm { concept: c, class: class.to_string() });
+        }
+        Ok(Target { terms })
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(D::Error::custom)
+    }
+}
+
+/// How the steering weight is spread over layers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "strategy", rename_all = "snake_case")]
+pub enum LayerStrategy {
+    /// w_l = 1 for the k layers with the best probe validation score.
+    TopK { k: usize },
+    /// w_l = w0 · ŝ_l^(1/κ).
+    Exponential { w0: f64, kappa: f64 },
+    All,
+}
+
+impl<'de> Deserialize<'de> for LayerStrategy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Hand-written so that unknown keys name the strategy's own fields (serde's internally
+        // tagged enums lose them), which the diagnostics turn into "did you mean".
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let strategy = match map.get("strategy") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(_) => return Err(D::Error::custom("`strategy` must be a string")),
+            None => return Err(D::Error::custom("missing field `strategy` (top_k | exponential | all)")),
+        };
+        let fields: &'static [&'static str] = match strategy.as_str() {
+            "top_k" => &["strategy", "k"],
+            "exponential" => &["strategy", "w0", "kappa"],
+            "all" => &["strategy"],
+            other => return Err(D::Error::unknown_variant(other, &["top_k", "exponential", "all"])),
+        };
+        if let Some(bad) = map.keys().find(|k| !fields.contains(&k.as_str())) {
+            return Err(D::Error::unknown_field(bad, fields));
+        }
+        let field = |name: &str| -> Result<serde_json::Value, D::Error> {
+            map.get(name)
+                .cloned()
+                .ok_or_else(|| D::Error::custom(format!("missing field `{name}` for strategy `{strategy}`")))
+        };
+        let num = |name: &str| -> Result<f64, D::Error> {
+            let v = field(name)?;
+            v.as_f64().ok_or_else(|| D::Error::custom(format!("`{name}` must be a number, found {v}")))
+        };
+        Ok(match strategy.as_str() {
+            "top_k" => {
+                let v = field("k")?;
+                let k = v
+                    .as_u64()
+                    .ok_or_else(|| D::Error::custom(format!("`k` must be a non-negative integer, found {v}")))?;
+                LayerStrategy::TopK { k: k as usize }
+            }
+            "exponential" => LayerStrategy::Exponential { w0: num("w0")?, kappa: num("kappa")? },
+            _ => LayerStrategy::All,
+        })
+    }
+}
+
+/// The schedule φ(t) over generation steps, t normalised to [0, 1] for `piecewise`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    Constant,
+    LinearUp,
+    LinearDown,
+    ExpDown,
+    LogisticUp,
+    Sine,
+    /// Linear interpolation through `(t, value)` points, t in [0, 1] strictly increasing.
+    Piecewise { points: Vec<[f64; 2]> },
+}
+
+impl Schedule {
+    pub const NAMES: [&'static str; 7] =
+        ["constant", "linear_up", "linear_down", "exp_down", "logistic_up", "sine", "piecewise"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::LinearUp => "linear_up",
+            Schedule::LinearDown => "linear_down",
+            Schedule::ExpDown => "exp_down",
+            Schedule::LogisticUp => "logistic_up",
+            Schedule::Sine => "sine",
+            Schedule::Piecewise { .. } => "piecewise",
+        }
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Schedule::Piecewise { points } => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("kind", "piecewise")?;
+                m.serialize_entry("points", points)?;
+                m.end()
+            }
+            other => s.serialize_str(other.name()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let simple = |name: &str| -> Result<Schedule, D::Error> {
+            Ok(match name {
+                "constant" => Schedule::Constant,
+                "linear_up" => Schedule::LinearUp,
+                "linear_down" => Schedule::LinearDown,
+                "exp_down" => Schedule::ExpDown,
+                "logistic_up" => Schedule::LogisticUp,
+                "sine" => Schedule::Sine,
+                "piecewise" => {
+                    return Err(D::Error::custom(
+                        "`piecewise` needs points: write { kind = \"piecewise\", points = [[0.0, 0.0], [1.0, 1.0]] }",
+                    ));
+                }
+                other => return Err(D::Error::unknown_variant(other, &Schedule::NAMES)),
+            })
+        };
+        match v {
+            serde_json::Value::String(s) => simple(&s),
+            serde_json::Value::Object(map) => {
+                if let Some(bad) = map.keys().find(|k| !["kind", "points"].contains(&k.as_str())) {
+                    return Err(D::Error::unknown_field(bad, &["kind", "points"]));
+                }
+                let kind = map
+                    .get("kind")
+                    .and_then(|k| k.as_str())
+                    .ok_or_else(|| D::Error::custom("a schedule table needs `kind = \"piecewise\"`"))?;
+                if kind != "piecewise" {
+                    if map.contains_key("points") {
+                        return Err(D::Error::custom(format!("only `piecewise` takes points, not `{kind}`")));
+                    }
+                    return simple(kind);
+                }
+                let points = map.get("points").cloned().ok_or_else(|| D::Error::custom("missing field `points`"))?;
+                let points: Vec<[f64; 2]> = serde_json::from_value(points).map_err(|e| {
+                    D::Error::custom(format!("`points` must be a list of [t, value] pairs of numbers: {e}"))
+                })?;
+                Ok(Schedule::Piecewise { points })
+            }
+            other => Err(D::Error::custom(format!("a schedule is a name or a table, found {other}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateMode {
+    PerStep,
+    PerLayer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EtaMode {
+    Absolute,
+    NormRelative,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteerSpec {
+    pub targets: Vec<Target>,
+    pub layers: LayerStrategy,
+    pub schedule: Vec<Schedule>,
+    pub gate: f64,
+    pub gate_mode: GateMode,
+    pub eta: Vec<f64>,
+    pub eta_mode: EtaMode,
+    pub prompts: Vec<String>,
+    pub seconds: f64,
+    pub samples: u32,
+    pub cfg: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    ProbeAccuracy,
+    PitchHit,
+    ChordHit,
+    TempoError,
+    Fd,
+    Mmd,
+    Clap,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateSpec {
+    pub metrics: Vec<Metric>,
+}
+
+/// The built-in toy node kinds (see `crate::toy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToySpec {
+    pub values: Vec<i64>,
+    pub offset: i64,
+    pub sleep_ms: u64,
+    pub fail_on: Vec<i64>,
+    pub nan_on: Vec<i64>,
+    pub sum: bool,
+}

@@ -1,0 +1,123 @@
+//! The built-in toy node kinds, planned from `[toy]` through the same [`Stage`]/[`NodeKind`]
+//! mechanism every real stage uses, so that the runner is testable end to end without models.
+//!
+//! `toy_square[x=v]` writes `value.json` = {x, y = x² + offset} (optionally sleeping, failing or
+//! producing NaN, which is caught as a non-finite-output failure); `toy_sum` adds every square.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::dag::{NodeCtx, NodeError, NodeKind, NodeSpec, PlanBuilder, PlanError, Stage};
+use crate::spec::ResolvedSpec;
+
+pub struct ToyStage;
+
+impl Stage for ToyStage {
+    fn name(&self) -> &'static str {
+        "toy"
+    }
+
+    fn plan(&self, spec: &ResolvedSpec, plan: &mut PlanBuilder<'_>) -> Result<(), PlanError> {
+        let Some(toy) = &spec.spec.toy else { return Ok(()) };
+        let mut squares = Vec::new();
+        for &x in &toy.values {
+            let mut params = json!({ "x": x, "offset": toy.offset });
+            // Only the nodes that fail carry the flag, so other nodes keep their keys.
+            if toy.fail_on.contains(&x) {
+                params["fail"] = json!(true);
+            }
+            if toy.nan_on.contains(&x) {
+                params["nan"] = json!(true);
+            }
+            let node = NodeSpec::new(format!("toy_square[x={x}]"), "toy_square", params)
+                .hints(json!({ "sleep_ms": toy.sleep_ms }));
+            squares.push(plan.add(node)?);
+        }
+        if toy.sum {
+            let mut node = NodeSpec::new("toy_sum", "toy_sum", json!({}));
+            for (i, r) in squares.into_iter().enumerate() {
+                node = node.input(format!("part{i}"), r);
+            }
+            plan.add(node)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct SquareParams {
+    x: i64,
+    offset: i64,
+    #[serde(default)]
+    fail: bool,
+    #[serde(default)]
+    nan: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToyError {
+    #[error("toy_square[x={0}] was asked to fail (toy.fail_on)")]
+    AskedToFail(i64),
+    #[error("non-finite output y = {y} for x = {x}")]
+    NonFinite { x: i64, y: f64 },
+    #[error("cannot write {path}")]
+    Write { path: String, source: std::io::Error },
+    #[error("cannot read input {path}")]
+    Read { path: String, source: std::io::Error },
+}
+
+fn write(path: &std::path::Path, value: &serde_json::Value) -> Result<(), ToyError> {
+    crate::fsx::write_atomic(path, value.to_string().as_bytes())
+        .map_err(|source| ToyError::Write { path: path.display().to_string(), source })
+}
+
+pub struct ToySquare;
+
+impl NodeKind for ToySquare {
+    fn name(&self) -> &'static str {
+        "toy_square"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
+        let p: SquareParams = ctx.params_as()?;
+        let sleep_ms = ctx.hints.get("sleep_ms").and_then(|v| v.as_u64()).unwrap_or(0);
+        ctx.progress(0, 1, "squaring");
+        std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
+        if p.fail {
+            return Err(ToyError::AskedToFail(p.x).into());
+        }
+        let y = if p.nan { f64::NAN } else { (p.x * p.x + p.offset) as f64 };
+        if !y.is_finite() {
+            return Err(ToyError::NonFinite { x: p.x, y }.into());
+        }
+        ctx.log(&format!("x = {}, y = {y}", p.x));
+        write(&ctx.out_dir.join("value.json"), &json!({ "x": p.x, "y": y }))?;
+        ctx.progress(1, 1, "done");
+        Ok(())
+    }
+}
+
+pub struct ToySum;
+
+impl NodeKind for ToySum {
+    fn name(&self) -> &'static str {
+        "toy_sum"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
+        let mut sum = 0.0;
+        for input in ctx.inputs {
+            let path = input.dir.join("value.json");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ToyError::Read { path: path.display().to_string(), source })?;
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            sum += v["y"].as_f64().ok_or("value.json has no numeric y")?;
+        }
+        write(&ctx.out_dir.join("sum.json"), &json!({ "sum": sum, "parts": ctx.inputs.len() }))?;
+        Ok(())
+    }
+}
