@@ -255,16 +255,8 @@ pub fn load_str(
     }];
     layers.extend(user_layers);
 
-    let mut figment = Figment::new();
-    for l in &layers {
-        figment = figment.merge(Layer {
-            name: l.name.clone(),
-            origin: l.origin.clone(),
-            dict: l.dict.clone(),
-            sweep: l.sweep.clone(),
-            arg: l.arg.clone(),
-        });
-    }
+    replace_atomic_tables(&mut layers);
+    let figment = figment_of(&layers);
 
     let mut diags = Vec::new();
     let base = match ctx.extract(&figment, &layers, &mut diags) {
@@ -303,15 +295,10 @@ pub fn load_str(
             sweep: point.iter().map(|(k, i, _)| (k.clone(), *i)).collect(),
             arg: None,
         };
-        let fig = figment.clone().merge(Layer {
-            name: layer.name.clone(),
-            origin: layer.origin.clone(),
-            dict: layer.dict.clone(),
-            sweep: layer.sweep.clone(),
-            arg: None,
-        });
         let mut all = layers.iter().map(clone_layer).collect::<Vec<_>>();
         all.push(layer);
+        replace_atomic_tables(&mut all);
+        let fig = figment_of(&all);
         let before = diags.len();
         if let Some(spec) = ctx.extract(&fig, &all, &mut diags)
             && diags.len() == before
@@ -328,6 +315,28 @@ pub fn load_str(
         return Err(SpecError::Invalid { path: source_name.into(), diagnostics: diags });
     }
     Ok(LoadedSpec { source_name: source_name.into(), base, points })
+}
+
+/// Tables that are one value (a tagged choice), replaced whole by a later layer instead of merged
+/// key by key (merging `{ strategy = "top_k", k = 4 }` over the default exponential table would
+/// leave a stray `kappa`).
+const ATOMIC_TABLES: [[&str; 2]; 1] = [["steer", "layers"]];
+
+fn replace_atomic_tables(layers: &mut [Layer]) {
+    for path in ATOMIC_TABLES {
+        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        if let Some(last) = layers.iter().rposition(|l| dict_has(&l.dict, &path)) {
+            for l in &mut layers[..last] {
+                if let Some(Value::Dict(_, section)) = l.dict.get_mut(&path[0]) {
+                    section.remove(&path[1]);
+                }
+            }
+        }
+    }
+}
+
+fn figment_of(layers: &[Layer]) -> Figment {
+    layers.iter().fold(Figment::new(), |f, l| f.merge(clone_layer(l)))
 }
 
 fn clone_layer(l: &Layer) -> Layer {
@@ -350,7 +359,11 @@ fn merge_into(t: &mut toml::Table, path: &[String], v: toml::Value) {
 
 fn dedup(diags: &mut Vec<SpecDiagnostic>) {
     let mut seen = std::collections::HashSet::new();
-    diags.retain(|d| seen.insert((d.message.clone(), d.span.map(|s| (s.offset(), s.len())), d.origin.clone())));
+    // The same problem at several sweep points is reported once (for the first point).
+    diags.retain(|d| {
+        let message = d.message.split(" (at sweep point").next().unwrap_or_default().to_string();
+        seen.insert((message, d.span.map(|s| (s.offset(), s.len()))))
+    });
 }
 
 struct Ctx<'a> {
@@ -391,15 +404,30 @@ impl Ctx<'_> {
             }
             Err(errors) => {
                 for e in errors {
+                    let mut help = None;
                     let (unknown, message) = match &e.kind {
-                        figment::error::Kind::UnknownField(f, _) => (Some(f.clone()), e.kind.to_string()),
+                        figment::error::Kind::UnknownField(f, expected) => {
+                            let parent = match e.path.split_last() {
+                                Some((last, rest)) if last == f => rest,
+                                _ => &e.path[..],
+                            };
+                            let place = if parent.is_empty() { "the spec".to_string() } else { format!("`[{}]`", parent.join(".")) };
+                            let msg = error::unknown_name_message("key", f, expected);
+                            let msg = msg.replacen(", expected", &format!(" in {place}, expected"), 1);
+                            if parent.len() < e.path.len() { (Some(String::new()), msg) } else { (Some(f.clone()), msg) }
+                        }
+                        figment::error::Kind::UnknownVariant(v, expected) => {
+                            help = error::did_you_mean(v, expected).map(|c| format!("did you mean `{c}`?"));
+                            let list: Vec<String> = expected.iter().map(|c| format!("`{c}`")).collect();
+                            (None, format!("unknown value `{v}` for `{}`, expected one of {}", e.path.join("."), list.join(", ")))
+                        }
                         figment::error::Kind::MissingField(f) => {
                             (None, format!("missing key `{f}` in `{}`", e.path.join(".")))
                         }
                         k => (None, k.to_string()),
                     };
                     let from = e.metadata.as_ref().map(|m| m.name.to_string());
-                    diags.push(self.locate_from(figment, layers, &e.path, unknown.as_deref(), from, message, None));
+                    diags.push(self.locate_from(figment, layers, &e.path, unknown.as_deref(), from, message, help));
                 }
                 None
             }
@@ -431,7 +459,7 @@ impl Ctx<'_> {
         help: Option<String>,
     ) -> SpecDiagnostic {
         let mut full: Vec<String> = path.to_vec();
-        if let Some(u) = unknown {
+        if let Some(u) = unknown.filter(|u| !u.is_empty()) {
             full.push(u.to_string());
         }
         // Which layer set this value: the last layer that has the path (or its longest prefix).
@@ -458,7 +486,7 @@ impl Ctx<'_> {
             Origin::File => self.file_span_diag(&full, unknown.is_some(), message, help, label),
             Origin::Defaults => {
                 let mut d = self.file_span_diag(&full, unknown.is_some(), message, help, label);
-                d.message = format!("{} (in rfmx's embedded defaults: a bug, please report)", d.message);
+                d.message = format!("{} (`{}` has its default value here: set it in the spec)", d.message, path.join("."));
                 d.origin = Origin::Defaults;
                 d
             }

@@ -131,7 +131,7 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
 
 fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>) {
     c.non_empty(&["steer", "targets"], &s.targets);
-    if let Some(d) = data {
+    if let Some(d) = data.filter(|d| !d.concepts.is_empty()) {
         for (i, t) in s.targets.iter().enumerate() {
             if let Some(term) = t.terms.iter().find(|term| !d.concepts.contains(&term.concept)) {
                 c.fail_at(
