@@ -298,10 +298,14 @@ fn gc(store: &Store, dry_run: bool) -> u8 {
             }
         } else if !referenced.contains(&name) && !store.is_locked(&name) {
             remove(&e.path(), dry_run, "unreferenced store entry");
-            for p in [store.node_path(&name), store.failure_path(&name), store.log_path(&name)] {
-                if p.exists() {
-                    remove(&p, dry_run, "its record");
-                }
+        }
+    }
+    // Records of keys no index references any more (failures of since-changed nodes, logs).
+    for (dir, what) in [("failures", "old failure record"), ("nodes", "old node description"), ("logs", "old log")] {
+        for e in std::fs::read_dir(store.root.join(dir)).into_iter().flatten().filter_map(Result::ok) {
+            let key = key_of(&e.path());
+            if !referenced.contains(&key) && !store.is_locked(&key) && e.path().exists() {
+                remove(&e.path(), dry_run, what);
             }
         }
     }
