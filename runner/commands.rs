@@ -21,13 +21,19 @@ pub fn main(cli: Cli) -> ExitCode {
     let store = Store::from_env();
     let registry = default_registry();
     let code = match cli.command {
-        Command::Run { spec, jobs, dry_run } => run(&spec, jobs, dry_run, &store, &registry),
+        Command::Run {
+            spec,
+            jobs,
+            dry_run,
+        } => run(&spec, jobs, dry_run, &store, &registry),
         Command::Plan { spec } => plan_cmd(&spec, &store, &registry),
         Command::Explain { spec, node } => explain(&spec, &node, &store, &registry),
         Command::Check { specs, set } => check(&specs, &set, &registry),
         Command::Status => status(&store),
         Command::Gc { dry_run } => gc(&store, dry_run),
-        Command::Node { command: NodeCommand::Run { key } } => node_run(&key, &store, &registry),
+        Command::Node {
+            command: NodeCommand::Run { key },
+        } => node_run(&key, &store, &registry),
     };
     ExitCode::from(code)
 }
@@ -50,7 +56,11 @@ fn load_and_plan(args: &SpecArgs, registry: &Registry) -> Result<(LoadedSpec, Pl
 
 fn print_plan(plan: &Plan, st: &[NodeStatus]) {
     let cached = st.iter().filter(|s| **s == NodeStatus::Cached).count();
-    println!("{} node(s): {cached} cached, {} to run", plan.nodes.len(), plan.nodes.len() - cached);
+    println!(
+        "{} node(s): {cached} cached, {} to run",
+        plan.nodes.len(),
+        plan.nodes.len() - cached
+    );
     for (n, s) in plan.nodes.iter().zip(st) {
         match s {
             NodeStatus::Cached => println!("  cached   {}  [{}]", n.id, &n.key[..12]),
@@ -71,10 +81,22 @@ fn plan_cmd(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
 }
 
 fn index_of(plan: &Plan) -> Index {
-    Index { nodes: plan.nodes.iter().map(|n| (n.id.clone(), n.clone())).collect() }
+    Index {
+        nodes: plan
+            .nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.clone()))
+            .collect(),
+    }
 }
 
-fn run(args: &SpecArgs, jobs: Option<usize>, dry_run: bool, store: &Store, registry: &Registry) -> u8 {
+fn run(
+    args: &SpecArgs,
+    jobs: Option<usize>,
+    dry_run: bool,
+    store: &Store,
+    registry: &Registry,
+) -> u8 {
     let (spec, plan) = match load_and_plan(args, registry) {
         Ok(x) => x,
         Err(c) => return c,
@@ -98,7 +120,9 @@ fn run(args: &SpecArgs, jobs: Option<usize>, dry_run: bool, store: &Store, regis
         return BAD_INPUT;
     }
     // Provenance and resumability are written before anything runs.
-    let resolved = PathBuf::from("reports").join(&experiment).join("spec.resolved.toml");
+    let resolved = PathBuf::from("reports")
+        .join(&experiment)
+        .join("spec.resolved.toml");
     if let Err(e) = crate::fsx::write_atomic(&resolved, spec.resolved_toml().as_bytes()) {
         eprintln!("Error: cannot write {}: {e}", resolved.display());
         return FAILED;
@@ -116,7 +140,11 @@ fn run(args: &SpecArgs, jobs: Option<usize>, dry_run: bool, store: &Store, regis
         return FAILED;
     }
 
-    let log_path = store.runs_dir().join(format!("{}-{}-{experiment}.jsonl", timestamp(), std::process::id()));
+    let log_path = store.runs_dir().join(format!(
+        "{}-{}-{experiment}.jsonl",
+        timestamp(),
+        std::process::id()
+    ));
     let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(TerminalSink::new())];
     match JsonlSink::create(&log_path) {
         Ok(s) => sinks.push(Box::new(s)),
@@ -125,12 +153,20 @@ fn run(args: &SpecArgs, jobs: Option<usize>, dry_run: bool, store: &Store, regis
     let (tx, rx) = crossbeam_channel::unbounded();
     let consumer = spawn_consumers(rx, sinks);
     let to_run = st.iter().filter(|s| **s != NodeStatus::Cached).count();
-    let _ = tx.send(Event::RunStarted { experiment: experiment.clone(), nodes: plan.nodes.len(), to_run, jobs });
+    let _ = tx.send(Event::RunStarted {
+        experiment: experiment.clone(),
+        nodes: plan.nodes.len(),
+        to_run,
+        jobs,
+    });
     let summary = crate::exec::run_plan(&plan, &st, store, registry, jobs, &tx);
     drop(tx);
     let _ = consumer.join();
 
-    println!("summary for {experiment} ({} node(s), {jobs} job(s)):", plan.nodes.len());
+    println!(
+        "summary for {experiment} ({} node(s), {jobs} job(s)):",
+        plan.nodes.len()
+    );
     println!("  {:<9}{:>6}", "computed", summary.computed);
     println!("  {:<9}{:>6}", "cached", summary.cached);
     println!("  {:<9}{:>6}", "failed", summary.failed);
@@ -139,7 +175,10 @@ fn run(args: &SpecArgs, jobs: Option<usize>, dry_run: bool, store: &Store, regis
     println!("run log: {}", log_path.display());
     println!("resolved spec: {}", resolved.display());
     if summary.failed > 0 {
-        println!("failed: {} (see `rfmx status`)", summary.failed_ids.join(", "));
+        println!(
+            "failed: {} (see `rfmx status`)",
+            summary.failed_ids.join(", ")
+        );
         FAILED
     } else {
         0
@@ -152,7 +191,10 @@ fn explain(args: &SpecArgs, query: &str, store: &Store, registry: &Registry) -> 
         Err(c) => return c,
     };
     let Some(i) = plan.find(query) else {
-        eprintln!("Error: no node `{query}` in {} (ids or a unique key prefix of 4+ chars):", args.spec.display());
+        eprintln!(
+            "Error: no node `{query}` in {} (ids or a unique key prefix of 4+ chars):",
+            args.spec.display()
+        );
         for n in &plan.nodes {
             eprintln!("  {}", n.id);
         }
@@ -167,7 +209,12 @@ fn explain(args: &SpecArgs, query: &str, store: &Store, registry: &Registry) -> 
         NodeStatus::Cached => println!("status    cached"),
         NodeStatus::ToRun(r) => println!("status    to run: {r}"),
     }
-    println!("params    {}", serde_json::to_string_pretty(&n.params).unwrap_or_default().replace('\n', "\n          "));
+    println!(
+        "params    {}",
+        serde_json::to_string_pretty(&n.params)
+            .unwrap_or_default()
+            .replace('\n', "\n          ")
+    );
     if !n.hints.is_null() {
         println!("hints     {} (not part of the key)", n.hints);
     }
@@ -182,9 +229,18 @@ fn explain(args: &SpecArgs, query: &str, store: &Store, registry: &Registry) -> 
     }
     match store.verify(&n.key) {
         EntryState::Valid(m) => {
-            println!("outputs   {} ({:.3}s, rfmx {})", store.out_dir(&n.key).display(), m.seconds, m.rfmx_version);
+            println!(
+                "outputs   {} ({:.3}s, rfmx {})",
+                store.out_dir(&n.key).display(),
+                m.seconds,
+                m.rfmx_version
+            );
             for (rel, f) in &m.outputs {
-                println!("          {rel}  {} bytes  blake3 {}", f.bytes, &f.blake3[..16]);
+                println!(
+                    "          {rel}  {} bytes  blake3 {}",
+                    f.bytes,
+                    &f.blake3[..16]
+                );
             }
         }
         EntryState::Corrupt(why) => println!("outputs   corrupt: {why}"),
@@ -200,7 +256,10 @@ fn explain(args: &SpecArgs, query: &str, store: &Store, registry: &Registry) -> 
 fn check(specs: &[PathBuf], sets: &[String], registry: &Registry) -> u8 {
     let mut code = 0;
     for path in specs {
-        let args = SpecArgs { spec: path.clone(), set: sets.to_vec() };
+        let args = SpecArgs {
+            spec: path.clone(),
+            set: sets.to_vec(),
+        };
         match load_and_plan(&args, registry) {
             Ok((spec, plan)) => println!(
                 "ok   {}: experiment `{}`, {} sweep point(s), {} node(s)",
@@ -228,7 +287,9 @@ fn list_json(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn key_of(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn node_id(store: &Store, key: &str) -> String {
@@ -252,8 +313,11 @@ fn status(store: &Store) -> u8 {
             println!("    record: {}", f.display());
         }
     }
-    let running: Vec<String> =
-        list_json(&store.root.join("locks")).iter().map(|p| key_of(p)).filter(|k| store.is_locked(k)).collect();
+    let running: Vec<String> = list_json(&store.root.join("locks"))
+        .iter()
+        .map(|p| key_of(p))
+        .filter(|k| store.is_locked(k))
+        .collect();
     println!("running nodes (locks held): {}", running.len());
     for k in &running {
         println!("  {}  [{}]", node_id(store, k), &k[..k.len().min(12)]);
@@ -273,7 +337,11 @@ fn remove(path: &Path, dry_run: bool, what: &str) {
         println!("would remove {what}: {}", path.display());
         return;
     }
-    let r = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    let r = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
     match r {
         Ok(()) => println!("removed {what}: {}", path.display()),
         Err(e) => eprintln!("warning: cannot remove {}: {e}", path.display()),
@@ -289,9 +357,16 @@ fn gc(store: &Store, dry_run: bool) -> u8 {
             referenced.extend(index.nodes.into_values().map(|n| n.key));
         }
     }
-    for e in std::fs::read_dir(store.store_dir()).into_iter().flatten().filter_map(Result::ok) {
+    for e in std::fs::read_dir(store.store_dir())
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+    {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(rest) = name.strip_prefix(".tmp-").or_else(|| name.strip_prefix(".trash-")) {
+        if let Some(rest) = name
+            .strip_prefix(".tmp-")
+            .or_else(|| name.strip_prefix(".trash-"))
+        {
             let key = rest.split('-').next().unwrap_or_default();
             if !store.is_locked(key) {
                 remove(&e.path(), dry_run, "temp dir of a killed run");
@@ -301,8 +376,16 @@ fn gc(store: &Store, dry_run: bool) -> u8 {
         }
     }
     // Records of keys no index references any more (failures of since-changed nodes, logs).
-    for (dir, what) in [("failures", "old failure record"), ("nodes", "old node description"), ("logs", "old log")] {
-        for e in std::fs::read_dir(store.root.join(dir)).into_iter().flatten().filter_map(Result::ok) {
+    for (dir, what) in [
+        ("failures", "old failure record"),
+        ("nodes", "old node description"),
+        ("logs", "old log"),
+    ] {
+        for e in std::fs::read_dir(store.root.join(dir))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
             let key = key_of(&e.path());
             if !referenced.contains(&key) && !store.is_locked(&key) && e.path().exists() {
                 remove(&e.path(), dry_run, what);

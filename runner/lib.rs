@@ -2,12 +2,12 @@
 //!
 //! Data flows one way: spec -> plan (DAG) -> executor -> node functions -> store -> report.
 
-pub mod fsx;
-pub mod spec;
+pub mod cli;
 pub mod commands;
 pub mod dag;
 pub mod events;
 pub mod exec;
+pub mod fsx;
 pub mod registry;
+pub mod spec;
 pub mod toy;
-pub mod cli;

@@ -18,7 +18,9 @@ impl Stage for ToyStage {
     }
 
     fn plan(&self, spec: &ResolvedSpec, plan: &mut PlanBuilder<'_>) -> Result<(), PlanError> {
-        let Some(toy) = &spec.spec.toy else { return Ok(()) };
+        let Some(toy) = &spec.spec.toy else {
+            return Ok(());
+        };
         let mut squares = Vec::new();
         for &x in &toy.values {
             let mut params = json!({ "x": x, "offset": toy.offset });
@@ -61,14 +63,22 @@ pub enum ToyError {
     #[error("non-finite output y = {y} for x = {x}")]
     NonFinite { x: i64, y: f64 },
     #[error("cannot write {path}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot read input {path}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 fn write(path: &std::path::Path, value: &serde_json::Value) -> Result<(), ToyError> {
-    crate::fsx::write_atomic(path, value.to_string().as_bytes())
-        .map_err(|source| ToyError::Write { path: path.display().to_string(), source })
+    crate::fsx::write_atomic(path, value.to_string().as_bytes()).map_err(|source| ToyError::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 pub struct ToySquare;
@@ -82,18 +92,29 @@ impl NodeKind for ToySquare {
     }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let p: SquareParams = ctx.params_as()?;
-        let sleep_ms = ctx.hints.get("sleep_ms").and_then(|v| v.as_u64()).unwrap_or(0);
+        let sleep_ms = ctx
+            .hints
+            .get("sleep_ms")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         ctx.progress(0, 1, "squaring");
         std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
         if p.fail {
             return Err(ToyError::AskedToFail(p.x).into());
         }
-        let y = if p.nan { f64::NAN } else { (p.x * p.x + p.offset) as f64 };
+        let y = if p.nan {
+            f64::NAN
+        } else {
+            (p.x * p.x + p.offset) as f64
+        };
         if !y.is_finite() {
             return Err(ToyError::NonFinite { x: p.x, y }.into());
         }
         ctx.log(&format!("x = {}, y = {y}", p.x));
-        write(&ctx.out_dir.join("value.json"), &json!({ "x": p.x, "y": y }))?;
+        write(
+            &ctx.out_dir.join("value.json"),
+            &json!({ "x": p.x, "y": y }),
+        )?;
         ctx.progress(1, 1, "done");
         Ok(())
     }
@@ -112,12 +133,17 @@ impl NodeKind for ToySum {
         let mut sum = 0.0;
         for input in ctx.inputs {
             let path = input.dir.join("value.json");
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ToyError::Read { path: path.display().to_string(), source })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| ToyError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
             let v: serde_json::Value = serde_json::from_str(&text)?;
             sum += v["y"].as_f64().ok_or("value.json has no numeric y")?;
         }
-        write(&ctx.out_dir.join("sum.json"), &json!({ "sum": sum, "parts": ctx.inputs.len() }))?;
+        write(
+            &ctx.out_dir.join("sum.json"),
+            &json!({ "sum": sum, "parts": ctx.inputs.len() }),
+        )?;
         Ok(())
     }
 }

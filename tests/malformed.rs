@@ -16,7 +16,12 @@ fn corpus() -> Vec<(String, String)> {
     files.sort();
     files
         .into_iter()
-        .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_stem().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -44,11 +49,16 @@ fn every_malformed_spec_is_rejected_at_the_right_line() {
                 let want = expected_line(&text);
                 let rendered = e.render(rfmx::commands::RENDER_WIDTH);
                 if !e.lines().contains(&want) {
-                    wrong.push(format!("{name}: expected line {want}, got {:?}\n{rendered}", e.lines()));
+                    wrong.push(format!(
+                        "{name}: expected line {want}, got {:?}\n{rendered}",
+                        e.lines()
+                    ));
                 }
                 // The rendered report names file:line:col.
                 if !rendered.contains(&format!("[{file}:{want}:")) {
-                    wrong.push(format!("{name}: rendering lacks [{file}:{want}:...]\n{rendered}"));
+                    wrong.push(format!(
+                        "{name}: rendering lacks [{file}:{want}:...]\n{rendered}"
+                    ));
                 }
                 insta::assert_snapshot!(name, rendered);
             }

@@ -13,7 +13,9 @@ struct Work {
 
 impl Work {
     fn new() -> Work {
-        Work { dir: tempfile::tempdir().unwrap() }
+        Work {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -32,7 +34,9 @@ impl Work {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_rfmx"));
-        c.args(args).current_dir(self.path()).env("RFMX_HOME", self.home());
+        c.args(args)
+            .current_dir(self.path())
+            .env("RFMX_HOME", self.home());
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k != "RFMX_HOME") {
             c.env_remove(k);
         }
@@ -45,7 +49,10 @@ impl Work {
 
     /// The run logs, oldest first.
     fn run_logs(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.home().join("runs")).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.home().join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         v.sort();
         v
     }
@@ -67,7 +74,11 @@ impl Work {
 }
 
 fn events(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Ids of the nodes with the given event in a run log.
@@ -85,7 +96,11 @@ fn summary_count(out: &Output, what: &str) -> usize {
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
-        .find_map(|l| l.trim().strip_prefix(what).map(|n| n.trim().parse::<usize>().unwrap()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(what)
+                .map(|n| n.trim().parse::<usize>().unwrap())
+        })
         .unwrap_or_else(|| panic!("no `{what}` in summary:\n{stdout}"))
 }
 
@@ -113,8 +128,14 @@ fn extending_a_grid_from_2_to_4_values_computes_only_the_2_new_nodes() {
     let out = w.rfmx(&["run", "s.toml"]);
     ok(&out);
     let log = w.run_logs().pop().unwrap();
-    assert_eq!(ids_with(&log, "finished"), vec!["toy_square[x=3]", "toy_square[x=4]"]);
-    assert_eq!(ids_with(&log, "cached"), vec!["toy_square[x=1]", "toy_square[x=2]"]);
+    assert_eq!(
+        ids_with(&log, "finished"),
+        vec!["toy_square[x=3]", "toy_square[x=4]"]
+    );
+    assert_eq!(
+        ids_with(&log, "cached"),
+        vec!["toy_square[x=1]", "toy_square[x=2]"]
+    );
     assert_eq!(summary_count(&out, "computed"), 2);
     assert_eq!(summary_count(&out, "cached"), 2);
 
@@ -129,14 +150,23 @@ fn extending_a_grid_from_2_to_4_values_computes_only_the_2_new_nodes() {
     let out = w.rfmx(&["run", "s.toml"]);
     ok(&out);
     let log = w.run_logs().pop().unwrap();
-    assert_eq!(ids_with(&log, "finished"), vec!["toy_square[x=3]", "toy_square[x=4]", "toy_sum"]);
+    assert_eq!(
+        ids_with(&log, "finished"),
+        vec!["toy_square[x=3]", "toy_square[x=4]", "toy_sum"]
+    );
     assert_eq!(summary_count(&out, "computed"), 3);
 }
 
 #[test]
 fn a_second_identical_run_computes_nothing_in_under_a_second() {
     let w = Work::new();
-    w.spec("s.toml", &toy("[1, 2, 3, 4, 5, 6, 7, 8]", "[sweep]\n\"toy.offset\" = [0, 1]"));
+    w.spec(
+        "s.toml",
+        &toy(
+            "[1, 2, 3, 4, 5, 6, 7, 8]",
+            "[sweep]\n\"toy.offset\" = [0, 1]",
+        ),
+    );
     let first = w.rfmx(&["run", "s.toml"]);
     ok(&first);
     assert_eq!(summary_count(&first, "computed"), 18);
@@ -144,10 +174,16 @@ fn a_second_identical_run_computes_nothing_in_under_a_second() {
     let second = w.rfmx(&["run", "s.toml"]);
     let elapsed = t0.elapsed();
     ok(&second);
-    println!("second identical run (18 cached nodes): {:.3}s wall, process included", elapsed.as_secs_f64());
+    println!(
+        "second identical run (18 cached nodes): {:.3}s wall, process included",
+        elapsed.as_secs_f64()
+    );
     assert_eq!(summary_count(&second, "computed"), 0);
     assert_eq!(summary_count(&second, "cached"), 18);
-    assert!(elapsed < Duration::from_secs(1), "second run took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "second run took {elapsed:?}"
+    );
     let log = w.run_logs().pop().unwrap();
     assert!(ids_with(&log, "started").is_empty());
 }
@@ -156,19 +192,37 @@ fn a_second_identical_run_computes_nothing_in_under_a_second() {
 fn kill_9_mid_run_keeps_finished_nodes_and_reruns_only_the_rest() {
     let w = Work::new();
     // 10 squares of 150 ms on 2 jobs (~750 ms); killed once 2 of them are in the store.
-    w.spec("s.toml", &toy("[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]", "sleep_ms = 150"));
-    let mut child = w.cmd(&["run", "s.toml", "--jobs", "2"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    w.spec(
+        "s.toml",
+        &toy("[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]", "sleep_ms = 150"),
+    );
+    let mut child = w
+        .cmd(&["run", "s.toml", "--jobs", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     while w.manifests().len() < 2 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "run made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "run finished before it could be killed");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "run made no progress"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run finished before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = w.manifests();
     let total = 11; // 10 squares + toy_sum
-    assert!(before.len() >= 2 && before.len() < total, "{} finished", before.len());
+    assert!(
+        before.len() >= 2 && before.len() < total,
+        "{} finished",
+        before.len()
+    );
 
     // Nothing half-written: every entry in the store is complete and verifies.
     for key in before.keys() {
@@ -177,7 +231,10 @@ fn kill_9_mid_run_keeps_finished_nodes_and_reruns_only_the_rest() {
     }
     let plan = String::from_utf8(w.rfmx(&["plan", "s.toml"]).stdout).unwrap();
     assert_eq!(plan.matches("  cached ").count(), before.len(), "{plan}");
-    assert!(plan.contains("output missing (interrupted run or removed)"), "{plan}");
+    assert!(
+        plan.contains("output missing (interrupted run or removed)"),
+        "{plan}"
+    );
 
     let out = w.rfmx(&["run", "s.toml", "--jobs", "2"]);
     ok(&out);
@@ -205,8 +262,14 @@ fn a_corrupted_output_is_detected_and_rebuilt_with_a_warning() {
     let w = Work::new();
     w.spec("s.toml", &toy("[1, 2, 3]", ""));
     ok(&w.rfmx(&["run", "s.toml"]));
-    let explain = String::from_utf8(w.rfmx(&["explain", "s.toml", "toy_square[x=2]"]).stdout).unwrap();
-    let key = explain.lines().find_map(|l| l.strip_prefix("key       ")).unwrap().trim().to_string();
+    let explain =
+        String::from_utf8(w.rfmx(&["explain", "s.toml", "toy_square[x=2]"]).stdout).unwrap();
+    let key = explain
+        .lines()
+        .find_map(|l| l.strip_prefix("key       "))
+        .unwrap()
+        .trim()
+        .to_string();
     let file = w.home().join("store").join(&key).join("out/value.json");
     let original = std::fs::read(&file).unwrap();
     let mut bytes = original.clone();
@@ -214,13 +277,22 @@ fn a_corrupted_output_is_detected_and_rebuilt_with_a_warning() {
     std::fs::write(&file, &bytes).unwrap();
 
     let plan = String::from_utf8(w.rfmx(&["plan", "s.toml"]).stdout).unwrap();
-    assert!(plan.contains("corrupt output (output `value.json` does not match its manifest hash)"), "{plan}");
+    assert!(
+        plan.contains("corrupt output (output `value.json` does not match its manifest hash)"),
+        "{plan}"
+    );
     let out = w.rfmx(&["run", "s.toml"]);
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("warning: toy_square[x=2]: corrupt output detected"), "{stderr}");
+    assert!(
+        stderr.contains("warning: toy_square[x=2]: corrupt output detected"),
+        "{stderr}"
+    );
     // Only the corrupted node recomputes; toy_sum's key depends on input keys, not bytes.
-    assert_eq!(ids_with(&w.run_logs().pop().unwrap(), "finished"), vec!["toy_square[x=2]"]);
+    assert_eq!(
+        ids_with(&w.run_logs().pop().unwrap(), "finished"),
+        vec!["toy_square[x=2]"]
+    );
     assert_eq!(std::fs::read(&file).unwrap(), original);
 }
 
@@ -228,8 +300,18 @@ fn a_corrupted_output_is_detected_and_rebuilt_with_a_warning() {
 fn two_concurrent_runs_compute_every_node_once() {
     let w = Work::new();
     w.spec("s.toml", &toy("[1, 2, 3, 4, 5, 6]", "sleep_ms = 40"));
-    let a = w.cmd(&["run", "s.toml", "--jobs", "2"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let b = w.cmd(&["run", "s.toml", "--jobs", "2"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let a = w
+        .cmd(&["run", "s.toml", "--jobs", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = w
+        .cmd(&["run", "s.toml", "--jobs", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     ok(&a);
     ok(&b);
@@ -240,44 +322,68 @@ fn two_concurrent_runs_compute_every_node_once() {
     let mut all: Vec<String> = (1..=6).map(|x| format!("toy_square[x={x}]")).collect();
     all.push("toy_sum".into());
     all.sort();
-    assert_eq!(finished, all, "each node computed exactly once across both runs");
-    assert_eq!(summary_count(&a, "computed") + summary_count(&b, "computed"), 7);
+    assert_eq!(
+        finished, all,
+        "each node computed exactly once across both runs"
+    );
+    assert_eq!(
+        summary_count(&a, "computed") + summary_count(&b, "computed"),
+        7
+    );
     assert_eq!(summary_count(&a, "cached") + summary_count(&b, "cached"), 7);
 }
 
 #[test]
 fn a_failing_node_is_recorded_its_siblings_finish_and_only_it_is_retried() {
     let w = Work::new();
-    w.spec("s.toml", &toy("[1, 2, 3, 4]", "fail_on = [2]\nnan_on = [3]"));
+    w.spec(
+        "s.toml",
+        &toy("[1, 2, 3, 4]", "fail_on = [2]\nnan_on = [3]"),
+    );
     let out = w.rfmx(&["run", "s.toml"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(summary_count(&out, "computed"), 2);
     assert_eq!(summary_count(&out, "failed"), 2);
     assert_eq!(summary_count(&out, "skipped"), 1);
     let log = w.run_logs().pop().unwrap();
-    assert_eq!(ids_with(&log, "failed"), vec!["toy_square[x=2]", "toy_square[x=3]"]);
+    assert_eq!(
+        ids_with(&log, "failed"),
+        vec!["toy_square[x=2]", "toy_square[x=3]"]
+    );
     assert_eq!(ids_with(&log, "skipped"), vec!["toy_sum"]);
 
     let status = String::from_utf8(w.rfmx(&["status"]).stdout).unwrap();
     assert!(status.contains("failed nodes: 2"), "{status}");
     assert!(status.contains("was asked to fail"), "{status}");
-    assert!(status.contains("non-finite output y = NaN for x = 3"), "{status}");
+    assert!(
+        status.contains("non-finite output y = NaN for x = 3"),
+        "{status}"
+    );
     let records: Vec<Value> = std::fs::read_dir(w.home().join("failures"))
         .unwrap()
         .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
         .collect();
     assert_eq!(records.len(), 2);
     for r in &records {
-        assert!(r["params"]["x"].is_i64() && Path::new(r["log"].as_str().unwrap()).exists(), "{r}");
+        assert!(
+            r["params"]["x"].is_i64() && Path::new(r["log"].as_str().unwrap()).exists(),
+            "{r}"
+        );
     }
     let plan = String::from_utf8(w.rfmx(&["plan", "s.toml"]).stdout).unwrap();
-    assert!(plan.contains("previous failure: toy_square[x=2] was asked to fail"), "{plan}");
+    assert!(
+        plan.contains("previous failure: toy_square[x=2] was asked to fail"),
+        "{plan}"
+    );
 
     // Run again: only the failed nodes are tried again.
     let out = w.rfmx(&["run", "s.toml"]);
     assert_eq!(out.status.code(), Some(1));
     let log = w.run_logs().pop().unwrap();
-    assert_eq!(ids_with(&log, "started"), vec!["toy_square[x=2]", "toy_square[x=3]"]);
+    assert_eq!(
+        ids_with(&log, "started"),
+        vec!["toy_square[x=2]", "toy_square[x=3]"]
+    );
 
     // Fixed: the two nodes and the fan-in compute, the failure records are gone.
     w.spec("s.toml", &toy("[1, 2, 3, 4]", ""));
@@ -285,7 +391,10 @@ fn a_failing_node_is_recorded_its_siblings_finish_and_only_it_is_retried() {
     ok(&out);
     assert_eq!(summary_count(&out, "computed"), 3);
     let status = String::from_utf8(w.rfmx(&["status"]).stdout).unwrap();
-    assert!(status.contains("failed nodes: 2"), "old keys' records stay until gc: {status}");
+    assert!(
+        status.contains("failed nodes: 2"),
+        "old keys' records stay until gc: {status}"
+    );
     ok(&w.rfmx(&["gc"]));
     let status = String::from_utf8(w.rfmx(&["status"]).stdout).unwrap();
     assert!(status.contains("failed nodes: 0"), "{status}");
@@ -296,12 +405,23 @@ fn plan_explains_param_changes_and_explain_shows_a_node() {
     let w = Work::new();
     w.spec("s.toml", &toy("[1, 2]", ""));
     ok(&w.rfmx(&["run", "s.toml"]));
-    let plan = String::from_utf8(w.rfmx(&["plan", "s.toml", "--set", "toy.offset=5"]).stdout).unwrap();
-    assert!(plan.contains("to run   toy_square[x=1]") && plan.contains("param `offset` (0 -> 5) changed"), "{plan}");
-    assert!(plan.contains("input changed: `part0` (toy_square[x=1])"), "{plan}");
+    let plan =
+        String::from_utf8(w.rfmx(&["plan", "s.toml", "--set", "toy.offset=5"]).stdout).unwrap();
+    assert!(
+        plan.contains("to run   toy_square[x=1]")
+            && plan.contains("param `offset` (0 -> 5) changed"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("input changed: `part0` (toy_square[x=1])"),
+        "{plan}"
+    );
     let explain = String::from_utf8(w.rfmx(&["explain", "s.toml", "toy_sum"]).stdout).unwrap();
     assert!(explain.contains("status    cached"), "{explain}");
-    assert!(explain.contains("input     part1 = toy_square[x=2]"), "{explain}");
+    assert!(
+        explain.contains("input     part1 = toy_square[x=2]"),
+        "{explain}"
+    );
     assert!(explain.contains("sum.json"), "{explain}");
     let resolved = std::fs::read_to_string(w.path().join("reports/t/spec.resolved.toml")).unwrap();
     assert!(resolved.contains("sleep_ms = 0"), "{resolved}");
@@ -316,7 +436,10 @@ fn node_run_computes_a_planned_node_by_key() {
     std::fs::remove_dir_all(w.home().join("store").join(&key)).unwrap();
     let out = w.rfmx(&["node", "run", &key]);
     ok(&out);
-    let v: Value = serde_json::from_slice(&std::fs::read(w.home().join("store").join(&key).join("out/value.json")).unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(
+        &std::fs::read(w.home().join("store").join(&key).join("out/value.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(v["y"], 49.0);
 }
 
@@ -334,13 +457,23 @@ fn bad_specs_and_usage_exit_2() {
     let out = w.rfmx(&["check", "good.toml", "--set", "toy.sleep_ms=-1"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("comes from `--set toy.sleep_ms=-1`"), "{stderr}");
-    let out = w.cmd(&["check", "good.toml"]).env("RFMX_TOY__OFFSET", "\"x\"").output().unwrap();
+    assert!(
+        stderr.contains("comes from `--set toy.sleep_ms=-1`"),
+        "{stderr}"
+    );
+    let out = w
+        .cmd(&["check", "good.toml"])
+        .env("RFMX_TOY__OFFSET", "\"x\"")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFMX_TOY__OFFSET"));
     ok(&w.rfmx(&["check", "good.toml"]));
     let help = String::from_utf8(w.rfmx(&["--help"]).stdout).unwrap();
-    assert!(help.contains("Examples:") && help.contains("explain"), "{help}");
+    assert!(
+        help.contains("Examples:") && help.contains("explain"),
+        "{help}"
+    );
 }
 
 #[test]

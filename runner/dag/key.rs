@@ -25,7 +25,10 @@ fn write_canonical(v: &Value, out: &mut String) {
                 if f.fract() == 0.0 && f.abs() < 9.0e15 {
                     out.push_str(&(f as i64).to_string());
                 } else {
-                    out.push_str(&serde_json::Number::from_f64(f).map_or("null".to_string(), |n| n.to_string()));
+                    out.push_str(
+                        &serde_json::Number::from_f64(f)
+                            .map_or("null".to_string(), |n| n.to_string()),
+                    );
                 }
             }
         }
@@ -58,7 +61,13 @@ fn write_canonical(v: &Value, out: &mut String) {
 }
 
 /// The node's cache key (64 hex chars).
-pub fn cache_key(kind: &str, version: u32, params: &Value, inputs: &[(String, String)], fingerprint: Option<&str>) -> String {
+pub fn cache_key(
+    kind: &str,
+    version: u32,
+    params: &Value,
+    inputs: &[(String, String)],
+    fingerprint: Option<&str>,
+) -> String {
     let mut h = blake3::Hasher::new();
     // Length-prefixed fields so that no two different tuples hash the same bytes.
     let mut field = |tag: &str, bytes: &[u8]| {
@@ -91,7 +100,8 @@ mod tests {
     #[test]
     fn stable_under_key_order_and_number_spelling() {
         let a: Value = serde_json::from_str(r#"{"x": 1, "y": {"b": 2.0, "a": [1, 2.5]}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"y": {"a": [1.0, 2.5], "b": 2}, "x": 1.0}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"y": {"a": [1.0, 2.5], "b": 2}, "x": 1.0}"#).unwrap();
         assert_eq!(canonical_json(&a), canonical_json(&b));
         assert_eq!(key(a), key(b));
         assert_eq!(canonical_json(&json!(-0.0)), "0");
@@ -103,12 +113,57 @@ mod tests {
         assert_eq!(base, key(json!({"x": 1})));
         assert_ne!(base, key(json!({"x": 2})));
         assert_ne!(base, key(json!({"x": 1, "y": 0})));
-        assert_ne!(base, cache_key("k", 2, &json!({"x": 1}), &[("a".into(), "abc".into())], None));
-        assert_ne!(base, cache_key("other", 1, &json!({"x": 1}), &[("a".into(), "abc".into())], None));
-        assert_ne!(base, cache_key("k", 1, &json!({"x": 1}), &[("a".into(), "abd".into())], None));
-        assert_ne!(base, cache_key("k", 1, &json!({"x": 1}), &[("b".into(), "abc".into())], None));
+        assert_ne!(
+            base,
+            cache_key(
+                "k",
+                2,
+                &json!({"x": 1}),
+                &[("a".into(), "abc".into())],
+                None
+            )
+        );
+        assert_ne!(
+            base,
+            cache_key(
+                "other",
+                1,
+                &json!({"x": 1}),
+                &[("a".into(), "abc".into())],
+                None
+            )
+        );
+        assert_ne!(
+            base,
+            cache_key(
+                "k",
+                1,
+                &json!({"x": 1}),
+                &[("a".into(), "abd".into())],
+                None
+            )
+        );
+        assert_ne!(
+            base,
+            cache_key(
+                "k",
+                1,
+                &json!({"x": 1}),
+                &[("b".into(), "abc".into())],
+                None
+            )
+        );
         assert_ne!(base, cache_key("k", 1, &json!({"x": 1}), &[], None));
-        assert_ne!(base, cache_key("k", 1, &json!({"x": 1}), &[("a".into(), "abc".into())], Some("fp")));
+        assert_ne!(
+            base,
+            cache_key(
+                "k",
+                1,
+                &json!({"x": 1}),
+                &[("a".into(), "abc".into())],
+                Some("fp")
+            )
+        );
         assert_eq!(base.len(), 64);
     }
 }

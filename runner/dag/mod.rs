@@ -72,7 +72,8 @@ pub struct NodeCtx<'a> {
 impl NodeCtx<'_> {
     /// The params deserialised into the kind's own type.
     pub fn params_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, NodeError> {
-        serde_json::from_value(self.params.clone()).map_err(|e| format!("bad params for {}: {e}", self.id).into())
+        serde_json::from_value(self.params.clone())
+            .map_err(|e| format!("bad params for {}: {e}", self.id).into())
     }
 
     /// The output dir of the input called `name`.
@@ -220,17 +221,33 @@ impl<'r> PlanBuilder<'r> {
 
     /// Adds a node (or returns the existing node with the same key).
     pub fn add(&mut self, node: NodeSpec) -> Result<NodeRef, PlanError> {
-        let kind = self.registry.get(&node.kind).ok_or_else(|| PlanError::UnknownKind {
-            stage: self.stage.clone(),
-            kind: node.kind.clone(),
-        })?;
+        let kind = self
+            .registry
+            .get(&node.kind)
+            .ok_or_else(|| PlanError::UnknownKind {
+                stage: self.stage.clone(),
+                kind: node.kind.clone(),
+            })?;
         let inputs: Vec<InputRef> = node
             .inputs
             .iter()
-            .map(|(name, r)| InputRef { name: name.clone(), id: self.nodes[r.0].id.clone(), key: self.nodes[r.0].key.clone() })
+            .map(|(name, r)| InputRef {
+                name: name.clone(),
+                id: self.nodes[r.0].id.clone(),
+                key: self.nodes[r.0].key.clone(),
+            })
             .collect();
-        let input_keys: Vec<(String, String)> = inputs.iter().map(|i| (i.name.clone(), i.key.clone())).collect();
-        let key = key::cache_key(&node.kind, kind.version(), &node.params, &input_keys, node.fingerprint.as_deref());
+        let input_keys: Vec<(String, String)> = inputs
+            .iter()
+            .map(|i| (i.name.clone(), i.key.clone()))
+            .collect();
+        let key = key::cache_key(
+            &node.kind,
+            kind.version(),
+            &node.params,
+            &input_keys,
+            node.fingerprint.as_deref(),
+        );
         if let Some(&i) = self.by_key.get(&key) {
             return Ok(NodeRef(i));
         }
@@ -245,7 +262,8 @@ impl<'r> PlanBuilder<'r> {
             inputs,
             fingerprint: node.fingerprint,
         });
-        self.deps.push(node.inputs.iter().map(|(_, r)| r.0).collect());
+        self.deps
+            .push(node.inputs.iter().map(|(_, r)| r.0).collect());
         self.labels.push(self.label.clone());
         self.by_key.insert(key, i);
         Ok(NodeRef(i))
@@ -272,7 +290,11 @@ impl<'r> PlanBuilder<'r> {
         for n in &self.nodes {
             *count.entry(n.id.as_str()).or_default() += 1;
         }
-        let clash: Vec<bool> = self.nodes.iter().map(|n| count[n.id.as_str()] > 1).collect();
+        let clash: Vec<bool> = self
+            .nodes
+            .iter()
+            .map(|n| count[n.id.as_str()] > 1)
+            .collect();
         for (i, n) in self.nodes.iter_mut().enumerate() {
             if clash[i] && !self.labels[i].is_empty() {
                 n.id = format!("{}{{{}}}", n.id, self.labels[i]);
@@ -297,7 +319,10 @@ impl<'r> PlanBuilder<'r> {
                 graph.add_edge(idx[d], idx[i], ());
             }
         }
-        Ok(Plan { nodes: self.nodes, graph })
+        Ok(Plan {
+            nodes: self.nodes,
+            graph,
+        })
     }
 }
 
@@ -312,17 +337,25 @@ pub struct Plan {
 impl Plan {
     /// Indices of the nodes that take node `i` as input.
     pub fn dependents(&self, i: usize) -> Vec<usize> {
-        self.graph.neighbors_directed(NodeIndex::new(i), petgraph::Direction::Outgoing).map(|n| self.graph[n]).collect()
+        self.graph
+            .neighbors_directed(NodeIndex::new(i), petgraph::Direction::Outgoing)
+            .map(|n| self.graph[n])
+            .collect()
     }
 
     pub fn inputs_of(&self, i: usize) -> Vec<usize> {
-        self.graph.neighbors_directed(NodeIndex::new(i), petgraph::Direction::Incoming).map(|n| self.graph[n]).collect()
+        self.graph
+            .neighbors_directed(NodeIndex::new(i), petgraph::Direction::Incoming)
+            .map(|n| self.graph[n])
+            .collect()
     }
 
     /// Finds a node by exact id, else by unique key prefix.
     pub fn find(&self, query: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == query).or_else(|| {
-            let m: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].key.starts_with(query)).collect();
+            let m: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].key.starts_with(query))
+                .collect();
             (m.len() == 1 && query.len() >= 4).then(|| m[0])
         })
     }
@@ -341,4 +374,60 @@ pub fn build_plan(spec: &LoadedSpec, registry: &Registry) -> Result<Plan, PlanEr
     let plan = b.finish()?;
     debug_assert!(petgraph::algo::toposort(&plan.graph, None).is_ok());
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Plan {
+        let spec = crate::spec::load_str("t.toml", "t", text, &[], &[]).unwrap();
+        build_plan(&spec, &crate::registry::default_registry()).unwrap()
+    }
+
+    fn ids(p: &Plan) -> Vec<&str> {
+        p.nodes.iter().map(|n| n.id.as_str()).collect()
+    }
+
+    #[test]
+    fn nodes_equal_across_sweep_points_are_shared_and_others_get_the_point_label() {
+        // sleep_ms is an execution hint: same keys at both points, one set of nodes.
+        let p = plan("[toy]\nvalues = [1, 2]\n[sweep]\n\"toy.sleep_ms\" = [0, 5]\n");
+        assert_eq!(
+            ids(&p),
+            vec!["toy_square[x=1]", "toy_square[x=2]", "toy_sum"]
+        );
+        // offset changes the params: one node per point, labelled.
+        let p = plan("[toy]\nvalues = [1]\nsum = false\n[sweep]\n\"toy.offset\" = [0, 5]\n");
+        assert_eq!(
+            ids(&p),
+            vec![
+                "toy_square[x=1]{toy.offset=0}",
+                "toy_square[x=1]{toy.offset=5}"
+            ]
+        );
+        // Only the value that differs is repeated; x=1 with values [1] and [1, 2] is one node.
+        let p = plan("[toy]\nvalues = [1]\n[sweep]\n\"toy.values\" = [[1], [1, 2]]\n");
+        assert_eq!(
+            ids(&p),
+            vec![
+                "toy_square[x=1]",
+                "toy_sum{toy.values=[1]}",
+                "toy_square[x=2]",
+                "toy_sum{toy.values=[1,2]}"
+            ]
+        );
+        let mut inputs = p.inputs_of(3);
+        inputs.sort();
+        assert_eq!(inputs, vec![0, 2]);
+        let mut deps = p.dependents(0);
+        deps.sort();
+        assert_eq!(deps, vec![1, 3]);
+        assert_eq!(p.find(&p.nodes[2].key[..8]), Some(2));
+    }
+
+    #[test]
+    fn stages_without_their_section_plan_nothing() {
+        assert!(plan("[experiment]\nseed = 1\n").nodes.is_empty());
+    }
 }

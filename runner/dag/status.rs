@@ -12,7 +12,10 @@ pub enum Reason {
     New,
     ParamsChanged(Vec<String>),
     InputsChanged(Vec<String>),
-    VersionChanged { old: u32, new: u32 },
+    VersionChanged {
+        old: u32,
+        new: u32,
+    },
     FingerprintChanged,
     PreviousFailure(String),
     Corrupt(String),
@@ -26,7 +29,9 @@ impl fmt::Display for Reason {
             Reason::New => f.write_str("new"),
             Reason::ParamsChanged(d) => write!(f, "param {} changed", d.join(", ")),
             Reason::InputsChanged(d) => write!(f, "input changed: {}", d.join(", ")),
-            Reason::VersionChanged { old, new } => write!(f, "kind version changed ({old} -> {new})"),
+            Reason::VersionChanged { old, new } => {
+                write!(f, "kind version changed ({old} -> {new})")
+            }
             Reason::FingerprintChanged => f.write_str("model fingerprint changed"),
             Reason::PreviousFailure(e) => write!(f, "previous failure: {e}"),
             Reason::Corrupt(e) => write!(f, "corrupt output ({e})"),
@@ -53,14 +58,21 @@ fn status(n: &PlannedNode, store: &Store, index: &Index) -> NodeStatus {
         EntryState::Missing => {}
     }
     if let Some(f) = store.failure(&n.key) {
-        return NodeStatus::ToRun(Reason::PreviousFailure(f.error_chain.first().cloned().unwrap_or_default()));
+        return NodeStatus::ToRun(Reason::PreviousFailure(
+            f.error_chain.first().cloned().unwrap_or_default(),
+        ));
     }
-    let Some(old) = index.nodes.get(&n.id) else { return NodeStatus::ToRun(Reason::New) };
+    let Some(old) = index.nodes.get(&n.id) else {
+        return NodeStatus::ToRun(Reason::New);
+    };
     if old.key == n.key {
         return NodeStatus::ToRun(Reason::Missing);
     }
     if old.version != n.version {
-        return NodeStatus::ToRun(Reason::VersionChanged { old: old.version, new: n.version });
+        return NodeStatus::ToRun(Reason::VersionChanged {
+            old: old.version,
+            new: n.version,
+        });
     }
     let mut changes = Vec::new();
     diff(&old.params, &n.params, "", &mut changes);
@@ -88,7 +100,13 @@ fn status(n: &PlannedNode, store: &Store, index: &Index) -> NodeStatus {
 
 /// Dotted paths of the params that differ, with old and new values.
 fn diff(old: &Value, new: &Value, path: &str, out: &mut Vec<String>) {
-    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
@@ -104,7 +122,11 @@ fn diff(old: &Value, new: &Value, path: &str, out: &mut Vec<String>) {
             }
         }
         (a, b) if super::key::canonical_json(a) != super::key::canonical_json(b) => {
-            let p = if path.is_empty() { "params".to_string() } else { path.to_string() };
+            let p = if path.is_empty() {
+                "params".to_string()
+            } else {
+                path.to_string()
+            };
             out.push(format!("`{p}` ({a} -> {b})"));
         }
         _ => {}
@@ -119,7 +141,15 @@ mod tests {
     #[test]
     fn param_diff_names_the_changed_keys() {
         let mut out = Vec::new();
-        diff(&json!({"x": 1, "o": {"a": 1.0}}), &json!({"x": 2, "o": {"a": 1}, "n": true}), "", &mut out);
-        assert_eq!(out, vec!["`n` (added: true)".to_string(), "`x` (1 -> 2)".to_string()]);
+        diff(
+            &json!({"x": 1, "o": {"a": 1.0}}),
+            &json!({"x": 2, "o": {"a": 1}, "n": true}),
+            "",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec!["`n` (added: true)".to_string(), "`x` (1 -> 2)".to_string()]
+        );
     }
 }

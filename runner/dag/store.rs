@@ -24,13 +24,24 @@ use crate::fsx::write_atomic;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{what} `{path}`: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot parse `{path}`: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { what, path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,19 +99,26 @@ pub struct Store {
 }
 
 pub fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 pub fn hash_file(path: &Path) -> std::io::Result<OutputFile> {
     let mut h = blake3::Hasher::new();
     let bytes = std::io::copy(&mut File::open(path)?, &mut h)?;
-    Ok(OutputFile { blake3: h.finalize().to_hex().to_string(), bytes })
+    Ok(OutputFile {
+        blake3: h.finalize().to_hex().to_string(),
+        bytes,
+    })
 }
 
 impl Store {
     /// `$RFMX_HOME`, else `.rfmx` in the working directory.
     pub fn from_env() -> Store {
-        let root = std::env::var_os("RFMX_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".rfmx"));
+        let root = std::env::var_os("RFMX_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".rfmx"));
         Store { root }
     }
 
@@ -136,7 +154,9 @@ impl Store {
     pub fn temp_dir(&self, key: &str) -> Result<PathBuf, StoreError> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = self.store_dir().join(format!(".tmp-{key}-{}-{n}", std::process::id()));
+        let dir = self
+            .store_dir()
+            .join(format!(".tmp-{key}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(dir.join("out")).map_err(io("cannot create temp dir", &dir))?;
         Ok(dir)
     }
@@ -163,27 +183,56 @@ impl Store {
         for (rel, expected) in &manifest.outputs {
             match hash_file(&out.join(rel)) {
                 Ok(actual) if actual == *expected => {}
-                Ok(_) => return EntryState::Corrupt(format!("output `{rel}` does not match its manifest hash")),
+                Ok(_) => {
+                    return EntryState::Corrupt(format!(
+                        "output `{rel}` does not match its manifest hash"
+                    ));
+                }
                 Err(e) => return EntryState::Corrupt(format!("output `{rel}` unreadable: {e}")),
             }
         }
-        let files = walkdir::WalkDir::new(&out).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count();
+        let files = walkdir::WalkDir::new(&out)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .count();
         if files != manifest.outputs.len() {
-            return EntryState::Corrupt(format!("{files} files in out/, manifest lists {}", manifest.outputs.len()));
+            return EntryState::Corrupt(format!(
+                "{files} files in out/, manifest lists {}",
+                manifest.outputs.len()
+            ));
         }
         EntryState::Valid(Box::new(manifest))
     }
 
     /// Hashes the outputs in `tmp/out`, writes the manifest and renames `tmp` to the entry
     /// (replacing a corrupt entry if there is one). Call with the node's lock held.
-    pub fn commit(&self, node: &PlannedNode, tmp: &Path, started_unix: f64, seconds: f64) -> Result<Manifest, StoreError> {
+    pub fn commit(
+        &self,
+        node: &PlannedNode,
+        tmp: &Path,
+        started_unix: f64,
+        seconds: f64,
+    ) -> Result<Manifest, StoreError> {
         let out = tmp.join("out");
         let mut outputs = BTreeMap::new();
         for e in walkdir::WalkDir::new(&out).sort_by_file_name() {
-            let e = e.map_err(|e| StoreError::Io { what: "cannot list outputs", path: out.clone(), source: e.into() })?;
+            let e = e.map_err(|e| StoreError::Io {
+                what: "cannot list outputs",
+                path: out.clone(),
+                source: e.into(),
+            })?;
             if e.file_type().is_file() {
-                let rel = e.path().strip_prefix(&out).unwrap_or(e.path()).to_string_lossy().replace('\\', "/");
-                outputs.insert(rel, hash_file(e.path()).map_err(io("cannot hash output", e.path()))?);
+                let rel = e
+                    .path()
+                    .strip_prefix(&out)
+                    .unwrap_or(e.path())
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                outputs.insert(
+                    rel,
+                    hash_file(e.path()).map_err(io("cannot hash output", e.path()))?,
+                );
             }
         }
         let manifest = Manifest {
@@ -200,11 +249,16 @@ impl Store {
             seconds,
         };
         let mpath = tmp.join("manifest.json");
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|source| StoreError::Json { path: mpath.clone(), source })?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|source| StoreError::Json {
+            path: mpath.clone(),
+            source,
+        })?;
         write_atomic(&mpath, &json).map_err(io("cannot write manifest", &mpath))?;
         let entry = self.entry_dir(&node.key);
         if entry.exists() {
-            let trash = self.store_dir().join(format!(".trash-{}-{}", node.key, std::process::id()));
+            let trash =
+                self.store_dir()
+                    .join(format!(".trash-{}-{}", node.key, std::process::id()));
             std::fs::rename(&entry, &trash).map_err(io("cannot move aside", &entry))?;
             let _ = std::fs::remove_dir_all(&trash);
         }
@@ -213,15 +267,30 @@ impl Store {
     }
 
     pub fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StoreError> {
-        let json = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Json { path: path.into(), source })?;
+        let json = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Json {
+            path: path.into(),
+            source,
+        })?;
         write_atomic(path, &json).map_err(io("cannot write", path))
     }
 
-    pub fn read_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, StoreError> {
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+    ) -> Result<Option<T>, StoreError> {
         match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|source| StoreError::Json { path: path.into(), source }),
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|source| StoreError::Json {
+                    path: path.into(),
+                    source,
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { what: "cannot read", path: path.into(), source: e }),
+            Err(e) => Err(StoreError::Io {
+                what: "cannot read",
+                path: path.into(),
+                source: e,
+            }),
         }
     }
 
@@ -230,7 +299,10 @@ impl Store {
     }
 
     pub fn index(&self, experiment: &str) -> Index {
-        self.read_json(&self.index_path(experiment)).ok().flatten().unwrap_or_default()
+        self.read_json(&self.index_path(experiment))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// Opens (creating) the node's lock file and takes an exclusive lock, blocking.
@@ -239,14 +311,21 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
         }
-        let f = File::options().create(true).truncate(false).write(true).open(&path).map_err(io("cannot open lock", &path))?;
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("cannot open lock", &path))?;
         f.lock().map_err(io("cannot lock", &path))?;
         Ok(f)
     }
 
     /// Whether another process holds the lock of `key` right now.
     pub fn is_locked(&self, key: &str) -> bool {
-        let Ok(f) = File::options().write(true).open(self.lock_path(key)) else { return false };
+        let Ok(f) = File::options().write(true).open(self.lock_path(key)) else {
+            return false;
+        };
         match f.try_lock() {
             Ok(()) => {
                 let _ = f.unlock();

@@ -27,10 +27,15 @@ pub struct RunSummary {
 /// How one node's execution ended.
 #[derive(Debug)]
 pub enum Outcome {
-    Computed { seconds: f64 },
+    Computed {
+        seconds: f64,
+    },
     /// Another process finished it while we waited for the lock.
     CachedByOther,
-    Failed { error: String, record: std::path::PathBuf },
+    Failed {
+        error: String,
+        record: std::path::PathBuf,
+    },
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
@@ -44,11 +49,19 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Runs one node (lock, re-check, compute into a temp dir, commit or record the failure).
-pub fn execute_node(node: &PlannedNode, store: &Store, registry: &Registry, events: &EventSender) -> Outcome {
+pub fn execute_node(
+    node: &PlannedNode,
+    store: &Store,
+    registry: &Registry,
+    events: &EventSender,
+) -> Outcome {
     let fail = |chain: Vec<String>| -> Outcome {
         let record = store.failure_path(&node.key);
         let rec = FailureRecord {
@@ -61,10 +74,16 @@ pub fn execute_node(node: &PlannedNode, store: &Store, registry: &Registry, even
             failed_unix: unix_now(),
         };
         let _ = store.write_json(&record, &rec);
-        Outcome::Failed { error: chain.join(": "), record }
+        Outcome::Failed {
+            error: chain.join(": "),
+            record,
+        }
     };
     let Some(kind) = registry.get(&node.kind) else {
-        return fail(vec![format!("node kind `{}` is not registered in this rfmx build", node.kind)]);
+        return fail(vec![format!(
+            "node kind `{}` is not registered in this rfmx build",
+            node.kind
+        )]);
     };
     let _lock = match store.lock(&node.key) {
         Ok(l) => l,
@@ -74,14 +93,26 @@ pub fn execute_node(node: &PlannedNode, store: &Store, registry: &Registry, even
         EntryState::Valid(_) => return Outcome::CachedByOther,
         EntryState::Corrupt(_) | EntryState::Missing => {}
     }
-    let _ = events.send(Event::Started { id: node.id.clone(), key: node.key.clone(), kind: node.kind.clone() });
+    let _ = events.send(Event::Started {
+        id: node.id.clone(),
+        key: node.key.clone(),
+        kind: node.kind.clone(),
+    });
     let inputs: Vec<NodeInput> = node
         .inputs
         .iter()
-        .map(|i| NodeInput { name: i.name.clone(), id: i.id.clone(), key: i.key.clone(), dir: store.out_dir(&i.key) })
+        .map(|i| NodeInput {
+            name: i.name.clone(),
+            id: i.id.clone(),
+            key: i.key.clone(),
+            dir: store.out_dir(&i.key),
+        })
         .collect();
     if let Some(missing) = inputs.iter().find(|i| !i.dir.is_dir()) {
-        return fail(vec![format!("input `{}` ({}) is not in the store", missing.name, missing.id)]);
+        return fail(vec![format!(
+            "input `{}` ({}) is not in the store",
+            missing.name, missing.id
+        )]);
     }
     let tmp = match store.temp_dir(&node.key) {
         Ok(t) => t,
@@ -89,7 +120,11 @@ pub fn execute_node(node: &PlannedNode, store: &Store, registry: &Registry, even
     };
     let log_path = store.log_path(&node.key);
     let _ = std::fs::create_dir_all(log_path.parent().unwrap_or(store.root.as_path()));
-    let mut log = match std::fs::File::options().create(true).append(true).open(&log_path) {
+    let mut log = match std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+    {
         Ok(f) => f,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -98,7 +133,12 @@ pub fn execute_node(node: &PlannedNode, store: &Store, registry: &Registry, even
     };
     let id = node.id.clone();
     let progress = |done: u64, total: u64, message: &str| {
-        let _ = events.send(Event::Progress { id: id.clone(), done, total, message: message.into() });
+        let _ = events.send(Event::Progress {
+            id: id.clone(),
+            done,
+            total,
+            message: message.into(),
+        });
     };
     let out_dir = tmp.join("out");
     let started_unix = unix_now();
@@ -115,7 +155,10 @@ pub fn execute_node(node: &PlannedNode, store: &Store, registry: &Registry, even
             log: &mut log,
             progress: &progress,
         };
-        ctx.log(&format!("== {} {} started at unix {started_unix:.3}", node.kind, node.id));
+        ctx.log(&format!(
+            "== {} {} started at unix {started_unix:.3}",
+            node.kind, node.id
+        ));
         match std::panic::catch_unwind(AssertUnwindSafe(|| kind.run(&mut ctx))) {
             Ok(r) => r,
             Err(p) => Err(format!("panicked: {}", panic_message(p.as_ref())).into()),
@@ -123,7 +166,9 @@ pub fn execute_node(node: &PlannedNode, store: &Store, registry: &Registry, even
     };
     let seconds = t0.elapsed().as_secs_f64();
     match result.map_err(|e| error_chain(e.as_ref())).and_then(|()| {
-        store.commit(node, &tmp, started_unix, seconds).map_err(|e| error_chain(&e))
+        store
+            .commit(node, &tmp, started_unix, seconds)
+            .map_err(|e| error_chain(&e))
     }) {
         Ok(_) => {
             let _ = std::fs::remove_file(store.failure_path(&node.key));
@@ -166,7 +211,11 @@ pub fn run_plan(
                         message: format!("corrupt output detected ({why}); rebuilding"),
                     });
                 }
-                let _ = events.send(Event::Queued { id: plan.nodes[i].id.clone(), key: plan.nodes[i].key.clone(), reason: reason.to_string() });
+                let _ = events.send(Event::Queued {
+                    id: plan.nodes[i].id.clone(),
+                    key: plan.nodes[i].key.clone(),
+                    reason: reason.to_string(),
+                });
             }
         }
     }
@@ -188,15 +237,16 @@ pub fn run_plan(
 
         let mut remaining = n;
         // Completes node i (cached or computed) and dispatches dependents that became ready.
-        let complete = |i: usize, pending: &mut Vec<usize>, done: &mut Vec<bool>, ready: &mut Vec<usize>| {
-            done[i] = true;
-            for d in plan.dependents(i) {
-                pending[d] -= 1;
-                if pending[d] == 0 {
-                    ready.push(d);
+        let complete =
+            |i: usize, pending: &mut Vec<usize>, done: &mut Vec<bool>, ready: &mut Vec<usize>| {
+                done[i] = true;
+                for d in plan.dependents(i) {
+                    pending[d] -= 1;
+                    if pending[d] == 0 {
+                        ready.push(d);
+                    }
                 }
-            }
-        };
+            };
         let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
         let mut in_flight = 0usize;
         loop {
@@ -207,7 +257,11 @@ pub fn run_plan(
                 if statuses[i] == NodeStatus::Cached {
                     summary.cached += 1;
                     remaining -= 1;
-                    let _ = events.send(Event::Cached { id: plan.nodes[i].id.clone(), key: plan.nodes[i].key.clone(), by_other_run: false });
+                    let _ = events.send(Event::Cached {
+                        id: plan.nodes[i].id.clone(),
+                        key: plan.nodes[i].key.clone(),
+                        by_other_run: false,
+                    });
                     complete(i, &mut pending, &mut done, &mut ready);
                 } else {
                     in_flight += 1;
@@ -217,32 +271,53 @@ pub fn run_plan(
             if in_flight == 0 {
                 break;
             }
-            let Ok((i, outcome)) = res_rx.recv() else { break };
+            let Ok((i, outcome)) = res_rx.recv() else {
+                break;
+            };
             in_flight -= 1;
             remaining -= 1;
             let node = &plan.nodes[i];
             match outcome {
                 Outcome::Computed { seconds } => {
                     summary.computed += 1;
-                    let _ = events.send(Event::Finished { id: node.id.clone(), key: node.key.clone(), kind: node.kind.clone(), seconds });
+                    let _ = events.send(Event::Finished {
+                        id: node.id.clone(),
+                        key: node.key.clone(),
+                        kind: node.kind.clone(),
+                        seconds,
+                    });
                     complete(i, &mut pending, &mut done, &mut ready);
                 }
                 Outcome::CachedByOther => {
                     summary.cached += 1;
-                    let _ = events.send(Event::Cached { id: node.id.clone(), key: node.key.clone(), by_other_run: true });
+                    let _ = events.send(Event::Cached {
+                        id: node.id.clone(),
+                        key: node.key.clone(),
+                        by_other_run: true,
+                    });
                     complete(i, &mut pending, &mut done, &mut ready);
                 }
                 Outcome::Failed { error, record } => {
                     summary.failed += 1;
                     summary.failed_ids.push(node.id.clone());
-                    let _ = events.send(Event::Failed { id: node.id.clone(), key: node.key.clone(), kind: node.kind.clone(), error, record });
+                    let _ = events.send(Event::Failed {
+                        id: node.id.clone(),
+                        key: node.key.clone(),
+                        kind: node.kind.clone(),
+                        error,
+                        record,
+                    });
                     // Skip every transitive dependent.
                     let mut stack = plan.dependents(i);
                     while let Some(d) = stack.pop() {
                         if skipped.insert(d) {
                             summary.skipped += 1;
                             remaining -= 1;
-                            let _ = events.send(Event::Skipped { id: plan.nodes[d].id.clone(), key: plan.nodes[d].key.clone(), because: node.id.clone() });
+                            let _ = events.send(Event::Skipped {
+                                id: plan.nodes[d].id.clone(),
+                                key: plan.nodes[d].key.clone(),
+                                because: node.id.clone(),
+                            });
                             stack.extend(plan.dependents(d));
                         }
                     }

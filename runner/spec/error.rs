@@ -40,9 +40,15 @@ pub struct SpecDiagnostic {
 #[derive(Debug, Error)]
 pub enum SpecError {
     #[error("cannot read spec `{path}`: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("spec `{path}` is invalid ({} problem(s))", diagnostics.len())]
-    Invalid { path: String, diagnostics: Vec<SpecDiagnostic> },
+    Invalid {
+        path: String,
+        diagnostics: Vec<SpecDiagnostic>,
+    },
     #[error("bad --set argument `{arg}`: {reason}")]
     BadSet { arg: String, reason: String },
 }
@@ -71,7 +77,9 @@ impl SpecError {
     /// The 1-based spec-file lines of the problems (for tests and machine consumers).
     pub fn lines(&self) -> Vec<usize> {
         match self {
-            SpecError::Invalid { diagnostics, .. } => diagnostics.iter().filter_map(|d| d.line).collect(),
+            SpecError::Invalid { diagnostics, .. } => {
+                diagnostics.iter().filter_map(|d| d.line).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -84,7 +92,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -106,7 +116,10 @@ pub fn did_you_mean<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
 /// `hint_from_message` reads back.
 pub fn unknown_name_message(what: &str, name: &str, candidates: &[&str]) -> String {
     let list: Vec<String> = candidates.iter().map(|c| format!("`{c}`")).collect();
-    format!("unknown {what} `{name}`, expected one of {}", list.join(", "))
+    format!(
+        "unknown {what} `{name}`, expected one of {}",
+        list.join(", ")
+    )
 }
 
 /// For serde-style "unknown field/variant `x`, expected `a` or `b`" messages: the typo hint.
@@ -124,7 +137,10 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
+        + 1;
     (line, col)
 }
 
@@ -134,7 +150,10 @@ mod tests {
 
     #[test]
     fn typo_hints() {
-        assert_eq!(did_you_mean("kapa", &["w0", "kappa", "strategy"]), Some("kappa"));
+        assert_eq!(
+            did_you_mean("kapa", &["w0", "kappa", "strategy"]),
+            Some("kappa")
+        );
         assert_eq!(did_you_mean("zzzzzz", &["w0", "kappa"]), None);
         assert_eq!(
             hint_from_message("unknown field `etaa`, expected one of `eta`, `gate`").as_deref(),

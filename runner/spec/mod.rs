@@ -56,7 +56,8 @@ impl LoadedSpec {
 
     /// The resolved spec as TOML (after layering; the sweep table lists the points' axes).
     pub fn resolved_toml(&self) -> String {
-        let body = toml::to_string_pretty(&self.base).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"));
+        let body = toml::to_string_pretty(&self.base)
+            .unwrap_or_else(|e| format!("# cannot serialise: {e}\n"));
         format!(
             "# Resolved from {} by rfmx {} (defaults < file < env < --set), {} sweep point(s).\n\n{body}",
             self.source_name,
@@ -69,17 +70,27 @@ impl LoadedSpec {
 /// `RFMX_<SECTION>__<KEY>` variables of the process environment (others, like `RFMX_HOME`, are not
 /// spec overrides).
 pub fn env_overrides() -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> =
-        std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k.contains("__")).collect();
+    let mut v: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("RFMX_") && k.contains("__"))
+        .collect();
     v.sort();
     v
 }
 
 /// Loads and validates the spec at `path` with `--set` arguments and env overrides.
-pub fn load(path: &Path, sets: &[String], env: &[(String, String)]) -> Result<LoadedSpec, SpecError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| SpecError::Read { path: path.display().to_string(), source })?;
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "spec".into());
+pub fn load(
+    path: &Path,
+    sets: &[String],
+    env: &[(String, String)],
+) -> Result<LoadedSpec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "spec".into());
     load_str(&path.display().to_string(), &stem, &text, sets, env)
 }
 
@@ -135,7 +146,9 @@ fn split_key(key: &str) -> Result<Vec<String>, String> {
 /// A TOML value (`[0.2, 0.4]`, `3`, `"x"`, `{ k = 1 }`), or else the raw text as a string.
 fn parse_value(text: &str) -> toml::Value {
     match format!("v = {text}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(text.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(text.to_string())),
         Err(_) => toml::Value::String(text.to_string()),
     }
 }
@@ -154,8 +167,13 @@ fn nest(path: &[String], value: toml::Value) -> toml::Table {
 }
 
 fn set_layer(arg: &str) -> Result<Layer, SpecError> {
-    let bad = |reason: &str| SpecError::BadSet { arg: arg.to_string(), reason: reason.to_string() };
-    let (key, value) = arg.split_once('=').ok_or_else(|| bad("expected key=value, e.g. steer.eta=[0.2,0.4]"))?;
+    let bad = |reason: &str| SpecError::BadSet {
+        arg: arg.to_string(),
+        reason: reason.to_string(),
+    };
+    let (key, value) = arg
+        .split_once('=')
+        .ok_or_else(|| bad("expected key=value, e.g. steer.eta=[0.2,0.4]"))?;
     let path = split_key(key.trim()).map_err(|r| bad(&r))?;
     let start = key.len() + 1;
     Ok(Layer {
@@ -192,7 +210,11 @@ pub fn load_str(
     sets: &[String],
     env: &[(String, String)],
 ) -> Result<LoadedSpec, SpecError> {
-    let ctx = Ctx { source_name, text, spans: SpanMap::default() };
+    let ctx = Ctx {
+        source_name,
+        text,
+        spans: SpanMap::default(),
+    };
     let spans = match SpanMap::parse(text) {
         Ok(s) => s,
         Err((message, span)) => {
@@ -227,16 +249,26 @@ pub fn load_str(
     }
 
     // Which sections are present decides which defaults apply (see defaults.toml).
-    let mut present: Vec<String> = user_layers.iter().flat_map(|l| l.dict.keys().cloned()).collect();
+    let mut present: Vec<String> = user_layers
+        .iter()
+        .flat_map(|l| l.dict.keys().cloned())
+        .collect();
     if let Some(toml::Value::Table(sw)) = table.get("sweep") {
-        present.extend(sw.keys().filter_map(|k| k.split('.').next().map(String::from)));
+        present.extend(
+            sw.keys()
+                .filter_map(|k| k.split('.').next().map(String::from)),
+        );
     }
-    let defaults: toml::Table = DEFAULTS_TOML.parse().expect("embedded defaults.toml parses");
+    let defaults: toml::Table = DEFAULTS_TOML
+        .parse()
+        .expect("embedded defaults.toml parses");
     let mut default_table = toml::Table::new();
     for (section, value) in defaults {
         let wanted = match section.as_str() {
             "experiment" | "executor" => true,
-            s if PIPELINE_SECTIONS.contains(&s) => present.iter().any(|p| PIPELINE_SECTIONS.contains(&p.as_str())),
+            s if PIPELINE_SECTIONS.contains(&s) => present
+                .iter()
+                .any(|p| PIPELINE_SECTIONS.contains(&p.as_str())),
             s => present.iter().any(|p| p == s),
         };
         if wanted {
@@ -261,10 +293,18 @@ pub fn load_str(
     let mut diags = Vec::new();
     let base = match ctx.extract(&figment, &layers, &mut diags) {
         Some(b) => b,
-        None => return Err(SpecError::Invalid { path: source_name.into(), diagnostics: diags }),
+        None => {
+            return Err(SpecError::Invalid {
+                path: source_name.into(),
+                diagnostics: diags,
+            });
+        }
     };
     if !diags.is_empty() {
-        return Err(SpecError::Invalid { path: source_name.into(), diagnostics: diags });
+        return Err(SpecError::Invalid {
+            path: source_name.into(),
+            diagnostics: diags,
+        });
     }
 
     let mut points = Vec::new();
@@ -305,16 +345,26 @@ pub fn load_str(
         {
             points.push(ResolvedSpec {
                 spec,
-                point: point.iter().map(|(k, _, v)| (k.clone(), v.clone())).collect(),
+                point: point
+                    .iter()
+                    .map(|(k, _, v)| (k.clone(), v.clone()))
+                    .collect(),
                 label: sweep::label(&point),
             });
         }
     }
     if !diags.is_empty() {
         dedup(&mut diags);
-        return Err(SpecError::Invalid { path: source_name.into(), diagnostics: diags });
+        return Err(SpecError::Invalid {
+            path: source_name.into(),
+            diagnostics: diags,
+        });
     }
-    Ok(LoadedSpec { source_name: source_name.into(), base, points })
+    Ok(LoadedSpec {
+        source_name: source_name.into(),
+        base,
+        points,
+    })
 }
 
 /// Tables that are one value (a tagged choice), replaced whole by a later layer instead of merged
@@ -336,11 +386,19 @@ fn replace_atomic_tables(layers: &mut [Layer]) {
 }
 
 fn figment_of(layers: &[Layer]) -> Figment {
-    layers.iter().fold(Figment::new(), |f, l| f.merge(clone_layer(l)))
+    layers
+        .iter()
+        .fold(Figment::new(), |f, l| f.merge(clone_layer(l)))
 }
 
 fn clone_layer(l: &Layer) -> Layer {
-    Layer { name: l.name.clone(), origin: l.origin.clone(), dict: l.dict.clone(), sweep: l.sweep.clone(), arg: l.arg.clone() }
+    Layer {
+        name: l.name.clone(),
+        origin: l.origin.clone(),
+        dict: l.dict.clone(),
+        sweep: l.sweep.clone(),
+        arg: l.arg.clone(),
+    }
 }
 
 fn merge_into(t: &mut toml::Table, path: &[String], v: toml::Value) {
@@ -348,7 +406,9 @@ fn merge_into(t: &mut toml::Table, path: &[String], v: toml::Value) {
         t.insert(path[0].clone(), v);
         return;
     }
-    let entry = t.entry(path[0].clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry = t
+        .entry(path[0].clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if !entry.is_table() {
         *entry = toml::Value::Table(toml::Table::new());
     }
@@ -361,7 +421,12 @@ fn dedup(diags: &mut Vec<SpecDiagnostic>) {
     let mut seen = std::collections::HashSet::new();
     // The same problem at several sweep points is reported once (for the first point).
     diags.retain(|d| {
-        let message = d.message.split(" (at sweep point").next().unwrap_or_default().to_string();
+        let message = d
+            .message
+            .split(" (at sweep point")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         seen.insert((message, d.span.map(|s| (s.offset(), s.len()))))
     });
 }
@@ -373,7 +438,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn file_diag(&self, message: String, help: Option<String>, span: Option<std::ops::Range<usize>>, label: &str) -> SpecDiagnostic {
+    fn file_diag(
+        &self,
+        message: String,
+        help: Option<String>,
+        span: Option<std::ops::Range<usize>>,
+        label: &str,
+    ) -> SpecDiagnostic {
         let (line, column) = match &span {
             Some(r) => {
                 let (l, c) = error::line_col(self.text, r.start);
@@ -394,7 +465,12 @@ impl Ctx<'_> {
     }
 
     /// Extracts a [`Spec`] and validates it; problems are appended to `diags`.
-    fn extract(&self, figment: &Figment, layers: &[Layer], diags: &mut Vec<SpecDiagnostic>) -> Option<Spec> {
+    fn extract(
+        &self,
+        figment: &Figment,
+        layers: &[Layer],
+        diags: &mut Vec<SpecDiagnostic>,
+    ) -> Option<Spec> {
         match figment.extract::<Spec>() {
             Ok(spec) => {
                 for p in validate::validate(&spec) {
@@ -411,15 +487,33 @@ impl Ctx<'_> {
                                 Some((last, rest)) if last == f => rest,
                                 _ => &e.path[..],
                             };
-                            let place = if parent.is_empty() { "the spec".to_string() } else { format!("`[{}]`", parent.join(".")) };
+                            let place = if parent.is_empty() {
+                                "the spec".to_string()
+                            } else {
+                                format!("`[{}]`", parent.join("."))
+                            };
                             let msg = error::unknown_name_message("key", f, expected);
-                            let msg = msg.replacen(", expected", &format!(" in {place}, expected"), 1);
-                            if parent.len() < e.path.len() { (Some(String::new()), msg) } else { (Some(f.clone()), msg) }
+                            let msg =
+                                msg.replacen(", expected", &format!(" in {place}, expected"), 1);
+                            if parent.len() < e.path.len() {
+                                (Some(String::new()), msg)
+                            } else {
+                                (Some(f.clone()), msg)
+                            }
                         }
                         figment::error::Kind::UnknownVariant(v, expected) => {
-                            help = error::did_you_mean(v, expected).map(|c| format!("did you mean `{c}`?"));
-                            let list: Vec<String> = expected.iter().map(|c| format!("`{c}`")).collect();
-                            (None, format!("unknown value `{v}` for `{}`, expected one of {}", e.path.join("."), list.join(", ")))
+                            help = error::did_you_mean(v, expected)
+                                .map(|c| format!("did you mean `{c}`?"));
+                            let list: Vec<String> =
+                                expected.iter().map(|c| format!("`{c}`")).collect();
+                            (
+                                None,
+                                format!(
+                                    "unknown value `{v}` for `{}`, expected one of {}",
+                                    e.path.join("."),
+                                    list.join(", ")
+                                ),
+                            )
                         }
                         figment::error::Kind::MissingField(f) => {
                             (None, format!("missing key `{f}` in `{}`", e.path.join(".")))
@@ -427,7 +521,15 @@ impl Ctx<'_> {
                         k => (None, k.to_string()),
                     };
                     let from = e.metadata.as_ref().map(|m| m.name.to_string());
-                    diags.push(self.locate_from(figment, layers, &e.path, unknown.as_deref(), from, message, help));
+                    diags.push(self.locate_from(
+                        figment,
+                        layers,
+                        &e.path,
+                        unknown.as_deref(),
+                        from,
+                        message,
+                        help,
+                    ));
                 }
                 None
             }
@@ -477,8 +579,15 @@ impl Ctx<'_> {
                     layers.iter().find(|l| l.name == md.name)
                 })
             })
-            .or_else(|| from.as_ref().and_then(|n| layers.iter().find(|l| &l.name == n)));
-        let label = if unknown.is_some() { "unknown key" } else { "this value" };
+            .or_else(|| {
+                from.as_ref()
+                    .and_then(|n| layers.iter().find(|l| &l.name == n))
+            });
+        let label = if unknown.is_some() {
+            "unknown key"
+        } else {
+            "this value"
+        };
         let Some(layer) = layer else {
             return self.file_span_diag(&full, unknown.is_some(), message, help, label);
         };
@@ -486,15 +595,23 @@ impl Ctx<'_> {
             Origin::File => self.file_span_diag(&full, unknown.is_some(), message, help, label),
             Origin::Defaults => {
                 let mut d = self.file_span_diag(&full, unknown.is_some(), message, help, label);
-                d.message = format!("{} (`{}` has its default value here: set it in the spec)", d.message, path.join("."));
+                d.message = format!(
+                    "{} (`{}` has its default value here: set it in the spec)",
+                    d.message,
+                    path.join(".")
+                );
                 d.origin = Origin::Defaults;
                 d
             }
             Origin::Set(_) | Origin::Env(_) => {
                 let (shown, range) = layer.arg.clone().unwrap_or_default();
                 let what = match &layer.origin {
-                    Origin::Set(a) => format!("the value comes from `--set {a}`, not from the spec file"),
-                    Origin::Env(n) => format!("the value comes from the environment variable `{n}`, not from the spec file"),
+                    Origin::Set(a) => {
+                        format!("the value comes from `--set {a}`, not from the spec file")
+                    }
+                    Origin::Env(n) => format!(
+                        "the value comes from the environment variable `{n}`, not from the spec file"
+                    ),
                     _ => unreachable!(),
                 };
                 let hint = help.or_else(|| error::hint_from_message(&message));
@@ -515,42 +632,173 @@ impl Ctx<'_> {
             Origin::Sweep(point) => {
                 // Point at the sweep axis that set this key.
                 let joined = full.join(".");
-                let axis = layer.sweep.iter().find(|(k, _)| joined == *k || joined.starts_with(&format!("{k}.")));
+                let axis = layer
+                    .sweep
+                    .iter()
+                    .find(|(k, _)| joined == *k || joined.starts_with(&format!("{k}.")));
                 let (span, lbl) = match axis {
                     Some((k, i)) if unknown.is_none() => (
-                        self.spans.get(&["sweep".to_string(), k.clone(), i.to_string()]).map(|e| e.value.clone()),
+                        self.spans
+                            .get(&["sweep".to_string(), k.clone(), i.to_string()])
+                            .map(|e| e.value.clone()),
                         "this sweep value",
                     ),
                     Some((k, _)) => (
-                        self.spans.get(&["sweep".to_string(), k.clone()]).and_then(|e| e.key.clone()),
+                        self.spans
+                            .get(&["sweep".to_string(), k.clone()])
+                            .and_then(|e| e.key.clone()),
                         "this sweep key",
                     ),
-                    None => (self.spans.get(&["sweep".to_string()]).and_then(|e| e.key.clone()), "in this sweep"),
+                    None => (
+                        self.spans
+                            .get(&["sweep".to_string()])
+                            .and_then(|e| e.key.clone()),
+                        "in this sweep",
+                    ),
                 };
-                let mut d = self.file_diag(format!("{message} (at sweep point {point})"), help, span, lbl);
+                let mut d = self.file_diag(
+                    format!("{message} (at sweep point {point})"),
+                    help,
+                    span,
+                    lbl,
+                );
                 d.origin = layer.origin.clone();
                 d
             }
         }
     }
 
-    fn file_span_diag(&self, full: &[String], unknown: bool, message: String, help: Option<String>, label: &str) -> SpecDiagnostic {
+    fn file_span_diag(
+        &self,
+        full: &[String],
+        unknown: bool,
+        message: String,
+        help: Option<String>,
+        label: &str,
+    ) -> SpecDiagnostic {
         let span = self.spans.longest_prefix(full).map(|(n, e)| {
-            if unknown && n == full.len() { e.key.clone().unwrap_or(e.value.clone()) } else if n == full.len() { e.value.clone() } else { e.key.clone().unwrap_or(e.value.clone()) }
+            if unknown && n == full.len() {
+                e.key.clone().unwrap_or(e.value.clone())
+            } else if n == full.len() {
+                e.value.clone()
+            } else {
+                e.key.clone().unwrap_or(e.value.clone())
+            }
         });
         self.file_diag(message, help, span, label)
     }
 }
 
 fn dict_has(dict: &Dict, path: &[String]) -> bool {
-    let Some((first, rest)) = path.split_first() else { return false };
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
     match dict.get(first) {
         None => false,
         Some(_) if rest.is_empty() => true,
         Some(Value::Dict(_, d)) => dict_has(d, rest),
-        Some(Value::Array(_, items)) => rest[0].parse::<usize>().ok().and_then(|i| items.get(i)).is_some_and(|v| {
-            rest.len() == 1 || matches!(v, Value::Dict(_, d) if dict_has(d, &rest[1..]))
-        }),
+        Some(Value::Array(_, items)) => rest[0]
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| items.get(i))
+            .is_some_and(|v| {
+                rest.len() == 1 || matches!(v, Value::Dict(_, d) if dict_has(d, &rest[1..]))
+            }),
         Some(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "[model]\nname = \"tiny\"\n[steer]\neta = [0.1]\ngate = 0.5\n";
+
+    fn load(text: &str, sets: &[&str], env: &[(&str, &str)]) -> Result<LoadedSpec, SpecError> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load_str("t.toml", "t", text, &sets, &env)
+    }
+
+    fn steer(s: &LoadedSpec) -> &SteerSpec {
+        s.base.steer.as_ref().unwrap()
+    }
+
+    #[test]
+    fn layering_precedence_is_defaults_file_env_set() {
+        let s = load(FILE, &[], &[]).unwrap();
+        assert_eq!(steer(&s).eta, vec![0.1]);
+        assert_eq!(steer(&s).cfg, 3.0, "default");
+        let s = load(
+            FILE,
+            &[],
+            &[("RFMX_STEER__ETA", "[0.2, 0.3]"), ("RFMX_STEER__CFG", "4")],
+        )
+        .unwrap();
+        assert_eq!(steer(&s).eta, vec![0.2, 0.3], "env beats file");
+        assert_eq!(steer(&s).cfg, 4.0, "env beats defaults");
+        assert_eq!(steer(&s).gate, 0.5, "file kept where env is silent");
+        let s = load(FILE, &["steer.eta=[0.4]"], &[("RFMX_STEER__ETA", "[0.2]")]).unwrap();
+        assert_eq!(steer(&s).eta, vec![0.4], "--set beats env");
+        let s = load(FILE, &["steer.eta=[0.4]", "steer.eta=[0.5]"], &[]).unwrap();
+        assert_eq!(steer(&s).eta, vec![0.5], "the last --set wins");
+    }
+
+    #[test]
+    fn a_tagged_table_is_replaced_not_merged() {
+        let s = load(FILE, &["steer.layers={ strategy = \"top_k\", k = 4 }"], &[]).unwrap();
+        assert_eq!(steer(&s).layers, LayerStrategy::TopK { k: 4 });
+    }
+
+    #[test]
+    fn defaults_apply_only_to_named_sections() {
+        let s = load("[toy]\nvalues = [1]\n", &[], &[]).unwrap();
+        assert!(s.base.model.is_none() && s.base.steer.is_none());
+        assert_eq!(s.base.experiment.name, "t");
+        assert_eq!(s.base.toy.as_ref().unwrap().sleep_ms, 0);
+        let s = load("[probe]\nkind = \"linear\"\n", &[], &[]).unwrap();
+        assert!(s.base.model.is_some() && s.base.steer.is_some() && s.base.toy.is_none());
+        assert_eq!(s.base.probe.as_ref().unwrap().kind, ProbeKind::Linear);
+    }
+
+    #[test]
+    fn sweep_points_are_resolved_specs() {
+        let text = format!(
+            "{FILE}[sweep]\n\"extract.pooling\" = [\"mean\", \"last\"]\n\"steer.gate\" = [0.1, 0.2, 0.3]\n"
+        );
+        let s = load(&text, &[], &[]).unwrap();
+        assert_eq!(s.points.len(), 6);
+        let p = &s.points[4];
+        assert_eq!(p.label, "extract.pooling=last,steer.gate=0.2");
+        assert_eq!(p.spec.extract.as_ref().unwrap().pooling, Pooling::Last);
+        assert_eq!(p.spec.steer.as_ref().unwrap().gate, 0.2);
+        let s = load(&text, &["sweep.\"steer.gate\"=[0.9]"], &[]).unwrap();
+        assert_eq!(s.points.len(), 2, "--set can replace a sweep axis");
+    }
+
+    #[test]
+    fn the_resolved_spec_reloads_to_the_same_spec() {
+        let text = format!(
+            "{FILE}[steer.layers]\nstrategy = \"all\"\n[sweep]\n\"steer.gate\" = [0.1, 0.2]\n"
+        );
+        let s = load(&text, &["steer.schedule=[\"sine\", { kind = \"piecewise\", points = [[0.0, 0.0], [1.0, 2.0]] }]"], &[]).unwrap();
+        let again = load(&s.resolved_toml(), &[], &[]).unwrap();
+        assert_eq!(again.base, s.base);
+        assert_eq!(again.points, s.points);
+    }
+
+    #[test]
+    fn overrides_that_are_not_key_value_are_usage_errors() {
+        assert!(matches!(
+            load(FILE, &["steer.eta"], &[]),
+            Err(SpecError::BadSet { .. })
+        ));
+        assert!(matches!(
+            load(FILE, &["a..b=1"], &[]),
+            Err(SpecError::BadSet { .. })
+        ));
     }
 }

@@ -104,15 +104,25 @@ impl Concept {
         Concept::Tempos,
         Concept::TimeSignatures,
     ];
-    pub const NAMES: [&'static str; 7] =
-        ["notes", "intervals", "scales", "chords", "progressions", "tempos", "time_signatures"];
+    pub const NAMES: [&'static str; 7] = [
+        "notes",
+        "intervals",
+        "scales",
+        "chords",
+        "progressions",
+        "tempos",
+        "time_signatures",
+    ];
 
     pub fn name(self) -> &'static str {
         Self::NAMES[self as usize]
     }
 
     pub fn from_name(s: &str) -> Option<Concept> {
-        Self::NAMES.iter().position(|n| *n == s).map(|i| Self::ALL[i])
+        Self::NAMES
+            .iter()
+            .position(|n| *n == s)
+            .map(|i| Self::ALL[i])
     }
 
     /// The class names a target may name, where they are fixed. Concepts returning `None` are
@@ -120,7 +130,9 @@ impl Concept {
     /// sets are defined by the data stage's generators.
     pub fn classes(self) -> Option<&'static [&'static str]> {
         match self {
-            Concept::Notes => Some(&["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]),
+            Concept::Notes => Some(&[
+                "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
+            ]),
             Concept::Chords => Some(&["maj", "min", "aug", "dim"]),
             _ => None,
         }
@@ -156,10 +168,14 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for AllOr<T> {
             return if s == "all" {
                 Ok(AllOr::All)
             } else {
-                Err(D::Error::custom(format!("expected \"all\" or a value, found the string \"{s}\"")))
+                Err(D::Error::custom(format!(
+                    "expected \"all\" or a value, found the string \"{s}\""
+                )))
             };
         }
-        T::deserialize(v).map(AllOr::Some).map_err(|e| D::Error::custom(format!("expected \"all\" or {e}")))
+        T::deserialize(v)
+            .map(AllOr::Some)
+            .map_err(|e| D::Error::custom(format!("expected \"all\" or {e}")))
     }
 }
 
@@ -242,21 +258,39 @@ impl std::str::FromStr for Target {
             };
             let (concept, class) = (concept.trim(), class.trim());
             let Some(c) = Concept::from_name(concept) else {
-                return Err(super::error::unknown_name_message("concept", concept, &Concept::NAMES));
+                return Err(super::error::unknown_name_message(
+                    "concept",
+                    concept,
+                    &Concept::NAMES,
+                ));
             };
             if class.is_empty() {
-                return Err(format!("malformed target `{term}`: the class after `{concept}:` is empty"));
+                return Err(format!(
+                    "malformed target `{term}`: the class after `{concept}:` is empty"
+                ));
             }
             match c.classes() {
                 Some(classes) if !classes.contains(&class) => {
-                    return Err(super::error::unknown_name_message(&format!("{concept} class"), class, classes));
+                    return Err(super::error::unknown_name_message(
+                        &format!("{concept} class"),
+                        class,
+                        classes,
+                    ));
                 }
-                None if !class.chars().all(|ch| ch.is_ascii_alphanumeric() || "_#/.-".contains(ch)) => {
-                    return Err(format!("malformed target `{term}`: class `{class}` has characters outside [A-Za-z0-9_#/.-]"));
+                None if !class
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_#/.-".contains(ch)) =>
+                {
+                    return Err(format!(
+                        "malformed target `{term}`: class `{class}` has characters outside [A-Za-z0-9_#/.-]"
+                    ));
                 }
                 _ => {}
             }
-            terms.push(TargetTerm { concept: c, class: class.to_string() });
+            terms.push(TargetTerm {
+                concept: c,
+                class: class.to_string(),
+            });
         }
         Ok(Target { terms })
     }
@@ -280,9 +314,14 @@ impl<'de> Deserialize<'de> for Target {
 #[serde(tag = "strategy", rename_all = "snake_case")]
 pub enum LayerStrategy {
     /// w_l = 1 for the k layers with the best probe validation score.
-    TopK { k: usize },
+    TopK {
+        k: usize,
+    },
     /// w_l = w0 · ŝ_l^(1/κ).
-    Exponential { w0: f64, kappa: f64 },
+    Exponential {
+        w0: f64,
+        kappa: f64,
+    },
     All,
 }
 
@@ -294,35 +333,48 @@ impl<'de> Deserialize<'de> for LayerStrategy {
         let strategy = match map.get("strategy") {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(_) => return Err(D::Error::custom("`strategy` must be a string")),
-            None => return Err(D::Error::custom("missing field `strategy` (top_k | exponential | all)")),
+            None => {
+                return Err(D::Error::custom(
+                    "missing field `strategy` (top_k | exponential | all)",
+                ));
+            }
         };
         let fields: &'static [&'static str] = match strategy.as_str() {
             "top_k" => &["strategy", "k"],
             "exponential" => &["strategy", "w0", "kappa"],
             "all" => &["strategy"],
-            other => return Err(D::Error::unknown_variant(other, &["top_k", "exponential", "all"])),
+            other => {
+                return Err(D::Error::unknown_variant(
+                    other,
+                    &["top_k", "exponential", "all"],
+                ));
+            }
         };
         if let Some(bad) = map.keys().find(|k| !fields.contains(&k.as_str())) {
             return Err(D::Error::unknown_field(bad, fields));
         }
         let field = |name: &str| -> Result<serde_json::Value, D::Error> {
-            map.get(name)
-                .cloned()
-                .ok_or_else(|| D::Error::custom(format!("missing field `{name}` for strategy `{strategy}`")))
+            map.get(name).cloned().ok_or_else(|| {
+                D::Error::custom(format!("missing field `{name}` for strategy `{strategy}`"))
+            })
         };
         let num = |name: &str| -> Result<f64, D::Error> {
             let v = field(name)?;
-            v.as_f64().ok_or_else(|| D::Error::custom(format!("`{name}` must be a number, found {v}")))
+            v.as_f64()
+                .ok_or_else(|| D::Error::custom(format!("`{name}` must be a number, found {v}")))
         };
         Ok(match strategy.as_str() {
             "top_k" => {
                 let v = field("k")?;
-                let k = v
-                    .as_u64()
-                    .ok_or_else(|| D::Error::custom(format!("`k` must be a non-negative integer, found {v}")))?;
+                let k = v.as_u64().ok_or_else(|| {
+                    D::Error::custom(format!("`k` must be a non-negative integer, found {v}"))
+                })?;
                 LayerStrategy::TopK { k: k as usize }
             }
-            "exponential" => LayerStrategy::Exponential { w0: num("w0")?, kappa: num("kappa")? },
+            "exponential" => LayerStrategy::Exponential {
+                w0: num("w0")?,
+                kappa: num("kappa")?,
+            },
             _ => LayerStrategy::All,
         })
     }
@@ -338,12 +390,21 @@ pub enum Schedule {
     LogisticUp,
     Sine,
     /// Linear interpolation through `(t, value)` points, t in [0, 1] strictly increasing.
-    Piecewise { points: Vec<[f64; 2]> },
+    Piecewise {
+        points: Vec<[f64; 2]>,
+    },
 }
 
 impl Schedule {
-    pub const NAMES: [&'static str; 7] =
-        ["constant", "linear_up", "linear_down", "exp_down", "logistic_up", "sine", "piecewise"];
+    pub const NAMES: [&'static str; 7] = [
+        "constant",
+        "linear_up",
+        "linear_down",
+        "exp_down",
+        "logistic_up",
+        "sine",
+        "piecewise",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -395,26 +456,37 @@ impl<'de> Deserialize<'de> for Schedule {
         match v {
             serde_json::Value::String(s) => simple(&s),
             serde_json::Value::Object(map) => {
-                if let Some(bad) = map.keys().find(|k| !["kind", "points"].contains(&k.as_str())) {
+                if let Some(bad) = map
+                    .keys()
+                    .find(|k| !["kind", "points"].contains(&k.as_str()))
+                {
                     return Err(D::Error::unknown_field(bad, &["kind", "points"]));
                 }
-                let kind = map
-                    .get("kind")
-                    .and_then(|k| k.as_str())
-                    .ok_or_else(|| D::Error::custom("a schedule table needs `kind = \"piecewise\"`"))?;
+                let kind = map.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
+                    D::Error::custom("a schedule table needs `kind = \"piecewise\"`")
+                })?;
                 if kind != "piecewise" {
                     if map.contains_key("points") {
-                        return Err(D::Error::custom(format!("only `piecewise` takes points, not `{kind}`")));
+                        return Err(D::Error::custom(format!(
+                            "only `piecewise` takes points, not `{kind}`"
+                        )));
                     }
                     return simple(kind);
                 }
-                let points = map.get("points").cloned().ok_or_else(|| D::Error::custom("missing field `points`"))?;
+                let points = map
+                    .get("points")
+                    .cloned()
+                    .ok_or_else(|| D::Error::custom("missing field `points`"))?;
                 let points: Vec<[f64; 2]> = serde_json::from_value(points).map_err(|e| {
-                    D::Error::custom(format!("`points` must be a list of [t, value] pairs of numbers: {e}"))
+                    D::Error::custom(format!(
+                        "`points` must be a list of [t, value] pairs of numbers: {e}"
+                    ))
                 })?;
                 Ok(Schedule::Piecewise { points })
             }
-            other => Err(D::Error::custom(format!("a schedule is a name or a table, found {other}"))),
+            other => Err(D::Error::custom(format!(
+                "a schedule is a name or a table, found {other}"
+            ))),
         }
     }
 }

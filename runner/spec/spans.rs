@@ -30,7 +30,13 @@ impl SpanMap {
     fn walk_table(&mut self, path: &mut Vec<String>, table: &DeTable<'_>) {
         for (k, v) in table.iter() {
             path.push(k.get_ref().to_string());
-            self.entries.insert(path.clone(), SpanEntry { key: Some(k.span()), value: v.span() });
+            self.entries.insert(
+                path.clone(),
+                SpanEntry {
+                    key: Some(k.span()),
+                    value: v.span(),
+                },
+            );
             self.walk_value(path, v.get_ref());
             path.pop();
         }
@@ -42,7 +48,13 @@ impl SpanMap {
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     path.push(i.to_string());
-                    self.entries.insert(path.clone(), SpanEntry { key: None, value: item.span() });
+                    self.entries.insert(
+                        path.clone(),
+                        SpanEntry {
+                            key: None,
+                            value: item.span(),
+                        },
+                    );
                     self.walk_value(path, item.get_ref());
                     path.pop();
                 }
@@ -57,7 +69,9 @@ impl SpanMap {
 
     /// The entry of the longest prefix of `path` present in the file, with that prefix's length.
     pub fn longest_prefix(&self, path: &[String]) -> Option<(usize, &SpanEntry)> {
-        (1..=path.len()).rev().find_map(|n| self.entries.get(&path[..n]).map(|e| (n, e)))
+        (1..=path.len())
+            .rev()
+            .find_map(|n| self.entries.get(&path[..n]).map(|e| (n, e)))
     }
 }
 
@@ -70,8 +84,14 @@ mod tests {
         let text = "[steer]\neta = [0.1, -2.0]\nlayers = { strategy = \"top_k\", k = 0 }\n";
         let m = SpanMap::parse(text).unwrap();
         let p = |s: &str| s.split('.').map(String::from).collect::<Vec<_>>();
-        assert_eq!(&text[m.get(&p("steer.eta.1")).unwrap().value.clone()], "-2.0");
-        assert_eq!(&text[m.get(&p("steer.layers.k")).unwrap().key.clone().unwrap()], "k");
+        assert_eq!(
+            &text[m.get(&p("steer.eta.1")).unwrap().value.clone()],
+            "-2.0"
+        );
+        assert_eq!(
+            &text[m.get(&p("steer.layers.k")).unwrap().key.clone().unwrap()],
+            "k"
+        );
         assert_eq!(m.longest_prefix(&p("steer.eta.7")).unwrap().0, 2);
         assert!(SpanMap::parse("a = ").is_err());
     }

@@ -23,21 +23,39 @@ impl Checker {
         });
     }
 
-    fn fail_at(&mut self, path: &[&str], index: usize, message: impl Into<String>, help: Option<&str>) {
+    fn fail_at(
+        &mut self,
+        path: &[&str],
+        index: usize,
+        message: impl Into<String>,
+        help: Option<&str>,
+    ) {
         let mut p: Vec<String> = path.iter().map(|s| s.to_string()).collect();
         p.push(index.to_string());
-        self.problems.push(Problem { path: p, message: message.into(), help: help.map(String::from) });
+        self.problems.push(Problem {
+            path: p,
+            message: message.into(),
+            help: help.map(String::from),
+        });
     }
 
     fn non_empty<T>(&mut self, path: &[&str], list: &[T]) {
         if list.is_empty() {
-            self.fail(path, format!("`{}` is empty", path.join(".")), Some("give at least one value"));
+            self.fail(
+                path,
+                format!("`{}` is empty", path.join(".")),
+                Some("give at least one value"),
+            );
         }
     }
 
     fn finite(&mut self, path: &[&str], v: f64) -> bool {
         if !v.is_finite() {
-            self.fail(path, format!("`{}` must be a finite number, found {v}", path.join(".")), None);
+            self.fail(
+                path,
+                format!("`{}` must be a finite number, found {v}", path.join(".")),
+                None,
+            );
         }
         v.is_finite()
     }
@@ -45,9 +63,15 @@ impl Checker {
 
 /// Checks one fully layered spec (a sweep point or the base).
 pub fn validate(spec: &Spec) -> Vec<Problem> {
-    let mut c = Checker { problems: Vec::new() };
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
     let name = &spec.experiment.name;
-    if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+    {
         c.fail(
             &["experiment", "name"],
             format!("experiment name `{name}` must be non-empty and use only letters, digits, `_`, `-`, `.`"),
@@ -55,39 +79,70 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
         );
     }
     if spec.executor.jobs == Some(0) {
-        c.fail(&["executor", "jobs"], "`executor.jobs` must be at least 1", None);
+        c.fail(
+            &["executor", "jobs"],
+            "`executor.jobs` must be at least 1",
+            None,
+        );
     }
     if spec.executor.slurm.cpus == 0 {
-        c.fail(&["executor", "slurm", "cpus"], "`executor.slurm.cpus` must be at least 1", None);
+        c.fail(
+            &["executor", "slurm", "cpus"],
+            "`executor.slurm.cpus` must be at least 1",
+            None,
+        );
     }
     if let Some(m) = &spec.model {
         let d = m.device.as_str();
         let ok = matches!(d, "auto" | "cpu" | "cuda" | "metal")
-            || d.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.chars().all(|ch| ch.is_ascii_digit()));
+            || d.strip_prefix("cuda:")
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|ch| ch.is_ascii_digit()));
         if !ok {
-            c.fail(&["model", "device"], format!("unknown device `{d}`"), Some("use auto, cpu, cuda, cuda:N or metal"));
+            c.fail(
+                &["model", "device"],
+                format!("unknown device `{d}`"),
+                Some("use auto, cpu, cuda, cuda:N or metal"),
+            );
         }
         if m.name.is_empty() {
-            c.fail(&["model", "name"], "`model.name` is empty", Some("e.g. \"facebook/musicgen-small\" or \"tiny\""));
+            c.fail(
+                &["model", "name"],
+                "`model.name` is empty",
+                Some("e.g. \"facebook/musicgen-small\" or \"tiny\""),
+            );
         }
     }
     if let Some(d) = &spec.data {
         c.non_empty(&["data", "concepts"], &d.concepts);
         for (i, concept) in d.concepts.iter().enumerate() {
             if d.concepts[..i].contains(concept) {
-                c.fail_at(&["data", "concepts"], i, format!("concept `{concept}` is listed twice"), None);
+                c.fail_at(
+                    &["data", "concepts"],
+                    i,
+                    format!("concept `{concept}` is listed twice"),
+                    None,
+                );
             }
         }
         if let AllOr::Some(list) = &d.instruments {
             c.non_empty(&["data", "instruments"], list);
             for (i, p) in list.iter().enumerate() {
                 if *p > 127 {
-                    c.fail_at(&["data", "instruments"], i, format!("GM program {p} is outside 0..=127"), None);
+                    c.fail_at(
+                        &["data", "instruments"],
+                        i,
+                        format!("GM program {p} is outside 0..=127"),
+                        None,
+                    );
                 }
             }
         }
         if d.per_class == AllOr::Some(0) {
-            c.fail(&["data", "per_class"], "`data.per_class` must be at least 1", Some("or \"all\""));
+            c.fail(
+                &["data", "per_class"],
+                "`data.per_class` must be at least 1",
+                Some("or \"all\""),
+            );
         }
     }
     if let Some(e) = &spec.extract
@@ -97,10 +152,18 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
     }
     if let Some(p) = &spec.probe {
         if p.iterations == 0 {
-            c.fail(&["probe", "iterations"], "`probe.iterations` must be at least 1", None);
+            c.fail(
+                &["probe", "iterations"],
+                "`probe.iterations` must be at least 1",
+                None,
+            );
         }
         if p.trials == 0 {
-            c.fail(&["probe", "trials"], "`probe.trials` must be at least 1", None);
+            c.fail(
+                &["probe", "trials"],
+                "`probe.trials` must be at least 1",
+                None,
+            );
         }
     }
     if let Some(s) = &spec.steer {
@@ -112,15 +175,27 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
     if let Some(t) = &spec.toy {
         c.non_empty(&["toy", "values"], &t.values);
         if t.sleep_ms > 600_000 {
-            c.fail(&["toy", "sleep_ms"], "`toy.sleep_ms` is over 10 minutes", None);
+            c.fail(
+                &["toy", "sleep_ms"],
+                "`toy.sleep_ms` is over 10 minutes",
+                None,
+            );
         }
     }
     for (key, values) in &spec.sweep {
         if values.is_empty() {
-            c.fail(&["sweep", key], format!("sweep axis `{key}` has no values"), Some("give at least one value"));
+            c.fail(
+                &["sweep", key],
+                format!("sweep axis `{key}` has no values"),
+                Some("give at least one value"),
+            );
         }
         if key.is_empty() || key.split('.').any(str::is_empty) {
-            c.fail(&["sweep", key], format!("sweep key `{key}` is not a dotted key path"), Some("e.g. \"extract.pooling\""));
+            c.fail(
+                &["sweep", key],
+                format!("sweep key `{key}` is not a dotted key path"),
+                Some("e.g. \"extract.pooling\""),
+            );
         }
         if key == "sweep" || key.starts_with("sweep.") || key == "experiment.name" {
             c.fail(&["sweep", key], format!("`{key}` cannot be swept"), None);
@@ -133,11 +208,18 @@ fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>) {
     c.non_empty(&["steer", "targets"], &s.targets);
     if let Some(d) = data.filter(|d| !d.concepts.is_empty()) {
         for (i, t) in s.targets.iter().enumerate() {
-            if let Some(term) = t.terms.iter().find(|term| !d.concepts.contains(&term.concept)) {
+            if let Some(term) = t
+                .terms
+                .iter()
+                .find(|term| !d.concepts.contains(&term.concept))
+            {
                 c.fail_at(
                     &["steer", "targets"],
                     i,
-                    format!("target `{t}` steers `{}`, which is not in data.concepts", term.concept),
+                    format!(
+                        "target `{t}` steers `{}`, which is not in data.concepts",
+                        term.concept
+                    ),
                     Some("add the concept to data.concepts so that its directions are fitted"),
                 );
             }
@@ -149,10 +231,18 @@ fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>) {
         }
         LayerStrategy::Exponential { w0, kappa } => {
             if c.finite(&["steer", "layers", "w0"], *w0) && *w0 <= 0.0 {
-                c.fail(&["steer", "layers", "w0"], format!("w0 must be > 0, found {w0}"), None);
+                c.fail(
+                    &["steer", "layers", "w0"],
+                    format!("w0 must be > 0, found {w0}"),
+                    None,
+                );
             }
             if c.finite(&["steer", "layers", "kappa"], *kappa) && *kappa <= 0.0 {
-                c.fail(&["steer", "layers", "kappa"], format!("kappa must be > 0, found {kappa}"), Some("the authors use 0.95"));
+                c.fail(
+                    &["steer", "layers", "kappa"],
+                    format!("kappa must be > 0, found {kappa}"),
+                    Some("the authors use 0.95"),
+                );
             }
         }
         _ => {}
@@ -172,27 +262,53 @@ fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>) {
                 None
             };
             if let Some(msg) = bad {
-                c.fail_at(&["steer", "schedule"], i, msg, Some("points = [[t, value], ...] with t from 0 to 1"));
+                c.fail_at(
+                    &["steer", "schedule"],
+                    i,
+                    msg,
+                    Some("points = [[t, value], ...] with t from 0 to 1"),
+                );
             }
         }
     }
     if c.finite(&["steer", "gate"], s.gate) && !(0.0..=1.0).contains(&s.gate) {
-        c.fail(&["steer", "gate"], format!("gate is a probability, found {}", s.gate), Some("use a value in [0, 1]; 1.0 = always on"));
+        c.fail(
+            &["steer", "gate"],
+            format!("gate is a probability, found {}", s.gate),
+            Some("use a value in [0, 1]; 1.0 = always on"),
+        );
     }
     c.non_empty(&["steer", "eta"], &s.eta);
     for (i, eta) in s.eta.iter().enumerate() {
         if !eta.is_finite() || *eta < 0.0 {
-            c.fail_at(&["steer", "eta"], i, format!("eta must be a finite number >= 0, found {eta}"), Some("the paper sweeps 0.15 to 0.60"));
+            c.fail_at(
+                &["steer", "eta"],
+                i,
+                format!("eta must be a finite number >= 0, found {eta}"),
+                Some("the paper sweeps 0.15 to 0.60"),
+            );
         }
     }
     c.non_empty(&["steer", "prompts"], &s.prompts);
     if c.finite(&["steer", "seconds"], s.seconds) && s.seconds <= 0.0 {
-        c.fail(&["steer", "seconds"], format!("seconds must be > 0, found {}", s.seconds), None);
+        c.fail(
+            &["steer", "seconds"],
+            format!("seconds must be > 0, found {}", s.seconds),
+            None,
+        );
     }
     if s.samples == 0 {
-        c.fail(&["steer", "samples"], "`steer.samples` must be at least 1", None);
+        c.fail(
+            &["steer", "samples"],
+            "`steer.samples` must be at least 1",
+            None,
+        );
     }
     if c.finite(&["steer", "cfg"], s.cfg) && s.cfg <= 0.0 {
-        c.fail(&["steer", "cfg"], format!("cfg must be > 0, found {}", s.cfg), Some("MusicGen's default is 3.0"));
+        c.fail(
+            &["steer", "cfg"],
+            format!("cfg must be > 0, found {}", s.cfg),
+            Some("MusicGen's default is 3.0"),
+        );
     }
 }
