@@ -1,7 +1,7 @@
 //! The built-in toy node kinds, planned from `[toy]` through the same [`Stage`]/[`NodeKind`]
 //! mechanism every real stage uses, so that the runner is testable end to end without models.
 //!
-//! `toy_square[x=v]` writes `value.json` = {x, y = x² + offset} (optionally sleeping, failing or
+//! `toy_square[x=v]` writes `value.json` = {x, y = x² + offset} (optionally sleeping, failing, panicking or
 //! producing NaN, which is caught as a non-finite-output failure); `toy_sum` adds every square.
 
 use serde::Deserialize;
@@ -31,6 +31,9 @@ impl Stage for ToyStage {
             if toy.nan_on.contains(&x) {
                 params["nan"] = json!(true);
             }
+            if toy.panic_on.contains(&x) {
+                params["panic"] = json!(true);
+            }
             let node = NodeSpec::new(format!("toy_square[x={x}]"), "toy_square", params)
                 .hints(json!({ "sleep_ms": toy.sleep_ms }));
             squares.push(plan.add(node)?);
@@ -54,6 +57,8 @@ struct SquareParams {
     fail: bool,
     #[serde(default)]
     nan: bool,
+    #[serde(default)]
+    panic: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +104,9 @@ impl NodeKind for ToySquare {
             .unwrap_or(0);
         ctx.progress(0, 1, "squaring");
         std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
+        if p.panic {
+            panic!("toy_square[x={}] was asked to panic (toy.panic_on)", p.x);
+        }
         if p.fail {
             return Err(ToyError::AskedToFail(p.x).into());
         }

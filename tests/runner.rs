@@ -338,23 +338,30 @@ fn a_failing_node_is_recorded_its_siblings_finish_and_only_it_is_retried() {
     let w = Work::new();
     w.spec(
         "s.toml",
-        &toy("[1, 2, 3, 4]", "fail_on = [2]\nnan_on = [3]"),
+        &toy(
+            "[1, 2, 3, 4, 5]",
+            "fail_on = [2]\nnan_on = [3]\npanic_on = [5]",
+        ),
     );
     let out = w.rfmx(&["run", "s.toml"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(summary_count(&out, "computed"), 2);
-    assert_eq!(summary_count(&out, "failed"), 2);
+    assert_eq!(summary_count(&out, "failed"), 3);
     assert_eq!(summary_count(&out, "skipped"), 1);
     let log = w.run_logs().pop().unwrap();
     assert_eq!(
         ids_with(&log, "failed"),
-        vec!["toy_square[x=2]", "toy_square[x=3]"]
+        vec!["toy_square[x=2]", "toy_square[x=3]", "toy_square[x=5]"]
     );
     assert_eq!(ids_with(&log, "skipped"), vec!["toy_sum"]);
 
     let status = String::from_utf8(w.rfmx(&["status"]).stdout).unwrap();
-    assert!(status.contains("failed nodes: 2"), "{status}");
+    assert!(status.contains("failed nodes: 3"), "{status}");
     assert!(status.contains("was asked to fail"), "{status}");
+    assert!(
+        status.contains("panicked: toy_square[x=5] was asked to panic"),
+        "{status}"
+    );
     assert!(
         status.contains("non-finite output y = NaN for x = 3"),
         "{status}"
@@ -363,7 +370,7 @@ fn a_failing_node_is_recorded_its_siblings_finish_and_only_it_is_retried() {
         .unwrap()
         .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
         .collect();
-    assert_eq!(records.len(), 2);
+    assert_eq!(records.len(), 3);
     for r in &records {
         assert!(
             r["params"]["x"].is_i64() && Path::new(r["log"].as_str().unwrap()).exists(),
@@ -382,17 +389,17 @@ fn a_failing_node_is_recorded_its_siblings_finish_and_only_it_is_retried() {
     let log = w.run_logs().pop().unwrap();
     assert_eq!(
         ids_with(&log, "started"),
-        vec!["toy_square[x=2]", "toy_square[x=3]"]
+        vec!["toy_square[x=2]", "toy_square[x=3]", "toy_square[x=5]"]
     );
 
-    // Fixed: the two nodes and the fan-in compute, the failure records are gone.
-    w.spec("s.toml", &toy("[1, 2, 3, 4]", ""));
+    // Fixed: the three nodes and the fan-in compute; the old failure records go with gc.
+    w.spec("s.toml", &toy("[1, 2, 3, 4, 5]", ""));
     let out = w.rfmx(&["run", "s.toml"]);
     ok(&out);
-    assert_eq!(summary_count(&out, "computed"), 3);
+    assert_eq!(summary_count(&out, "computed"), 4);
     let status = String::from_utf8(w.rfmx(&["status"]).stdout).unwrap();
     assert!(
-        status.contains("failed nodes: 2"),
+        status.contains("failed nodes: 3"),
         "old keys' records stay until gc: {status}"
     );
     ok(&w.rfmx(&["gc"]));

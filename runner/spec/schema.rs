@@ -548,5 +548,6 @@ pub struct ToySpec {
     pub sleep_ms: u64,
     pub fail_on: Vec<i64>,
     pub nan_on: Vec<i64>,
+    pub panic_on: Vec<i64>,
     pub sum: bool,
 }
