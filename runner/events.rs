@@ -182,7 +182,7 @@ impl EventSink for TerminalSink {
             Event::Started { id, .. } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(
-                    ProgressStyle::with_template("{spinner} {msg} {pos}/{len}")
+                    ProgressStyle::with_template("{spinner} {msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
                 bar.set_message(id.clone());
@@ -198,7 +198,7 @@ impl EventSink for TerminalSink {
                 if let Some(b) = self.bars.get(id) {
                     b.set_length(*total);
                     b.set_position(*done);
-                    b.set_message(format!("{id} {message}"));
+                    b.set_message(format!("{id} {message} {done}/{total}"));
                 }
             }
             Event::Cached {

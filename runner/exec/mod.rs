@@ -3,7 +3,7 @@
 //! skipped. Each node is computed under its lock file and the store is re-checked after the lock
 //! is taken, so two concurrent runs never compute the same node twice.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
@@ -237,20 +237,22 @@ pub fn run_plan(
 
         let mut remaining = n;
         // Completes node i (cached or computed) and dispatches dependents that became ready.
-        let complete =
-            |i: usize, pending: &mut Vec<usize>, done: &mut Vec<bool>, ready: &mut Vec<usize>| {
-                done[i] = true;
-                for d in plan.dependents(i) {
-                    pending[d] -= 1;
-                    if pending[d] == 0 {
-                        ready.push(d);
-                    }
+        let complete = |i: usize,
+                        pending: &mut Vec<usize>,
+                        done: &mut Vec<bool>,
+                        ready: &mut VecDeque<usize>| {
+            done[i] = true;
+            for d in plan.dependents(i) {
+                pending[d] -= 1;
+                if pending[d] == 0 {
+                    ready.push_back(d);
                 }
-            };
-        let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
+            }
+        };
+        let mut ready: VecDeque<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
         let mut in_flight = 0usize;
         loop {
-            while let Some(i) = ready.pop() {
+            while let Some(i) = ready.pop_front() {
                 if skipped.contains(&i) {
                     continue;
                 }

@@ -58,8 +58,15 @@ impl LoadedSpec {
     pub fn resolved_toml(&self) -> String {
         let body = toml::to_string_pretty(&self.base)
             .unwrap_or_else(|e| format!("# cannot serialise: {e}\n"));
+        let points: String = self
+            .points
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.label.is_empty())
+            .map(|(i, p)| format!("#   point {}: {}\n", i + 1, p.label))
+            .collect();
         format!(
-            "# Resolved from {} by rfmx {} (defaults < file < env < --set), {} sweep point(s).\n\n{body}",
+            "# Resolved from {} by rfmx {} (defaults < file < env < --set), {} sweep point(s).\n{points}\n{body}",
             self.source_name,
             env!("CARGO_PKG_VERSION"),
             self.points.len()
