@@ -299,19 +299,33 @@ fn a_corrupted_output_is_detected_and_rebuilt_with_a_warning() {
 #[test]
 fn two_concurrent_runs_compute_every_node_once() {
     let w = Work::new();
-    w.spec("s.toml", &toy("[1, 2, 3, 4, 5, 6]", "sleep_ms = 40"));
-    let a = w
-        .cmd(&["run", "s.toml", "--jobs", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let b = w
-        .cmd(&["run", "s.toml", "--jobs", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    w.spec("s.toml", &toy("[1, 2, 3, 4, 5, 6]", "sleep_ms = 60"));
+    let spawn = || {
+        w.cmd(&["run", "s.toml", "--jobs", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn();
+    // Start the second run once the first is computing, so that both plan nodes as "to run"
+    // and the locks (not the plan) must keep them from computing a node twice.
+    let t0 = Instant::now();
+    while w
+        .home()
+        .join("runs")
+        .read_dir()
+        .map_or(true, |mut d| d.next().is_none())
+        || ids_with(&w.run_logs()[0], "started").is_empty()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "first run never started a node"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = String::from_utf8(w.rfmx(&["status"]).stdout).unwrap();
+    let b = spawn();
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     ok(&a);
     ok(&b);
@@ -331,6 +345,26 @@ fn two_concurrent_runs_compute_every_node_once() {
         7
     );
     assert_eq!(summary_count(&a, "cached") + summary_count(&b, "cached"), 7);
+    // The second run waited on at least one lock held by the first.
+    let b_log = String::from_utf8_lossy(&b.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("run log: ").map(PathBuf::from))
+        .unwrap();
+    let waited = events(&b_log)
+        .iter()
+        .filter(|e| e["event"] == "cached" && e["by_other_run"] == true)
+        .count();
+    assert!(waited >= 1, "second run never met a held lock");
+    println!(
+        "second run: {waited} node(s) computed by the first run while it waited on their locks"
+    );
+    let running: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("running nodes (locks held): "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(running >= 1, "status while a run computes:\n{status}");
 }
 
 #[test]
