@@ -246,6 +246,22 @@ fn kill_9_mid_run_keeps_finished_nodes_and_reruns_only_the_rest() {
         assert_eq!(&after[key], m, "finished node {key} was rewritten");
     }
     // Temp dirs of the killed run are ignored by the store and removed by gc.
+    let temp_dirs = || {
+        std::fs::read_dir(w.home().join("store"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .count()
+    };
+    let killed_temps = temp_dirs();
+    println!("temp dirs left by the killed run: {killed_temps}");
+    let dry = String::from_utf8(w.rfmx(&["gc", "--dry-run"]).stdout).unwrap();
+    assert_eq!(
+        dry.matches("would remove temp dir").count(),
+        killed_temps,
+        "{dry}"
+    );
+    assert_eq!(temp_dirs(), killed_temps, "--dry-run removed something");
     let gc = w.rfmx(&["gc"]);
     ok(&gc);
     let leftovers: Vec<_> = std::fs::read_dir(w.home().join("store"))
