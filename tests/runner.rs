@@ -128,6 +128,21 @@ fn extending_a_grid_from_2_to_4_values_computes_only_the_2_new_nodes() {
     let out = w.rfmx(&["run", "s.toml"]);
     ok(&out);
     let log = w.run_logs().pop().unwrap();
+    let kinds: std::collections::BTreeSet<String> = events(&log)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    for k in [
+        "run_started",
+        "queued",
+        "started",
+        "progress",
+        "cached",
+        "finished",
+        "run_finished",
+    ] {
+        assert!(kinds.contains(k), "no `{k}` event in {kinds:?}");
+    }
     assert_eq!(
         ids_with(&log, "finished"),
         vec!["toy_square[x=3]", "toy_square[x=4]"]

@@ -50,7 +50,10 @@ pub enum NodeStatus {
 pub fn statuses(plan: &Plan, store: &Store, index: &Index) -> Vec<NodeStatus> {
     // Verifying re-hashes every output: spread it over the cores.
     use rayon::prelude::*;
-    plan.nodes.par_iter().map(|n| status(n, store, index)).collect()
+    plan.nodes
+        .par_iter()
+        .map(|n| status(n, store, index))
+        .collect()
 }
 
 fn status(n: &PlannedNode, store: &Store, index: &Index) -> NodeStatus {
