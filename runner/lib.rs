@@ -2,5 +2,6 @@
 //!
 //! Data flows one way: spec -> plan (DAG) -> executor -> node functions -> store -> report.
 
+pub mod cli;
 pub mod fsx;
 pub mod probe;

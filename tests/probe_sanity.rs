@@ -12,7 +12,9 @@ use rfmx::probe::rfm::{RfmHyper, RfmOptions, fit_rfm};
 
 fn gaussian(n: usize, d: usize, seed: u64) -> Features {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let data = (0..n * d).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let data = (0..n * d)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
     Features::new(n, d, data).unwrap()
 }
 
@@ -21,10 +23,22 @@ fn fit_regression(x: &Features, y: Vec<f64>, h: RfmHyper) -> rfmx::probe::RfmMod
     let tr: Vec<usize> = (0..n_tr).collect();
     let va: Vec<usize> = (n_tr..x.n).collect();
     let t = Targets::Values(y);
-    let opt = RfmOptions { early_stop_multiplier: f64::INFINITY, ..Default::default() };
-    fit_rfm(&x.select(&tr), &t.select(&tr), &x.select(&va), &t.select(&va), Task::Regression, 0, &h, &opt)
-        .unwrap()
-        .0
+    let opt = RfmOptions {
+        early_stop_multiplier: f64::INFINITY,
+        ..Default::default()
+    };
+    fit_rfm(
+        &x.select(&tr),
+        &t.select(&tr),
+        &x.select(&va),
+        &t.select(&va),
+        Task::Regression,
+        0,
+        &h,
+        &opt,
+    )
+    .unwrap()
+    .0
 }
 
 #[test]
@@ -37,12 +51,21 @@ fn product_target_concentrates_m_on_its_coordinates() {
             (r[0] * r[1]) as f64 * f64::from(u8::from(r[5] > 0.0))
         })
         .collect();
-    let h = RfmHyper { reg: 1e-3, bandwidth: 10.0, q: 1.0, centre: false, iterations: 5 };
+    let h = RfmHyper {
+        reg: 1e-3,
+        bandwidth: 10.0,
+        q: 1.0,
+        centre: false,
+        iterations: 5,
+    };
     let m = fit_regression(&x, y, h).m;
     let diag: Vec<f64> = (0..d).map(|i| m[i * d + i]).collect();
     let total: f64 = diag.iter().sum();
     let share = (diag[0] + diag[1] + diag[5]) / total;
-    assert!(share >= 0.8, "share of diag(M) on {{0,1,5}} = {share:.3}; diag = {diag:?}");
+    assert!(
+        share >= 0.8,
+        "share of diag(M) on {{0,1,5}} = {share:.3}; diag = {diag:?}"
+    );
 }
 
 #[test]
@@ -50,13 +73,22 @@ fn sum_target_gives_diagonal_top_eigenvector() {
     let (n, d) = (500, 10);
     let x = gaussian(n, d, 2);
     let y = (0..n).map(|i| (x.row(i)[0] + x.row(i)[1]) as f64).collect();
-    let h = RfmHyper { reg: 1e-3, bandwidth: 10.0, q: 1.0, centre: false, iterations: 3 };
+    let h = RfmHyper {
+        reg: 1e-3,
+        bandwidth: 10.0,
+        q: 1.0,
+        centre: false,
+        iterations: 3,
+    };
     let m = fit_regression(&x, y, h).m;
     let (_, vecs) = eigh_desc(&m, d);
     let v = &vecs[0];
     let s = if v[0] < 0.0 { -1.0 } else { 1.0 };
     let target = std::f64::consts::FRAC_1_SQRT_2;
-    assert!((s * v[0] - target).abs() < 0.05 && (s * v[1] - target).abs() < 0.05, "top eigenvector {v:?}");
+    assert!(
+        (s * v[0] - target).abs() < 0.05 && (s * v[1] - target).abs() < 0.05,
+        "top eigenvector {v:?}"
+    );
     let rest = v[2..].iter().map(|a| a * a).sum::<f64>().sqrt();
     assert!(rest < 0.05, "mass outside (0,1): {rest}");
 }
@@ -86,23 +118,33 @@ fn analytic_gradients_match_finite_differences() {
     let z = gaussian(nz, d, 4);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     // A random SPD metric and two output columns.
-    let b: Vec<f64> = (0..d * d).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let b: Vec<f64> = (0..d * d)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
     let mut m = vec![0.0; d * d];
     for i in 0..d {
         for j in 0..d {
-            m[i * d + j] = (0..d).map(|k| b[i * d + k] * b[j * d + k]).sum::<f64>() / d as f64 + if i == j { 0.5 } else { 0.0 };
+            m[i * d + j] = (0..d).map(|k| b[i * d + k] * b[j * d + k]).sum::<f64>() / d as f64
+                + if i == j { 0.5 } else { 0.0 };
         }
     }
-    let alpha: Vec<f64> = (0..n * 2).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let alpha: Vec<f64> = (0..n * 2)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
     let dev = Device::Cpu;
     let xt = x.to_tensor(DType::F64).unwrap();
     let zt = z.to_tensor(DType::F64).unwrap();
     let mt = Tensor::from_slice(&m, (d, d), &dev).unwrap();
     let at = Tensor::from_slice(&alpha, (n, 2), &dev).unwrap();
-    let xs: Vec<Vec<f64>> = (0..n).map(|i| x.row(i).iter().map(|&v| v as f64).collect()).collect();
+    let xs: Vec<Vec<f64>> = (0..n)
+        .map(|i| x.row(i).iter().map(|&v| v as f64).collect())
+        .collect();
     for q in [1.0, 0.8, 1.3] {
         let p = KernelParams { bandwidth: 3.0, q };
-        let g = kernel::gradients(&zt, &xt, &mt, &at, p).unwrap().to_vec3::<f64>().unwrap();
+        let g = kernel::gradients(&zt, &xt, &mt, &at, p)
+            .unwrap()
+            .to_vec3::<f64>()
+            .unwrap();
         for l in 0..2 {
             let a: Vec<f64> = (0..n).map(|i| alpha[i * 2 + l]).collect();
             for j in 0..nz {
@@ -112,9 +154,13 @@ fn analytic_gradients_match_finite_differences() {
                     let (mut zp, mut zm) = (zj.clone(), zj.clone());
                     zp[k] += h;
                     zm[k] -= h;
-                    let fd = (f_direct(&xs, &a, &m, &zp, p) - f_direct(&xs, &a, &m, &zm, p)) / (2.0 * h);
+                    let fd =
+                        (f_direct(&xs, &a, &m, &zp, p) - f_direct(&xs, &a, &m, &zm, p)) / (2.0 * h);
                     let an = g[l][j][k];
-                    assert!((fd - an).abs() <= 1e-6 * (1.0 + fd.abs()), "q={q} l={l} z={j} k={k}: fd {fd} vs {an}");
+                    assert!(
+                        (fd - an).abs() <= 1e-6 * (1.0 + fd.abs()),
+                        "q={q} l={l} z={j} k={k}: fd {fd} vs {an}"
+                    );
                 }
             }
         }
@@ -127,11 +173,24 @@ fn agop_equals_explicit_sum_of_gradient_outer_products() {
     let x = gaussian(n, d, 6);
     let xt = x.to_tensor(DType::F64).unwrap();
     let mt = Tensor::eye(d, DType::F64, &Device::Cpu).unwrap();
-    let at = Tensor::from_vec((0..n).map(|i| (i as f64 * 0.37).sin()).collect::<Vec<_>>(), (n, 1), &Device::Cpu).unwrap();
-    let p = KernelParams { bandwidth: 2.0, q: 1.1 };
-    let g = kernel::gradients(&xt, &xt, &mt, &at, p).unwrap().to_vec3::<f64>().unwrap();
+    let at = Tensor::from_vec(
+        (0..n).map(|i| (i as f64 * 0.37).sin()).collect::<Vec<_>>(),
+        (n, 1),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let p = KernelParams {
+        bandwidth: 2.0,
+        q: 1.1,
+    };
+    let g = kernel::gradients(&xt, &xt, &mt, &at, p)
+        .unwrap()
+        .to_vec3::<f64>()
+        .unwrap();
     for centre in [false, true] {
-        let mean: Vec<f64> = (0..d).map(|k| g[0].iter().map(|r| r[k]).sum::<f64>() / n as f64).collect();
+        let mean: Vec<f64> = (0..d)
+            .map(|k| g[0].iter().map(|r| r[k]).sum::<f64>() / n as f64)
+            .collect();
         let xm = xt.matmul(&mt).unwrap();
         // Small batches exercise the f64 accumulation across batches.
         let a = kernel::agop(&xt, &xm, &mt, &at, p, centre, 7).unwrap();
@@ -140,12 +199,20 @@ fn agop_equals_explicit_sum_of_gradient_outer_products() {
                 let want: f64 = g[0]
                     .iter()
                     .map(|gz| {
-                        let (u, v) = if centre { (gz[r] - mean[r], gz[c] - mean[c]) } else { (gz[r], gz[c]) };
+                        let (u, v) = if centre {
+                            (gz[r] - mean[r], gz[c] - mean[c])
+                        } else {
+                            (gz[r], gz[c])
+                        };
                         u * v
                     })
                     .sum::<f64>()
                     / n as f64;
-                assert!((a[r * d + c] - want).abs() <= 1e-10 * (1.0 + want.abs()), "centre={centre} ({r},{c}): {} vs {want}", a[r * d + c]);
+                assert!(
+                    (a[r * d + c] - want).abs() <= 1e-10 * (1.0 + want.abs()),
+                    "centre={centre} ({r},{c}): {} vs {want}",
+                    a[r * d + c]
+                );
             }
         }
     }
