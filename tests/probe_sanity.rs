@@ -134,7 +134,7 @@ fn analytic_gradients_match_finite_differences() {
     let dev = Device::Cpu;
     let xt = x.to_tensor(DType::F64).unwrap();
     let zt = z.to_tensor(DType::F64).unwrap();
-    let mt = Tensor::from_slice(&m, (d, d), &dev).unwrap();
+    let mt = kernel::Metric::new(Tensor::from_slice(&m, (d, d), &dev).unwrap()).unwrap();
     let at = Tensor::from_slice(&alpha, (n, 2), &dev).unwrap();
     let xs: Vec<Vec<f64>> = (0..n)
         .map(|i| x.row(i).iter().map(|&v| v as f64).collect())
@@ -167,52 +167,80 @@ fn analytic_gradients_match_finite_differences() {
     }
 }
 
+fn random_spd(d: usize, seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let b: Vec<f64> = (0..d * d)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    let mut m = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            m[i * d + j] = (0..d).map(|k| b[i * d + k] * b[j * d + k]).sum::<f64>() / d as f64
+                + if i == j { 0.5 } else { 0.0 };
+        }
+    }
+    m
+}
+
+/// Covers the three AGOP paths: M = I, rows ≥ 2d (M S M once), rows < 2d (rows mapped by M).
 #[test]
 fn agop_equals_explicit_sum_of_gradient_outer_products() {
-    let (n, d) = (25, 4);
-    let x = gaussian(n, d, 6);
-    let xt = x.to_tensor(DType::F64).unwrap();
-    let mt = Tensor::eye(d, DType::F64, &Device::Cpu).unwrap();
-    let at = Tensor::from_vec(
-        (0..n).map(|i| (i as f64 * 0.37).sin()).collect::<Vec<_>>(),
-        (n, 1),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let p = KernelParams {
-        bandwidth: 2.0,
-        q: 1.1,
-    };
-    let g = kernel::gradients(&xt, &xt, &mt, &at, p)
-        .unwrap()
-        .to_vec3::<f64>()
+    let n = 25;
+    for (d, identity) in [(4, true), (4, false), (16, false)] {
+        let x = gaussian(n, d, 6);
+        let xt = x.to_tensor(DType::F64).unwrap();
+        let mv = if identity {
+            Tensor::eye(d, DType::F64, &Device::Cpu).unwrap()
+        } else {
+            Tensor::from_vec(random_spd(d, 9), (d, d), &Device::Cpu).unwrap()
+        };
+        let mt = kernel::Metric::new(mv).unwrap();
+        let at = Tensor::from_vec(
+            (0..n).map(|i| (i as f64 * 0.37).sin()).collect::<Vec<_>>(),
+            (n, 1),
+            &Device::Cpu,
+        )
         .unwrap();
-    for centre in [false, true] {
-        let mean: Vec<f64> = (0..d)
-            .map(|k| g[0].iter().map(|r| r[k]).sum::<f64>() / n as f64)
-            .collect();
-        let xm = xt.matmul(&mt).unwrap();
-        // Small batches exercise the f64 accumulation across batches.
-        let a = kernel::agop(&xt, &xm, &mt, &at, p, centre, 7).unwrap();
-        for r in 0..d {
-            for c in 0..d {
-                let want: f64 = g[0]
-                    .iter()
-                    .map(|gz| {
-                        let (u, v) = if centre {
-                            (gz[r] - mean[r], gz[c] - mean[c])
-                        } else {
-                            (gz[r], gz[c])
-                        };
-                        u * v
-                    })
-                    .sum::<f64>()
-                    / n as f64;
-                assert!(
-                    (a[r * d + c] - want).abs() <= 1e-10 * (1.0 + want.abs()),
-                    "centre={centre} ({r},{c}): {} vs {want}",
-                    a[r * d + c]
-                );
+        let p = KernelParams {
+            bandwidth: 2.0,
+            q: 1.1,
+        };
+        let g = kernel::gradients(&xt, &xt, &mt, &at, p)
+            .unwrap()
+            .to_vec3::<f64>()
+            .unwrap();
+        for centre in [false, true] {
+            let mean: Vec<f64> = (0..d)
+                .map(|k| g[0].iter().map(|r| r[k]).sum::<f64>() / n as f64)
+                .collect();
+            let xm = mt.apply(&xt).unwrap();
+            // Small batches exercise the f64 accumulation across batches.
+            let a = kernel::agop(&xt, &xm, &mt, &at, p, centre, 7, None).unwrap();
+            let d2 = kernel::sq_dists_self(&xt, &xm, &mt).unwrap();
+            let a_reuse = kernel::agop(&xt, &xm, &mt, &at, p, centre, 7, Some(&d2)).unwrap();
+            for (u, v) in a.iter().zip(&a_reuse) {
+                assert!((u - v).abs() <= 1e-10 * (1.0 + u.abs()));
+            }
+            for r in 0..d {
+                for c in 0..d {
+                    let want: f64 = g[0]
+                        .iter()
+                        .map(|gz| {
+                            let (u, v) = if centre {
+                                (gz[r] - mean[r], gz[c] - mean[c])
+                            } else {
+                                (gz[r], gz[c])
+                            };
+                            u * v
+                        })
+                        .sum::<f64>()
+                        / n as f64;
+                    let got = a[r * d + c];
+                    assert!(
+                        (got - want).abs() <= 1e-9 * (1.0 + want.abs()),
+                        "d={d} I={identity} centre={centre} ({r},{c}): {got} vs {want}"
+                    );
+                }
             }
         }
     }

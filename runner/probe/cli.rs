@@ -20,6 +20,8 @@ pub enum ProbeCommand {
     Fit(FitArgs),
     /// Apply a saved probe to new features; prints predictions as JSON or writes them as .npy.
     Apply(ApplyArgs),
+    /// Time one RFM fit with fixed hyper-parameters (see fixtures/bench_rfm.py).
+    Bench(super::bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -366,6 +368,7 @@ pub fn run(args: &ProbeArgs) -> miette::Result<()> {
     let v = match &args.command {
         ProbeCommand::Fit(a) => fit_command(a),
         ProbeCommand::Apply(a) => apply_command(a),
+        ProbeCommand::Bench(a) => super::bench::run(a),
     }
     .map_err(|e| miette::miette!("{e}"))?;
     println!(

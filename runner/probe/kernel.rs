@@ -19,10 +19,43 @@ pub struct KernelParams {
     pub q: f64,
 }
 
+/// The metric M (d×d, symmetric) in the compute dtype. The identity — the first RFM
+/// iteration — is recognised so that its products are skipped rather than computed.
+#[derive(Debug, Clone)]
+pub struct Metric {
+    m: Tensor,
+    identity: bool,
+}
+
+impl Metric {
+    pub fn new(m: Tensor) -> Result<Self> {
+        let d = m.dim(0)?;
+        let v = m.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        let identity = v
+            .iter()
+            .enumerate()
+            .all(|(t, &a)| a == if t / d == t % d { 1.0 } else { 0.0 });
+        Ok(Self { m, identity })
+    }
+
+    pub fn tensor(&self) -> &Tensor {
+        &self.m
+    }
+
+    /// `t M` (rows of t mapped by the symmetric M).
+    pub fn apply(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(if self.identity {
+            t.clone()
+        } else {
+            t.matmul(&self.m)?
+        })
+    }
+}
+
 /// Squared M-distances `‖z_j − x_i‖²_M` (nz × n) via `zᵀMz + xᵀMx − 2 zᵀMx`, clamped at 0.
 /// `xm = x M` may be passed precomputed (it is reused across calls within one iteration).
-pub fn sq_dists(z: &Tensor, x: &Tensor, xm: &Tensor, m: &Tensor) -> Result<Tensor> {
-    let zm = z.matmul(m)?;
+pub fn sq_dists(z: &Tensor, x: &Tensor, xm: &Tensor, m: &Metric) -> Result<Tensor> {
+    let zm = m.apply(z)?;
     let zn = (&zm * z)?.sum_keepdim(1)?; // nz×1
     let xn = (xm * x)?.sum(1)?.unsqueeze(0)?; // 1×n
     let cross = zm.matmul(&x.t()?)?;
@@ -35,7 +68,7 @@ pub fn sq_dists(z: &Tensor, x: &Tensor, xm: &Tensor, m: &Tensor) -> Result<Tenso
 
 /// Squared distances of a set to itself; the diagonal is exactly zero (the expansion above
 /// leaves rounding residue there, which would shrink k(x,x) below 1).
-pub fn sq_dists_self(x: &Tensor, xm: &Tensor, m: &Tensor) -> Result<Tensor> {
+pub fn sq_dists_self(x: &Tensor, xm: &Tensor, m: &Metric) -> Result<Tensor> {
     let d2 = sq_dists(x, x, xm, m)?;
     let n = x.dim(0)?;
     let off = (Tensor::ones((n, n), d2.dtype(), d2.device())?
@@ -77,16 +110,16 @@ pub fn pre_gradients(z: &Tensor, x: &Tensor, w: &Tensor, alpha: &Tensor) -> Resu
 pub fn gradients(
     z: &Tensor,
     x: &Tensor,
-    m: &Tensor,
+    m: &Metric,
     alpha: &Tensor,
     p: KernelParams,
 ) -> Result<Tensor> {
-    let xm = x.matmul(m)?;
+    let xm = m.apply(x)?;
     let d2 = sq_dists(z, x, &xm, m)?;
     let k = kernel_from_sq(&d2, p)?;
     let w = grad_weights(&d2, &k, p)?;
     let h = pre_gradients(z, x, &w, alpha)?;
-    let g = h.matmul(m)?; // M symmetric: (M hᵀ)ᵀ = h M
+    let g = m.apply(&h)?; // M symmetric: (M hᵀ)ᵀ = h M
     Ok(g.reshape((alpha.dim(1)?, z.dim(0)?, x.dim(1)?))?)
 }
 
@@ -94,16 +127,24 @@ pub fn gradients(
 /// themselves (as xRFM's `fit_M(X_train)`), optionally centring all gradient rows by their
 /// common mean first (xRFM `center_grads`: one mean over outputs and points). Points are
 /// processed in batches of `batch` rows; sums are accumulated in f64. Returns d×d f64 values.
+/// `d2_self` may carry the n×n squared distances of `x` to itself (with an exactly zero
+/// diagonal) already computed for the kernel solve; otherwise they are recomputed per batch.
+#[allow(clippy::too_many_arguments)]
 pub fn agop(
     x: &Tensor,
     xm: &Tensor,
-    m: &Tensor,
+    m: &Metric,
     alpha: &Tensor,
     p: KernelParams,
     centre: bool,
     batch: usize,
+    d2_self: Option<&Tensor>,
 ) -> Result<Vec<f64>> {
     let (n, d) = x.dims2()?;
+    let rows_total = n * alpha.dim(1)?;
+    // Either accumulate S = Σ hhᵀ and form M S M once (d² per row + 2d³), or map each batch
+    // G = H M and accumulate GᵀG (2d² per row): pick the cheaper; with M = I both are S.
+    let map_rows = !m.identity && rows_total < 2 * d;
     let mut s = vec![0.0f64; d * d];
     let mut row_sum = vec![0.0f64; d];
     let mut rows = 0usize;
@@ -111,16 +152,22 @@ pub fn agop(
     while start < n {
         let len = batch.min(n - start);
         let z = x.narrow(0, start, len)?;
-        // z are training rows: their distance to themselves is exactly zero (and so masked).
-        let mut keep = vec![1.0f64; len * n];
-        for j in 0..len {
-            keep[j * n + start + j] = 0.0;
-        }
-        let keep = Tensor::from_vec(keep, (len, n), x.device())?.to_dtype(x.dtype())?;
-        let d2 = (sq_dists(&z, x, xm, m)? * keep)?;
+        let d2 = match d2_self {
+            Some(full) => full.narrow(0, start, len)?,
+            None => {
+                // z are training rows: their distance to themselves is exactly zero (masked).
+                let mut keep = vec![1.0f32; len * n];
+                for j in 0..len {
+                    keep[j * n + start + j] = 0.0;
+                }
+                let keep = Tensor::from_vec(keep, (len, n), x.device())?.to_dtype(x.dtype())?;
+                (sq_dists(&z, x, xm, m)? * keep)?
+            }
+        };
         let k = kernel_from_sq(&d2, p)?;
         let w = grad_weights(&d2, &k, p)?;
         let h = pre_gradients(&z, x, &w, alpha)?;
+        let h = if map_rows { m.apply(&h)? } else { h };
         let sb = h
             .t()?
             .matmul(&h)?
@@ -146,10 +193,14 @@ pub fn agop(
             }
         }
     }
-    // A = M S M / n (M symmetric), in f64 on the tensor backend.
-    let m64 = m.to_dtype(DType::F64)?;
-    let st = Tensor::from_vec(s, (d, d), m.device())?;
-    let a = m64.matmul(&st)?.matmul(&m64)?.affine(1.0 / n as f64, 0.0)?;
+    // A = M S M / n (M symmetric), in f64 on the tensor backend (rows already mapped: S / n).
+    let st = Tensor::from_vec(s, (d, d), x.device())?;
+    let a = if map_rows || m.identity {
+        st.affine(1.0 / n as f64, 0.0)?
+    } else {
+        let m64 = m.m.to_dtype(DType::F64)?;
+        m64.matmul(&st)?.matmul(&m64)?.affine(1.0 / n as f64, 0.0)?
+    };
     // Symmetrise away rounding so the eigensolver sees an exactly symmetric matrix.
     let a = ((&a + a.t()?)? * 0.5)?;
     Ok(a.flatten_all()?.to_vec1::<f64>()?)
@@ -170,7 +221,7 @@ pub fn predict(
     z: &Tensor,
     x: &Tensor,
     xm: &Tensor,
-    m: &Tensor,
+    m: &Metric,
     alpha: &Tensor,
     p: KernelParams,
 ) -> Result<Tensor> {

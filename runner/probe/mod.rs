@@ -3,7 +3,7 @@
 //!
 //! One call fits a probe with a recorded split and returns everything a stage needs:
 //! `probe::fit(&features, &targets, &ProbeConfig::default())?.save(dir)?`.
-
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod directions;

@@ -103,13 +103,15 @@ fn to_tensor(v: &[f64], shape: (usize, usize), dtype: DType) -> Result<Tensor> {
 struct Fitted {
     alpha: Vec<f64>,
     fallback: bool,
+    /// Train–train squared distances, reused by the AGOP of the same iteration.
+    d2: Tensor,
 }
 
 /// α = (K + λI)⁻¹ Y for the current M.
 fn fit_alpha(
     x: &Tensor,
     xm: &Tensor,
-    m: &Tensor,
+    m: &kernel::Metric,
     y: &[f64],
     c: usize,
     h: &RfmHyper,
@@ -119,7 +121,11 @@ fn fit_alpha(
     let k = kernel::kernel_from_sq(&d2, h.kernel())?;
     let kv = k.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
     let (alpha, fallback) = solve::solve_regularised(&kv, n, h.reg, y, c)?;
-    Ok(Fitted { alpha, fallback })
+    Ok(Fitted {
+        alpha,
+        fallback,
+        d2,
+    })
 }
 
 impl RfmModel {
@@ -137,9 +143,9 @@ impl RfmModel {
         }
         let d = self.d();
         let x = self.centres.to_tensor(dtype)?;
-        let m = to_tensor(&self.m, (d, d), dtype)?;
+        let m = kernel::Metric::new(to_tensor(&self.m, (d, d), dtype)?)?;
         let a = to_tensor(&self.alpha, (self.centres.n, self.outputs), dtype)?;
-        let xm = x.matmul(&m)?;
+        let xm = m.apply(&x)?;
         let zt = z.to_tensor(dtype)?;
         let p = kernel::predict(&zt, &x, &xm, &m, &a, self.hyper.kernel())?;
         Ok(p.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
@@ -185,7 +191,7 @@ pub fn fit_rfm(
     let mut best: Option<(f64, Vec<f64>, Vec<f64>)> = None; // (score, alpha, M)
 
     let val_t = val.to_tensor(opt.dtype)?;
-    let eval = |xm: &Tensor, m: &Tensor, alpha: &Tensor| -> Result<f64> {
+    let eval = |xm: &Tensor, m: &kernel::Metric, alpha: &Tensor| -> Result<f64> {
         let p = kernel::predict(&val_t, &x, xm, m, alpha, h.kernel())?;
         let pred = p.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
         Ok(metrics::score(task, &pred, c, y_val).selection(task))
@@ -200,8 +206,8 @@ pub fn fit_rfm(
     };
 
     for it in 0..=h.iterations {
-        let mt = to_tensor(&m, (d, d), opt.dtype)?;
-        let xm = x.matmul(&mt)?;
+        let mt = kernel::Metric::new(to_tensor(&m, (d, d), opt.dtype)?)?;
+        let xm = mt.apply(&x)?;
         let fitted = fit_alpha(&x, &xm, &mt, &y, c, h)?;
         trace.fallback_reg |= fitted.fallback;
         let at = to_tensor(&fitted.alpha, (n, c), opt.dtype)?;
@@ -221,7 +227,16 @@ pub fn fit_rfm(
                 break;
             }
         }
-        let mut a = kernel::agop(&x, &xm, &mt, &at, h.kernel(), h.centre, opt.agop_batch)?;
+        let mut a = kernel::agop(
+            &x,
+            &xm,
+            &mt,
+            &at,
+            h.kernel(),
+            h.centre,
+            opt.agop_batch,
+            Some(&fitted.d2),
+        )?;
         kernel::normalise(&mut a);
         m = a;
         trace.ms.push(m.clone());

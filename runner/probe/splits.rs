@@ -48,6 +48,9 @@ pub fn split(y: &Targets, seed: u64) -> Result<Split> {
                 groups[cl].push(i);
             }
             for (cl, g) in groups.iter_mut().enumerate() {
+                if g.is_empty() {
+                    continue; // an unused class index
+                }
                 if g.len() == 1 {
                     return Err(ProbeError::TooFewPerClass {
                         class: cl.to_string(),
@@ -119,6 +122,16 @@ mod tests {
             let tr = s.train.iter().filter(|&&i| i % 3 == k).count();
             assert!((22..=24).contains(&tr), "class {k}: {tr}");
         }
+    }
+
+    #[test]
+    fn unused_class_index_and_singleton_class() {
+        let y = Targets::Classes((0..40).map(|i| if i % 2 == 0 { 0 } else { 2 }).collect());
+        assert!(split(&y, 1).is_ok());
+        let mut c: Vec<usize> = (0..40).map(|i| i % 2).collect();
+        c[3] = 5;
+        let e = split(&Targets::Classes(c), 1).unwrap_err();
+        assert!(e.to_string().contains("class 5 has only 1 sample"), "{e}");
     }
 
     #[test]
