@@ -112,6 +112,7 @@ fn f_direct(x: &[Vec<f64>], alpha: &[f64], m: &[f64], z: &[f64], p: KernelParams
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)] // indices address three parallel arrays
 fn analytic_gradients_match_finite_differences() {
     let (n, d, nz) = (30, 5, 4);
     let x = gaussian(n, d, 3);

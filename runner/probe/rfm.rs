@@ -157,6 +157,7 @@ impl RfmModel {
 }
 
 /// Fits one RFM with fixed hyper-parameters on (train, val): iterate, keep the best iterate.
+#[allow(clippy::too_many_arguments)]
 pub fn fit_rfm(
     train: &Features,
     y_train: &Targets,
@@ -221,11 +222,9 @@ pub fn fit_rfm(
         if it == h.iterations {
             break; // the reference's final refit after the last update
         }
-        if let Some(b) = &best {
-            if worse(s, b.0) {
-                trace.early_stopped = true;
-                break;
-            }
+        if best.as_ref().is_some_and(|b| worse(s, b.0)) {
+            trace.early_stopped = true;
+            break;
         }
         let mut a = kernel::agop(
             &x,

@@ -19,7 +19,7 @@ pub fn cholesky_in_place(a: &mut [f64], n: usize) -> Result<()> {
             for p in k0..j {
                 diag -= a[j * n + p] * a[j * n + p];
             }
-            if !(diag > 0.0) || !diag.is_finite() {
+            if diag.is_nan() || diag <= 0.0 || !diag.is_finite() {
                 return Err(ProbeError::Numeric(format!(
                     "kernel matrix is not positive definite (pivot {j} = {diag:e})"
                 )));
