@@ -103,29 +103,20 @@ fn to_tensor(v: &[f64], shape: (usize, usize), dtype: DType) -> Result<Tensor> {
 struct Fitted {
     alpha: Vec<f64>,
     fallback: bool,
-    /// Train–train squared distances, reused by the AGOP of the same iteration.
-    d2: Tensor,
+    /// Train–train gradient weights, reused by the AGOP of the same iteration.
+    w: Tensor,
 }
 
 /// α = (K + λI)⁻¹ Y for the current M.
-fn fit_alpha(
-    x: &Tensor,
-    xm: &Tensor,
-    m: &kernel::Metric,
-    y: &[f64],
-    c: usize,
-    h: &RfmHyper,
-) -> Result<Fitted> {
+fn fit_alpha(x: &Tensor, xm: &Tensor, y: &[f64], c: usize, h: &RfmHyper) -> Result<Fitted> {
     let n = x.dim(0)?;
-    let d2 = kernel::sq_dists_self(x, xm, m)?;
-    let k = kernel::kernel_from_sq(&d2, h.kernel())?;
-    let kv = k.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let t0 = std::time::Instant::now();
+    let (kv, w) = kernel::self_kernel_and_weights(x, xm, h.kernel())?;
+    if std::env::var_os("RFMX_PROFILE").is_some() {
+        eprintln!("  kernel matrix: {:.3}s", t0.elapsed().as_secs_f64());
+    }
     let (alpha, fallback) = solve::solve_regularised(&kv, n, h.reg, y, c)?;
-    Ok(Fitted {
-        alpha,
-        fallback,
-        d2,
-    })
+    Ok(Fitted { alpha, fallback, w })
 }
 
 impl RfmModel {
@@ -206,13 +197,25 @@ pub fn fit_rfm(
         }
     };
 
+    // RFMX_PROFILE=1 prints per-phase wall times to stderr (for the benchmark).
+    let profile = std::env::var_os("RFMX_PROFILE").is_some();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |what: &str, it: usize| {
+        if profile {
+            eprintln!("rfm it {it} {what}: {:.3}s", clock.elapsed().as_secs_f64());
+            clock = std::time::Instant::now();
+        }
+    };
     for it in 0..=h.iterations {
         let mt = kernel::Metric::new(to_tensor(&m, (d, d), opt.dtype)?)?;
         let xm = mt.apply(&x)?;
-        let fitted = fit_alpha(&x, &xm, &mt, &y, c, h)?;
+        lap("x·M", it);
+        let fitted = fit_alpha(&x, &xm, &y, c, h)?;
+        lap("kernel + solve", it);
         trace.fallback_reg |= fitted.fallback;
         let at = to_tensor(&fitted.alpha, (n, c), opt.dtype)?;
         let s = eval(&xm, &mt, &at)?;
+        lap("validation", it);
         trace.val.push(s);
         // Strict improvement, as the reference (`current > best`); NaN never improves.
         if best.as_ref().is_none_or(|b| s > b.0) && !s.is_nan() {
@@ -234,9 +237,10 @@ pub fn fit_rfm(
             h.kernel(),
             h.centre,
             opt.agop_batch,
-            Some(&fitted.d2),
+            Some(&fitted.w),
         )?;
         kernel::normalise(&mut a);
+        lap("agop", it);
         m = a;
         trace.ms.push(m.clone());
     }
