@@ -1,15 +1,67 @@
 //! Symmetric positive-definite solves in f64: a blocked right-looking Cholesky whose trailing
-//! updates (the O(n³) part) run as f64 matmuls on the tensor backend (multi-threaded gemm).
+//! updates (the O(n³) part) run as in-place multi-threaded f64 GEMMs (the `gemm` crate that
+//! candle's CPU matmul uses).
 
 use super::error::{ProbeError, Result};
-use candle_core::{Device, Tensor};
-use rayon::prelude::*;
 
-const BLOCK: usize = 128;
+const BLOCK: usize = 192;
 
-/// In-place lower Cholesky factor of the row-major n×n matrix `a` (upper triangle is garbage
-/// afterwards). Fails if a pivot is not positive.
+/// `dst (m×k2, row stride ld) −= lhs (m×kb, row stride ld) · rhsᵀ` where rhs is k2×kb with row
+/// stride ld; all three are disjoint regions of one row-major buffer starting at the given
+/// offsets.
+///
+/// # Safety
+/// The three regions must lie inside `a` and must not overlap.
+unsafe fn sub_outer(
+    a: *mut f64,
+    ld: usize,
+    dst: usize,
+    lhs: usize,
+    rhs: usize,
+    m: usize,
+    k2: usize,
+    kb: usize,
+) {
+    let ld = ld as isize;
+    // SAFETY: the caller guarantees bounds and disjointness; gemm reads lhs/rhs and
+    // read-modify-writes dst only.
+    unsafe {
+        gemm::gemm(
+            m,
+            k2,
+            kb,
+            a.add(dst),
+            1,
+            ld,
+            true,
+            a.add(lhs) as *const f64,
+            1,
+            ld,
+            a.add(rhs) as *const f64,
+            ld, // rhsᵀ: column j of rhsᵀ is row j of rhs
+            1,
+            1.0,
+            -1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// In-place lower Cholesky factor of the row-major n×n matrix `a` (the strict upper triangle is
+/// left unspecified). Right-looking, blocked: diagonal blocks unblocked, the panel by
+/// multiplication with the inverse of the diagonal block, the trailing lower triangle by
+/// in-place GEMMs on column blocks (half the flops of a full square update, no copies).
+/// Fails if a pivot is not positive.
 pub fn cholesky_in_place(a: &mut [f64], n: usize) -> Result<()> {
+    if a.len() != n * n {
+        return Err(ProbeError::Shape(format!(
+            "{} values are not a {n}×{n} matrix",
+            a.len()
+        )));
+    }
     let mut k0 = 0;
     while k0 < n {
         let kb = BLOCK.min(n - k0);
@@ -38,34 +90,74 @@ pub fn cholesky_in_place(a: &mut [f64], n: usize) -> Result<()> {
         if rest == 0 {
             break;
         }
-        // 2. Panel: L21 = A21 L11⁻ᵀ, row by row (independent rows, in parallel).
-        let l11: Vec<f64> = (0..kb * kb)
-            .map(|t| a[(k0 + t / kb) * n + k0 + t % kb])
-            .collect();
-        let (_, tail) = a.split_at_mut((k0 + kb) * n);
-        tail.par_chunks_mut(n).for_each(|row| {
-            for j in 0..kb {
-                let mut v = row[k0 + j];
-                for p in 0..j {
-                    v -= row[k0 + p] * l11[j * kb + p];
+        // 2. Panel: L21 = A21 L11⁻ᵀ. Invert the small triangular L11, then one GEMM.
+        let mut inv = vec![0.0f64; kb * kb]; // L11⁻¹, lower
+        for c in 0..kb {
+            inv[c * kb + c] = 1.0 / a[(k0 + c) * n + k0 + c];
+            for r in c + 1..kb {
+                let mut v = 0.0;
+                for p in c..r {
+                    v -= a[(k0 + r) * n + k0 + p] * inv[p * kb + c];
                 }
-                row[k0 + j] = v / l11[j * kb + j];
+                inv[r * kb + c] = v / a[(k0 + r) * n + k0 + r];
             }
-        });
-        // 3. Trailing update A22 -= L21 L21ᵀ.
-        let l21: Vec<f64> = tail
-            .chunks(n)
-            .flat_map(|row| row[k0..k0 + kb].iter().copied())
+        }
+        let a21: Vec<f64> = (0..rest)
+            .flat_map(|r| {
+                a[(k0 + kb + r) * n + k0..(k0 + kb + r) * n + k0 + kb]
+                    .iter()
+                    .copied()
+            })
             .collect();
-        let l21 = Tensor::from_vec(l21, (rest, kb), &Device::Cpu)?;
-        let upd = l21.matmul(&l21.t()?)?.flatten_all()?.to_vec1::<f64>()?;
-        tail.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-            let u = &upd[i * rest..(i + 1) * rest];
-            // Only the lower part (columns ≤ row) is ever read again.
-            for (dst, v) in row[k0 + kb..k0 + kb + i + 1].iter_mut().zip(u) {
-                *dst -= v;
+        // SAFETY: dst is the panel region of `a` (rows k0+kb.., columns k0..k0+kb); the inputs
+        // are the separate buffers a21 (rest×kb) and inv (kb×kb), used as inv ᵀ.
+        unsafe {
+            gemm::gemm(
+                rest,
+                kb,
+                kb,
+                a.as_mut_ptr().add((k0 + kb) * n + k0),
+                1,
+                n as isize,
+                false,
+                a21.as_ptr(),
+                1,
+                kb as isize,
+                inv.as_ptr(),
+                kb as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        // 3. Trailing update of the lower triangle, by column blocks:
+        //    A[r, c] -= L21[r] · L21[c] for rows r ≥ the block's first column.
+        let base = k0 + kb;
+        let mut c0 = 0;
+        while c0 < rest {
+            let cb = BLOCK.min(rest - c0);
+            let rows = rest - c0;
+            // SAFETY: dst = rows base+c0.., columns base+c0..base+c0+cb (right of the panel);
+            // lhs = panel rows base+c0.., rhs = panel rows base+c0..base+c0+cb; the panel
+            // columns k0..k0+kb are disjoint from the destination columns.
+            unsafe {
+                sub_outer(
+                    a.as_mut_ptr(),
+                    n,
+                    (base + c0) * n + base + c0,
+                    (base + c0) * n + k0,
+                    (base + c0) * n + k0,
+                    rows,
+                    cb,
+                    kb,
+                );
             }
-        });
+            c0 += cb;
+        }
         k0 += kb;
     }
     Ok(())
@@ -133,8 +225,8 @@ mod tests {
 
     #[test]
     fn blocked_cholesky_solves_spd_system() {
-        // n > BLOCK so the panel and trailing-update paths run.
-        let n = 300;
+        // n > 2·BLOCK so the panel and several trailing column blocks run.
+        let n = 500;
         let mut k = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..n {
