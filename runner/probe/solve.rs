@@ -12,6 +12,7 @@ const BLOCK: usize = 192;
 ///
 /// # Safety
 /// The three regions must lie inside `a` and must not overlap.
+#[allow(clippy::too_many_arguments)]
 unsafe fn sub_outer(
     a: *mut f64,
     ld: usize,
