@@ -185,6 +185,31 @@ fn regression_and_fixed_hyper_parameters_skip_the_search() {
     assert!(v["test"]["r2"].as_f64().unwrap() > 0.9, "{v}");
 }
 
+#[test]
+fn safetensors_features_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y, d) = blobs(20, 5);
+    let n = y.len();
+    let t = Tensor::from_slice(&x, (n, d), &Device::Cpu).unwrap();
+    let xp = dir.path().join("X.safetensors");
+    let mut m = std::collections::HashMap::new();
+    m.insert("features".to_string(), t.clone());
+    m.insert("other".to_string(), t);
+    candle_core::safetensors::save(&m, &xp).unwrap();
+    let yp = dir.path().join("y.npy");
+    Tensor::from_vec(
+        y.iter().map(|&c| c as i64).collect::<Vec<_>>(),
+        n,
+        &Device::Cpu,
+    )
+    .unwrap()
+    .write_npy(&yp)
+    .unwrap();
+    let v = fit_command(&args(xp, yp, KindArg::Linear, None, None)).unwrap();
+    assert_eq!(v["task"], "multiclass");
+    assert_eq!(v["d"], d);
+}
+
 fn expect_err(r: Result<serde_json::Value, ProbeError>, pat: &str) {
     match r {
         Ok(v) => panic!("expected an error containing {pat:?}, got {v}"),
