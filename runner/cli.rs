@@ -83,6 +83,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Fit, apply or benchmark concept probes (RFM, linear, MLP) on features from anywhere
+    Probe(crate::probe::cli::ProbeArgs),
     /// Low-level node operations (used by Slurm workers)
     #[command(hide = true)]
     Node {

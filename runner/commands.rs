@@ -34,8 +34,20 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Node {
             command: NodeCommand::Run { key },
         } => node_run(&key, &store, &registry),
+        Command::Probe(args) => tool_exit(crate::probe::cli::run(&args)),
     };
     ExitCode::from(code)
+}
+
+/// Exit code of a stand-alone tool command (probe, data, ...): its errors are bad input.
+fn tool_exit(result: miette::Result<()>) -> u8 {
+    match result {
+        Ok(()) => 0,
+        Err(report) => {
+            eprintln!("{report:?}");
+            BAD_INPUT
+        }
+    }
 }
 
 fn load(path: &Path, sets: &[String]) -> Result<LoadedSpec, u8> {
