@@ -3,3 +3,4 @@
 //! Data flows one way: spec -> plan (DAG) -> executor -> node functions -> store -> report.
 
 pub mod fsx;
+pub mod model;
