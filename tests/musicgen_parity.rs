@@ -11,12 +11,15 @@ use rfmx::model::musicgen::{CaptureHook, GenerateConfig, MusicgenModel, NoHook};
 const TOL: f32 = 1e-4;
 
 fn dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/musicgen").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/musicgen")
+        .join(name)
 }
 
 fn load(name: &str) -> (MusicgenModel, HashMap<String, Tensor>) {
     let model = MusicgenModel::load_dir(&dir(name), &Device::Cpu, DType::F32).unwrap();
-    let refs = candle_core::safetensors::load(dir(name).join("refs.safetensors"), &Device::Cpu).unwrap();
+    let refs =
+        candle_core::safetensors::load(dir(name).join("refs.safetensors"), &Device::Cpu).unwrap();
     (model, refs)
 }
 
@@ -24,8 +27,21 @@ fn rel(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
     let a = a.to_dtype(DType::F32).unwrap();
     let b = b.to_dtype(DType::F32).unwrap();
-    let diff = (a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = (a - &b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     let e = diff / scale;
     eprintln!("rel {e:e}");
     e
@@ -48,9 +64,13 @@ fn check_blocks_nocond(name: &str) {
 
 fn check_cond_forward(name: &str) {
     let (m, r) = load(name);
-    let cond = m.condition(&r["text_states"], Some(&r["text_mask"])).unwrap();
+    let cond = m
+        .condition(&r["text_states"], Some(&r["text_mask"]))
+        .unwrap();
     let mut cap = CaptureHook::default();
-    let logits = m.forward_codes(&codes(&r["tf_codes2"]), Some(&cond), &mut cap).unwrap();
+    let logits = m
+        .forward_codes(&codes(&r["tf_codes2"]), Some(&cond), &mut cap)
+        .unwrap();
     let want = &r["tf_blocks_cond"];
     for (l, got) in cap.steps[0].iter().enumerate() {
         let e = rel(got, &want.get(l).unwrap());
@@ -62,7 +82,9 @@ fn check_cond_forward(name: &str) {
 
 fn check_greedy_cfg(name: &str) {
     let (m, r) = load(name);
-    let cond = m.condition(&r["text_states"], Some(&r["text_mask"])).unwrap();
+    let cond = m
+        .condition(&r["text_states"], Some(&r["text_mask"]))
+        .unwrap();
     let want = codes(&r["gen_codes"]);
     let steps = r["gen_scores"].dim(0).unwrap();
     let cfg = GenerateConfig {
@@ -84,7 +106,9 @@ fn check_greedy_cfg(name: &str) {
 /// The CFG-combined scores of the first step (BOS input), computed through the public API.
 fn check_cfg_step_logits(name: &str) {
     let (m, r) = load(name);
-    let cond = m.condition(&r["text_states"], Some(&r["text_mask"])).unwrap();
+    let cond = m
+        .condition(&r["text_states"], Some(&r["text_mask"]))
+        .unwrap();
     let b = cond.batch().unwrap();
     let k = m.num_codebooks();
     // Step 0 input: BOS in every codebook, which the delay mask turns into the pad id.

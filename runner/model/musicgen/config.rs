@@ -129,7 +129,9 @@ impl MusicgenConfig {
                     .iter()
                     .find_map(|k| text.get(*k).and_then(Value::as_u64))
                     .ok_or_else(|| {
-                        MusicgenError::InvalidConfig("text_encoder has no d_model/hidden_size".into())
+                        MusicgenError::InvalidConfig(
+                            "text_encoder has no d_model/hidden_size".into(),
+                        )
                     })?;
                 (dec.clone(), Some(hidden as usize), Layout::Composite)
             }
@@ -155,7 +157,9 @@ impl MusicgenConfig {
         if let Some(t) = d.model_type.as_deref()
             && t != "musicgen_decoder"
         {
-            return Err(MusicgenError::Unsupported(format!("MusicGen decoder type {t:?}")));
+            return Err(MusicgenError::Unsupported(format!(
+                "MusicGen decoder type {t:?}"
+            )));
         }
         if d.audio_channels != 1 {
             return Err(MusicgenError::Unsupported(format!(
@@ -188,7 +192,7 @@ impl MusicgenConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(MusicgenError::InvalidConfig(format!("{name} must be > 0")));
         }
-        if d.hidden_size % d.num_attention_heads != 0 {
+        if !d.hidden_size.is_multiple_of(d.num_attention_heads) {
             return Err(MusicgenError::InvalidConfig(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 d.hidden_size, d.num_attention_heads
@@ -205,7 +209,9 @@ impl MusicgenConfig {
     /// HF projects text states only when widths differ and no cross-attention width is set.
     pub fn needs_text_projection(&self) -> bool {
         match self.text_hidden_size {
-            Some(t) => t != self.decoder.hidden_size && self.decoder.cross_attention_hidden_size.is_none(),
+            Some(t) => {
+                t != self.decoder.hidden_size && self.decoder.cross_attention_hidden_size.is_none()
+            }
             None => false,
         }
     }

@@ -67,7 +67,10 @@ impl Attention {
     }
 
     fn kv(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((self.split(&self.k.forward(x)?)?, self.split(&self.v.forward(x)?)?))
+        Ok((
+            self.split(&self.k.forward(x)?)?,
+            self.split(&self.v.forward(x)?)?,
+        ))
     }
 
     /// `mask` is additive and broadcastable to `[B, heads, T, S]`.
@@ -175,7 +178,11 @@ impl MusicgenModel {
         let (dec_vb, enc_to_dec) = match cfg.layout {
             Layout::Composite => {
                 let proj = match (cfg.needs_text_projection(), cfg.text_hidden_size) {
-                    (true, Some(t)) => Some(candle_nn::linear(t, d.hidden_size, vb.pp("enc_to_dec_proj"))?),
+                    (true, Some(t)) => Some(candle_nn::linear(
+                        t,
+                        d.hidden_size,
+                        vb.pp("enc_to_dec_proj"),
+                    )?),
                     _ => None,
                 };
                 (vb.pp("decoder"), proj)
@@ -264,7 +271,9 @@ impl MusicgenModel {
             )));
         }
         let mut states = project(&text_states)?;
-        let mask = mask.map(|m| m.to_device(&self.device)?.to_dtype(self.dtype)).transpose()?;
+        let mask = mask
+            .map(|m| m.to_device(&self.device)?.to_dtype(self.dtype))
+            .transpose()?;
         let uncond_states;
         let uncond_mask;
         match &mask {
@@ -357,7 +366,10 @@ impl MusicgenModel {
         let h = self.hidden_size();
         let half = h / 2;
         let step = (10000f64).ln() / (half as f64 - 1.0);
-        let freqs: Vec<f32> = (0..half).map(|i| (i as f32) * -(step as f32)).map(f32::exp).collect();
+        let freqs: Vec<f32> = (0..half)
+            .map(|i| (i as f32) * -(step as f32))
+            .map(f32::exp)
+            .collect();
         let mut data = vec![0f32; t * h];
         for r in 0..t {
             let p = (pos + r) as f32;
@@ -380,7 +392,9 @@ impl MusicgenModel {
         let data: Vec<f32> = (0..t)
             .flat_map(|i| (0..total).map(move |j| if j > pos + i { min } else { 0.0 }))
             .collect();
-        Ok(Some(Tensor::from_vec(data, (1, 1, t, total), &self.device)?.to_dtype(self.dtype)?))
+        Ok(Some(
+            Tensor::from_vec(data, (1, 1, t, total), &self.device)?.to_dtype(self.dtype)?,
+        ))
     }
 
     /// Runs `codes` `[B, K, T]` (u32) through the blocks, appending to the cache, calling `hook`
@@ -401,7 +415,9 @@ impl MusicgenModel {
                 )));
             }
         }
-        let mut x = self.embed_codes(codes)?.broadcast_add(&self.positions(state.pos, t)?)?;
+        let mut x = self
+            .embed_codes(codes)?
+            .broadcast_add(&self.positions(state.pos, t)?)?;
         let causal = self.causal_mask(state.pos, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
             // Self-attention with cache.
@@ -409,7 +425,10 @@ impl MusicgenModel {
             let (k_new, v_new) = layer.self_attn.kv(&h)?;
             let (k, v) = match &state.self_kv[i].kv {
                 None => (k_new, v_new),
-                Some((k0, v0)) => (Tensor::cat(&[k0, &k_new], 2)?, Tensor::cat(&[v0, &v_new], 2)?),
+                Some((k0, v0)) => (
+                    Tensor::cat(&[k0, &k_new], 2)?,
+                    Tensor::cat(&[v0, &v_new], 2)?,
+                ),
             };
             let a = layer.self_attn.attend(&h, &k, &v, causal.as_ref())?;
             state.self_kv[i].kv = Some((k, v));

@@ -66,8 +66,13 @@ impl MusicgenModel {
                 cfg.steps
             )));
         }
-        if !(cfg.guidance_scale.is_finite() && cfg.temperature.is_finite() && cfg.temperature >= 0.0) {
-            return Err(MusicgenError::Input("guidance_scale and temperature must be finite, temperature >= 0".into()));
+        if !(cfg.guidance_scale.is_finite()
+            && cfg.temperature.is_finite()
+            && cfg.temperature >= 0.0)
+        {
+            return Err(MusicgenError::Input(
+                "guidance_scale and temperature must be finite, temperature >= 0".into(),
+            ));
         }
         let b = cond.batch()?;
         let guided = cfg.guidance_scale != 1.0;
@@ -100,14 +105,22 @@ impl MusicgenModel {
         for step in 0..cfg.steps {
             let mut input = Vec::with_capacity(rows * k);
             for r in 0..rows {
-                for c in 0..k {
-                    let v = if delay_is_pad(c, step, len, k) { pad } else { seq[r % b][c][step] };
+                for (c, codebook) in seq[r % b].iter().enumerate() {
+                    let v = if delay_is_pad(c, step, len, k) {
+                        pad
+                    } else {
+                        codebook[step]
+                    };
                     input.push(v);
                 }
             }
             let input = Tensor::from_vec(input, (rows, k, 1), self.device())?;
             let h = self.forward(&mut state, &input, step, hook)?;
-            let logits = self.logits(&h)?.squeeze(2)?.to_dtype(DType::F32)?.to_vec3::<f32>()?;
+            let logits = self
+                .logits(&h)?
+                .squeeze(2)?
+                .to_dtype(DType::F32)?
+                .to_vec3::<f32>()?;
             for bi in 0..b {
                 for c in 0..k {
                     let row: Vec<f32> = if guided {
@@ -127,7 +140,13 @@ impl MusicgenModel {
         for s in &seq {
             for (c, row) in s.iter().enumerate() {
                 codes.extend_from_slice(&row[c + 1..c + 1 + frames]);
-                delayed.extend((0..len).map(|p| if delay_is_pad(c, p, len, k) { pad } else { row[p] }));
+                delayed.extend((0..len).map(|p| {
+                    if delay_is_pad(c, p, len, k) {
+                        pad
+                    } else {
+                        row[p]
+                    }
+                }));
             }
         }
         Ok(Generated {
@@ -153,7 +172,10 @@ impl MusicgenModel {
         pools
             .iter()
             .map(|p| {
-                let per = blocks.iter().map(|h| p.apply(h)).collect::<Result<Vec<_>>>()?;
+                let per = blocks
+                    .iter()
+                    .map(|h| p.apply(h))
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Tensor::stack(&per, 0)?)
             })
             .collect()
@@ -162,7 +184,12 @@ impl MusicgenModel {
 
 /// Greedy when `top_k <= 1` or `temperature == 0` (first maximum, like `torch.argmax`); otherwise
 /// temperature, then top-k, then a draw from the softmax (transformers' warper order).
-fn sample(logits: &[f32], cfg: &GenerateConfig, rng: &mut ChaCha20Rng, scratch: &mut Vec<(f32, usize)>) -> usize {
+fn sample(
+    logits: &[f32],
+    cfg: &GenerateConfig,
+    rng: &mut ChaCha20Rng,
+    scratch: &mut Vec<(f32, usize)>,
+) -> usize {
     if cfg.top_k <= 1 || cfg.temperature == 0.0 {
         let mut best = 0;
         for (i, &v) in logits.iter().enumerate() {
@@ -202,11 +229,11 @@ mod tests {
     #[test]
     fn delay_pattern_matches_transformers_docstring() {
         // build_delay_pattern_mask's docstring example: 4 codebooks, length 8.
-        let expect = [
-            "P....PPP", "PP....PP", "PPP....P", "PPPP....",
-        ];
+        let expect = ["P....PPP", "PP....PP", "PPP....P", "PPPP...."];
         for (k, row) in expect.iter().enumerate() {
-            let got: String = (0..8).map(|p| if delay_is_pad(k, p, 8, 4) { 'P' } else { '.' }).collect();
+            let got: String = (0..8)
+                .map(|p| if delay_is_pad(k, p, 8, 4) { 'P' } else { '.' })
+                .collect();
             assert_eq!(&got, row, "codebook {k}");
         }
     }
@@ -214,13 +241,18 @@ mod tests {
     #[test]
     fn sampling_is_seeded_and_respects_top_k() {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
-        let cfg = GenerateConfig { top_k: 3, ..Default::default() };
+        let cfg = GenerateConfig {
+            top_k: 3,
+            ..Default::default()
+        };
         let mut top: Vec<usize> = (0..50).collect();
         top.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
         let draw = |seed| {
             let mut rng = ChaCha20Rng::seed_from_u64(seed);
             let mut s = Vec::new();
-            (0..200).map(|_| sample(&logits, &cfg, &mut rng, &mut s)).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| sample(&logits, &cfg, &mut rng, &mut s))
+                .collect::<Vec<_>>()
         };
         let a = draw(7);
         assert_eq!(a, draw(7));
@@ -229,7 +261,10 @@ mod tests {
         for t in &top[..3] {
             assert!(a.contains(t), "top-3 code {t} never drawn in 200 draws");
         }
-        let greedy = GenerateConfig { top_k: 1, ..Default::default() };
+        let greedy = GenerateConfig {
+            top_k: 1,
+            ..Default::default()
+        };
         let mut rng = ChaCha20Rng::seed_from_u64(0);
         assert_eq!(sample(&logits, &greedy, &mut rng, &mut Vec::new()), top[0]);
     }

@@ -35,7 +35,9 @@ impl<H: LayerHook + ?Sized> LayerHook for &mut H {
 impl<A: LayerHook, B: LayerHook> LayerHook for (A, B) {
     fn on_block_output(&mut self, layer: usize, step: usize, h: &Tensor) -> Result<Option<Tensor>> {
         let a = self.0.on_block_output(layer, step, h)?;
-        let b = self.1.on_block_output(layer, step, a.as_ref().unwrap_or(h))?;
+        let b = self
+            .1
+            .on_block_output(layer, step, a.as_ref().unwrap_or(h))?;
         Ok(b.or(a))
     }
 }

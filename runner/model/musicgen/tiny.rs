@@ -102,13 +102,17 @@ impl TinySpec {
         };
         let h = self.hidden_size;
         let fan = |i: usize| Init::Uniform((3.0 / i as f32).sqrt());
-        let ln = |put: &mut dyn FnMut(String, &[usize], Init) -> Result<()>, p: String| -> Result<()> {
+        let ln = |put: &mut PutFn, p: String| -> Result<()> {
             put(format!("{p}.weight"), &[h], Init::Around(1.0, 0.1))?;
             put(format!("{p}.bias"), &[h], Init::Uniform(0.1))
         };
         let d = "decoder.model.decoder";
         for k in 0..self.num_codebooks {
-            put(format!("{d}.embed_tokens.{k}.weight"), &[self.vocab_size + 1, h], Init::Uniform(0.5))?;
+            put(
+                format!("{d}.embed_tokens.{k}.weight"),
+                &[self.vocab_size + 1, h],
+                Init::Uniform(0.5),
+            )?;
         }
         for l in 0..self.num_hidden_layers {
             let p = format!("{d}.layers.{l}");
@@ -121,11 +125,19 @@ impl TinySpec {
             ln(&mut put, format!("{p}.encoder_attn_layer_norm"))?;
             ln(&mut put, format!("{p}.final_layer_norm"))?;
             put(format!("{p}.fc1.weight"), &[self.ffn_dim, h], fan(h))?;
-            put(format!("{p}.fc2.weight"), &[h, self.ffn_dim], fan(self.ffn_dim))?;
+            put(
+                format!("{p}.fc2.weight"),
+                &[h, self.ffn_dim],
+                fan(self.ffn_dim),
+            )?;
         }
         ln(&mut put, format!("{d}.layer_norm"))?;
         for k in 0..self.num_codebooks {
-            put(format!("decoder.lm_heads.{k}.weight"), &[self.vocab_size, h], fan(h))?;
+            put(
+                format!("decoder.lm_heads.{k}.weight"),
+                &[self.vocab_size, h],
+                fan(h),
+            )?;
         }
         if self.config().needs_text_projection() {
             let t = self.text_hidden_size;
@@ -140,6 +152,8 @@ impl TinySpec {
         MusicgenModel::new(self.config(), vb)
     }
 }
+
+type PutFn<'a> = dyn FnMut(String, &[usize], Init) -> Result<()> + 'a;
 
 #[derive(Clone, Copy)]
 enum Init {
