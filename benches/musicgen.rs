@@ -12,7 +12,10 @@ use candle_core::{DType, Tensor};
 use rfmx::model::musicgen::{GenerateConfig, NoHook, Pool, TinySpec, parse_device, parse_dtype};
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,7 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let t0 = Instant::now();
     let model = spec.build(&device, dtype)?;
-    eprintln!("built musicgen-small-sized model in {:.1}s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "built musicgen-small-sized model in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
     if what.contains("gen") {
         for b in batches.split(',').map(|s| s.trim().parse::<usize>()) {
             let b = b?;
@@ -57,6 +63,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
         }
+    }
+    if what.contains("micro") {
+        // Where extraction time goes: one layer's FFN GEMMs vs its exact-erf GELU.
+        let x = Tensor::randn(0f32, 1.0, (frames, 1024), &device)?;
+        let w = Tensor::randn(0f32, 0.03, (1024, 4096), &device)?;
+        let t = Instant::now();
+        let h = x.matmul(&w)?;
+        let mm = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let g = h.gelu_erf()?;
+        let ge = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let _ = (&g + &h)?;
+        let add = t.elapsed().as_secs_f64();
+        // Decode-time GEMV shapes: x [2, 1024] against a [4096, 1024] weight, both orientations.
+        let xs = Tensor::randn(0f32, 1.0, (2, 1024), &device)?;
+        let wo = Tensor::randn(0f32, 0.03, (4096, 1024), &device)?;
+        let wt = wo.t()?;
+        let wtc = wt.contiguous()?;
+        let time = |f: &dyn Fn() -> candle_core::Result<Tensor>| -> candle_core::Result<f64> {
+            f()?;
+            let t = Instant::now();
+            for _ in 0..20 {
+                f()?;
+            }
+            Ok(t.elapsed().as_secs_f64() / 20.0)
+        };
+        let a = time(&|| xs.matmul(&wt))?;
+        let b = time(&|| wo.matmul(&xs.t()?))?;
+        let c = time(&|| xs.matmul(&wtc))?;
+        println!("{{\"gemv_x_wt_s\": {a}, \"gemv_w_xt_s\": {b}, \"gemv_x_wtcontig_s\": {c}}}");
+        println!("{{\"micro\": true, \"matmul_s\": {mm}, \"gelu_erf_s\": {ge}, \"add_s\": {add}}}");
     }
     if what.contains("extract") {
         let codes = Tensor::rand(0f32, 2048.0, (1, 4, frames), &device)?

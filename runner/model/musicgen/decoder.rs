@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 
 use super::config::{Layout, MusicgenConfig};
 use super::error::{MusicgenError, Result};
@@ -15,8 +15,50 @@ use super::hooks::LayerHook;
 
 const LN_EPS: f64 = 1e-5;
 
+/// Rows up to which a linear layer runs as `W · xᵀ` (see [`Linear`]).
+const GEMV_ROWS: usize = 32;
+
+/// A linear layer on `[.., in]` inputs. At decode time there are only a few rows (CFG pairs, one
+/// position), and candle's GEMM packs the transposed weight on every `x · Wᵀ` call; `(W · xᵀ)ᵀ`
+/// streams the row-major weight once instead and measured 2.2x faster for [2, 1024] x [4096, 1024]
+/// (benches/musicgen.rs `micro`). Long inputs (teacher forcing) keep the plain GEMM.
+struct Linear {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    fn from_nn(l: candle_nn::Linear) -> Self {
+        Self {
+            w: l.weight().clone(),
+            b: l.bias().cloned(),
+        }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims();
+        let i = dims[dims.len() - 1];
+        let rows = x.elem_count() / i;
+        let x2 = x.reshape((rows, i))?;
+        let y = if rows <= GEMV_ROWS {
+            self.w.matmul(&x2.t()?)?.t()?
+        } else {
+            x2.matmul(&self.w.t()?)?
+        };
+        let y = match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("input has a feature dimension") = self.w.dim(0)?;
+        y.contiguous()?.reshape(out)
+    }
+}
+
 fn linear_no_bias(i: usize, o: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(candle_nn::linear_no_bias(i, o, vb)?)
+    Ok(Linear::from_nn(candle_nn::linear_no_bias(i, o, vb)?))
 }
 
 fn layer_norm(size: usize, vb: VarBuilder) -> Result<LayerNorm> {
@@ -178,11 +220,11 @@ impl MusicgenModel {
         let (dec_vb, enc_to_dec) = match cfg.layout {
             Layout::Composite => {
                 let proj = match (cfg.needs_text_projection(), cfg.text_hidden_size) {
-                    (true, Some(t)) => Some(candle_nn::linear(
+                    (true, Some(t)) => Some(Linear::from_nn(candle_nn::linear(
                         t,
                         d.hidden_size,
                         vb.pp("enc_to_dec_proj"),
-                    )?),
+                    )?)),
                     _ => None,
                 };
                 (vb.pp("decoder"), proj)
