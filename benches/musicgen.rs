@@ -78,7 +78,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = (&g + &h)?;
         let add = t.elapsed().as_secs_f64();
         // Decode-time GEMV shapes: x [2, 1024] against a [4096, 1024] weight, both orientations.
-        let xs = Tensor::randn(0f32, 1.0, (2, 1024), &device)?;
+        let rows: usize = env("RFMX_BENCH_ROWS", 2);
+        let xs = Tensor::randn(0f32, 1.0, (rows, 1024), &device)?;
         let wo = Tensor::randn(0f32, 0.03, (4096, 1024), &device)?;
         let wt = wo.t()?;
         let wtc = wt.contiguous()?;
