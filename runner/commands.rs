@@ -63,6 +63,16 @@ fn load_and_plan(args: &SpecArgs, registry: &Registry) -> Result<(LoadedSpec, Pl
         eprintln!("Error: cannot plan {}: {e}", args.spec.display());
         BAD_INPUT
     })?;
+    if plan.nodes.is_empty() {
+        // A spec whose sections no stage of this build consumes would otherwise "succeed" doing nothing.
+        eprintln!(
+            "Error: {} plans no nodes: no stage in this build of rfmx consumes its sections.\n  \
+             help: the music stages (data, extract, fit, steer, evaluate) are not wired into the runner \
+             yet; `specs/toy.toml` runs the built-in toy stage",
+            args.spec.display()
+        );
+        return Err(BAD_INPUT);
+    }
     Ok((spec, plan))
 }
 

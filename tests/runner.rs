@@ -557,3 +557,18 @@ fn the_shipped_specs_check() {
         ok(&w.rfmx(&["check", p.to_str().unwrap()]));
     }
 }
+
+#[test]
+fn a_spec_no_stage_consumes_is_an_error_not_a_silent_success() {
+    let w = Work::new();
+    w.spec(
+        "music.toml",
+        "[experiment]\nname = \"m\"\n[steer]\ntargets = [\"notes:C\"]\n",
+    );
+    for cmd in ["run", "plan"] {
+        let out = w.rfmx(&[cmd, "music.toml"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("plans no nodes"), "{stderr}");
+    }
+}
