@@ -63,17 +63,22 @@ fn load_and_plan(args: &SpecArgs, registry: &Registry) -> Result<(LoadedSpec, Pl
         eprintln!("Error: cannot plan {}: {e}", args.spec.display());
         BAD_INPUT
     })?;
+    Ok((spec, plan))
+}
+
+/// `run` and `plan` refuse a spec whose sections no stage of this build consumes: it would otherwise
+/// "succeed" doing nothing. (`check` still validates such specs.)
+fn require_nodes(plan: &Plan, path: &Path) -> Result<(), u8> {
     if plan.nodes.is_empty() {
-        // A spec whose sections no stage of this build consumes would otherwise "succeed" doing nothing.
         eprintln!(
             "Error: {} plans no nodes: no stage in this build of rfmx consumes its sections.\n  \
              help: the music stages (data, extract, fit, steer, evaluate) are not wired into the runner \
              yet; `specs/toy.toml` runs the built-in toy stage",
-            args.spec.display()
+            path.display()
         );
         return Err(BAD_INPUT);
     }
-    Ok((spec, plan))
+    Ok(())
 }
 
 fn print_plan(plan: &Plan, st: &[NodeStatus]) {
@@ -94,6 +99,9 @@ fn print_plan(plan: &Plan, st: &[NodeStatus]) {
 fn plan_cmd(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
     match load_and_plan(args, registry) {
         Ok((spec, plan)) => {
+            if let Err(code) = require_nodes(&plan, &args.spec) {
+                return code;
+            }
             let st = statuses(&plan, store, &store.index(spec.experiment()));
             print_plan(&plan, &st);
             0
@@ -123,6 +131,9 @@ fn run(
         Ok(x) => x,
         Err(c) => return c,
     };
+    if let Err(code) = require_nodes(&plan, &args.spec) {
+        return code;
+    }
     let experiment = spec.experiment().to_string();
     let index = store.index(&experiment);
     let st = statuses(&plan, store, &index);
