@@ -287,7 +287,7 @@ pub fn run_plan(
             let _ = events.send(Event::Queued {
                 id: node.id.clone(),
                 key: node.key.clone(),
-                reason: format!("already submitted as slurm job {}", rec.job_id),
+                reason: format!("still queued or running as slurm job {}", rec.job_id),
             });
             job_of[i] = Some(rec.clone());
             continue;
