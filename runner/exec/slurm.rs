@@ -479,3 +479,99 @@ pub fn cancel(store: &Store, experiment: &str) -> Result<Vec<(String, String)>, 
     }
     Ok(active)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> PlannedNode {
+        PlannedNode {
+            id: "toy_sum".into(),
+            key: "ab".repeat(32),
+            kind: "toy_sum".into(),
+            version: 1,
+            params: serde_json::json!({}),
+            hints: serde_json::Value::Null,
+            inputs: vec![],
+            fingerprint: None,
+        }
+    }
+
+    fn cfg(gpus: u32) -> SlurmSpec {
+        SlurmSpec {
+            partition: Some("gpu".into()),
+            account: Some("lab".into()),
+            time: "01:00:00".into(),
+            mem: "8G".into(),
+            cpus: 2,
+            gpus,
+            extra: vec!["--qos=short".into()],
+        }
+    }
+
+    #[test]
+    fn sbatch_args_carry_resources_dependencies_and_the_worker_command() {
+        let a = sbatch_args(
+            &node(),
+            &cfg(1),
+            Path::new("/shared/.rfmx"),
+            Path::new("/opt/it's/rfmx"),
+            Path::new("/shared/.rfmx/logs/x-%j.out"),
+            &["11".into(), "12".into()],
+        );
+        for want in [
+            "--parsable",
+            "--time=01:00:00",
+            "--mem=8G",
+            "--cpus-per-task=2",
+            "--gres=gpu:1",
+            "--partition=gpu",
+            "--account=lab",
+            "--qos=short",
+            "--dependency=afterok:11:12",
+            "--kill-on-invalid-dep=yes",
+            "--export=ALL,RFMX_HOME=/shared/.rfmx",
+            "--output=/shared/.rfmx/logs/x-%j.out",
+        ] {
+            assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
+        }
+        let wrap = a.last().unwrap();
+        assert_eq!(
+            wrap,
+            &format!(
+                "--wrap=exec '/opt/it'\\''s/rfmx' node run {}",
+                "ab".repeat(32)
+            )
+        );
+        // No GPUs, no inputs: neither flag.
+        let a = sbatch_args(
+            &node(),
+            &cfg(0),
+            Path::new("/h"),
+            Path::new("/e"),
+            Path::new("/l"),
+            &[],
+        );
+        assert!(
+            !a.iter()
+                .any(|x| x.starts_with("--gres") || x.starts_with("--dependency"))
+        );
+    }
+
+    #[test]
+    fn slurm_states_classify_into_queued_running_ended() {
+        assert_eq!(classify("PENDING"), JobState::Queued("PENDING".into()));
+        assert_eq!(classify("RUNNING"), JobState::Running("RUNNING".into()));
+        assert!(classify("COMPLETING").is_active());
+        for s in [
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "OUT_OF_MEMORY",
+            "NODE_FAIL",
+        ] {
+            assert!(!classify(s).is_active(), "{s}");
+        }
+    }
+}
