@@ -122,6 +122,10 @@ fn run(
         eprintln!("Error: --detach needs the Slurm executor (--executor slurm)");
         return BAD_INPUT;
     }
+    // Slurm must answer before anything is written.
+    if slurm && let Err(e) = crate::exec::slurm::job_states() {
+        return slurm_error(e);
+    }
     let jobs = jobs
         .or(spec.base.executor.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -32,10 +32,10 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
 chmod 400 /etc/munge/munge.key
-if ! munge -n </dev/null | unmunge >/dev/null 2>&1; then
+if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
   su -s /bin/sh munge -c munged || munged --force || die "munged does not start"
   sleep 1
-  munge -n </dev/null | unmunge >/dev/null 2>&1 || die "munge does not work"
+  munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 || die "munge does not work"
 fi
 
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
