@@ -389,6 +389,7 @@ fn slurm_missing_is_a_clear_error_with_exit_2() {
         "{}",
         text(&out)
     );
+    assert!(!w.home().exists(), "nothing written before Slurm answers");
 
     // A rejected submission shows sbatch's own message.
     let spec = w.spec(&format!(
