@@ -11,7 +11,9 @@ Examples:
   rfmx plan specs/toy.toml                      each node: cached / to run, and why
   rfmx explain specs/toy.toml 'toy_square[x=3]' one node's params, inputs, key, outputs
   rfmx check specs/*.toml                       validate specs (exit 2 on any problem)
-  rfmx status                                   failed nodes, running nodes, store size
+  rfmx run specs/toy.toml --executor slurm --detach   submit to Slurm and return
+  rfmx cancel specs/toy.toml                    cancel a spec's queued/running Slurm jobs
+  rfmx status                                   failed nodes, running nodes and Slurm jobs, store size
   rfmx gc --dry-run                             what housekeeping would remove
 
 Layering: defaults < spec file < RFMX_<SECTION>__<KEY>=value < --set section.key=value.
@@ -53,6 +55,17 @@ pub enum Command {
         /// Print the plan and stop
         #[arg(long)]
         dry_run: bool,
+        /// Where nodes run (default: executor.kind from the spec)
+        #[arg(long, value_enum)]
+        executor: Option<ExecutorArg>,
+        /// With the Slurm executor: submit the jobs and exit without waiting for them
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Cancel the queued and running Slurm jobs of a spec (scancel)
+    Cancel {
+        #[command(flatten)]
+        spec: SpecArgs,
     },
     /// Print the DAG: each node cached or to run, and why
     Plan {
@@ -75,7 +88,7 @@ pub enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
-    /// Failed nodes (with their failure records), running nodes (held locks) and store size
+    /// Failed nodes (with their failure records), running nodes (held locks), Slurm jobs and store size
     Status,
     /// Remove temp dirs of killed runs, stale lock files and store entries no index references
     Gc {
@@ -91,6 +104,12 @@ pub enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorArg {
+    Local,
+    Slurm,
 }
 
 #[derive(Debug, Subcommand)]

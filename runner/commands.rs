@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, NodeCommand, SpecArgs};
+use crate::cli::{Cli, Command, ExecutorArg, NodeCommand, SpecArgs};
 use crate::dag::status::{NodeStatus, statuses};
 use crate::dag::store::{EntryState, FailureRecord, Index, Store};
 use crate::dag::{Plan, PlannedNode, Registry, build_plan};
@@ -25,7 +25,10 @@ pub fn main(cli: Cli) -> ExitCode {
             spec,
             jobs,
             dry_run,
-        } => run(&spec, jobs, dry_run, &store, &registry),
+            executor,
+            detach,
+        } => run(&spec, jobs, dry_run, executor, detach, &store, &registry),
+        Command::Cancel { spec } => cancel(&spec, &store, &registry),
         Command::Plan { spec } => plan_cmd(&spec, &store, &registry),
         Command::Explain { spec, node } => explain(&spec, &node, &store, &registry),
         Command::Check { specs, set } => check(&specs, &set, &registry),
@@ -120,10 +123,13 @@ fn index_of(plan: &Plan) -> Index {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     args: &SpecArgs,
     jobs: Option<usize>,
     dry_run: bool,
+    executor: Option<ExecutorArg>,
+    detach: bool,
     store: &Store,
     registry: &Registry,
 ) -> u8 {
@@ -141,9 +147,17 @@ fn run(
         print_plan(&plan, &st);
         return 0;
     }
-    if spec.base.executor.kind == ExecutorKind::Slurm {
-        eprintln!("Error: executor.kind = \"slurm\" is not implemented yet; use kind = \"local\"");
+    let slurm = match executor {
+        Some(e) => e == ExecutorArg::Slurm,
+        None => spec.base.executor.kind == ExecutorKind::Slurm,
+    };
+    if detach && !slurm {
+        eprintln!("Error: --detach needs the Slurm executor (--executor slurm)");
         return BAD_INPUT;
+    }
+    // Slurm must answer before anything is written.
+    if slurm && let Err(e) = crate::exec::slurm::job_states() {
+        return slurm_error(e);
     }
     let jobs = jobs
         .or(spec.base.executor.jobs)
@@ -192,9 +206,38 @@ fn run(
         to_run,
         jobs,
     });
-    let summary = crate::exec::run_plan(&plan, &st, store, registry, jobs, &tx);
+    let summary = if slurm {
+        match crate::exec::slurm::run_plan(
+            &plan,
+            &st,
+            store,
+            &experiment,
+            &spec.base.executor.slurm,
+            detach,
+            &tx,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                drop(tx);
+                let _ = consumer.join();
+                return slurm_error(e);
+            }
+        }
+    } else {
+        crate::exec::run_plan(&plan, &st, store, registry, jobs, &tx)
+    };
     drop(tx);
     let _ = consumer.join();
+    if slurm && detach {
+        let state = crate::exec::slurm::load_state(store, &experiment);
+        println!(
+            "submitted to slurm; {} job(s) recorded in {} (see `rfmx status`, `rfmx cancel`)",
+            state.jobs.len(),
+            crate::exec::slurm::state_path(store, &experiment).display()
+        );
+        println!("run log: {}", log_path.display());
+        return 0;
+    }
 
     println!(
         "summary for {experiment} ({} node(s), {jobs} job(s)):",
@@ -215,6 +258,36 @@ fn run(
         FAILED
     } else {
         0
+    }
+}
+
+fn slurm_error(e: crate::exec::slurm::SlurmError) -> u8 {
+    let code = match e {
+        crate::exec::slurm::SlurmError::Missing(_) => BAD_INPUT,
+        _ => FAILED,
+    };
+    eprintln!("{:?}", miette::Report::new(e));
+    code
+}
+
+fn cancel(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
+    let (spec, _) = match load_and_plan(args, registry) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    match crate::exec::slurm::cancel(store, spec.experiment()) {
+        Ok(jobs) => {
+            println!(
+                "cancelled {} slurm job(s) of {}",
+                jobs.len(),
+                spec.experiment()
+            );
+            for (id, job) in jobs {
+                println!("  {job}  {id}");
+            }
+            0
+        }
+        Err(e) => slurm_error(e),
     }
 }
 
@@ -361,8 +434,52 @@ fn status(store: &Store) -> u8 {
         .filter_map(Result::ok)
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .count();
+    slurm_status(store);
     println!("store size: {} entries, {} bytes", entries, store.size());
     0
+}
+
+/// The recorded Slurm jobs of every experiment with their current state (nothing when none).
+fn slurm_status(store: &Store) {
+    let experiments = crate::exec::slurm::experiments(store);
+    if experiments.is_empty() {
+        return;
+    }
+    let states = match crate::exec::slurm::job_states() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            println!("slurm jobs: cannot query slurm ({e})");
+            None
+        }
+    };
+    for exp in experiments {
+        let state = crate::exec::slurm::load_state(store, &exp);
+        let done = state
+            .jobs
+            .keys()
+            .filter(|k| matches!(store.verify(k), EntryState::Valid(_)))
+            .count();
+        println!(
+            "slurm jobs of {exp}: {} recorded, {done} done; the others:",
+            state.jobs.len()
+        );
+        for (key, r) in &state.jobs {
+            if matches!(store.verify(key), EntryState::Valid(_)) {
+                continue;
+            }
+            let label = match &states {
+                Some(s) => s
+                    .get(&r.job_id)
+                    .map_or("ENDED (no longer in squeue)".into(), |j| {
+                        let failed = if j.is_active() { "" } else { ", FAILED" };
+                        format!("{}{failed}", j.label())
+                    }),
+                None => "?".into(),
+            };
+            println!("  {:<8} {:<28} {}", r.job_id, label, r.id);
+            println!("    log: {}", r.log.display());
+        }
+    }
 }
 
 fn remove(path: &Path, dry_run: bool, what: &str) {

@@ -3,6 +3,8 @@
 //! skipped. Each node is computed under its lock file and the store is re-checked after the lock
 //! is taken, so two concurrent runs never compute the same node twice.
 
+pub mod slurm;
+
 use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;

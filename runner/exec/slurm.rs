@@ -1,0 +1,577 @@
+//! The Slurm executor: submits every node that must run as one `sbatch` job running
+//! `rfmx node run KEY` (this same binary) against the shared store, chained with
+//! `--dependency=afterok:`, then (unless detached) polls `squeue` and reports the same events as
+//! the local executor. Submitted job ids are kept in `<store>/slurm/<experiment>.json`, so that a
+//! re-run leaves queued/running jobs alone, `rfmx status` lists them and `rfmx cancel` finds them.
+//!
+//! The worker writes the failure record of a node that fails; a job that dies without one
+//! (cancelled, out of memory, time limit) gets one written here from its Slurm state.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dag::status::NodeStatus;
+use crate::dag::store::{EntryState, FailureRecord, Store, unix_now};
+use crate::dag::{Plan, PlannedNode};
+use crate::events::{Event, EventSender};
+use crate::exec::RunSummary;
+use crate::spec::SlurmSpec;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SlurmError {
+    #[error("`{0}` is not installed or not on PATH")]
+    #[diagnostic(
+        code(rfmx::slurm::missing),
+        help(
+            "the Slurm executor needs the Slurm client commands (sbatch, squeue, scontrol, scancel); use --executor local otherwise"
+        )
+    )]
+    Missing(&'static str),
+    #[error("`{command}` failed ({status}): {stderr}")]
+    #[diagnostic(code(rfmx::slurm::command))]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("sbatch printed no job id for {id}: `{stdout}`")]
+    #[diagnostic(code(rfmx::slurm::parse))]
+    NoJobId { id: String, stdout: String },
+    #[error("cannot use the store: {0}")]
+    #[diagnostic(code(rfmx::slurm::store))]
+    Store(String),
+}
+
+/// One submitted node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub job_id: String,
+    pub log: PathBuf,
+    pub submitted_unix: f64,
+}
+
+/// `<store>/slurm/<experiment>.json`: cache key -> its latest job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlurmState {
+    pub jobs: BTreeMap<String, JobRecord>,
+}
+
+pub fn state_path(store: &Store, experiment: &str) -> PathBuf {
+    store.root.join("slurm").join(format!("{experiment}.json"))
+}
+
+pub fn load_state(store: &Store, experiment: &str) -> SlurmState {
+    store
+        .read_json(&state_path(store, experiment))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn save_state(store: &Store, experiment: &str, state: &SlurmState) -> Result<(), SlurmError> {
+    store
+        .write_json(&state_path(store, experiment), state)
+        .map_err(|e| SlurmError::Store(e.to_string()))
+}
+
+/// Every experiment with a Slurm state file.
+pub fn experiments(store: &Store) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(store.root.join("slurm"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let p = e.path();
+            if p.extension()? != "json" {
+                return None;
+            }
+            Some(p.file_stem()?.to_string_lossy().into_owned())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn run_cmd(program: &'static str, args: &[String]) -> Result<String, SlurmError> {
+    let out = Command::new(program).args(args).output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            SlurmError::Missing(program)
+        } else {
+            SlurmError::Command {
+                command: program.into(),
+                status: "not started".into(),
+                stderr: e.to_string(),
+            }
+        }
+    })?;
+    if !out.status.success() {
+        return Err(SlurmError::Command {
+            command: format!("{program} {}", args.join(" ")),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Where a job stands, from `squeue -t all` (which still lists jobs that ended recently).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Queued(String),
+    Running(String),
+    /// Ended (any terminal Slurm state) or no longer known to Slurm.
+    Ended(String),
+}
+
+impl JobState {
+    pub fn is_active(&self) -> bool {
+        !matches!(self, JobState::Ended(_))
+    }
+
+    pub fn label(&self) -> &str {
+        match self {
+            JobState::Queued(s) | JobState::Running(s) | JobState::Ended(s) => s,
+        }
+    }
+}
+
+fn classify(state: &str) -> JobState {
+    let s = state.to_string();
+    match state {
+        "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
+        | "RESV_DEL_HOLD" | "SUSPENDED" => JobState::Queued(s),
+        "RUNNING" | "COMPLETING" | "STAGE_OUT" | "SIGNALING" | "RESIZING" => JobState::Running(s),
+        _ => JobState::Ended(s),
+    }
+}
+
+/// The state of every job Slurm knows about.
+pub fn job_states() -> Result<HashMap<String, JobState>, SlurmError> {
+    let out = run_cmd(
+        "squeue",
+        &["-h", "-t", "all", "-o", "%i %T"].map(String::from),
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (id, st) = l.trim().split_once(' ')?;
+            Some((id.to_string(), classify(st.trim())))
+        })
+        .collect())
+}
+
+fn state_of(states: &HashMap<String, JobState>, job_id: &str) -> JobState {
+    states
+        .get(job_id)
+        .cloned()
+        .unwrap_or_else(|| JobState::Ended("UNKNOWN (no longer in squeue)".into()))
+}
+
+fn sbatch_args(
+    node: &PlannedNode,
+    cfg: &SlurmSpec,
+    home: &Path,
+    exe: &Path,
+    log: &Path,
+    after: &[String],
+) -> Vec<String> {
+    let mut a = vec![
+        "--parsable".to_string(),
+        format!("--job-name=rfmx:{}", node.id),
+        format!("--output={}", log.display()),
+        format!("--time={}", cfg.time),
+        format!("--mem={}", cfg.mem),
+        format!("--cpus-per-task={}", cfg.cpus),
+        format!("--export=ALL,RFMX_HOME={}", home.display()),
+    ];
+    if let Ok(cwd) = std::env::current_dir() {
+        a.push(format!("--chdir={}", cwd.display()));
+    }
+    if cfg.gpus > 0 {
+        a.push(format!("--gres=gpu:{}", cfg.gpus));
+    }
+    if let Some(p) = &cfg.partition {
+        a.push(format!("--partition={p}"));
+    }
+    if let Some(acc) = &cfg.account {
+        a.push(format!("--account={acc}"));
+    }
+    if !after.is_empty() {
+        a.push(format!("--dependency=afterok:{}", after.join(":")));
+        a.push("--kill-on-invalid-dep=yes".into());
+    }
+    a.extend(cfg.extra.iter().cloned());
+    a.push(format!(
+        "--wrap=exec '{}' node run {}",
+        exe.display().to_string().replace('\'', r"'\''"),
+        node.key
+    ));
+    a
+}
+
+/// Whether a finished job left a result: Ok(seconds) or Err(failure record path, message).
+fn outcome_of(
+    store: &Store,
+    node: &PlannedNode,
+    rec: &JobRecord,
+    slurm_state: &str,
+) -> Result<f64, (PathBuf, String)> {
+    if let EntryState::Valid(m) = store.verify(&node.key) {
+        return Ok(m.seconds);
+    }
+    let path = store.failure_path(&node.key);
+    if let Some(f) = store.failure(&node.key)
+        && f.failed_unix >= rec.submitted_unix
+    {
+        return Err((path, f.error_chain.join(": ")));
+    }
+    let chain = vec![format!(
+        "slurm job {} ended as {slurm_state} without a result (killed, out of memory or out of time?)",
+        rec.job_id
+    )];
+    let f = FailureRecord {
+        id: node.id.clone(),
+        key: node.key.clone(),
+        kind: node.kind.clone(),
+        params: node.params.clone(),
+        error_chain: chain.clone(),
+        log: rec.log.clone(),
+        failed_unix: unix_now(),
+    };
+    let _ = store.write_json(&path, &f);
+    Err((path, chain.join(": ")))
+}
+
+/// Submits the nodes of `plan` that must run, then waits for them unless `detach`.
+pub fn run_plan(
+    plan: &Plan,
+    statuses: &[NodeStatus],
+    store: &Store,
+    experiment: &str,
+    cfg: &SlurmSpec,
+    detach: bool,
+    events: &EventSender,
+) -> Result<RunSummary, SlurmError> {
+    let t0 = Instant::now();
+    let exe = std::env::current_exe().map_err(|e| SlurmError::Store(e.to_string()))?;
+    std::fs::create_dir_all(&store.root).map_err(|e| SlurmError::Store(e.to_string()))?;
+    let home = store
+        .root
+        .canonicalize()
+        .map_err(|e| SlurmError::Store(e.to_string()))?;
+    let mut state = load_state(store, experiment);
+    let states = job_states()?;
+    let mut summary = RunSummary::default();
+    // job of each node in this run (new or still queued/running from an earlier run)
+    let mut job_of: Vec<Option<JobRecord>> = vec![None; plan.nodes.len()];
+
+    // Plan order is topological: a node's inputs come before it.
+    for (i, node) in plan.nodes.iter().enumerate() {
+        if statuses[i] == NodeStatus::Cached {
+            summary.cached += 1;
+            let _ = events.send(Event::Cached {
+                id: node.id.clone(),
+                key: node.key.clone(),
+                by_other_run: false,
+            });
+            continue;
+        }
+        if let Some(rec) = state.jobs.get(&node.key)
+            && state_of(&states, &rec.job_id).is_active()
+        {
+            let _ = events.send(Event::Queued {
+                id: node.id.clone(),
+                key: node.key.clone(),
+                reason: format!("still queued or running as slurm job {}", rec.job_id),
+            });
+            job_of[i] = Some(rec.clone());
+            continue;
+        }
+        let after: Vec<String> = plan
+            .inputs_of(i)
+            .into_iter()
+            .filter_map(|j| job_of[j].as_ref().map(|r| r.job_id.clone()))
+            .collect();
+        let log = home
+            .join("logs")
+            .join(format!("slurm-{}-%j.out", &node.key[..16]));
+        std::fs::create_dir_all(home.join("logs")).map_err(|e| SlurmError::Store(e.to_string()))?;
+        let submitted_unix = unix_now();
+        let out = run_cmd("sbatch", &sbatch_args(node, cfg, &home, &exe, &log, &after))?;
+        let job_id = out
+            .trim()
+            .split(';')
+            .next()
+            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '_'))
+            .ok_or_else(|| SlurmError::NoJobId {
+                id: node.id.clone(),
+                stdout: out.trim().into(),
+            })?
+            .to_string();
+        let rec = JobRecord {
+            id: node.id.clone(),
+            log: PathBuf::from(log.to_string_lossy().replace("%j", &job_id)),
+            job_id: job_id.clone(),
+            submitted_unix,
+        };
+        let reason = match &statuses[i] {
+            NodeStatus::ToRun(r) => r.to_string(),
+            NodeStatus::Cached => unreachable!(),
+        };
+        let _ = events.send(Event::Queued {
+            id: node.id.clone(),
+            key: node.key.clone(),
+            reason: format!("{reason}; submitted as slurm job {job_id}"),
+        });
+        state.jobs.insert(node.key.clone(), rec.clone());
+        save_state(store, experiment, &state)?;
+        job_of[i] = Some(rec);
+    }
+
+    if detach {
+        summary.seconds = t0.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+    wait(plan, store, &job_of, summary, t0, events)
+}
+
+fn wait(
+    plan: &Plan,
+    store: &Store,
+    job_of: &[Option<JobRecord>],
+    mut summary: RunSummary,
+    t0: Instant,
+    events: &EventSender,
+) -> Result<RunSummary, SlurmError> {
+    let mut open: Vec<usize> = (0..plan.nodes.len())
+        .filter(|&i| job_of[i].is_some())
+        .collect();
+    let mut started: HashSet<usize> = HashSet::new();
+    let mut skipped: HashSet<usize> = HashSet::new();
+    let mut delay = Duration::from_millis(200);
+    while !open.is_empty() {
+        std::thread::sleep(delay);
+        let states = job_states()?;
+        let mut changed = false;
+        let mut still = Vec::new();
+        for &i in &open {
+            if skipped.contains(&i) {
+                continue;
+            }
+            let node = &plan.nodes[i];
+            let Some(rec) = &job_of[i] else { continue };
+            match state_of(&states, &rec.job_id) {
+                JobState::Queued(_) => still.push(i),
+                JobState::Running(_) => {
+                    if started.insert(i) {
+                        changed = true;
+                        let _ = events.send(Event::Started {
+                            id: node.id.clone(),
+                            key: node.key.clone(),
+                            kind: node.kind.clone(),
+                        });
+                    }
+                    still.push(i);
+                }
+                JobState::Ended(st) => {
+                    changed = true;
+                    match outcome_of(store, node, rec, &st) {
+                        Ok(seconds) => {
+                            summary.computed += 1;
+                            let _ = events.send(Event::Finished {
+                                id: node.id.clone(),
+                                key: node.key.clone(),
+                                kind: node.kind.clone(),
+                                seconds,
+                            });
+                        }
+                        Err((record, error)) => {
+                            summary.failed += 1;
+                            summary.failed_ids.push(node.id.clone());
+                            let _ = events.send(Event::Failed {
+                                id: node.id.clone(),
+                                key: node.key.clone(),
+                                kind: node.kind.clone(),
+                                error,
+                                record,
+                            });
+                            skip_dependents(plan, i, job_of, &mut skipped, &mut summary, events);
+                        }
+                    }
+                }
+            }
+        }
+        still.retain(|i| !skipped.contains(i));
+        open = still;
+        delay = if changed {
+            Duration::from_millis(200)
+        } else {
+            (delay.mul_f64(1.5)).min(Duration::from_secs(5))
+        };
+    }
+    summary.seconds = t0.elapsed().as_secs_f64();
+    let _ = events.send(Event::RunFinished {
+        computed: summary.computed,
+        cached: summary.cached,
+        failed: summary.failed,
+        skipped: summary.skipped,
+        seconds: summary.seconds,
+    });
+    Ok(summary)
+}
+
+/// Skips (and cancels the jobs of) every transitive dependent of a failed node; Slurm would
+/// otherwise hold them forever on an afterok that can no longer be satisfied.
+fn skip_dependents(
+    plan: &Plan,
+    failed: usize,
+    job_of: &[Option<JobRecord>],
+    skipped: &mut HashSet<usize>,
+    summary: &mut RunSummary,
+    events: &EventSender,
+) {
+    let mut to_cancel = Vec::new();
+    let mut stack = plan.dependents(failed);
+    while let Some(d) = stack.pop() {
+        if skipped.insert(d) {
+            summary.skipped += 1;
+            if let Some(r) = &job_of[d] {
+                to_cancel.push(r.job_id.clone());
+            }
+            let _ = events.send(Event::Skipped {
+                id: plan.nodes[d].id.clone(),
+                key: plan.nodes[d].key.clone(),
+                because: plan.nodes[failed].id.clone(),
+            });
+            stack.extend(plan.dependents(d));
+        }
+    }
+    if !to_cancel.is_empty()
+        && let Err(e) = run_cmd("scancel", &to_cancel)
+    {
+        let _ = events.send(Event::Warning {
+            id: Some(plan.nodes[failed].id.clone()),
+            message: format!("cannot cancel the dependents' jobs: {e}"),
+        });
+    }
+}
+
+/// Cancels the queued/running jobs of `experiment`; returns the cancelled job ids.
+pub fn cancel(store: &Store, experiment: &str) -> Result<Vec<(String, String)>, SlurmError> {
+    let state = load_state(store, experiment);
+    let states = job_states()?;
+    let active: Vec<(String, String)> = state
+        .jobs
+        .values()
+        .filter(|r| state_of(&states, &r.job_id).is_active())
+        .map(|r| (r.id.clone(), r.job_id.clone()))
+        .collect();
+    if !active.is_empty() {
+        run_cmd(
+            "scancel",
+            &active.iter().map(|(_, j)| j.clone()).collect::<Vec<_>>(),
+        )?;
+    }
+    Ok(active)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> PlannedNode {
+        PlannedNode {
+            id: "toy_sum".into(),
+            key: "ab".repeat(32),
+            kind: "toy_sum".into(),
+            version: 1,
+            params: serde_json::json!({}),
+            hints: serde_json::Value::Null,
+            inputs: vec![],
+            fingerprint: None,
+        }
+    }
+
+    fn cfg(gpus: u32) -> SlurmSpec {
+        SlurmSpec {
+            partition: Some("gpu".into()),
+            account: Some("lab".into()),
+            time: "01:00:00".into(),
+            mem: "8G".into(),
+            cpus: 2,
+            gpus,
+            extra: vec!["--qos=short".into()],
+        }
+    }
+
+    #[test]
+    fn sbatch_args_carry_resources_dependencies_and_the_worker_command() {
+        let a = sbatch_args(
+            &node(),
+            &cfg(1),
+            Path::new("/shared/.rfmx"),
+            Path::new("/opt/it's/rfmx"),
+            Path::new("/shared/.rfmx/logs/x-%j.out"),
+            &["11".into(), "12".into()],
+        );
+        for want in [
+            "--parsable",
+            "--time=01:00:00",
+            "--mem=8G",
+            "--cpus-per-task=2",
+            "--gres=gpu:1",
+            "--partition=gpu",
+            "--account=lab",
+            "--qos=short",
+            "--dependency=afterok:11:12",
+            "--kill-on-invalid-dep=yes",
+            "--export=ALL,RFMX_HOME=/shared/.rfmx",
+            "--output=/shared/.rfmx/logs/x-%j.out",
+        ] {
+            assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
+        }
+        let wrap = a.last().unwrap();
+        assert_eq!(
+            wrap,
+            &format!(
+                "--wrap=exec '/opt/it'\\''s/rfmx' node run {}",
+                "ab".repeat(32)
+            )
+        );
+        // No GPUs, no inputs: neither flag.
+        let a = sbatch_args(
+            &node(),
+            &cfg(0),
+            Path::new("/h"),
+            Path::new("/e"),
+            Path::new("/l"),
+            &[],
+        );
+        assert!(
+            !a.iter()
+                .any(|x| x.starts_with("--gres") || x.starts_with("--dependency"))
+        );
+    }
+
+    #[test]
+    fn slurm_states_classify_into_queued_running_ended() {
+        assert_eq!(classify("PENDING"), JobState::Queued("PENDING".into()));
+        assert_eq!(classify("RUNNING"), JobState::Running("RUNNING".into()));
+        assert!(classify("COMPLETING").is_active());
+        for s in [
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "OUT_OF_MEMORY",
+            "NODE_FAIL",
+        ] {
+            assert!(!classify(s).is_active(), "{s}");
+        }
+    }
+}

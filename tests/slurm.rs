@@ -1,0 +1,402 @@
+//! The Slurm executor against a real single-node Slurm, started by `tests/slurm/start.sh`
+//! (`.ci/run` runs it first; as root it installs and starts everything). Without a working Slurm
+//! these tests fail with the reason: they never pass silently. They share the one Slurm, so they
+//! run one at a time (a process-wide lock).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Panics with the reason unless `sinfo` answers and shows a usable node.
+fn require_slurm() -> std::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new("sinfo").args(["-h", "-o", "%T"]).output();
+    match out {
+        Err(e) => {
+            panic!("Slurm is not available (sinfo: {e}); run tests/slurm/start.sh as root first")
+        }
+        Ok(o) => {
+            let s = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success()
+                    && s.lines().any(|l| l.starts_with("idle")
+                        || l.starts_with("mixed")
+                        || l.starts_with("alloc")),
+                "Slurm is not usable (sinfo exit {}, states {s:?}, stderr {:?}); run tests/slurm/start.sh as root first",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    guard
+}
+
+struct Work {
+    dir: tempfile::TempDir,
+}
+
+const SLURM: &str = r#"
+[executor]
+kind = "slurm"
+[executor.slurm]
+time = "00:05:00"
+mem = "100M"
+cpus = 1
+gpus = 0
+"#;
+
+impl Work {
+    fn new() -> Work {
+        Work {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn home(&self) -> PathBuf {
+        self.path().join(".rfmx")
+    }
+
+    fn spec(&self, body: &str) -> PathBuf {
+        let p = self.path().join("spec.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rfmx"));
+        c.args(args)
+            .current_dir(self.path())
+            .env("RFMX_HOME", self.home());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k != "RFMX_HOME") {
+            c.env_remove(k);
+        }
+        c
+    }
+
+    fn rfmx(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        eprintln!(
+            "rfmx {args:?} -> {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// key -> (id, outputs) of every finished store entry.
+    fn entries(&self) -> BTreeMap<String, (String, Value)> {
+        std::fs::read_dir(self.home().join("store"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("manifest.json").is_file())
+            .map(|p| {
+                let m: Value =
+                    serde_json::from_slice(&std::fs::read(p.join("manifest.json")).unwrap())
+                        .unwrap();
+                (
+                    m["key"].as_str().unwrap().to_string(),
+                    (m["id"].as_str().unwrap().to_string(), m["outputs"].clone()),
+                )
+            })
+            .collect()
+    }
+
+    fn state(&self, experiment: &str) -> Value {
+        let p = self.home().join("slurm").join(format!("{experiment}.json"));
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    /// Job ids of the state file by node id.
+    fn jobs(&self, experiment: &str) -> BTreeMap<String, String> {
+        self.state(experiment)["jobs"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["job_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Submissions made by one run, from the JSONL log it names.
+fn submissions(w: &Work, out: &Output) -> usize {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run log: "))
+        .expect("the run names its log");
+    std::fs::read_to_string(w.path().join(log))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"queued\"") && l.contains("submitted as slurm job"))
+        .count()
+}
+
+fn squeue_state(job: &str) -> String {
+    let o = Command::new("squeue")
+        .args(["-h", "-t", "all", "-j", job, "-o", "%T"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const FAN: &str = r#"
+[experiment]
+name = "fan"
+[toy]
+values = [1, 2, 3, 4]
+sum = true
+"#;
+
+#[test]
+fn slurm_fan_out_fan_in_matches_local_and_rerun_submits_nothing() {
+    let _g = require_slurm();
+    let t0 = Instant::now();
+    let local = Work::new();
+    let spec = local.spec(FAN);
+    assert!(
+        local
+            .rfmx(&["run", spec.to_str().unwrap(), "--executor", "local"])
+            .status
+            .success()
+    );
+
+    let slurm = Work::new();
+    let spec = slurm.spec(&format!("{FAN}{SLURM}"));
+    let out = slurm.rfmx(&["run", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        slurm.entries(),
+        local.entries(),
+        "same keys and output hashes as local"
+    );
+    assert_eq!(slurm.entries().len(), 5);
+    assert_eq!(submissions(&slurm, &out), 5);
+    let jobs = slurm.jobs("fan");
+    assert_eq!(jobs.len(), 5);
+    for (id, job) in &jobs {
+        assert_eq!(squeue_state(job), "COMPLETED", "{id}");
+    }
+
+    let again = slurm.rfmx(&["run", spec.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(submissions(&slurm, &again), 0, "a re-run submits nothing");
+    assert_eq!(slurm.jobs("fan"), jobs, "state file unchanged");
+    assert!(text(&again).contains("cached        5"), "{}", text(&again));
+    eprintln!(
+        "fan-out/fan-in through slurm: {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn slurm_failing_node_has_its_record_siblings_finish_and_only_it_is_resubmitted() {
+    let _g = require_slurm();
+    let w = Work::new();
+    let spec = w.spec(&format!(
+        "[experiment]\nname = \"failing\"\n[toy]\nvalues = [1, 2, 3]\nsum = true\nfail_on = [2]\n{SLURM}"
+    ));
+    let out = w.rfmx(&["run", spec.to_str().unwrap(), "--executor", "slurm"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let ids: Vec<String> = w.entries().into_values().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 2, "the siblings finish: {ids:?}");
+    assert!(
+        ids.contains(&"toy_square[x=1]".to_string())
+            && ids.contains(&"toy_square[x=3]".to_string())
+    );
+
+    // The worker's own failure record, the same as a local failure.
+    let failures: Vec<Value> = std::fs::read_dir(w.home().join("failures"))
+        .unwrap()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0]["id"], "toy_square[x=2]");
+    assert!(
+        failures[0]["error_chain"][0]
+            .as_str()
+            .unwrap()
+            .contains("asked to fail")
+    );
+    let status = w.rfmx(&["status"]);
+    let st = text(&status);
+    assert!(
+        st.contains("failed nodes: 1") && st.contains("asked to fail"),
+        "{st}"
+    );
+    let failed_job = &w.jobs("failing")["toy_square[x=2]"];
+    assert!(
+        st.contains(failed_job.as_str()) && st.contains("FAILED"),
+        "{st}"
+    );
+    assert!(st.contains("slurm-"), "log paths shown: {st}");
+
+    // Again: only the failed node and its skipped dependent are submitted.
+    let before = w.jobs("failing");
+    let out = w.rfmx(&["run", spec.to_str().unwrap(), "--executor", "slurm"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(submissions(&w, &out), 2);
+    let after = w.jobs("failing");
+    for id in ["toy_square[x=1]", "toy_square[x=3]"] {
+        assert_eq!(before[id], after[id], "{id} not resubmitted");
+    }
+    for id in ["toy_square[x=2]", "toy_sum"] {
+        assert_ne!(before[id], after[id], "{id} resubmitted");
+    }
+}
+
+#[test]
+fn slurm_detach_keeps_live_jobs_and_cancel_cancels_them() {
+    let _g = require_slurm();
+    let w = Work::new();
+    let spec = w.spec(&format!(
+        "[experiment]\nname = \"sleepy\"\n[toy]\nvalues = [1]\nsum = true\nsleep_ms = 60000\n{SLURM}"
+    ));
+    let spec = spec.to_str().unwrap();
+    let out = w.rfmx(&["run", spec, "--detach"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(submissions(&w, &out), 2);
+    let jobs = w.jobs("sleepy");
+    assert_eq!(
+        squeue_state(&jobs["toy_sum"]),
+        "PENDING",
+        "waits on its input"
+    );
+
+    // A re-run while they are queued/running submits nothing.
+    let out = w.rfmx(&["run", spec, "--detach"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(submissions(&w, &out), 0);
+    assert_eq!(w.jobs("sleepy"), jobs);
+    let st = text(&w.rfmx(&["status"]));
+    assert!(
+        st.contains("PENDING") && st.contains(jobs["toy_sum"].as_str()),
+        "{st}"
+    );
+
+    let out = w.rfmx(&["cancel", spec]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("cancelled 2 slurm job(s)"),
+        "{}",
+        text(&out)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for job in jobs.values() {
+        while squeue_state(job) != "CANCELLED" {
+            assert!(
+                Instant::now() < deadline,
+                "job {job}: {}",
+                squeue_state(job)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn slurm_job_killed_without_a_record_gets_one_from_the_submitter() {
+    let _g = require_slurm();
+    let w = Work::new();
+    let spec = w.spec(&format!(
+        "[experiment]\nname = \"killed\"\n[toy]\nvalues = [1]\nsleep_ms = 60000\n{SLURM}"
+    ));
+    let child = w
+        .cmd(&["run", spec.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        assert!(Instant::now() < deadline, "the job never started");
+        if w.home().join("slurm/killed.json").is_file() {
+            let j = w.jobs("killed")["toy_square[x=1]"].clone();
+            if squeue_state(&j) == "RUNNING" {
+                break j;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        Command::new("scancel")
+            .arg(&job)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read_dir(w.home().join("failures"))
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .next()
+            .expect("a failure record"),
+    )
+    .unwrap();
+    let err = rec["error_chain"][0].as_str().unwrap();
+    assert!(
+        err.contains(&format!("slurm job {job} ended as CANCELLED")),
+        "{err}"
+    );
+    assert!(
+        rec["log"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("-{job}.out"))
+    );
+}
+
+#[test]
+fn slurm_missing_is_a_clear_error_with_exit_2() {
+    let _g = require_slurm();
+    let w = Work::new();
+    let spec = w.spec(&format!(
+        "[experiment]\nname = \"nos\"\n[toy]\nvalues = [1]\n{SLURM}"
+    ));
+    let out = w
+        .cmd(&["run", spec.to_str().unwrap()])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("`squeue` is not installed"),
+        "{}",
+        text(&out)
+    );
+    assert!(!w.home().exists(), "nothing written before Slurm answers");
+
+    // A rejected submission shows sbatch's own message.
+    let spec = w.spec(&format!(
+        "[experiment]\nname = \"bad\"\n[toy]\nvalues = [1]\n{}",
+        SLURM.replace("gpus = 0", "gpus = 0\npartition = \"nosuchpartition\"")
+    ));
+    let out = w.rfmx(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("invalid partition"), "{}", text(&out));
+}
