@@ -8,6 +8,7 @@ pub mod dag;
 pub mod events;
 pub mod exec;
 pub mod fsx;
+pub mod model;
 pub mod registry;
 pub mod spec;
 pub mod toy;
