@@ -87,6 +87,19 @@ impl EncodecConfig {
         }
     }
 
+    /// The 32 kHz architecture (50 Hz frames, 4 codebooks, reflect padding, non-causal) with tiny
+    /// channels: the embedded default model and the shape of the parity fixtures.
+    pub fn tiny() -> Self {
+        Self {
+            num_filters: 2,
+            hidden_size: 8,
+            codebook_size: 64,
+            // 6 bits x 50 Hz = 300 b/s per codebook -> 4 codebooks
+            target_bandwidths: vec![1.2],
+            ..Self::encodec_32khz()
+        }
+    }
+
     pub fn from_json(text: &str) -> Result<Self, EncodecError> {
         let cfg: Self = serde_json::from_str(text)?;
         cfg.validate()?;

@@ -5,6 +5,7 @@
 mod config;
 mod quantizer;
 mod seanet;
+mod seeded;
 mod weights;
 
 use std::collections::HashMap;
@@ -78,6 +79,20 @@ impl Encodec {
             config,
             VarBuilder::from_tensors(tensors, DType::F32, device),
         )
+    }
+
+    /// A model with deterministic random weights for `seed` (see `seeded.rs`): same seed, same model.
+    pub fn seeded(config: EncodecConfig, seed: u64, device: &Device) -> Result<Self, EncodecError> {
+        let backend = Box::new(seeded::SeededBackend::new(seed));
+        Self::new(
+            config,
+            VarBuilder::from_backend(backend, DType::F32, device.clone()),
+        )
+    }
+
+    /// The embedded default codec: [`EncodecConfig::tiny`] with seeded weights, on the CPU.
+    pub fn tiny(seed: u64) -> Result<Self, EncodecError> {
+        Self::seeded(EncodecConfig::tiny(), seed, &Device::Cpu)
     }
 
     pub fn config(&self) -> &EncodecConfig {
