@@ -81,3 +81,44 @@ fn codec_tiny_seed0_codes_are_stable() {
         .collect();
     insta::assert_snapshot!(rows.join("\n"));
 }
+
+/// Batch items are independent: a batch of two clips codes and decodes as each clip alone.
+#[test]
+fn codec_batch_matches_single_items() {
+    let model = Encodec::tiny(3).unwrap();
+    let a = test_audio();
+    let b = (test_audio().flip(&[2]).unwrap() * 0.7).unwrap();
+    let batch = Tensor::cat(&[&a, &b], 0).unwrap();
+    let codes = model.encode(&batch).unwrap();
+    assert_eq!(codes.dims(), &[2, 4, 50]);
+    let audio = model.decode(&codes).unwrap();
+    for (i, clip) in [a, b].iter().enumerate() {
+        let single = model.encode(clip).unwrap();
+        assert_eq!(
+            flat::<u32>(&codes.narrow(0, i, 1).unwrap()),
+            flat::<u32>(&single),
+            "item {i}"
+        );
+        let want = model.decode(&single).unwrap();
+        let got = audio.narrow(0, i, 1).unwrap();
+        let diff = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff <= 1e-5 * scale,
+            "item {i}: batched decode differs by {diff}"
+        );
+    }
+}

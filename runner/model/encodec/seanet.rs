@@ -111,7 +111,15 @@ impl ConvTranspose1d {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let padding_total = self.weight.dim(2)? - self.stride;
-        let y = x.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
+        // candle 0.11's CPU conv_transpose1d mixes up batch items when B > 1 (tests/codec_seeded.rs
+        // `codec_batch_matches_single_items` catches it), so run it one item at a time.
+        let items = (0..x.dim(0)?)
+            .map(|i| {
+                x.narrow(0, i, 1)?
+                    .conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let y = Tensor::cat(&items, 0)?;
         let y = y.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
         let right = if self.causal {
             (padding_total as f64 * self.trim_right_ratio).ceil() as usize
