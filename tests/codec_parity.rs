@@ -150,5 +150,8 @@ fn codec_rejects_bad_input() {
     let err = Encodec::load(&fixture("does_not_exist"), &dev)
         .err()
         .unwrap();
-    assert!(err.to_string().contains("config"), "{err}");
+    assert!(
+        err.to_string().contains("does_not_exist/config.json"),
+        "{err}"
+    );
 }

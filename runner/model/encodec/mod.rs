@@ -22,8 +22,11 @@ use seanet::Seanet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodecError {
-    #[error("reading EnCodec config: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("parsing EnCodec config.json: {0}")]
     Json(#[from] serde_json::Error),
     #[error("EnCodec config not supported: {0}")]
@@ -73,7 +76,10 @@ impl Encodec {
 
     /// Loads a `save_pretrained` directory: `config.json` + `model.safetensors`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, EncodecError> {
-        let config = EncodecConfig::from_json(&std::fs::read_to_string(dir.join("config.json"))?)?;
+        let path = dir.join("config.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| EncodecError::Read { path, source })?;
+        let config = EncodecConfig::from_json(&text)?;
         let tensors = load_safetensors_dir(dir, device)?;
         Self::new(
             config,
