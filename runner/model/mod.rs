@@ -1,3 +1,4 @@
-//! Models: the MusicGen decoder (candle), text and audio encoders, weight loading.
+//! Models: the MusicGen decoder (candle), the EnCodec 32 kHz codec, weight loading.
 
+pub mod encodec;
 pub mod musicgen;

@@ -1,0 +1,371 @@
+//! SEANet encoder/decoder as in HF's `modeling_encodec.py`: padded convolutions (`EncodecConv1d`),
+//! trimmed transposed convolutions (`EncodecConvTranspose1d`), residual blocks, the skip LSTM and ELU.
+//! Layer indices follow HF's `nn.ModuleList` (parameterless ELUs take an index too) so weight names match.
+
+use candle_core::{D, Tensor};
+use candle_nn::VarBuilder;
+
+use super::EncodecError;
+use super::config::{EncodecConfig, PadMode};
+
+type Result<T> = std::result::Result<T, EncodecError>;
+
+/// `EncodecConv1d._pad1d`: torch padding, except that reflect on an input no longer than the pad first
+/// appends zeros (torch's reflect needs pad < length), then drops them again.
+fn pad1d(x: &Tensor, left: usize, right: usize, mode: PadMode) -> Result<Tensor> {
+    Ok(match mode {
+        PadMode::Constant => x.pad_with_zeros(D::Minus1, left, right)?,
+        PadMode::Replicate => x.pad_with_same(D::Minus1, left, right)?,
+        PadMode::Reflect => {
+            let max_pad = left.max(right);
+            let len = x.dim(D::Minus1)?;
+            let extra = if len <= max_pad { max_pad - len + 1 } else { 0 };
+            let x = x.pad_with_zeros(D::Minus1, 0, extra)?;
+            let n = len + extra;
+            // indices of torch's reflect: x[left], .., x[1], x[0..n], x[n-2], .., x[n-1-right]
+            let idx: Vec<u32> = (0..left)
+                .map(|i| (left - i) as u32)
+                .chain((0..n).map(|i| i as u32))
+                .chain((0..right).map(|i| (n - 2 - i) as u32))
+                .collect();
+            let idx = Tensor::from_vec(idx, left + n + right, x.device())?;
+            let padded = x.index_select(&idx, D::Minus1)?;
+            padded.narrow(D::Minus1, 0, left + n + right - extra)?
+        }
+    })
+}
+
+/// `EncodecConv1d`: "same"-style padding so the output has ceil(T / stride) frames.
+pub struct Conv1d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    dilation: usize,
+    causal: bool,
+    pad_mode: PadMode,
+}
+
+impl Conv1d {
+    fn new(
+        cfg: &EncodecConfig,
+        vb: VarBuilder,
+        (cin, cout, k): (usize, usize, usize),
+        stride: usize,
+        dilation: usize,
+    ) -> Result<Self> {
+        let vb = vb.pp("conv");
+        Ok(Self {
+            weight: vb.get((cout, cin, k), "weight")?,
+            bias: vb.get(cout, "bias")?,
+            stride,
+            dilation,
+            causal: cfg.use_causal_conv,
+            pad_mode: cfg.pad_mode()?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let k = (self.weight.dim(2)? - 1) * self.dilation + 1;
+        let padding_total = k - self.stride;
+        let len = x.dim(D::Minus1)?;
+        // HF's `_get_extra_padding_for_conv1d`, in float as HF computes it
+        let n_frames = (len as f64 - k as f64 + padding_total as f64) / self.stride as f64 + 1.0;
+        let ideal = (n_frames.ceil() as i64 - 1) * self.stride as i64 + (k - padding_total) as i64;
+        let extra = (ideal - len as i64).max(0) as usize;
+        let x = if self.causal {
+            pad1d(x, padding_total, extra, self.pad_mode)?
+        } else {
+            let right = padding_total / 2;
+            pad1d(x, padding_total - right, right + extra, self.pad_mode)?
+        };
+        let y = x.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
+        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1))?)?)
+    }
+}
+
+/// `EncodecConvTranspose1d`: transposed convolution with the fixed padding trimmed off.
+pub struct ConvTranspose1d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    causal: bool,
+    trim_right_ratio: f64,
+}
+
+impl ConvTranspose1d {
+    fn new(
+        cfg: &EncodecConfig,
+        vb: VarBuilder,
+        (cin, cout, k): (usize, usize, usize),
+        stride: usize,
+    ) -> Result<Self> {
+        let vb = vb.pp("conv");
+        Ok(Self {
+            weight: vb.get((cin, cout, k), "weight")?,
+            bias: vb.get(cout, "bias")?,
+            stride,
+            causal: cfg.use_causal_conv,
+            trim_right_ratio: cfg.trim_right_ratio,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let padding_total = self.weight.dim(2)? - self.stride;
+        // candle 0.11's CPU conv_transpose1d mixes up batch items when B > 1 (tests/codec_seeded.rs
+        // `codec_batch_matches_single_items` catches it), so run it one item at a time.
+        let items = (0..x.dim(0)?)
+            .map(|i| {
+                x.narrow(0, i, 1)?
+                    .conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let y = Tensor::cat(&items, 0)?;
+        let y = y.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
+        let right = if self.causal {
+            (padding_total as f64 * self.trim_right_ratio).ceil() as usize
+        } else {
+            padding_total / 2
+        };
+        let left = padding_total - right;
+        let len = y.dim(D::Minus1)?;
+        Ok(y.narrow(D::Minus1, left, len - left - right)?)
+    }
+}
+
+/// `EncodecLSTM`: a stacked LSTM over time with a skip connection around it.
+pub struct Lstm {
+    /// per layer: (W_ih^T [C, 4C], W_hh^T [C, 4C], b_ih + b_hh [4C])
+    layers: Vec<(Tensor, Tensor, Tensor)>,
+    dim: usize,
+}
+
+impl Lstm {
+    fn new(cfg: &EncodecConfig, vb: VarBuilder, dim: usize) -> Result<Self> {
+        let vb = vb.pp("lstm");
+        let layers = (0..cfg.num_lstm_layers)
+            .map(|l| {
+                let w_ih = vb
+                    .get((4 * dim, dim), &format!("weight_ih_l{l}"))?
+                    .t()?
+                    .contiguous()?;
+                let w_hh = vb
+                    .get((4 * dim, dim), &format!("weight_hh_l{l}"))?
+                    .t()?
+                    .contiguous()?;
+                let b = (vb.get(4 * dim, &format!("bias_ih_l{l}"))?
+                    + vb.get(4 * dim, &format!("bias_hh_l{l}"))?)?;
+                Ok((w_ih, w_hh, b))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers, dim })
+    }
+
+    /// x: [B, C, T] -> [B, C, T]
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, t) = x.dims3()?;
+        let skip = x.transpose(1, 2)?.contiguous()?; // [B, T, C]
+        let mut seq = skip.clone();
+        let h_dim = self.dim;
+        for (w_ih, w_hh, bias) in &self.layers {
+            // input projections for all steps at once; only the recurrence is sequential
+            let xw = seq
+                .reshape((b * t, c))?
+                .matmul(w_ih)?
+                .broadcast_add(bias)?
+                .reshape((b, t, 4 * h_dim))?;
+            let mut h = Tensor::zeros((b, h_dim), x.dtype(), x.device())?;
+            let mut cell = h.clone();
+            let mut outs = Vec::with_capacity(t);
+            for step in 0..t {
+                let gates = (xw.narrow(1, step, 1)?.squeeze(1)? + h.matmul(w_hh)?)?;
+                // torch's gate order: input, forget, cell, output
+                let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h_dim)?)?;
+                let f = candle_nn::ops::sigmoid(&gates.narrow(1, h_dim, h_dim)?)?;
+                let g = gates.narrow(1, 2 * h_dim, h_dim)?.tanh()?;
+                let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * h_dim, h_dim)?)?;
+                cell = ((f * &cell)? + (i * g)?)?;
+                h = (o * cell.tanh()?)?;
+                outs.push(h.clone());
+            }
+            seq = Tensor::stack(&outs, 1)?;
+        }
+        Ok((seq + skip)?.transpose(1, 2)?.contiguous()?)
+    }
+}
+
+/// `EncodecResnetBlock`: ELU, conv(k, dilation), ELU, conv(1), plus a 1x1-conv or identity shortcut.
+pub struct ResnetBlock {
+    convs: Vec<Conv1d>,
+    shortcut: Option<Conv1d>,
+}
+
+impl ResnetBlock {
+    fn new(cfg: &EncodecConfig, vb: VarBuilder, dim: usize, dilations: [usize; 2]) -> Result<Self> {
+        let hidden = dim / cfg.compress;
+        let kernels = [cfg.residual_kernel_size, 1];
+        let convs = (0..2)
+            .map(|i| {
+                let cin = if i == 0 { dim } else { hidden };
+                let cout = if i == 1 { dim } else { hidden };
+                // block.{0,2} are ELUs
+                Conv1d::new(
+                    cfg,
+                    vb.pp(format!("block.{}", 2 * i + 1)),
+                    (cin, cout, kernels[i]),
+                    1,
+                    dilations[i],
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let shortcut = if cfg.use_conv_shortcut {
+            Some(Conv1d::new(cfg, vb.pp("shortcut"), (dim, dim, 1), 1, 1)?)
+        } else {
+            None
+        };
+        Ok(Self { convs, shortcut })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for conv in &self.convs {
+            h = conv.forward(&h.elu(1.0)?)?;
+        }
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        Ok((skip + h)?)
+    }
+}
+
+enum Layer {
+    Conv(Conv1d),
+    ConvTr(ConvTranspose1d),
+    Res(ResnetBlock),
+    Lstm(Lstm),
+    Elu,
+}
+
+/// A SEANet stack (`EncodecEncoder` or `EncodecDecoder`).
+pub struct Seanet {
+    layers: Vec<Layer>,
+}
+
+impl Seanet {
+    pub fn encoder(cfg: &EncodecConfig, vb: VarBuilder) -> Result<Self> {
+        let vb = vb.pp("layers");
+        let mut layers = Vec::new();
+        let mut push = |make: &mut dyn FnMut(VarBuilder) -> Result<Layer>| -> Result<()> {
+            let l = make(vb.pp(layers.len()))?;
+            layers.push(l);
+            Ok(())
+        };
+        let nf = cfg.num_filters;
+        push(&mut |vb| {
+            Ok(Layer::Conv(Conv1d::new(
+                cfg,
+                vb,
+                (cfg.audio_channels, nf, cfg.kernel_size),
+                1,
+                1,
+            )?))
+        })?;
+        let mut scaling = 1;
+        for &ratio in cfg.upsampling_ratios.iter().rev() {
+            let scale = scaling * nf;
+            for j in 0..cfg.num_residual_layers {
+                let dil = [cfg.dilation_growth_rate.pow(j as u32), 1];
+                push(&mut |vb| Ok(Layer::Res(ResnetBlock::new(cfg, vb, scale, dil)?)))?;
+            }
+            push(&mut |_| Ok(Layer::Elu))?;
+            push(&mut |vb| {
+                Ok(Layer::Conv(Conv1d::new(
+                    cfg,
+                    vb,
+                    (scale, scale * 2, ratio * 2),
+                    ratio,
+                    1,
+                )?))
+            })?;
+            scaling *= 2;
+        }
+        let top = scaling * nf;
+        push(&mut |vb| Ok(Layer::Lstm(Lstm::new(cfg, vb, top)?)))?;
+        push(&mut |_| Ok(Layer::Elu))?;
+        push(&mut |vb| {
+            Ok(Layer::Conv(Conv1d::new(
+                cfg,
+                vb,
+                (top, cfg.hidden_size, cfg.last_kernel_size),
+                1,
+                1,
+            )?))
+        })?;
+        Ok(Self { layers })
+    }
+
+    pub fn decoder(cfg: &EncodecConfig, vb: VarBuilder) -> Result<Self> {
+        let vb = vb.pp("layers");
+        let mut layers = Vec::new();
+        let mut push = |make: &mut dyn FnMut(VarBuilder) -> Result<Layer>| -> Result<()> {
+            let l = make(vb.pp(layers.len()))?;
+            layers.push(l);
+            Ok(())
+        };
+        let nf = cfg.num_filters;
+        let mut scaling = 1usize << cfg.upsampling_ratios.len();
+        let top = scaling * nf;
+        push(&mut |vb| {
+            Ok(Layer::Conv(Conv1d::new(
+                cfg,
+                vb,
+                (cfg.hidden_size, top, cfg.kernel_size),
+                1,
+                1,
+            )?))
+        })?;
+        push(&mut |vb| Ok(Layer::Lstm(Lstm::new(cfg, vb, top)?)))?;
+        for &ratio in &cfg.upsampling_ratios {
+            let scale = scaling * nf;
+            push(&mut |_| Ok(Layer::Elu))?;
+            push(&mut |vb| {
+                Ok(Layer::ConvTr(ConvTranspose1d::new(
+                    cfg,
+                    vb,
+                    (scale, scale / 2, ratio * 2),
+                    ratio,
+                )?))
+            })?;
+            for j in 0..cfg.num_residual_layers {
+                let dil = [cfg.dilation_growth_rate.pow(j as u32), 1];
+                push(&mut |vb| Ok(Layer::Res(ResnetBlock::new(cfg, vb, scale / 2, dil)?)))?;
+            }
+            scaling /= 2;
+        }
+        push(&mut |_| Ok(Layer::Elu))?;
+        push(&mut |vb| {
+            Ok(Layer::Conv(Conv1d::new(
+                cfg,
+                vb,
+                (nf, cfg.audio_channels, cfg.last_kernel_size),
+                1,
+                1,
+            )?))
+        })?;
+        Ok(Self { layers })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = match layer {
+                Layer::Conv(c) => c.forward(&h)?,
+                Layer::ConvTr(c) => c.forward(&h)?,
+                Layer::Res(r) => r.forward(&h)?,
+                Layer::Lstm(l) => l.forward(&h)?,
+                Layer::Elu => h.elu(1.0)?,
+            };
+        }
+        Ok(h)
+    }
+}
