@@ -2,4 +2,7 @@
 //!
 //! Data flows one way: spec -> plan (DAG) -> executor -> node functions -> store -> report.
 
+pub mod audio;
+pub mod cli;
+pub mod data;
 pub mod fsx;
