@@ -1,7 +1,11 @@
 //! Command-line interface.
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "rfmx", version, about = "One TOML spec in, a reproducible MusicRFM experiment out")]
+#[command(
+    name = "rfmx",
+    version,
+    about = "One TOML spec in, a reproducible MusicRFM experiment out"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -10,11 +10,15 @@ const FMAX: f32 = 5000.0;
 pub fn chroma(x: &[f32], sr: u32) -> [f32; 12] {
     let mut planner = RealFftPlanner::<f32>::new();
     let fft = planner.plan_fft_forward(WIN);
-    let hann: Vec<f32> = (0..WIN).map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / WIN as f32).cos()).collect();
+    let hann: Vec<f32> = (0..WIN)
+        .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / WIN as f32).cos())
+        .collect();
     let bin_pc: Vec<Option<usize>> = (0..=WIN / 2)
         .map(|k| {
             let f = k as f32 * sr as f32 / WIN as f32;
-            (FMIN..=FMAX).contains(&f).then(|| (69.0 + 12.0 * (f / 440.0).log2()).round().rem_euclid(12.0) as usize)
+            (FMIN..=FMAX)
+                .contains(&f)
+                .then(|| (69.0 + 12.0 * (f / 440.0).log2()).round().rem_euclid(12.0) as usize)
         })
         .collect();
     let mut acc = [0f32; 12];

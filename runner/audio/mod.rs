@@ -9,11 +9,17 @@ pub mod wav;
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
     #[error("wav {path}: {source}")]
-    Wav { path: std::path::PathBuf, source: hound::Error },
+    Wav {
+        path: std::path::PathBuf,
+        source: hound::Error,
+    },
     #[error("resampler: {0}")]
     Resample(String),
     #[error("io {path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Mono mixdown as the mean of the channels (what torchaudio/librosa `mono=True` do).

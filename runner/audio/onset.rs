@@ -20,7 +20,15 @@ pub fn onset_times(x: &[f32], sr: u32) -> Vec<f64> {
             10.0 * e.max(1e-10).log10()
         })
         .collect();
-    let odf: Vec<f32> = (0..frames).map(|f| if f >= LAG { (db[f] - db[f - LAG]).max(0.0) } else { 0.0 }).collect();
+    let odf: Vec<f32> = (0..frames)
+        .map(|f| {
+            if f >= LAG {
+                (db[f] - db[f - LAG]).max(0.0)
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let max = odf.iter().cloned().fold(0f32, f32::max);
     if max <= 0.0 {
         return Vec::new();
@@ -29,7 +37,8 @@ pub fn onset_times(x: &[f32], sr: u32) -> Vec<f64> {
     (0..frames)
         .filter(|&f| {
             odf[f] >= 0.5 * max
-                && (f.saturating_sub(radius)..(f + radius + 1).min(frames)).all(|g| odf[g] < odf[f] || (odf[g] == odf[f] && g >= f))
+                && (f.saturating_sub(radius)..(f + radius + 1).min(frames))
+                    .all(|g| odf[g] < odf[f] || (odf[g] == odf[f] && g >= f))
         })
         .map(|f| (f * HOP + WIN / 2) as f64 / sr as f64)
         .collect()
@@ -43,10 +52,17 @@ pub fn tempo_bpm(onsets: &[f64]) -> Option<f64> {
     let mut ioi: Vec<f64> = onsets.windows(2).map(|w| w[1] - w[0]).collect();
     ioi.sort_by(f64::total_cmp);
     let m = ioi[ioi.len() / 2];
-    let b: Vec<f64> = onsets.iter().map(|t| ((t - onsets[0]) / m).round()).collect();
+    let b: Vec<f64> = onsets
+        .iter()
+        .map(|t| ((t - onsets[0]) / m).round())
+        .collect();
     let n = b.len() as f64;
     let (mb, mt) = (b.iter().sum::<f64>() / n, onsets.iter().sum::<f64>() / n);
-    let cov: f64 = b.iter().zip(onsets).map(|(bi, ti)| (bi - mb) * (ti - mt)).sum();
+    let cov: f64 = b
+        .iter()
+        .zip(onsets)
+        .map(|(bi, ti)| (bi - mb) * (ti - mt))
+        .sum();
     let var: f64 = b.iter().map(|bi| (bi - mb).powi(2)).sum();
     (var > 0.0).then(|| 60.0 * var / cov)
 }

@@ -18,7 +18,11 @@ pub fn yin_frame(x: &[f32], sr: u32, fmin: f32, fmax: f32, win: usize) -> Option
     let mut running = 0f32;
     for tau in 1..=tau_max {
         running += d[tau];
-        cmnd[tau] = if running > 0.0 { d[tau] * tau as f32 / running } else { 1.0 };
+        cmnd[tau] = if running > 0.0 {
+            d[tau] * tau as f32 / running
+        } else {
+            1.0
+        };
     }
     let mut best = None;
     let mut tau = tau_min;
@@ -33,11 +37,17 @@ pub fn yin_frame(x: &[f32], sr: u32, fmin: f32, fmax: f32, win: usize) -> Option
         tau += 1;
     }
     let tau = best.or_else(|| {
-        (tau_min..tau_max).min_by(|&a, &b| cmnd[a].total_cmp(&cmnd[b])).filter(|&t| cmnd[t] < 0.5)
+        (tau_min..tau_max)
+            .min_by(|&a, &b| cmnd[a].total_cmp(&cmnd[b]))
+            .filter(|&t| cmnd[t] < 0.5)
     })?;
     let (a, b, c) = (cmnd[tau - 1], cmnd[tau], cmnd[tau + 1]);
     let denom = a - 2.0 * b + c;
-    let shift = if denom.abs() > 1e-12 { 0.5 * (a - c) / denom } else { 0.0 };
+    let shift = if denom.abs() > 1e-12 {
+        0.5 * (a - c) / denom
+    } else {
+        0.0
+    };
     Some(sr as f32 / (tau as f32 + shift.clamp(-1.0, 1.0)))
 }
 
@@ -66,7 +76,9 @@ fn difference(x: &[f32], win: usize, tau_max: usize) -> Vec<f32> {
         sq[i + 1] = sq[i] + (*v as f64) * (*v as f64);
     }
     let e0 = sq[win];
-    (0..=tau_max).map(|t| (e0 + (sq[t + win] - sq[t]) - 2.0 * (r[t] * scale) as f64).max(0.0) as f32).collect()
+    (0..=tau_max)
+        .map(|t| (e0 + (sq[t + win] - sq[t]) - 2.0 * (r[t] * scale) as f64).max(0.0) as f32)
+        .collect()
 }
 
 /// Median f0 over frames hopped through `x` (unvoiced frames skipped); None if none voiced.
@@ -98,7 +110,14 @@ mod tests {
     fn sawtooth_f0_within_a_cent() {
         for f in [65.4f32, 261.6, 1046.5, 2093.0] {
             let x: Vec<f32> = (0..22_050)
-                .map(|i| (1..8).map(|k| (2.0 * std::f32::consts::PI * f * k as f32 * i as f32 / 44_100.0).sin() / k as f32).sum())
+                .map(|i| {
+                    (1..8)
+                        .map(|k| {
+                            (2.0 * std::f32::consts::PI * f * k as f32 * i as f32 / 44_100.0).sin()
+                                / k as f32
+                        })
+                        .sum()
+                })
                 .collect();
             let est = estimate_f0(&x, 44_100, 50.0, 2500.0).unwrap();
             assert!((1200.0 * (est / f).log2()).abs() < 1.0, "{f} -> {est}");

@@ -30,7 +30,9 @@ pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioError> {
         let take = x.len().saturating_sub(pos).min(cin);
         chunk[..take].copy_from_slice(&x[pos..pos + take]);
         pos += cin;
-        let y = rs.process(&[&chunk], None).map_err(|e| AudioError::Resample(e.to_string()))?;
+        let y = rs
+            .process(&[&chunk], None)
+            .map_err(|e| AudioError::Resample(e.to_string()))?;
         out.extend_from_slice(&y[0]);
     }
     Ok(out[delay..delay + n_out].to_vec())
@@ -47,16 +49,22 @@ mod tests {
     #[test]
     fn sine_keeps_frequency_amplitude_and_alignment() {
         let n = 44_100;
-        let x: Vec<f32> = (0..n).map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 44_100.0).sin()).collect();
+        let x: Vec<f32> = (0..n)
+            .map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 44_100.0).sin())
+            .collect();
         let y = resample(&x, 44_100, 32_000).unwrap();
         assert_eq!(y.len(), 32_000);
         // Compare with the ideal 32 kHz sine away from the edges: alignment and gain within 1e-3.
         let err = (2000..30_000)
-            .map(|i| (y[i] - (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 32_000.0).sin()).abs())
+            .map(|i| {
+                (y[i] - (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 32_000.0).sin()).abs()
+            })
             .fold(0f32, f32::max);
         assert!(err < 1e-3, "max error {err}");
         // 20 kHz is above the new Nyquist: it must be removed, not aliased to 12 kHz.
-        let hi: Vec<f32> = (0..n).map(|i| (2.0 * std::f32::consts::PI * 20_000.0 * i as f32 / 44_100.0).sin()).collect();
+        let hi: Vec<f32> = (0..n)
+            .map(|i| (2.0 * std::f32::consts::PI * 20_000.0 * i as f32 / 44_100.0).sin())
+            .collect();
         let yh = resample(&hi, 44_100, 32_000).unwrap();
         let rms = (yh[2000..30_000].iter().map(|v| v * v).sum::<f32>() / 28_000.0).sqrt();
         assert!(rms < 1e-3, "aliased rms {rms}");

@@ -38,7 +38,16 @@ pub enum DataCommand {
 
 pub fn run(args: DataArgs) -> miette::Result<()> {
     match args.command {
-        DataCommand::Export { concept, per_class, out, soundfont, builtin_synth, native, seed, classes } => {
+        DataCommand::Export {
+            concept,
+            per_class,
+            out,
+            soundfont,
+            builtin_synth,
+            native,
+            seed,
+            classes,
+        } => {
             let cfg = DatasetConfig {
                 concept,
                 per_class,
@@ -71,30 +80,53 @@ pub fn export(cfg: &DatasetConfig, out: &std::path::Path) -> Result<usize, DataE
     };
     let mut records = Vec::new();
     let mut files = Vec::new();
-    let (concept, _, rendered, silent, kept) = render_selected(cfg, &renderer, &progress, &mut |e, r| {
-        let name = format!("{:05}_{}_{}.wav", r.index, sanitize(&e.clips[r.index].class), sanitize(&e.clips[r.index].instrument));
-        write_f32(&out.join(&name), &r.mono_32k, 1, MODEL_RATE)?;
-        if cfg.native {
-            write_f32(&out.join(name.replace(".wav", "_44k.wav")), &r.stereo, 2, SAMPLE_RATE)?;
-        }
-        records.push(record(e, r.index));
-        files.push(name);
-        Ok(())
-    })?;
+    let (concept, _, rendered, silent, kept) =
+        render_selected(cfg, &renderer, &progress, &mut |e, r| {
+            let name = format!(
+                "{:05}_{}_{}.wav",
+                r.index,
+                sanitize(&e.clips[r.index].class),
+                sanitize(&e.clips[r.index].instrument)
+            );
+            write_f32(&out.join(&name), &r.mono_32k, 1, MODEL_RATE)?;
+            if cfg.native {
+                write_f32(
+                    &out.join(name.replace(".wav", "_44k.wav")),
+                    &r.stereo,
+                    2,
+                    SAMPLE_RATE,
+                )?;
+            }
+            records.push(record(e, r.index));
+            files.push(name);
+            Ok(())
+        })?;
     bar.finish();
     let csv = labels_csv(&records, Some(&files));
     let p = out.join("labels.csv");
-    crate::fsx::write_atomic(&p, csv.as_bytes()).map_err(|source| DataError::Io { path: p, source })?;
+    crate::fsx::write_atomic(&p, csv.as_bytes())
+        .map_err(|source| DataError::Io { path: p, source })?;
     let summary = serde_json::json!({
         "concept": concept, "renderer": renderer.info(), "rendered": rendered,
         "silent_dropped": silent, "kept": records.len(), "per_class": kept, "config": cfg,
     });
     let p = out.join("manifest.json");
-    crate::fsx::write_atomic(&p, &serde_json::to_vec_pretty(&summary).expect("serialisable"))
-        .map_err(|source| DataError::Io { path: p, source })?;
+    crate::fsx::write_atomic(
+        &p,
+        &serde_json::to_vec_pretty(&summary).expect("serialisable"),
+    )
+    .map_err(|source| DataError::Io { path: p, source })?;
     Ok(records.len())
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

@@ -1,8 +1,8 @@
 //! Enumeration of SynTheory's seven concepts: every clip's MIDI, class and label fields, in the
 //! original's row order. Nothing is rendered here.
 
-use super::instruments::{family, tonal_programs, GM_NAMES};
-use super::midi::{Song, Timed, CLICKS};
+use super::instruments::{GM_NAMES, family, tonal_programs};
+use super::midi::{CLICKS, Song, Timed};
 use super::theory::{self, Inversion, NOTE_NAMES};
 use rand::{Rng, SeedableRng};
 
@@ -47,7 +47,11 @@ impl Concept {
 
     /// Accepts the names above plus SynTheory's `chord_progressions`.
     pub fn parse(s: &str) -> Option<Concept> {
-        let s = if s == "chord_progressions" { "progressions" } else { s };
+        let s = if s == "chord_progressions" {
+            "progressions"
+        } else {
+            s
+        };
         Concept::ALL.into_iter().find(|c| c.name() == s)
     }
 
@@ -58,13 +62,15 @@ impl Concept {
             Concept::Intervals => (1..=12).map(|i| i.to_string()).collect(),
             Concept::Scales => theory::SCALE_MODES.iter().map(|s| s.to_string()).collect(),
             Concept::Chords => theory::CHORD_TYPES.iter().map(|s| s.to_string()).collect(),
-            Concept::Progressions => {
-                theory::PROGRESSIONS.iter().map(|(m, d)| theory::progression_label(m, d)).collect()
-            }
+            Concept::Progressions => theory::PROGRESSIONS
+                .iter()
+                .map(|(m, d)| theory::progression_label(m, d))
+                .collect(),
             Concept::Tempos => (50..=210).map(|b: u32| b.to_string()).collect(),
-            Concept::TimeSignatures => {
-                TIME_SIGNATURES.iter().map(|(n, d)| format!("{n}/{d}")).collect()
-            }
+            Concept::TimeSignatures => TIME_SIGNATURES
+                .iter()
+                .map(|(n, d)| format!("{n}/{d}"))
+                .collect(),
         }
     }
 }
@@ -75,7 +81,16 @@ impl std::fmt::Display for Concept {
     }
 }
 
-pub const TIME_SIGNATURES: [(u8, u8); 8] = [(2, 2), (2, 4), (3, 4), (3, 8), (4, 4), (6, 8), (9, 8), (12, 8)];
+pub const TIME_SIGNATURES: [(u8, u8); 8] = [
+    (2, 2),
+    (2, 4),
+    (3, 4),
+    (3, 8),
+    (4, 4),
+    (6, 8),
+    (9, 8),
+    (12, 8),
+];
 
 /// Something rustysynth (or the built-in synth) plays once; clips are this audio or crops of it.
 #[derive(Clone, Debug)]
@@ -124,7 +139,9 @@ fn melodic_source(program: u8, groups: &[Timed]) -> Source {
 }
 
 fn repeat(notes: &[i32], plays: u32, beats: u32) -> Vec<Timed> {
-    (0..plays).map(|i| (i * beats, (i + 1) * beats, notes.to_vec())).collect()
+    (0..plays)
+        .map(|i| (i * beats, (i + 1) * beats, notes.to_vec()))
+        .collect()
 }
 
 /// Builds every clip of `concept` in SynTheory's order. `seed` only places the random crops of
@@ -132,7 +149,11 @@ fn repeat(notes: &[i32], plays: u32, beats: u32) -> Vec<Timed> {
 pub fn enumerate(concept: Concept, seed: u64) -> Enumeration {
     let mut e = Enumeration::default();
     let programs = tonal_programs();
-    let add = |e: &mut Enumeration, class: String, program: u8, fields: Vec<(&'static str, String)>, groups: Vec<Timed>| {
+    let add = |e: &mut Enumeration,
+               class: String,
+               program: u8,
+               fields: Vec<(&'static str, String)>,
+               groups: Vec<Timed>| {
         e.sources.push(melodic_source(program, &groups));
         e.clips.push(Clip {
             concept,
@@ -168,8 +189,22 @@ pub fn enumerate(concept: Concept, seed: u64) -> Enumeration {
                     for style in ["UP", "DOWN", "UNISON"] {
                         let (lo, hi) = (base, base + size);
                         let groups: Vec<Timed> = match style {
-                            "UP" => (0..4).flat_map(|i| [(2 * i, 2 * i + 1, vec![lo]), (2 * i + 1, 2 * i + 2, vec![hi])]).collect(),
-                            "DOWN" => (0..4).flat_map(|i| [(2 * i, 2 * i + 1, vec![hi]), (2 * i + 1, 2 * i + 2, vec![lo])]).collect(),
+                            "UP" => (0..4)
+                                .flat_map(|i| {
+                                    [
+                                        (2 * i, 2 * i + 1, vec![lo]),
+                                        (2 * i + 1, 2 * i + 2, vec![hi]),
+                                    ]
+                                })
+                                .collect(),
+                            "DOWN" => (0..4)
+                                .flat_map(|i| {
+                                    [
+                                        (2 * i, 2 * i + 1, vec![hi]),
+                                        (2 * i + 1, 2 * i + 2, vec![lo]),
+                                    ]
+                                })
+                                .collect(),
                             _ => repeat(&[lo, hi], 8, 1),
                         };
                         for &p in &programs {
@@ -190,14 +225,22 @@ pub fn enumerate(concept: Concept, seed: u64) -> Enumeration {
             for (pc, name) in NOTE_NAMES.iter().enumerate() {
                 for mode in theory::SCALE_MODES {
                     let tonic = theory::tonic_midi(pc as i32);
-                    let mut notes: Vec<i32> = theory::mode_offsets(mode).unwrap().iter().map(|o| tonic + o).collect();
+                    let mut notes: Vec<i32> = theory::mode_offsets(mode)
+                        .unwrap()
+                        .iter()
+                        .map(|o| tonic + o)
+                        .collect();
                     notes.push(tonic + 12);
                     for style in ["UP", "DOWN"] {
                         let mut ns = notes.clone();
                         if style == "DOWN" {
                             ns.reverse();
                         }
-                        let groups: Vec<Timed> = ns.iter().enumerate().map(|(i, &n)| (i as u32, i as u32 + 1, vec![n])).collect();
+                        let groups: Vec<Timed> = ns
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &n)| (i as u32, i as u32 + 1, vec![n]))
+                            .collect();
                         for &p in &programs {
                             let fields = vec![
                                 ("root_note_name", name.to_string()),
@@ -234,15 +277,25 @@ pub fn enumerate(concept: Concept, seed: u64) -> Enumeration {
             for (pc, name) in NOTE_NAMES.iter().enumerate() {
                 for (mode, degrees) in theory::PROGRESSIONS {
                     let s = theory::scale(pc as i32, mode);
-                    let chords: Vec<Vec<i32>> = degrees.iter().map(|&d| theory::triad(&s, mode, d, Inversion::Root).1).collect();
-                    let groups: Vec<Timed> = chords.iter().enumerate().map(|(i, c)| (2 * i as u32, 2 * i as u32 + 2, c.clone())).collect();
+                    let chords: Vec<Vec<i32>> = degrees
+                        .iter()
+                        .map(|&d| theory::triad(&s, mode, d, Inversion::Root).1)
+                        .collect();
+                    let groups: Vec<Timed> = chords
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (2 * i as u32, 2 * i as u32 + 2, c.clone()))
+                        .collect();
                     let label = theory::progression_label(mode, &degrees);
                     for &p in &programs {
                         let fields = vec![
                             ("key_note_name", name.to_string()),
                             ("key_note_pitch_class", pc.to_string()),
                             ("chord_progression", label.clone()),
-                            ("midi_notes", chords.iter().map(|c| join(c)).collect::<Vec<_>>().join("|")),
+                            (
+                                "midi_notes",
+                                chords.iter().map(|c| join(c)).collect::<Vec<_>>().join("|"),
+                            ),
                         ];
                         add(&mut e, label.clone(), p, fields, groups.clone());
                     }
@@ -255,7 +308,17 @@ pub fn enumerate(concept: Concept, seed: u64) -> Enumeration {
                     let mut song = Song::new(bpm, (4, 4), click.program, click.channel);
                     song.write_click(&click, bpm / 3, 0);
                     let extra = vec![("bpm", bpm.to_string())];
-                    push_crops(&mut e, concept, seed, song, 20.0, 5, bpm.to_string(), &click, extra);
+                    push_crops(
+                        &mut e,
+                        concept,
+                        seed,
+                        song,
+                        20.0,
+                        5,
+                        bpm.to_string(),
+                        &click,
+                        extra,
+                    );
                 }
             }
         }
@@ -274,7 +337,17 @@ pub fn enumerate(concept: Concept, seed: u64) -> Enumeration {
                             ("reverb_level", reverb.to_string()),
                             ("bpm", "120".to_string()),
                         ];
-                        push_crops(&mut e, concept, seed, song, 30.0, 10, format!("{num}/{den}"), &click, extra);
+                        push_crops(
+                            &mut e,
+                            concept,
+                            seed,
+                            song,
+                            30.0,
+                            10,
+                            format!("{num}/{den}"),
+                            &click,
+                            extra,
+                        );
                     }
                 }
             }
@@ -307,7 +380,10 @@ fn push_crops(
         let mut fields = extra.clone();
         fields.push(("click_config_name", click.name.to_string()));
         fields.push(("offset_index", i.to_string()));
-        fields.push(("offset_time", format!("{:.6}", start as f64 / SAMPLE_RATE as f64)));
+        fields.push((
+            "offset_time",
+            format!("{:.6}", start as f64 / SAMPLE_RATE as f64),
+        ));
         e.clips.push(Clip {
             concept,
             class: class.clone(),
@@ -321,5 +397,8 @@ fn push_crops(
 }
 
 fn join(v: &[i32]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -34,8 +34,16 @@ pub type Timed = (u32, u32, Vec<i32>);
 impl Song {
     /// `create_midi_track`: metadata, tempo and the program change at tick 0.
     pub fn new(bpm: u32, time_signature: (u8, u8), program: u8, channel: u8) -> Song {
-        let events = vec![Event { tick: 0, channel, msg: Msg::Program(program) }];
-        Song { bpm, time_signature, events }
+        let events = vec![Event {
+            tick: 0,
+            channel,
+            msg: Msg::Program(program),
+        }];
+        Song {
+            bpm,
+            time_signature,
+            events,
+        }
     }
 
     fn end_tick(&self) -> u32 {
@@ -61,11 +69,25 @@ impl Song {
                 self.push(t, channel, Msg::NoteOff { key: 64, vel: 0 });
             }
             for &n in notes {
-                self.push(t, channel, Msg::NoteOn { key: n as u8, vel: VELOCITY });
+                self.push(
+                    t,
+                    channel,
+                    Msg::NoteOn {
+                        key: n as u8,
+                        vel: VELOCITY,
+                    },
+                );
             }
             t += (end - start) * TICKS_PER_BEAT;
             for &n in notes {
-                self.push(t, channel, Msg::NoteOff { key: n as u8, vel: VELOCITY });
+                self.push(
+                    t,
+                    channel,
+                    Msg::NoteOff {
+                        key: n as u8,
+                        vel: VELOCITY,
+                    },
+                );
             }
             prev_end = Some(*end);
         }
@@ -75,13 +97,28 @@ impl Song {
     pub fn write_click(&mut self, click: &ClickConfig, total_beats: u32, reverb: u8) {
         let (num, den) = self.time_signature;
         let compound = num % 3 == 0 && den != 4;
-        let unit = if compound { TICKS_PER_BEAT / 2 } else { (TICKS_PER_BEAT as f64 / (den as f64 / 4.0)) as u32 };
+        let unit = if compound {
+            TICKS_PER_BEAT / 2
+        } else {
+            (TICKS_PER_BEAT as f64 / (den as f64 / 4.0)) as u32
+        };
         let ch = click.channel;
         let mut t = self.end_tick();
-        self.push(t, ch, Msg::Control { cc: 91, value: [0, 63, 127][reverb as usize] });
+        self.push(
+            t,
+            ch,
+            Msg::Control {
+                cc: 91,
+                value: [0, 63, 127][reverb as usize],
+            },
+        );
         for b in 0..=total_beats {
             let down = b % num as u32 == 0;
-            let (key, vel) = if down { (click.down_key, 100) } else { (click.off_key, 75) };
+            let (key, vel) = if down {
+                (click.down_key, 100)
+            } else {
+                (click.off_key, 75)
+            };
             self.push(t, ch, Msg::NoteOn { key, vel });
             t += unit;
             self.push(t, ch, Msg::NoteOff { key, vel });
@@ -108,7 +145,15 @@ impl Song {
         let (num, den) = self.time_signature;
         trk.extend([0, 0xFF, 0x58, 4, num, den.trailing_zeros() as u8, 24, 8]);
         let tempo = self.tempo_us();
-        trk.extend([0, 0xFF, 0x51, 3, (tempo >> 16) as u8, (tempo >> 8) as u8, tempo as u8]);
+        trk.extend([
+            0,
+            0xFF,
+            0x51,
+            3,
+            (tempo >> 16) as u8,
+            (tempo >> 8) as u8,
+            tempo as u8,
+        ]);
         let mut last = 0;
         for e in &self.events {
             vlq(e.tick - last, &mut trk);
@@ -158,11 +203,41 @@ pub struct ClickConfig {
 
 /// SynTheory's five click configurations, in its order.
 pub const CLICKS: [ClickConfig; 5] = [
-    ClickConfig { name: "default", channel: 9, program: 0, down_key: 37, off_key: 31 },
-    ClickConfig { name: "woodblock_dark", channel: 2, program: 115, down_key: 37, off_key: 31 },
-    ClickConfig { name: "woodblock_light", channel: 2, program: 115, down_key: 52, off_key: 48 },
-    ClickConfig { name: "taiko", channel: 2, program: 116, down_key: 52, off_key: 48 },
-    ClickConfig { name: "synth_drum", channel: 2, program: 118, down_key: 52, off_key: 48 },
+    ClickConfig {
+        name: "default",
+        channel: 9,
+        program: 0,
+        down_key: 37,
+        off_key: 31,
+    },
+    ClickConfig {
+        name: "woodblock_dark",
+        channel: 2,
+        program: 115,
+        down_key: 37,
+        off_key: 31,
+    },
+    ClickConfig {
+        name: "woodblock_light",
+        channel: 2,
+        program: 115,
+        down_key: 52,
+        off_key: 48,
+    },
+    ClickConfig {
+        name: "taiko",
+        channel: 2,
+        program: 116,
+        down_key: 52,
+        off_key: 48,
+    },
+    ClickConfig {
+        name: "synth_drum",
+        channel: 2,
+        program: 118,
+        down_key: 52,
+        off_key: 48,
+    },
 ];
 
 #[cfg(test)]
@@ -172,7 +247,15 @@ mod tests {
     #[test]
     fn smf_parses_in_rustysynth_with_the_right_length() {
         let mut s = Song::new(120, (4, 4), 0, 2);
-        s.write_groups(&[(0, 2, vec![60]), (2, 4, vec![60]), (4, 6, vec![60]), (6, 8, vec![60])], 2);
+        s.write_groups(
+            &[
+                (0, 2, vec![60]),
+                (2, 4, vec![60]),
+                (4, 6, vec![60]),
+                (6, 8, vec![60]),
+            ],
+            2,
+        );
         assert_eq!(s.length_secs(), 4.0);
         let mf = rustysynth::MidiFile::new(&mut &s.to_smf()[..]).unwrap();
         assert!((mf.get_length() - 4.0).abs() < 1e-9);

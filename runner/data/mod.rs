@@ -15,9 +15,9 @@ pub mod store;
 pub mod synth;
 pub mod theory;
 
-pub use concepts::{enumerate, Clip, Concept, Enumeration, CLIP_SECS, SAMPLE_RATE};
-pub use render::{Renderer, RendererInfo, DEFAULT_SOUNDFONT};
-pub use store::{build, ClipRecord, Dataset, Manifest};
+pub use concepts::{CLIP_SECS, Clip, Concept, Enumeration, SAMPLE_RATE, enumerate};
+pub use render::{DEFAULT_SOUNDFONT, Renderer, RendererInfo};
+pub use store::{ClipRecord, Dataset, Manifest, build};
 
 use std::path::PathBuf;
 
@@ -26,24 +26,46 @@ pub const MODEL_RATE: u32 = 32_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("data.concept: unknown concept '{0}' (expected one of notes, intervals, scales, chords, progressions, tempos, time_signatures)")]
+    #[error(
+        "data.concept: unknown concept '{0}' (expected one of notes, intervals, scales, chords, progressions, tempos, time_signatures)"
+    )]
     UnknownConcept(String),
     #[error("data.classes: unknown class '{class}' for concept {concept} (classes: {known})")]
-    UnknownClass { concept: Concept, class: String, known: String },
-    #[error("data.per_class: {per_class} exceeds the {available} clips of class '{class}' in {concept}")]
-    PerClassTooLarge { concept: Concept, class: String, per_class: usize, available: usize },
+    UnknownClass {
+        concept: Concept,
+        class: String,
+        known: String,
+    },
+    #[error(
+        "data.per_class: {per_class} exceeds the {available} clips of class '{class}' in {concept}"
+    )]
+    PerClassTooLarge {
+        concept: Concept,
+        class: String,
+        per_class: usize,
+        available: usize,
+    },
     #[error("data.per_class: must be at least 1")]
     PerClassZero,
     #[error("data.soundfont: cannot use '{path}': {reason} (install the Debian package timgm6mb-soundfont for the default {default})", default = DEFAULT_SOUNDFONT)]
     SoundFont { path: PathBuf, reason: String },
-    #[error("data.per_class: only {kept} non-silent clips of class '{class}' exist, {wanted} requested")]
-    TooManySilent { class: String, kept: usize, wanted: usize },
+    #[error(
+        "data.per_class: only {kept} non-silent clips of class '{class}' exist, {wanted} requested"
+    )]
+    TooManySilent {
+        class: String,
+        kept: usize,
+        wanted: usize,
+    },
     #[error("rendering failed: {0}")]
     Render(String),
     #[error(transparent)]
     Audio(#[from] crate::audio::AudioError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {reason}")]
     Format { path: PathBuf, reason: String },
 }
@@ -78,7 +100,15 @@ fn yes() -> bool {
 
 impl DatasetConfig {
     pub fn new(concept: &str) -> DatasetConfig {
-        DatasetConfig { concept: concept.into(), per_class: None, classes: None, soundfont: None, builtin_synth: false, seed: 0, native: true }
+        DatasetConfig {
+            concept: concept.into(),
+            per_class: None,
+            classes: None,
+            soundfont: None,
+            builtin_synth: false,
+            seed: 0,
+            native: true,
+        }
     }
 
     pub fn renderer(&self) -> Result<Renderer, DataError> {

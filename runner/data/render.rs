@@ -1,8 +1,8 @@
 //! Rendering MIDI to 44.1 kHz stereo: rustysynth through a General MIDI SoundFont (exactly as
 //! SynTheory's midi2audio), or the built-in synthesizer when no SoundFont is available.
 
-use super::concepts::{Source, SAMPLE_RATE};
 use super::DataError;
+use super::concepts::{SAMPLE_RATE, Source};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,31 +19,50 @@ pub enum RendererInfo {
 
 #[derive(Clone)]
 pub enum Renderer {
-    SoundFont { font: Arc<rustysynth::SoundFont>, path: PathBuf, blake3: String },
+    SoundFont {
+        font: Arc<rustysynth::SoundFont>,
+        path: PathBuf,
+        blake3: String,
+    },
     Builtin,
 }
 
 impl Renderer {
     /// Loads a SoundFont; errors name the spec key `data.soundfont`.
     pub fn soundfont(path: &Path) -> Result<Renderer, DataError> {
-        let bytes = std::fs::read(path).map_err(|e| DataError::SoundFont { path: path.to_path_buf(), reason: e.to_string() })?;
-        let font = rustysynth::SoundFont::new(&mut &bytes[..])
-            .map_err(|e| DataError::SoundFont { path: path.to_path_buf(), reason: format!("not a valid SoundFont: {e:?}") })?;
-        Ok(Renderer::SoundFont { font: Arc::new(font), path: path.to_path_buf(), blake3: blake3::hash(&bytes).to_hex().to_string() })
+        let bytes = std::fs::read(path).map_err(|e| DataError::SoundFont {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let font =
+            rustysynth::SoundFont::new(&mut &bytes[..]).map_err(|e| DataError::SoundFont {
+                path: path.to_path_buf(),
+                reason: format!("not a valid SoundFont: {e:?}"),
+            })?;
+        Ok(Renderer::SoundFont {
+            font: Arc::new(font),
+            path: path.to_path_buf(),
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+        })
     }
 
     /// An explicit path must load; with none, the default SoundFont if installed, else built-in.
     pub fn resolve(path: Option<&Path>) -> Result<Renderer, DataError> {
         match path {
             Some(p) => Renderer::soundfont(p),
-            None if Path::new(DEFAULT_SOUNDFONT).is_file() => Renderer::soundfont(Path::new(DEFAULT_SOUNDFONT)),
+            None if Path::new(DEFAULT_SOUNDFONT).is_file() => {
+                Renderer::soundfont(Path::new(DEFAULT_SOUNDFONT))
+            }
             None => Ok(Renderer::Builtin),
         }
     }
 
     pub fn info(&self) -> RendererInfo {
         match self {
-            Renderer::SoundFont { path, blake3, .. } => RendererInfo::Soundfont { path: path.display().to_string(), blake3: blake3.clone() },
+            Renderer::SoundFont { path, blake3, .. } => RendererInfo::Soundfont {
+                path: path.display().to_string(),
+                blake3: blake3.clone(),
+            },
             Renderer::Builtin => RendererInfo::Builtin { version: 1 },
         }
     }
@@ -51,7 +70,11 @@ impl Renderer {
     /// Renders a source to (left, right) at 44.1 kHz, `source.samples` long.
     pub fn render(&self, source: &Source) -> Result<(Vec<f32>, Vec<f32>), DataError> {
         match self {
-            Renderer::Builtin => Ok(super::synth::render(&source.song, SAMPLE_RATE, source.samples)),
+            Renderer::Builtin => Ok(super::synth::render(
+                &source.song,
+                SAMPLE_RATE,
+                source.samples,
+            )),
             Renderer::SoundFont { font, .. } => {
                 let settings = rustysynth::SynthesizerSettings::new(SAMPLE_RATE as i32);
                 let synth = rustysynth::Synthesizer::new(font, &settings)

@@ -3,8 +3,8 @@
 //! order), with spare candidates queued behind so that silent clips can be replaced.
 
 use super::{Concept, DataError, DatasetConfig, Enumeration};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
 
 /// Per class (in the concept's class order): candidate clip indices in preference order, and how
@@ -14,14 +14,22 @@ pub struct Selection {
     pub per_class: Option<usize>,
 }
 
-pub fn select(cfg: &DatasetConfig, concept: Concept, e: &Enumeration) -> Result<Selection, DataError> {
+pub fn select(
+    cfg: &DatasetConfig,
+    concept: Concept,
+    e: &Enumeration,
+) -> Result<Selection, DataError> {
     let all = concept.classes();
     let wanted: Vec<String> = match &cfg.classes {
         None => all.clone(),
         Some(cs) => {
             for c in cs {
                 if !all.contains(c) {
-                    return Err(DataError::UnknownClass { concept, class: c.clone(), known: all.join(", ") });
+                    return Err(DataError::UnknownClass {
+                        concept,
+                        class: c.clone(),
+                        known: all.join(", "),
+                    });
                 }
             }
             all.iter().filter(|c| cs.contains(c)).cloned().collect()
@@ -41,14 +49,22 @@ pub fn select(cfg: &DatasetConfig, concept: Concept, e: &Enumeration) -> Result<
             None => ids,
             Some(n) => {
                 if n > ids.len() {
-                    return Err(DataError::PerClassTooLarge { concept, class, per_class: n, available: ids.len() });
+                    return Err(DataError::PerClassTooLarge {
+                        concept,
+                        class,
+                        per_class: n,
+                        available: ids.len(),
+                    });
                 }
                 stratified(e, &ids, cfg.seed, &class)
             }
         };
         classes.push((class, order));
     }
-    Ok(Selection { classes, per_class: cfg.per_class })
+    Ok(Selection {
+        classes,
+        per_class: cfg.per_class,
+    })
 }
 
 fn stratified(e: &Enumeration, ids: &[usize], seed: u64, class: &str) -> Vec<usize> {
@@ -56,7 +72,10 @@ fn stratified(e: &Enumeration, ids: &[usize], seed: u64, class: &str) -> Vec<usi
     let mut rng = rand_chacha::ChaCha8Rng::from_seed(*key.as_bytes());
     let mut by_inst: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for &i in ids {
-        by_inst.entry(e.clips[i].instrument.as_str()).or_default().push(i);
+        by_inst
+            .entry(e.clips[i].instrument.as_str())
+            .or_default()
+            .push(i);
     }
     let mut groups: Vec<Vec<usize>> = by_inst.into_values().collect();
     groups.shuffle(&mut rng);

@@ -8,9 +8,9 @@
 //! - `labels.csv`: the same labels as a table;
 //! - `manifest.json`: config, renderer (SoundFont path + blake3, or built-in), counts.
 
-use super::concepts::{enumerate, Concept, Enumeration};
+use super::concepts::{Concept, Enumeration, enumerate};
 use super::select::select;
-use super::{DataError, DatasetConfig, Progress, Renderer, RendererInfo, MODEL_RATE, SAMPLE_RATE};
+use super::{DataError, DatasetConfig, MODEL_RATE, Progress, Renderer, RendererInfo, SAMPLE_RATE};
 use crate::audio::{mix_mono, resample::resample};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -66,10 +66,15 @@ pub fn render_selected(
     progress: Progress,
     sink: &mut dyn FnMut(&Enumeration, Rendered) -> Result<(), DataError>,
 ) -> Result<(Concept, Enumeration, usize, usize, BTreeMap<String, usize>), DataError> {
-    let concept = Concept::parse(&cfg.concept).ok_or_else(|| DataError::UnknownConcept(cfg.concept.clone()))?;
+    let concept = Concept::parse(&cfg.concept)
+        .ok_or_else(|| DataError::UnknownConcept(cfg.concept.clone()))?;
     let e = enumerate(concept, cfg.seed);
     let sel = select(cfg, concept, &e)?;
-    let total: usize = sel.classes.iter().map(|(_, c)| sel.per_class.unwrap_or(c.len())).sum();
+    let total: usize = sel
+        .classes
+        .iter()
+        .map(|(_, c)| sel.per_class.unwrap_or(c.len()))
+        .sum();
     let batch = (rayon::current_num_threads() * 16).max(16);
     let (mut rendered, mut silent, mut done) = (0, 0, 0);
     let mut kept = BTreeMap::new();
@@ -95,14 +100,22 @@ pub fn render_selected(
             progress(done, total);
         }
         if sel.per_class.is_some() && have < want {
-            return Err(DataError::TooManySilent { class: class.clone(), kept: have, wanted: want });
+            return Err(DataError::TooManySilent {
+                class: class.clone(),
+                kept: have,
+                wanted: want,
+            });
         }
         kept.insert(class.clone(), have);
     }
     Ok((concept, e, rendered, silent, kept))
 }
 
-fn render_batch(e: &Enumeration, renderer: &Renderer, ids: &[usize]) -> Result<Vec<Rendered>, DataError> {
+fn render_batch(
+    e: &Enumeration,
+    renderer: &Renderer,
+    ids: &[usize],
+) -> Result<Vec<Rendered>, DataError> {
     let mut sources: Vec<usize> = ids.iter().map(|&i| e.clips[i].source).collect();
     sources.sort();
     sources.dedup();
@@ -119,13 +132,20 @@ fn render_batch(e: &Enumeration, renderer: &Renderer, ids: &[usize]) -> Result<V
             let (l, r) = (&l[start..start + n], &r[start..start + n]);
             let stereo = l.iter().zip(r).flat_map(|(a, b)| [*a, *b]).collect();
             let mono_32k = resample(&mix_mono(l, r), SAMPLE_RATE, MODEL_RATE)?;
-            Ok(Rendered { index: i, stereo, mono_32k })
+            Ok(Rendered {
+                index: i,
+                stereo,
+                mono_32k,
+            })
         })
         .collect()
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io { path: path.to_path_buf(), source }
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 struct Blob {
@@ -139,7 +159,12 @@ impl Blob {
     fn create(path: PathBuf) -> Result<Blob, DataError> {
         let tmp = crate::fsx::temp_sibling(&path);
         let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        Ok(Blob { tmp, path, file: std::io::BufWriter::new(file), len: 0 })
+        Ok(Blob {
+            tmp,
+            path,
+            file: std::io::BufWriter::new(file),
+            len: 0,
+        })
     }
     fn append(&mut self, x: &[f32]) -> Result<u64, DataError> {
         let at = self.len;
@@ -149,7 +174,10 @@ impl Blob {
         Ok(at)
     }
     fn commit(self) -> Result<(), DataError> {
-        let f = self.file.into_inner().map_err(|e| DataError::Io { path: self.tmp.clone(), source: e.into_error() })?;
+        let f = self.file.into_inner().map_err(|e| DataError::Io {
+            path: self.tmp.clone(),
+            source: e.into_error(),
+        })?;
         f.sync_all().map_err(io(&self.tmp))?;
         std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))
     }
@@ -164,7 +192,11 @@ pub fn record(e: &Enumeration, i: usize) -> ClipRecord {
         class: c.class.clone(),
         program: c.program,
         instrument: c.instrument.clone(),
-        fields: c.fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        fields: c
+            .fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         offset_32k: 0,
         len_32k: 0,
         offset_44k: 0,
@@ -174,7 +206,10 @@ pub fn record(e: &Enumeration, i: usize) -> ClipRecord {
 
 /// CSV of records; `file` column first when given.
 pub fn labels_csv(records: &[ClipRecord], files: Option<&[String]>) -> String {
-    let keys: Vec<&String> = records.first().map(|r| r.fields.keys().collect()).unwrap_or_default();
+    let keys: Vec<&String> = records
+        .first()
+        .map(|r| r.fields.keys().collect())
+        .unwrap_or_default();
     let mut out = String::new();
     if files.is_some() {
         out.push_str("file,");
@@ -190,16 +225,34 @@ pub fn labels_csv(records: &[ClipRecord], files: Option<&[String]>) -> String {
         if let Some(f) = files {
             row.push(f[n].clone());
         }
-        row.extend([r.index.to_string(), r.concept.to_string(), r.class.clone(), r.program.to_string(), r.instrument.clone()]);
-        row.extend(keys.iter().map(|k| r.fields.get(*k).cloned().unwrap_or_default()));
-        out.push_str(&row.iter().map(|v| csv_field(v)).collect::<Vec<_>>().join(","));
+        row.extend([
+            r.index.to_string(),
+            r.concept.to_string(),
+            r.class.clone(),
+            r.program.to_string(),
+            r.instrument.clone(),
+        ]);
+        row.extend(
+            keys.iter()
+                .map(|k| r.fields.get(*k).cloned().unwrap_or_default()),
+        );
+        out.push_str(
+            &row.iter()
+                .map(|v| csv_field(v))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         out.push('\n');
     }
     out
 }
 
 fn csv_field(v: &str) -> String {
-    if v.contains([',', '"', '\n']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v.to_string() }
+    if v.contains([',', '"', '\n']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_string()
+    }
 }
 
 /// Builds the dataset described by `cfg` into `dir` (created if needed).
@@ -207,7 +260,11 @@ pub fn build(cfg: &DatasetConfig, dir: &Path, progress: Progress) -> Result<Data
     let renderer = cfg.renderer()?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut b32 = Blob::create(dir.join("audio_32k.f32"))?;
-    let mut b44 = if cfg.native { Some(Blob::create(dir.join("audio_44k.f32"))?) } else { None };
+    let mut b44 = if cfg.native {
+        Some(Blob::create(dir.join("audio_44k.f32"))?)
+    } else {
+        None
+    };
     let mut records = Vec::new();
     let result = render_selected(cfg, &renderer, progress, &mut |e, r| {
         let mut rec = record(e, r.index);
@@ -247,11 +304,23 @@ pub fn build(cfg: &DatasetConfig, dir: &Path, progress: Progress) -> Result<Data
         kept: records.len(),
         per_class: kept,
     };
-    let write = |name: &str, bytes: &[u8]| crate::fsx::write_atomic(&dir.join(name), bytes).map_err(io(&dir.join(name)));
-    write("clips.json", &serde_json::to_vec(&records).expect("serialisable"))?;
+    let write = |name: &str, bytes: &[u8]| {
+        crate::fsx::write_atomic(&dir.join(name), bytes).map_err(io(&dir.join(name)))
+    };
+    write(
+        "clips.json",
+        &serde_json::to_vec(&records).expect("serialisable"),
+    )?;
     write("labels.csv", labels_csv(&records, None).as_bytes())?;
-    write("manifest.json", &serde_json::to_vec_pretty(&manifest).expect("serialisable"))?;
-    Ok(Dataset { dir: dir.to_path_buf(), manifest, clips: records })
+    write(
+        "manifest.json",
+        &serde_json::to_vec_pretty(&manifest).expect("serialisable"),
+    )?;
+    Ok(Dataset {
+        dir: dir.to_path_buf(),
+        manifest,
+        clips: records,
+    })
 }
 
 /// A built dataset on disk.
@@ -268,10 +337,19 @@ impl Dataset {
             let p = dir.join(name);
             std::fs::read(&p).map_err(|source| DataError::Io { path: p, source })
         };
-        let fmt = |name: &str, e: serde_json::Error| DataError::Format { path: dir.join(name), reason: e.to_string() };
-        let manifest = serde_json::from_slice(&read("manifest.json")?).map_err(|e| fmt("manifest.json", e))?;
-        let clips = serde_json::from_slice(&read("clips.json")?).map_err(|e| fmt("clips.json", e))?;
-        Ok(Dataset { dir: dir.to_path_buf(), manifest, clips })
+        let fmt = |name: &str, e: serde_json::Error| DataError::Format {
+            path: dir.join(name),
+            reason: e.to_string(),
+        };
+        let manifest =
+            serde_json::from_slice(&read("manifest.json")?).map_err(|e| fmt("manifest.json", e))?;
+        let clips =
+            serde_json::from_slice(&read("clips.json")?).map_err(|e| fmt("clips.json", e))?;
+        Ok(Dataset {
+            dir: dir.to_path_buf(),
+            manifest,
+            clips,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -291,7 +369,11 @@ impl Dataset {
     /// Clip `i` at 44.1 kHz, interleaved stereo (only when built with `native`).
     pub fn audio_44k(&self, i: usize) -> Result<Vec<f32>, DataError> {
         let c = &self.clips[i];
-        read_f32(&self.dir.join("audio_44k.f32"), c.offset_44k * 2, c.frames_44k * 2)
+        read_f32(
+            &self.dir.join("audio_44k.f32"),
+            c.offset_44k * 2,
+            c.frames_44k * 2,
+        )
     }
 }
 
@@ -300,5 +382,8 @@ fn read_f32(path: &Path, offset: u64, len: u64) -> Result<Vec<f32>, DataError> {
     f.seek(SeekFrom::Start(offset * 4)).map_err(io(path))?;
     let mut bytes = vec![0u8; len as usize * 4];
     f.read_exact(&mut bytes).map_err(io(path))?;
-    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
 }

@@ -17,7 +17,11 @@ struct Timbre {
 }
 
 fn timbre(program: u8) -> Timbre {
-    let harm = |n: usize, p: f32| (1..=n).map(|k| 1.0 / (k as f32).powf(p)).collect::<Vec<_>>();
+    let harm = |n: usize, p: f32| {
+        (1..=n)
+            .map(|k| 1.0 / (k as f32).powf(p))
+            .collect::<Vec<_>>()
+    };
     let (partials, attack_s, decay_s) = match program / 8 {
         0 => (harm(8, 1.5), 0.005, 1.0),
         1 => (vec![1.0, 0.0, 0.25, 0.0, 0.1], 0.002, 0.6),
@@ -27,15 +31,37 @@ fn timbre(program: u8) -> Timbre {
         5 => (harm(12, 1.0), 0.08, f32::INFINITY),
         6 => (harm(10, 1.2), 0.1, f32::INFINITY),
         7 => (harm(10, 0.8), 0.04, f32::INFINITY),
-        8 => ((1..=11).map(|k| if k % 2 == 1 { 1.0 / k as f32 } else { 0.2 / k as f32 }).collect(), 0.03, f32::INFINITY),
+        8 => (
+            (1..=11)
+                .map(|k| {
+                    if k % 2 == 1 {
+                        1.0 / k as f32
+                    } else {
+                        0.2 / k as f32
+                    }
+                })
+                .collect(),
+            0.03,
+            f32::INFINITY,
+        ),
         9 => (vec![1.0, 0.2, 0.1], 0.05, f32::INFINITY),
-        10 => ((1..=15).map(|k| if k % 2 == 1 { 1.0 / k as f32 } else { 0.0 }).collect(), 0.005, f32::INFINITY),
+        10 => (
+            (1..=15)
+                .map(|k| if k % 2 == 1 { 1.0 / k as f32 } else { 0.0 })
+                .collect(),
+            0.005,
+            f32::INFINITY,
+        ),
         11 => (harm(8, 1.5), 0.3, f32::INFINITY),
         13 => (harm(8, 1.2), 0.003, 0.7),
         14 | 15 => (vec![1.0, 0.3], 0.001, 0.05),
         _ => (vec![1.0], 0.01, f32::INFINITY),
     };
-    Timbre { partials, attack_s, decay_s }
+    Timbre {
+        partials,
+        attack_s,
+        decay_s,
+    }
 }
 
 pub fn midi_hz(key: f32) -> f32 {

@@ -1,6 +1,8 @@
 //! Music theory exactly as SynTheory's `dataset/music` computes it, quirks included.
 
-pub const NOTE_NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
+pub const NOTE_NAMES: [&str; 12] = [
+    "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
+];
 
 /// Scale modes by SynTheory name, as semitone offsets from the tonic.
 pub fn mode_offsets(mode: &str) -> Option<[i32; 7]> {
@@ -17,8 +19,15 @@ pub fn mode_offsets(mode: &str) -> Option<[i32; 7]> {
     })
 }
 
-pub const SCALE_MODES: [&str; 7] =
-    ["ionian", "dorian", "phrygian", "lydian", "mixolydian", "aeolian", "locrian"];
+pub const SCALE_MODES: [&str; 7] = [
+    "ionian",
+    "dorian",
+    "phrygian",
+    "lydian",
+    "mixolydian",
+    "aeolian",
+    "locrian",
+];
 
 /// Pitch classes of the scale on `root_pc`.
 pub fn scale(root_pc: i32, mode: &str) -> [i32; 7] {
@@ -28,7 +37,11 @@ pub fn scale(root_pc: i32, mode: &str) -> [i32; 7] {
 
 /// Middle C is equidistant from all key centres: C..F sit at 60+pc, F#..B at 48+pc.
 pub fn tonic_midi(tonic_pc: i32) -> i32 {
-    if (0..=5).contains(&tonic_pc) { 60 + tonic_pc } else { 60 - (12 - tonic_pc) }
+    if (0..=5).contains(&tonic_pc) {
+        60 + tonic_pc
+    } else {
+        60 - (12 - tonic_pc)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +66,12 @@ impl Inversion {
 /// A triad on scale degree `degree` (1-based) of `mode` over `scale`, as `get_chord(chord_type=5)`:
 /// each tone is `tonic_midi + offsets[deg % 7]`, so tones past the 7th degree are NOT moved up an
 /// octave (the progression quirk). Returns (pitch classes, MIDI notes).
-pub fn triad(scale: &[i32; 7], mode: &str, degree: usize, inversion: Inversion) -> (Vec<i32>, Vec<i32>) {
+pub fn triad(
+    scale: &[i32; 7],
+    mode: &str,
+    degree: usize,
+    inversion: Inversion,
+) -> (Vec<i32>, Vec<i32>) {
     let off = mode_offsets(mode).expect("known mode");
     let tonic = tonic_midi(scale[0]);
     let mut pcs = Vec::with_capacity(3);
@@ -117,7 +135,10 @@ pub const PROGRESSIONS: [(&str, [usize; 4]); 19] = [
 
 /// SynTheory's progression label, e.g. `ionian-(1, 4, 5, 1)`.
 pub fn progression_label(mode: &str, degrees: &[usize; 4]) -> String {
-    format!("{mode}-({}, {}, {}, {})", degrees[0], degrees[1], degrees[2], degrees[3])
+    format!(
+        "{mode}-({}, {}, {}, {})",
+        degrees[0], degrees[1], degrees[2], degrees[3]
+    )
 }
 
 #[cfg(test)]
@@ -131,10 +152,16 @@ mod tests {
         assert_eq!(tonic_midi(6), 54);
         assert_eq!(tonic_midi(11), 59);
         // C augmented = III of A harmonic minor: A at 57, C 60, E 64, G# 68.
-        assert_eq!(chord(0, "aug", Inversion::Root).unwrap(), (vec![0, 4, 8], vec![60, 64, 68]));
+        assert_eq!(
+            chord(0, "aug", Inversion::Root).unwrap(),
+            (vec![0, 4, 8], vec![60, 64, 68])
+        );
         // G major in C: degree 5 tones G B D, with D NOT wrapped above (62 < 67).
         let s = scale(0, "ionian");
         assert_eq!(triad(&s, "ionian", 5, Inversion::Root).1, vec![67, 71, 62]);
-        assert_eq!(chord(0, "major", Inversion::Second).unwrap().1, vec![67, 72, 76]);
+        assert_eq!(
+            chord(0, "major", Inversion::Second).unwrap().1,
+            vec![67, 72, 76]
+        );
     }
 }
