@@ -96,6 +96,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// SynTheory concept datasets: export clips and labels to inspect what the probes see
+    Data(crate::data::cli::DataArgs),
     /// Fit, apply or benchmark concept probes (RFM, linear, MLP) on features from anywhere
     Probe(crate::probe::cli::ProbeArgs),
     /// Low-level node operations (used by Slurm workers)

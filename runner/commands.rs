@@ -37,6 +37,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Node {
             command: NodeCommand::Run { key },
         } => node_run(&key, &store, &registry),
+        Command::Data(args) => tool_exit(crate::data::cli::run(args)),
         Command::Probe(args) => tool_exit(crate::probe::cli::run(&args)),
     };
     ExitCode::from(code)

@@ -2,9 +2,11 @@
 //!
 //! Data flows one way: spec -> plan (DAG) -> executor -> node functions -> store -> report.
 
+pub mod audio;
 pub mod cli;
 pub mod commands;
 pub mod dag;
+pub mod data;
 pub mod events;
 pub mod exec;
 pub mod fsx;
