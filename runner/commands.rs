@@ -251,6 +251,11 @@ fn run(
     println!("  {:<9}{:>6.3}s", "time", summary.seconds);
     println!("run log: {}", log_path.display());
     println!("resolved spec: {}", resolved.display());
+    for stage in registry.stages() {
+        if let Some(table) = stage.summary(&plan, store) {
+            println!("\n{table}");
+        }
+    }
     if summary.failed > 0 {
         println!(
             "failed: {} (see `rfmx status`)",

@@ -7,7 +7,8 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::dag::{NodeCtx, NodeError, NodeKind, NodeSpec, PlanBuilder, PlanError, Stage};
+use crate::dag::store::Store;
+use crate::dag::{NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage};
 use crate::spec::ResolvedSpec;
 
 pub struct ToyStage;
@@ -46,6 +47,22 @@ impl Stage for ToyStage {
             plan.add(node)?;
         }
         Ok(())
+    }
+
+    /// One line per finished `toy_sum` node: exercises the engine's summary hook.
+    fn summary(&self, plan: &Plan, store: &Store) -> Option<String> {
+        let lines: Vec<String> = plan
+            .nodes
+            .iter()
+            .filter(|n| n.kind == "toy_sum")
+            .filter_map(|n| {
+                let v: serde_json::Value = store
+                    .read_json(&store.out_dir(&n.key).join("sum.json"))
+                    .ok()??;
+                Some(format!("  {:<40}{:>12}", n.id, v["sum"]))
+            })
+            .collect();
+        (!lines.is_empty()).then(|| format!("toy sums:\n{}", lines.join("\n")))
     }
 }
 

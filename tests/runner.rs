@@ -170,6 +170,12 @@ fn extending_a_grid_from_2_to_4_values_computes_only_the_2_new_nodes() {
         vec!["toy_square[x=3]", "toy_square[x=4]", "toy_sum"]
     );
     assert_eq!(summary_count(&out, "computed"), 3);
+    // Stages print their own summary tables after the run (1 + 4 + 9 + 16 = 30).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("toy sums:") && stdout.contains("30.0"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -42,6 +42,16 @@ pub trait NodeKind: Send + Sync {
 pub trait Stage: Send + Sync {
     fn name(&self) -> &'static str;
     fn plan(&self, spec: &ResolvedSpec, plan: &mut PlanBuilder<'_>) -> Result<(), PlanError>;
+    /// Called once after every sweep point was planned, for nodes that gather across points
+    /// (a report, a cross-point summary): find earlier nodes with [`PlanBuilder::nodes_of_kind`].
+    fn plan_final(&self, _spec: &LoadedSpec, _plan: &mut PlanBuilder<'_>) -> Result<(), PlanError> {
+        Ok(())
+    }
+    /// A text table printed after `rfmx run` (e.g. a Table-1-style probe summary), built from the
+    /// finished nodes' outputs; `None` when the stage has nothing to say for this plan.
+    fn summary(&self, _plan: &Plan, _store: &store::Store) -> Option<String> {
+        None
+    }
 }
 
 /// One input of a running node: the output directory of a finished node.
@@ -125,6 +135,10 @@ impl Registry {
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn NodeKind>> {
         self.kinds.get(kind)
     }
+    pub fn stages(&self) -> &[Arc<dyn Stage>] {
+        &self.stages
+    }
+
     pub fn kind_names(&self) -> Vec<&'static str> {
         self.kinds.keys().copied().collect()
     }
@@ -269,6 +283,16 @@ impl<'r> PlanBuilder<'r> {
         Ok(NodeRef(i))
     }
 
+    /// Every node of `kind` added so far (all sweep points), in insertion order.
+    pub fn nodes_of_kind(&self, kind: &str) -> Vec<(NodeRef, &PlannedNode)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.kind == kind)
+            .map(|(i, n)| (NodeRef(i), n))
+            .collect()
+    }
+
     /// A node added earlier (by any stage) in this sweep point or a shared one, by id.
     pub fn find(&self, id: &str) -> Option<NodeRef> {
         self.nodes.iter().rposition(|n| n.id == id).map(NodeRef)
@@ -370,6 +394,11 @@ pub fn build_plan(spec: &LoadedSpec, registry: &Registry) -> Result<Plan, PlanEr
             b.stage = stage.name().to_string();
             stage.plan(point, &mut b)?;
         }
+    }
+    b.label = String::new();
+    for stage in &registry.stages {
+        b.stage = stage.name().to_string();
+        stage.plan_final(spec, &mut b)?;
     }
     let plan = b.finish()?;
     debug_assert!(petgraph::algo::toposort(&plan.graph, None).is_ok());
