@@ -14,4 +14,5 @@ pub mod model;
 pub mod probe;
 pub mod registry;
 pub mod spec;
+pub mod steer;
 pub mod toy;

@@ -1,0 +1,4 @@
+//! Steering: layer cropping, schedules, gates, multi-direction composition, the generation loop
+//! (DESIGN.md §3). `layers` is shared with the probe stage's layer-selection summary.
+
+pub mod layers;
