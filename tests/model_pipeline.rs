@@ -228,3 +228,187 @@ fn hub_cache_resolution_honours_refs_main() {
         repo2.join("snapshots").join("only")
     );
 }
+
+// ---- parity with transformers (fixtures/make_t5.py) ----
+
+/// rel = max|a − b| / max|b| on f32, CPU.
+const TOL: f32 = 1e-4;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/t5")
+        .join(name)
+}
+
+fn refs() -> (
+    std::collections::HashMap<String, Tensor>,
+    Vec<String>,
+    usize,
+) {
+    let dir = fixture("tiny_musicgen");
+    let r = candle_core::safetensors::load(dir.join("refs.safetensors"), &Device::Cpu).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("refs.json")).unwrap()).unwrap();
+    let prompts = meta["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    (r, prompts, meta["steps"].as_u64().unwrap() as usize)
+}
+
+fn rel(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+    let scale = b.abs().unwrap().max_all().unwrap();
+    let e = diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap();
+    eprintln!("rel {e:e}");
+    e
+}
+
+/// Tokens, T5 states, greedy CFG codes and decoded audio of a snapshot against transformers.
+fn check_parity(dir: &Path) {
+    let (r, prompts, steps) = refs();
+    let p = Pipeline::load(
+        &ModelSource::Path(dir.to_path_buf()),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    // tokenizer.json through the `tokenizers` crate = transformers' fast tokenizer
+    let ids = p.text_encoder().tokenize(&prompts).unwrap();
+    let want_ids = r["input_ids"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec2::<u32>()
+        .unwrap();
+    let want_mask = r["attention_mask"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec2::<u32>()
+        .unwrap();
+    for (i, row) in ids.iter().enumerate() {
+        let n = want_mask[i].iter().sum::<u32>() as usize;
+        assert_eq!(row, &want_ids[i][..n], "prompt {i} tokens");
+    }
+    // T5 states where the mask is 1 (HF's padded rows are unused: MusicGen zeroes them)
+    let (states, mask) = p.text_encoder().encode(&prompts).unwrap();
+    let hf_mask = r["attention_mask"].to_dtype(DType::F32).unwrap();
+    assert_eq!(flat::<f32>(&mask), flat::<f32>(&hf_mask));
+    let want = r["text_states"]
+        .broadcast_mul(&hf_mask.unsqueeze(2).unwrap())
+        .unwrap();
+    let e = rel(&states, &want);
+    assert!(e <= TOL, "{}: T5 states rel {e:e}", dir.display());
+    // greedy CFG generation from text: codes exactly
+    let cond = p.condition(&prompts).unwrap();
+    let gen_cfg = GenerateConfig {
+        steps,
+        guidance_scale: 3.0,
+        top_k: 1,
+        temperature: 1.0,
+        seed: 0,
+    };
+    let g = p.decoder.generate(&cond, &gen_cfg, &mut NoHook).unwrap();
+    let want_codes = r["gen_codes"].to_dtype(DType::U32).unwrap();
+    assert_eq!(g.codes.dims(), want_codes.dims());
+    assert_eq!(
+        flat::<u32>(&g.codes),
+        flat::<u32>(&want_codes),
+        "{}: greedy codes",
+        dir.display()
+    );
+    // and the audio EnCodec decodes from them
+    let audio = p.decode_codes(&g.codes).unwrap();
+    let e = rel(&audio, &r["gen_audio"]);
+    assert!(e <= TOL, "{}: decoded audio rel {e:e}", dir.display());
+}
+
+#[test]
+fn parity_text_to_codes_with_transformers_safetensors() {
+    check_parity(&fixture("tiny_musicgen"));
+}
+
+#[test]
+fn parity_from_sharded_safetensors_copy() {
+    let dir = fixture("tiny_musicgen_sharded");
+    assert!(
+        rfmx::model::weights::weight_files(&dir).unwrap().len() > 1,
+        "the sharded copy is not sharded"
+    );
+    check_parity(&dir);
+}
+
+#[test]
+fn parity_from_pytorch_bin_copy() {
+    let dir = fixture("tiny_musicgen_bin");
+    let files = rfmx::model::weights::weight_files(&dir).unwrap();
+    assert_eq!(files, vec![dir.join("pytorch_model.bin")]);
+    check_parity(&dir);
+}
+
+#[test]
+fn snapshot_fingerprint_covers_contents_not_location() {
+    let src = fixture("tiny_musicgen");
+    let f = Pipeline::fingerprint_of(&ModelSource::Path(src.clone())).unwrap();
+    assert_ne!(f, Pipeline::fingerprint_of(&ModelSource::Tiny).unwrap());
+    // a copy elsewhere has the same fingerprint
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(name), tmp.path().join(name)).unwrap();
+    }
+    let copy = ModelSource::Path(tmp.path().to_path_buf());
+    assert_eq!(Pipeline::fingerprint_of(&copy).unwrap(), f);
+    // the same weights in another layout are other files: another fingerprint
+    let bin = Pipeline::fingerprint_of(&ModelSource::Path(fixture("tiny_musicgen_bin"))).unwrap();
+    assert_ne!(bin, f);
+    // changing the config changes it (size differs, so the memo cannot hide it)
+    let cfg = std::fs::read_to_string(tmp.path().join("config.json")).unwrap();
+    std::fs::write(tmp.path().join("config.json"), format!("{cfg}\n")).unwrap();
+    assert_ne!(Pipeline::fingerprint_of(&copy).unwrap(), f);
+    // and the loaded pipeline reports the same value
+    let p = Pipeline::load(&ModelSource::Path(src), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(p.fingerprint, f);
+}
+
+#[test]
+fn broken_snapshots_are_clear_errors() {
+    let src = fixture("tiny_musicgen");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
+    let source = ModelSource::Path(tmp.path().to_path_buf());
+    let err = Pipeline::load(&source, &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("tokenizer.json"), "{err}");
+    std::fs::copy(
+        src.join("tokenizer.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let err = Pipeline::load(&source, &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no weights") && err.contains("pytorch_model.bin"),
+        "{err}"
+    );
+    // a shard index naming a missing shard
+    let index = serde_json::json!({"weight_map": {"a": "model-00001-of-00002.safetensors"}});
+    std::fs::write(
+        tmp.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let err = Pipeline::load(&source, &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model-00001-of-00002.safetensors is missing"),
+        "{err}"
+    );
+}
