@@ -1,4 +1,15 @@
-//! Models: the MusicGen decoder (candle), the EnCodec 32 kHz codec, weight loading.
+//! Models: the MusicGen decoder (candle), the EnCodec 32 kHz codec, the T5 text encoder, weight
+//! loading, and the [`Pipeline`] that ties them into text -> codes -> audio.
 
 pub mod encodec;
+mod error;
+mod fingerprint;
+pub mod hub;
 pub mod musicgen;
+mod pipeline;
+mod seeded;
+pub mod text;
+pub mod weights;
+
+pub use error::ModelError;
+pub use pipeline::{ModelSource, Pipeline, SAMPLE_RATE};

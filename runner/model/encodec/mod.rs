@@ -89,7 +89,7 @@ impl Encodec {
 
     /// A model with deterministic random weights for `seed` (see `seeded.rs`): same seed, same model.
     pub fn seeded(config: EncodecConfig, seed: u64, device: &Device) -> Result<Self, EncodecError> {
-        let backend = Box::new(seeded::SeededBackend::new(seed));
+        let backend = Box::new(seeded::backend(seed));
         Self::new(
             config,
             VarBuilder::from_backend(backend, DType::F32, device.clone()),
