@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod dag;
 pub mod data;
+pub mod eval;
 pub mod events;
 pub mod exec;
 pub mod fsx;

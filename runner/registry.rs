@@ -9,4 +9,8 @@ pub fn default_registry() -> Registry {
         .stage(crate::toy::ToyStage)
         .kind(crate::toy::ToySquare)
         .kind(crate::toy::ToySum)
+        // steering + evaluation (after the stages that plan the directions/probe nodes)
+        .stage(crate::steer::stage::SteerStage)
+        .kind(crate::steer::stage::GenerationKind)
+        .kind(crate::eval::stage::EvaluationKind)
 }
