@@ -67,7 +67,12 @@ fn generation_writes_audio_codes_and_the_realised_trace() {
     let tmp = tempfile::tempdir().unwrap();
     let dirs = tmp.path().join("dirs");
     let qs: Vec<(usize, Vec<f32>)> = (0..layers)
-        .map(|l| (l, (0..hidden).map(|i| ((i * (l + 2)) as f32).sin()).collect()))
+        .map(|l| {
+            (
+                l,
+                (0..hidden).map(|i| ((i * (l + 2)) as f32).sin()).collect(),
+            )
+        })
         .collect();
     let val = [0.6, 0.9, 0.8, 0.7];
     write_directions(&dirs, &qs, &val, 1);
@@ -147,8 +152,8 @@ fn generation_writes_audio_codes_and_the_realised_trace() {
             .all(|v| v.as_f64() == Some(0.0))
     );
     let a = candle_core::safetensors::load(out.join("captured.safetensors"), &Device::Cpu).unwrap();
-    let b =
-        candle_core::safetensors::load(base_out.join("captured.safetensors"), &Device::Cpu).unwrap();
+    let b = candle_core::safetensors::load(base_out.join("captured.safetensors"), &Device::Cpu)
+        .unwrap();
     let d = (&a["layer.1"] - &b["layer.1"])
         .unwrap()
         .abs()

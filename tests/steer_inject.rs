@@ -18,7 +18,12 @@ fn unit(h: usize, seed: f32) -> Tensor {
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn run(mode: EtaMode) {
@@ -111,7 +116,10 @@ fn run(mode: EtaMode) {
             assert_eq!(b.dim(0).unwrap(), 2);
         }
     }
-    assert!(changed > 5, "too few steered (step, layer) cells: {changed}");
+    assert!(
+        changed > 5,
+        "too few steered (step, layer) cells: {changed}"
+    );
     // Layers 0 and 2 never change.
     for t in 0..steps {
         for l in [0, 2] {

@@ -60,7 +60,15 @@ fn dataset(pipe: &Pipeline) -> (Vec<Features>, Vec<usize>) {
             .unwrap()
             .remove(0);
         for (l, rows) in per_layer.iter_mut().enumerate() {
-            rows.extend(pooled.get(l).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            rows.extend(
+                pooled
+                    .get(l)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+            );
         }
     }
     let feats = per_layer
@@ -158,8 +166,16 @@ fn target_probe_score_rises_monotonically_with_eta() {
                 direction_dirs: vec![dirs.as_path()],
             };
             run_generation(&pipe, "tiny", &inputs, &out).unwrap();
-            cap += score(&fits[probe_layer], &out.join("captured.safetensors"), probe_layer);
-            aud += score(&fits[probe_layer], &out.join("features.safetensors"), probe_layer);
+            cap += score(
+                &fits[probe_layer],
+                &out.join("captured.safetensors"),
+                probe_layer,
+            );
+            aud += score(
+                &fits[probe_layer],
+                &out.join("features.safetensors"),
+                probe_layer,
+            );
         }
         captured_means.push(cap / seeds.len() as f64);
         audio_means.push(aud / seeds.len() as f64);

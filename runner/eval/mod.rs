@@ -2,5 +2,5 @@
 //! (`stats`), model-independent DSP judges (`judges`), and the `evaluation` node kind (`stage`).
 
 pub mod judges;
-pub mod stats;
 pub mod stage;
+pub mod stats;

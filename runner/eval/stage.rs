@@ -185,8 +185,7 @@ fn est(e: Estimate) -> Value {
 
 /// Reads a generation's mono audio.
 fn audio(dir: &Path) -> Result<(Vec<f32>, u32), String> {
-    let (x, ch, sr) =
-        crate::audio::wav::read(&dir.join("audio.wav")).map_err(|e| e.to_string())?;
+    let (x, ch, sr) = crate::audio::wav::read(&dir.join("audio.wav")).map_err(|e| e.to_string())?;
     if ch != 1 {
         return Err(format!("{} is not mono", dir.join("audio.wav").display()));
     }
@@ -307,8 +306,7 @@ pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Value, NodeError>
                         Metric::ChordHit => match judges::triad(&term.class) {
                             Some(q) => Some(f64::from(u8::from(judges::chord_hit(&x, sr, q)))),
                             None => {
-                                reason =
-                                    Some(format!("`{}` is not a triad quality", term.class));
+                                reason = Some(format!("`{}` is not a triad quality", term.class));
                                 None
                             }
                         },
@@ -414,7 +412,9 @@ impl NodeKind for EvaluationKind {
                 && let Some((concept, layer)) = rest.rsplit_once(":L")
                 && let Ok(l) = layer.parse::<usize>()
             {
-                inputs.probes.insert((concept.to_string(), l), i.dir.clone());
+                inputs
+                    .probes
+                    .insert((concept.to_string(), l), i.dir.clone());
             }
         }
         ctx.progress(0, 1, "evaluating");
@@ -453,7 +453,7 @@ pub fn summary(plan: &Plan, store: &Store) -> Option<String> {
         let p: Option<EvalParams> = serde_json::from_value(n.params.clone()).ok();
         let Some(p) = p else { continue };
         let point = format!(
-            "{:<24}{:<14}{:>5}{:>6}",
+            "{:<24} {:<12} {:>5} {:>6}",
             p.target,
             p.schedule.as_ref().map(|s| s.name()).unwrap_or("—"),
             crate::steer::stage::fmt_num(p.gate),
@@ -480,7 +480,10 @@ pub fn summary(plan: &Plan, store: &Store) -> Option<String> {
             None => rows.push((point, None)),
         }
     }
-    let mut out = format!("{:<24}{:<14}{:>5}{:>6}", "target", "schedule", "gate", "eta");
+    let mut out = format!(
+        "{:<24} {:<12} {:>5} {:>6}",
+        "target", "schedule", "gate", "eta"
+    );
     for c in &columns {
         out.push_str(&format!("  {c:>24}"));
     }

@@ -3,7 +3,8 @@
 //! - Fréchet distance: `‖μx − μy‖² + tr Σx + tr Σy − 2 tr (Σx Σy)^½` with unbiased covariances
 //!   (n − 1). The cross term is computed symmetrically as `tr (Σx^½ Σy Σx^½)^½` (same eigenvalues as
 //!   `Σx Σy`, but a symmetric PSD matrix, so a symmetric eigen-decomposition suffices and no complex
-//!   square root is needed); tiny negative eigenvalues from round-off are clamped to 0.
+//!   square root is needed) — in feature space or, with fewer samples than features, in sample space
+//!   ([`FdSpace`]); tiny negative eigenvalues from round-off are clamped to 0.
 //! - MMD²: the biased (V-statistic) estimate `mean Kxx + mean Kyy − 2 mean Kxy` with the RBF kernel
 //!   `k(a, b) = exp(−‖a − b‖² / (2σ²))`, σ = the median Euclidean distance over all distinct pairs of
 //!   the pooled set (median heuristic; σ = 1 when that median is 0).
@@ -48,7 +49,8 @@ fn matrix(x: &Rows, what: &'static str, need: usize) -> Result<DMatrix<f64>, Sta
     Ok(DMatrix::from_fn(x.len(), d, |i, j| x[i][j]))
 }
 
-fn mean_cov(x: &DMatrix<f64>) -> (DVector<f64>, DMatrix<f64>) {
+/// Column means and the centred rows.
+fn centre(x: &DMatrix<f64>) -> (DVector<f64>, DMatrix<f64>) {
     let n = x.nrows() as f64;
     let mu = DVector::from_fn(x.ncols(), |j, _| x.column(j).sum() / n);
     let mut c = x.clone();
@@ -56,41 +58,79 @@ fn mean_cov(x: &DMatrix<f64>) -> (DVector<f64>, DMatrix<f64>) {
         let m = mu[j];
         c.column_mut(j).add_scalar_mut(-m);
     }
-    let cov = c.transpose() * &c / (n - 1.0);
-    (mu, cov)
+    (mu, c)
 }
 
 fn sym(m: &DMatrix<f64>) -> DMatrix<f64> {
     (m + m.transpose()) * 0.5
 }
 
-/// Square root of a symmetric PSD matrix (negative round-off eigenvalues clamped to 0).
-fn sqrtm_psd(m: &DMatrix<f64>) -> DMatrix<f64> {
-    let e = SymmetricEigen::new(sym(m));
-    let s = DMatrix::from_diagonal(&e.eigenvalues.map(|v| v.max(0.0).sqrt()));
-    &e.eigenvectors * s * e.eigenvectors.transpose()
+/// Σ sqrt(max(λ, 0)) over the eigenvalues of a symmetric matrix.
+fn trace_sqrt_psd(m: DMatrix<f64>) -> f64 {
+    SymmetricEigen::new(sym(&m))
+        .eigenvalues
+        .iter()
+        .map(|v| v.max(0.0).sqrt())
+        .sum()
+}
+
+/// Where FD's cross term `tr (Σx^½ Σy Σx^½)^½` is computed; both are exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdSpace {
+    /// The smaller of the two below.
+    Auto,
+    /// d×d: `Σx^½` by a symmetric eigen-decomposition, then the eigenvalues of `Σx^½ Σy Σx^½`.
+    Features,
+    /// The eigenvalues of `Σx^½ Σy Σx^½` are the squared singular values of
+    /// `B = Yc Xcᵀ / sqrt((n−1)(m−1))` (centred rows), i.e. the eigenvalues of the small symmetric
+    /// `B Bᵀ` (m×m) or `Bᵀ B` (n×n): no d×d matrix when there are fewer samples than features.
+    Samples,
 }
 
 /// Fréchet distance between the Gaussians fitted to `x` and `y` (rows = samples; ≥ 2 rows each).
 pub fn frechet(x: &Rows, y: &Rows) -> Result<f64, StatsError> {
-    let (mx, my) = (matrix(x, "FD first set", 2)?, matrix(y, "FD second set", 2)?);
+    frechet_in(x, y, FdSpace::Auto)
+}
+
+pub fn frechet_in(x: &Rows, y: &Rows, space: FdSpace) -> Result<f64, StatsError> {
+    let (mx, my) = (
+        matrix(x, "FD first set", 2)?,
+        matrix(y, "FD second set", 2)?,
+    );
     if mx.ncols() != my.ncols() {
         return Err(StatsError::Width(mx.ncols(), my.ncols()));
     }
-    let (ux, sx) = mean_cov(&mx);
-    let (uy, sy) = mean_cov(&my);
-    let rx = sqrtm_psd(&sx);
-    let inner = sym(&(&rx * &sy * &rx));
-    let cross: f64 = SymmetricEigen::new(inner)
-        .eigenvalues
-        .iter()
-        .map(|v| v.max(0.0).sqrt())
-        .sum();
-    let fd = (ux - uy).norm_squared() + sx.trace() + sy.trace() - 2.0 * cross;
+    let (n, m, d) = (mx.nrows(), my.nrows(), mx.ncols());
+    let (ux, xc) = centre(&mx);
+    let (uy, yc) = centre(&my);
+    let (nf, mf) = ((n - 1) as f64, (m - 1) as f64);
+    let (trx, try_) = (xc.norm_squared() / nf, yc.norm_squared() / mf);
+    let space = match space {
+        FdSpace::Auto if d <= n.min(m) => FdSpace::Features,
+        FdSpace::Auto => FdSpace::Samples,
+        s => s,
+    };
+    let cross = if space == FdSpace::Features {
+        let sx = xc.transpose() * &xc / nf;
+        let sy = yc.transpose() * &yc / mf;
+        let e = SymmetricEigen::new(sym(&sx));
+        let s = DMatrix::from_diagonal(&e.eigenvalues.map(|v| v.max(0.0).sqrt()));
+        let rx = &e.eigenvectors * s * e.eigenvectors.transpose();
+        trace_sqrt_psd(&rx * sy * &rx)
+    } else {
+        let b = &yc * xc.transpose() / (nf * mf).sqrt();
+        if m <= n {
+            trace_sqrt_psd(&b * b.transpose())
+        } else {
+            trace_sqrt_psd(b.transpose() * &b)
+        }
+    };
+    let fd = (ux - uy).norm_squared() + trx + try_ - 2.0 * cross;
     if !fd.is_finite() {
         return Err(StatsError::NotFinite("FD"));
     }
-    Ok(fd)
+    // FD >= 0; identical sets can land a round-off below zero.
+    Ok(fd.max(0.0))
 }
 
 fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
@@ -141,7 +181,10 @@ pub fn mmd2_with(x: &Rows, y: &Rows, sigma: f64) -> f64 {
 
 /// Biased MMD² (RBF, median heuristic).
 pub fn mmd2(x: &Rows, y: &Rows) -> Result<f64, StatsError> {
-    let (mx, my) = (matrix(x, "MMD first set", 1)?, matrix(y, "MMD second set", 1)?);
+    let (mx, my) = (
+        matrix(x, "MMD first set", 1)?,
+        matrix(y, "MMD second set", 1)?,
+    );
     if mx.ncols() != my.ncols() {
         return Err(StatsError::Width(mx.ncols(), my.ncols()));
     }

@@ -162,10 +162,10 @@ mod tests {
         let bad = Schedule::Piecewise {
             points: vec![[0.5, 0.0], [0.5, 1.0]],
         };
-        assert!(matches!(phi(&bad, 10, &c), Err(ScheduleError::Piecewise(_))));
-        assert_eq!(
-            phi(&Schedule::Constant, 0, &c),
-            Err(ScheduleError::NoSteps)
-        );
+        assert!(matches!(
+            phi(&bad, 10, &c),
+            Err(ScheduleError::Piecewise(_))
+        ));
+        assert_eq!(phi(&Schedule::Constant, 0, &c), Err(ScheduleError::NoSteps));
     }
 }

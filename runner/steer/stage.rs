@@ -108,11 +108,7 @@ pub fn schedule_label(s: &Schedule, index: usize) -> String {
 
 /// `generation[<target>|<schedule>|g<gate>|eta<eta>|<prompt idx>|s<seed>]`; baselines
 /// `generation[baseline|none|g1|eta0|<prompt idx>|s<seed>]`.
-pub fn generation_id(
-    point: Option<(&Target, &str, f64, f64)>,
-    prompt: usize,
-    seed: u64,
-) -> String {
+pub fn generation_id(point: Option<(&Target, &str, f64, f64)>, prompt: usize, seed: u64) -> String {
     match point {
         Some((t, s, g, eta)) => format!(
             "generation[{t}|{s}|g{}|eta{}|{prompt}|s{seed}]",
@@ -236,9 +232,17 @@ impl Stage for SteerStage {
                 schedule: schedule.filter(|_| steered).map(|(s, _)| s.clone()),
                 layers: steered.then(|| steer.layers.clone()),
                 gate: if steered { steer.gate } else { 1.0 },
-                gate_mode: if steered { steer.gate_mode } else { GateMode::PerStep },
+                gate_mode: if steered {
+                    steer.gate_mode
+                } else {
+                    GateMode::PerStep
+                },
                 eta,
-                eta_mode: if steered { steer.eta_mode } else { EtaMode::Absolute },
+                eta_mode: if steered {
+                    steer.eta_mode
+                } else {
+                    EtaMode::Absolute
+                },
                 metrics: ev.metrics.clone(),
                 probe_kind: probe_kind.clone(),
                 seed: s.experiment.seed,
@@ -314,7 +318,8 @@ impl Stage for SteerStage {
                             };
                             let params = serde_json::to_value(params)
                                 .map_err(|e| stage_err(e.to_string()))?;
-                            let id = generation_id(Some((target, &label, steer.gate, eta)), p, seed);
+                            let id =
+                                generation_id(Some((target, &label, steer.gate, eta)), p, seed);
                             let mut node = NodeSpec::new(id, KIND, params)
                                 .hints(hints.clone())
                                 .fingerprint(fp.clone());
@@ -489,10 +494,7 @@ impl LayerHook for MeanCapture {
         if layer >= self.sums.len() {
             return Ok(None);
         }
-        let x = h
-            .narrow(0, 0, self.rows)?
-            .to_dtype(DType::F32)?
-            .sum(1)?;
+        let x = h.narrow(0, 0, self.rows)?.to_dtype(DType::F32)?.sum(1)?;
         let n = h.dim(1)?;
         self.sums[layer] = Some(match self.sums[layer].take() {
             Some(s) => (s + x)?,
@@ -512,10 +514,7 @@ fn pool_of(p: Pooling) -> Pool {
 }
 
 fn all_finite(t: &Tensor) -> Result<bool, candle_core::Error> {
-    let v = t
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     Ok(v.iter().all(|x| x.is_finite()))
 }
 
@@ -579,10 +578,9 @@ pub fn run_generation(
             .schedule
             .as_ref()
             .ok_or_else(|| SteerError::Input("a steered generation needs a schedule".into()))?;
-        let strategy = p
-            .layers
-            .as_ref()
-            .ok_or_else(|| SteerError::Input("a steered generation needs a layer strategy".into()))?;
+        let strategy = p.layers.as_ref().ok_or_else(|| {
+            SteerError::Input("a steered generation needs a layer strategy".into())
+        })?;
         let phi_t = phi(schedule, steps, &consts).map_err(|e| SteerError::Input(e.to_string()))?;
         for (k, (term, dir)) in target.terms.iter().zip(&inputs.direction_dirs).enumerate() {
             let d = read_directions(dir, layers, hidden)?;
