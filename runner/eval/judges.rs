@@ -2,7 +2,7 @@
 //!
 //! - pitch hit: the strongest chroma pitch class is the target note's pitch class.
 //! - chord hit: the three strongest chroma pitch classes form a triad of the target quality
-//!   (maj {0,4,7}, min {0,3,7}, aug {0,4,8}, dim {0,3,6}) on any root.
+//!   (major {0,4,7}, minor {0,3,7}, aug {0,4,8}, dim {0,3,6}) on any root.
 //! - tempo error: |onset tempo − target BPM| in BPM (None when fewer than 3 onsets are found).
 
 use crate::audio::{chroma, onset};
@@ -16,13 +16,14 @@ pub fn pitch_class(note: &str) -> Option<usize> {
     NOTE_NAMES.iter().position(|n| *n == note)
 }
 
-/// Intervals above the root of a triad quality.
+/// Intervals above the root of a triad quality (the data's class names `major`, `minor`, `aug`,
+/// `dim`, and the short forms `maj`, `min`, `augmented`, `diminished`).
 pub fn triad(quality: &str) -> Option<[usize; 3]> {
     Some(match quality {
-        "maj" => [0, 4, 7],
-        "min" => [0, 3, 7],
-        "aug" => [0, 4, 8],
-        "dim" => [0, 3, 6],
+        "major" | "maj" => [0, 4, 7],
+        "minor" | "min" => [0, 3, 7],
+        "aug" | "augmented" => [0, 4, 8],
+        "dim" | "diminished" => [0, 3, 6],
         _ => return None,
     })
 }
@@ -95,7 +96,8 @@ mod tests {
         assert!(!pitch_hit(&e4, sr, pitch_class("F").unwrap()));
         let d_min = tone(&[hz(62.0), hz(65.0), hz(69.0)], sr, 1.0);
         assert!(chord_hit(&d_min, sr, triad("min").unwrap()));
-        assert!(!chord_hit(&d_min, sr, triad("maj").unwrap()));
+        assert!(!chord_hit(&d_min, sr, triad("major").unwrap()));
+        assert_eq!(triad("minor"), triad("min"));
         assert!(is_triad(&[11, 2, 5], triad("dim").unwrap()));
         assert!(!pitch_hit(&vec![0.0; 20_000], sr, 0));
         // Clicks at 100 BPM.
