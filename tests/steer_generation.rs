@@ -53,6 +53,7 @@ fn params(eta: f64, target: Option<&str>) -> GenParams {
         seconds: 0.3,
         cfg: 3.0,
         pooling: Pooling::Mean,
+        constants: None,
     }
 }
 

@@ -158,6 +158,7 @@ fn target_probe_score_rises_monotonically_with_eta() {
                 seconds: 0.5,
                 cfg: 3.0,
                 pooling: Pooling::Mean,
+                constants: None,
             };
             let out = tmp.path().join(format!("g{eta}-{seed}"));
             std::fs::create_dir_all(&out).unwrap();

@@ -142,6 +142,8 @@ eta = [0, 2.0, 1e39]
 prompts = ["solo piano"]
 seconds = 0.2
 samples = 2
+exp_down_ratio = 0.9
+exp_down_steps = 13
 
 [evaluate]
 metrics = ["probe_accuracy", "pitch_hit", "chord_hit", "fd", "mmd", "clap"]
@@ -194,6 +196,21 @@ fn sweep_runs_records_the_failing_point_and_summarises() {
     assert_eq!(summary.computed, plan.nodes.len() - 6, "{summary:?}");
     for id in &summary.failed_ids {
         assert!(id.contains("|eta1000000000"), "{id}");
+    }
+    // The spec's schedule constants reach the generation: 0.2 s = 13 steps, so r = 0.9^(13/13).
+    let g = plan
+        .nodes
+        .iter()
+        .find(|n| n.id == "generation[notes:C|exp_down|g1|eta2|0|s7]")
+        .unwrap();
+    let trace: Value = store
+        .read_json(&store.out_dir(&g.key).join("trace.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(trace["steps"], 13);
+    for t in 0..13 {
+        let phi = trace["phi"][t].as_f64().unwrap();
+        assert!((phi - 0.9f64.powi(t as i32)).abs() < 1e-12, "t {t}: {phi}");
     }
     let eval = plan
         .nodes

@@ -9,12 +9,13 @@
 //! - sine: ½(1 + sin(2πt/T))
 //! - piecewise: linear interpolation through `(t/T, value)` points, held constant outside them.
 //!
-//! The constants live in [`ScheduleConstants`] (defaults = the paper's).
+//! The constants live in [`ScheduleConstants`] (defaults = the paper's; set in the spec's `[steer]`).
 
 use crate::spec::schema::Schedule;
 
-/// The schedules' free constants (DESIGN.md §3 values by default).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The schedules' free constants (DESIGN.md §3 values by default; `[steer] exp_down_ratio`,
+/// `exp_down_steps`, `logistic_width` in the spec).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScheduleConstants {
     /// exp_down's per-step ratio at the reference length.
     pub exp_ratio: f64,
@@ -22,6 +23,16 @@ pub struct ScheduleConstants {
     pub exp_reference_steps: f64,
     /// logistic_up's width as a fraction of T (2/15).
     pub logistic_width: f64,
+}
+
+impl ScheduleConstants {
+    pub fn from_spec(s: &crate::spec::schema::SteerSpec) -> Self {
+        Self {
+            exp_ratio: s.exp_down_ratio,
+            exp_reference_steps: s.exp_down_steps,
+            logistic_width: s.logistic_width,
+        }
+    }
 }
 
 impl Default for ScheduleConstants {

@@ -85,6 +85,8 @@ pub struct GenParams {
     pub seconds: f64,
     pub cfg: f64,
     pub pooling: Pooling,
+    /// The schedule constants (None for baselines, which have no schedule).
+    pub constants: Option<ScheduleConstants>,
 }
 
 /// The model to load (a hint: the key carries the model's fingerprint, never a path).
@@ -197,6 +199,7 @@ impl Stage for SteerStage {
             seconds: steer.seconds,
             cfg: steer.cfg,
             pooling,
+            constants: None,
         };
         let mut baselines = Vec::new();
         for (p, prompt) in steer.prompts.iter().enumerate() {
@@ -314,6 +317,7 @@ impl Stage for SteerStage {
                                 gate_mode: steer.gate_mode,
                                 eta,
                                 eta_mode: steer.eta_mode,
+                                constants: Some(ScheduleConstants::from_spec(steer)),
                                 ..base(prompt, seed)
                             };
                             let params = serde_json::to_value(params)
@@ -558,7 +562,7 @@ pub fn run_generation(
     let dec = &pipeline.decoder;
     let (layers, hidden) = (dec.num_layers(), dec.hidden_size());
     let steps = pipeline.steps_for_seconds(p.seconds)?;
-    let consts = ScheduleConstants::default();
+    let consts = p.constants.unwrap_or_default();
     let target: Option<Target> = p
         .target
         .as_deref()
@@ -694,6 +698,7 @@ pub fn run_generation(
             "target": p.target.clone().unwrap_or_else(|| "none".into()),
             "schedule": p.schedule.as_ref().map(|s| s.name()).unwrap_or("none"),
             "schedule_spec": p.schedule,
+            "schedule_constants": p.constants,
             "layers": p.layers,
             "gate": p.gate,
             "gate_mode": p.gate_mode,
