@@ -100,6 +100,8 @@ pub enum Command {
     Data(crate::data::cli::DataArgs),
     /// Fit, apply or benchmark concept probes (RFM, linear, MLP) on features from anywhere
     Probe(crate::probe::cli::ProbeArgs),
+    /// Listening tests: build a blinded stimulus set + rating page, or `analyze` the results
+    Stimuli(crate::stimuli::cli::StimuliArgs),
     /// Low-level node operations (used by Slurm workers)
     #[command(hide = true)]
     Node {

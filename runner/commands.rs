@@ -39,6 +39,7 @@ pub fn main(cli: Cli) -> ExitCode {
         } => node_run(&key, &store, &registry),
         Command::Data(args) => tool_exit(crate::data::cli::run(args)),
         Command::Probe(args) => tool_exit(crate::probe::cli::run(&args)),
+        Command::Stimuli(args) => tool_exit(crate::stimuli::cli::run(args)),
     };
     ExitCode::from(code)
 }
