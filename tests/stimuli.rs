@@ -733,3 +733,97 @@ fn stats_match_scipy_fixtures() {
         }
     }
 }
+
+fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|d| names.iter().map(move |n| d.join(n)))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn rating_page_in_headless_chromium_exports_results_that_analyze_reads() {
+    let chromium = find_program(
+        "RFMX_CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+    )
+    .expect("this test needs Chromium (apt-get install chromium, or set RFMX_CHROMIUM)");
+    let node = find_program("RFMX_NODE", &["node", "nodejs"])
+        .expect("this test needs Node.js to speak the DevTools protocol (apt-get install nodejs)");
+    let dir = tempfile::tempdir().unwrap();
+    let b = build_fixture(dir.path(), 6);
+    let page = b.dir.join("stimuli").join("index.html");
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut child = std::process::Command::new(node)
+        .arg(tests.join("stimuli_browser.js"))
+        .arg(&chromium)
+        .arg(format!("file://{}", page.display()))
+        .arg(tests.join("stimuli_harness.js"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the browser run did not finish in 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let log: Vec<&str> = r["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(log.contains(&"duration 1.5"), "{log:?}");
+    assert!(log.iter().any(|l| l.starts_with("skip refused")), "{log:?}");
+    // The page presented S02's order.
+    let shown: Vec<&str> = r["stimuli"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        shown,
+        b.key.orders["S02"]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    let json: serde_json::Value = serde_json::from_str(r["json"].as_str().unwrap()).unwrap();
+    assert_eq!(json["answers"].as_array().unwrap().len(), 12);
+    assert_eq!(json["set_id"], b.key.set_id.as_str());
+    let csv_path = b.dir.join("results").join("S02.csv");
+    std::fs::write(&csv_path, r["csv"].as_str().unwrap()).unwrap();
+    let a = analyze::analyze(&[csv_path], None, None).unwrap();
+    assert_eq!(a.subjects, vec!["S02".to_string()]);
+    assert_eq!(a.ratings, 24);
+    // one subject: nothing missing; a pair may tie exactly (then it says so, no test)
+    assert!(
+        a.warnings
+            .iter()
+            .all(|w| w.contains("no subject with a non-zero difference")),
+        "{:?}",
+        a.warnings
+    );
+    // The harness rated trial i (0-based) with (7 i + 13 j) mod 101 on question j.
+    let rated: Vec<f64> = (0..12).map(|i| ((i * 7) % 101) as f64).collect();
+    let want_mean = rated.iter().sum::<f64>() / 12.0;
+    let m = a.questions.iter().find(|q| q.question == "match").unwrap();
+    let got: f64 = m.conditions.iter().map(|c| c.ci.mean).sum::<f64>() / 3.0;
+    assert!((got - want_mean).abs() < 1e-9, "{got} vs {want_mean}");
+}

@@ -42,19 +42,22 @@
     if (state.pos >= ids.length) { $("trial").hidden = true; $("done").hidden = false; return; }
     $("trial").hidden = false;
     var id = ids[state.pos], stim = T.stimuli[id];
-    current = { played: false, plays: 0, listened: 0, values: {}, lastTime: 0 };
+    current = { played: false, plays: 0, listened: 0, values: {}, skipped: false };
     $("trial-no").textContent = state.pos + 1;
     $("trial-count").textContent = ids.length;
     var player = $("player");
     player.src = stim.file;
     player.onplay = function () { current.plays += 1; updateStatus(); };
-    player.ontimeupdate = function () {
-      var dt = player.currentTime - current.lastTime;
-      if (dt > 0 && dt < 1.0) current.listened += dt;
-      current.lastTime = player.currentTime;
+    // "Played" = reached the end with at least 90% of the clip actually played (player.played
+    // holds the ranges really heard, so seeking to the end does not count).
+    player.onended = function () {
+      var heard = 0;
+      for (var i = 0; i < player.played.length; i++) heard += player.played.end(i) - player.played.start(i);
+      current.listened = heard;
+      current.played = player.duration > 0 && heard >= 0.9 * player.duration;
+      current.skipped = !current.played;
+      updateStatus();
     };
-    player.onseeked = function () { current.lastTime = player.currentTime; };
-    player.onended = function () { current.played = true; updateStatus(); };
     var box = $("questions");
     box.innerHTML = "";
     stim.questions.forEach(function (q) {
@@ -87,7 +90,9 @@
 
   function updateStatus() {
     var m = missing();
-    $("play-status").textContent = current.played ? "Played." : (current.plays ? "Playing… listen to the end." : "Press play and listen to the whole clip.");
+    $("play-status").textContent = current.played ? "Played." :
+      current.skipped ? "Part of the clip was skipped: play it through." :
+      (current.plays ? "Playing… listen to the end." : "Press play and listen to the whole clip.");
     var why = [];
     if (!current.played) why.push("play the clip to the end");
     if (m.length) why.push("set " + m.length + " slider" + (m.length > 1 ? "s" : ""));
