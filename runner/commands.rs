@@ -369,6 +369,10 @@ fn explain(args: &SpecArgs, query: &str, store: &Store, registry: &Registry) -> 
 fn check(specs: &[PathBuf], sets: &[String], registry: &Registry) -> u8 {
     let mut code = 0;
     for path in specs {
+        if let Some(c) = crate::stimuli::cli::check_listening_spec(path) {
+            code = code.max(c);
+            continue;
+        }
         let args = SpecArgs {
             spec: path.clone(),
             set: sets.to_vec(),

@@ -133,7 +133,7 @@ pub fn build(spec: &ListeningSpec, reports_root: &Path) -> Result<Built> {
         t.seed,
     );
     let rows = design::williams(cond_ids.len()).len();
-    if t.subjects % rows != 0 {
+    if !t.subjects.is_multiple_of(rows) {
         warnings.push(format!(
             "{} subjects is not a multiple of the {rows} rows of the Williams design for {} \
              conditions: positions are only approximately balanced",

@@ -117,3 +117,31 @@ pub fn run(args: StimuliArgs) -> miette::Result<()> {
         (None, None) => Err(miette::miette!("give a spec, or `analyze FILES...`")),
     }
 }
+
+/// `rfmx check` on a listening-test spec (a top-level `[test]` table and no `[experiment]`):
+/// validates it and returns the exit code; `None` for any other file (an experiment spec).
+pub fn check_listening_spec(path: &std::path::Path) -> Option<u8> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    if !table.contains_key("test") || table.contains_key("experiment") {
+        return None;
+    }
+    Some(match super::spec::ListeningSpec::load(path) {
+        Ok(s) => {
+            println!(
+                "ok   {}: listening test `{}`, {} conditions × {} targets × {} clip(s), {} subjects",
+                path.display(),
+                s.test.name,
+                s.conditions.len(),
+                s.targets.len(),
+                s.test.clips_per_cell,
+                s.test.subjects
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            2
+        }
+    })
+}
