@@ -807,9 +807,18 @@ fn rating_page_in_headless_chromium_exports_results_that_analyze_reads() {
     let json: serde_json::Value = serde_json::from_str(r["json"].as_str().unwrap()).unwrap();
     assert_eq!(json["answers"].as_array().unwrap().len(), 12);
     assert_eq!(json["set_id"], b.key.set_id.as_str());
+    // The JSON export says the same as the CSV one.
+    let json_path = b.dir.join("results").join("S02.json");
+    std::fs::write(&json_path, r["json"].as_str().unwrap()).unwrap();
+    let from_json = analyze::analyze(&[json_path.clone()], None, None).unwrap();
+    std::fs::remove_file(&json_path).unwrap();
     let csv_path = b.dir.join("results").join("S02.csv");
     std::fs::write(&csv_path, r["csv"].as_str().unwrap()).unwrap();
     let a = analyze::analyze(&[csv_path], None, None).unwrap();
+    assert_eq!(
+        serde_json::to_value(&from_json.questions).unwrap(),
+        serde_json::to_value(&a.questions).unwrap()
+    );
     assert_eq!(a.subjects, vec!["S02".to_string()]);
     assert_eq!(a.ratings, 24);
     // one subject: nothing missing; a pair may tie exactly (then it says so, no test)

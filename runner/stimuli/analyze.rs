@@ -1,4 +1,4 @@
-//! `rfmx stimuli analyze results/*.csv`: unblind with the private key, per-condition means with
+//! `rfmx stimuli analyze results/*.csv` (or the page's `.json` exports): unblind with the private key, per-condition means with
 //! 95% t intervals over subjects, paired Wilcoxon signed-rank tests between conditions (on each
 //! subject's mean per condition; Holm-adjusted per question), inter-rater agreement ICC(2,1) and
 //! ICC(2,k), a plot (SVG) and an HTML summary.
@@ -122,7 +122,14 @@ pub fn read_results(files: &[PathBuf], key: &Key) -> Result<(Vec<Rating>, Vec<St
     for f in files {
         let fname = f.display().to_string();
         let text = std::fs::read_to_string(f).map_err(io_err(f))?;
-        let recs = super::csv::parse(&text).map_err(|e| bad(format!("{fname}: {e}")))?;
+        let recs = if f
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            json_records(&text).map_err(|e| bad(format!("{fname}: {e}")))?
+        } else {
+            super::csv::parse(&text).map_err(|e| bad(format!("{fname}: {e}")))?
+        };
         let Some((header, rows)) = recs.split_first() else {
             return Err(bad(format!("{fname}: empty file")));
         };
@@ -245,6 +252,54 @@ pub fn read_results(files: &[PathBuf], key: &Key) -> Result<(Vec<Rating>, Vec<St
         }
     }
     Ok((ratings, warnings))
+}
+
+/// The page's JSON export (`{set_id, subject, answers: [{stimulus, ratings: {q: v}}]}`) as CSV-like
+/// records with the columns `read_results` needs.
+fn json_records(text: &str) -> std::result::Result<Vec<Vec<String>>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not a results JSON export: {e}"))?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("no `{k}` in the JSON export"))
+    };
+    let (set, subject) = (field("set_id")?, field("subject")?);
+    let answers = v
+        .get("answers")
+        .and_then(|a| a.as_array())
+        .ok_or("no `answers` array in the JSON export")?;
+    let mut out = vec![
+        ["set_id", "subject", "stimulus", "question", "rating"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for a in answers {
+        let stim = a
+            .get("stimulus")
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .to_string();
+        let ratings = a
+            .get("ratings")
+            .and_then(|r| r.as_object())
+            .ok_or_else(|| format!("answer for `{stim}` has no `ratings` object"))?;
+        for (q, r) in ratings {
+            let r = match r {
+                serde_json::Value::Number(n) => n.to_string(),
+                other => other.as_str().unwrap_or("").to_string(),
+            };
+            out.push(vec![
+                set.clone(),
+                subject.clone(),
+                stim.clone(),
+                q.clone(),
+                r,
+            ]);
+        }
+    }
+    Ok(out)
 }
 
 /// Per subject → mean rating over the ratings selected by `pick`.

@@ -20,7 +20,7 @@ pub struct StimuliArgs {
 pub enum StimuliCommand {
     /// Unblind exported rating files: means, 95% CIs, Wilcoxon tests, ICC, plot, HTML summary
     Analyze {
-        /// Results files exported by the rating page (CSV), e.g. reports/<name>/results/*.csv
+        /// Results files exported by the rating page (CSV or JSON), e.g. reports/<name>/results/*.csv
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// The private key (default: ../private/key.json from the results folder)
