@@ -810,7 +810,7 @@ fn rating_page_in_headless_chromium_exports_results_that_analyze_reads() {
     // The JSON export says the same as the CSV one.
     let json_path = b.dir.join("results").join("S02.json");
     std::fs::write(&json_path, r["json"].as_str().unwrap()).unwrap();
-    let from_json = analyze::analyze(&[json_path.clone()], None, None).unwrap();
+    let from_json = analyze::analyze(std::slice::from_ref(&json_path), None, None).unwrap();
     std::fs::remove_file(&json_path).unwrap();
     let csv_path = b.dir.join("results").join("S02.csv");
     std::fs::write(&csv_path, r["csv"].as_str().unwrap()).unwrap();
