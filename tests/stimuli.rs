@@ -394,7 +394,15 @@ fn analyze_recovers_means_tests_and_agreement_of_synthetic_results() {
     );
     assert!(html.contains("cond_charlie"));
     let svg = std::fs::read_to_string(a.out_dir.join("means.svg")).unwrap();
-    assert_eq!(svg.matches("<rect x=").count(), 6, "3 bars × 2 questions");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    // background + 3 bars × 2 questions
+    assert_eq!(svg.matches("<rect").count(), 7, "{svg}");
+    for label in CONDS.iter().chain(&["match", "quality"]) {
+        assert!(
+            svg.contains(&format!(">{label}<")) || svg.contains(&format!(">\n{label}\n<")),
+            "{label}"
+        );
+    }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.out_dir.join("summary.json")).unwrap())
             .unwrap();

@@ -536,78 +536,86 @@ fn render_html(a: &Analysis, key: &Key, svg: &str) -> Result<String> {
         .map_err(|e| StimuliError::Results(format!("summary template: {e}")))
 }
 
-/// Bar chart of per-condition means with 95% CI whiskers, one panel per question (plain SVG).
+/// Bar chart of per-condition means with 95% CI whiskers, one panel per question: plotters'
+/// SVG backend, drawn with plain elements (SVG text needs no font files).
 pub fn plot_svg(a: &Analysis, key: &Key) -> String {
-    const PALETTE: [&str; 8] = [
-        "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f",
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    const PALETTE: [RGBColor; 8] = [
+        RGBColor(0x4e, 0x79, 0xa7),
+        RGBColor(0xf2, 0x8e, 0x2b),
+        RGBColor(0x59, 0xa1, 0x4f),
+        RGBColor(0xe1, 0x57, 0x59),
+        RGBColor(0x76, 0xb7, 0xb2),
+        RGBColor(0xed, 0xc9, 0x48),
+        RGBColor(0xb0, 0x7a, 0xa1),
+        RGBColor(0x9c, 0x75, 0x5f),
     ];
-    let k = key.conditions.len().max(1);
-    let (panel_w, h, top, bottom, left) = (60.0 + 70.0 * k as f64, 300.0, 30.0, 50.0, 45.0);
-    let width = left + panel_w * a.questions.len().max(1) as f64 + 20.0;
-    let plot_h = h - top - bottom;
-    let y = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 100.0) / 100.0);
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
+    let k = key.conditions.len().max(1) as i32;
+    let (panel_w, h, top, bottom, left) = (60 + 70 * k, 300i32, 30i32, 50i32, 45i32);
+    let width = left + panel_w * a.questions.len().max(1) as i32 + 20;
+    let plot_h = (h - top - bottom) as f64;
+    let y = |v: f64| top + (plot_h * (1.0 - v.clamp(0.0, 100.0) / 100.0)).round() as i32;
+    let font = |size: f64, h: HPos, v: VPos| {
+        TextStyle::from(("sans-serif", size).into_font())
+            .color(&BLACK)
+            .pos(Pos::new(h, v))
     };
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{h:.0}\" \
-         viewBox=\"0 0 {width:.0} {h:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
-    for tick in [0, 25, 50, 75, 100] {
-        let yy = y(tick as f64);
-        s += &format!(
-            "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{tick}</text>\n",
-            width - 20.0,
-            left - 5.0,
-            yy + 4.0
-        );
-    }
-    for (qi, q) in a.questions.iter().enumerate() {
-        let x0 = left + panel_w * qi as f64;
-        s += &format!(
-            "<text x=\"{:.1}\" y=\"18\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\n",
-            x0 + panel_w / 2.0,
-            esc(&q.question)
-        );
-        for (ci, c) in q.conditions.iter().enumerate() {
-            let bx = x0 + 30.0 + 70.0 * ci as f64;
-            let color = PALETTE[ci % PALETTE.len()];
-            if c.ci.mean.is_finite() {
-                let yt = y(c.ci.mean);
-                s += &format!(
-                    "<rect x=\"{bx:.1}\" y=\"{yt:.1}\" width=\"44\" height=\"{:.1}\" fill=\"{color}\">\
-                     <title>{}: {:.1}</title></rect>\n",
-                    y(0.0) - yt,
-                    esc(&c.condition),
-                    c.ci.mean
-                );
-            }
-            if c.ci.ci_low.is_finite() {
-                let (cx, lo, hi) = (bx + 22.0, y(c.ci.ci_low), y(c.ci.ci_high));
-                s += &format!(
-                    "<path d=\"M{cx:.1} {lo:.1}V{hi:.1}M{:.1} {lo:.1}H{:.1}M{:.1} {hi:.1}H{:.1}\" \
-                     stroke=\"black\" fill=\"none\"/>\n",
-                    cx - 6.0,
-                    cx + 6.0,
-                    cx - 6.0,
-                    cx + 6.0
-                );
-            }
-            s += &format!(
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
-                bx + 22.0,
-                h - bottom + 18.0,
-                esc(&c.condition)
-            );
+    let mut buf = String::new();
+    {
+        let root = SVGBackend::with_string(&mut buf, (width as u32, h as u32)).into_drawing_area();
+        // Drawing into a String cannot fail; errors are ignored rather than unwrapped.
+        let _ = root.fill(&WHITE);
+        for tick in [0, 25, 50, 75, 100] {
+            let yy = y(tick as f64);
+            let _ = root.draw(&PathElement::new(
+                vec![(left, yy), (width - 20, yy)],
+                RGBColor(0xdd, 0xdd, 0xdd).stroke_width(1),
+            ));
+            let _ = root.draw(&Text::new(
+                tick.to_string(),
+                (left - 5, yy),
+                font(12.0, HPos::Right, VPos::Center),
+            ));
         }
+        for (qi, q) in a.questions.iter().enumerate() {
+            let x0 = left + panel_w * qi as i32;
+            let _ = root.draw(&Text::new(
+                q.question.clone(),
+                (x0 + panel_w / 2, 10),
+                font(13.0, HPos::Center, VPos::Top),
+            ));
+            for (ci, c) in q.conditions.iter().enumerate() {
+                let bx = x0 + 30 + 70 * ci as i32;
+                if c.ci.mean.is_finite() {
+                    let _ = root.draw(&Rectangle::new(
+                        [(bx, y(c.ci.mean)), (bx + 44, y(0.0))],
+                        PALETTE[ci % PALETTE.len()].filled(),
+                    ));
+                }
+                if c.ci.ci_low.is_finite() {
+                    let (cx, lo, hi) = (bx + 22, y(c.ci.ci_low), y(c.ci.ci_high));
+                    for seg in [
+                        vec![(cx, lo), (cx, hi)],
+                        vec![(cx - 6, lo), (cx + 6, lo)],
+                        vec![(cx - 6, hi), (cx + 6, hi)],
+                    ] {
+                        let _ = root.draw(&PathElement::new(seg, BLACK.stroke_width(1)));
+                    }
+                }
+                let _ = root.draw(&Text::new(
+                    c.condition.clone(),
+                    (bx + 22, h - bottom + 8),
+                    font(12.0, HPos::Center, VPos::Top),
+                ));
+            }
+        }
+        let _ = root.draw(&Text::new(
+            "mean rating over subjects, whiskers: 95% CI",
+            (left, h - 12),
+            font(12.0, HPos::Left, VPos::Center),
+        ));
+        let _ = root.present();
     }
-    s += &format!(
-        "<text x=\"{left}\" y=\"{:.1}\">mean rating over subjects, whiskers: 95% CI</text>\n</svg>\n",
-        h - 10.0
-    );
-    s
+    buf
 }
