@@ -93,12 +93,14 @@ pub fn wilcoxon(d: &[f64]) -> Option<Wilcoxon> {
     }
     let abs: Vec<f64> = nz.iter().map(|v| v.abs()).collect();
     let (r, ties) = ranks(&abs);
+    // `+ 0.0`: an empty float sum is -0.0
     let w_plus: f64 = nz
         .iter()
         .zip(&r)
         .filter(|(v, _)| **v > 0.0)
         .map(|(_, r)| r)
-        .sum();
+        .sum::<f64>()
+        + 0.0;
     let total = (n * (n + 1)) as f64 / 2.0;
     let w_minus = total - w_plus;
     let nf = n as f64;
@@ -208,6 +210,7 @@ mod tests {
             vec![6.0, 2.0, 4.0, 7.0],
         ];
         let icc = icc2(&m).unwrap();
+        assert!(wilcoxon(&[-1.0, -2.0]).unwrap().w_plus.is_sign_positive());
         assert!((icc.icc2_1 - 0.29).abs() < 0.005, "{icc:?}");
         assert!((icc.icc2_k - 0.62).abs() < 0.005, "{icc:?}");
     }
