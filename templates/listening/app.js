@@ -69,10 +69,14 @@
       input.type = "range"; input.min = "0"; input.max = "100"; input.step = "1"; input.value = "50";
       input.name = q.id; input.setAttribute("aria-label", q.text);
       var value = document.createElement("span"); value.className = "value"; value.textContent = "–";
-      input.addEventListener("input", function () {
+      var touched = function () {
         current.values[q.id] = Number(input.value); value.textContent = input.value;
         div.classList.remove("untouched"); updateStatus();
-      });
+      };
+      // "input" for drags and keys; "change"/"pointerup" also count a click that keeps the value.
+      input.addEventListener("input", touched);
+      input.addEventListener("change", touched);
+      input.addEventListener("pointerup", touched);
       scale.appendChild(input); scale.appendChild(value); div.appendChild(scale);
       var ends = document.createElement("div"); ends.className = "ends";
       var lo = document.createElement("span"); lo.textContent = "0 – " + q.low;
