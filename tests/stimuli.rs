@@ -141,13 +141,17 @@ fn every_written_clip_is_at_target_loudness_under_the_true_peak_limit() {
     let wavs = files_under(&audio);
     assert_eq!(wavs.len(), 12);
     let mut limited = 0;
+    let (mut worst_lu, mut worst_tp) = (0f64, f64::MIN);
     for w in &wavs {
         let (l, tp) = measure_file(w);
+        worst_lu = worst_lu.max((l + 23.0).abs());
+        worst_tp = worst_tp.max(tp);
         assert!((l + 23.0).abs() <= 0.5, "{}: {l} LUFS", w.display());
         assert!(tp <= -1.0 + 1e-6, "{}: {tp} dBTP", w.display());
         let x = rfmx::audio::wav::read(w).unwrap().0;
         assert!(x[0].abs() < 1e-3 && x[x.len() - 1].abs() < 1e-3, "no fade");
     }
+    eprintln!("worst |L - target| = {worst_lu:.4} LU, highest true peak {worst_tp:.3} dBTP");
     for c in &b.key.clips {
         limited += c.limited as usize;
     }
