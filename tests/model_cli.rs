@@ -109,7 +109,10 @@ fn generate_tiny_writes_a_32k_float_wav_and_int64_codes() {
         s(&npy),
     ]);
     let err = ok(&o);
-    assert!(err.contains("RANDOM WEIGHTS"), "says which model ran:\n{err}");
+    assert!(
+        err.contains("RANDOM WEIGHTS"),
+        "says which model ran:\n{err}"
+    );
     let audio = read_wav(&wav);
     assert_eq!(audio.len(), 4 * 32_000);
     assert!(audio.iter().all(|v| v.is_finite()));
@@ -240,7 +243,13 @@ fn reference() -> (Vec<String>, usize, Tensor, Tensor) {
     )
 }
 
-fn generate_greedy(model: &str, prompt: &str, steps: usize, dir: &Path, cache: &Path) -> (Vec<usize>, Vec<i64>, Vec<f32>) {
+fn generate_greedy(
+    model: &str,
+    prompt: &str,
+    steps: usize,
+    dir: &Path,
+    cache: &Path,
+) -> (Vec<usize>, Vec<i64>, Vec<f32>) {
     let (wav, npy) = (dir.join("x.wav"), dir.join("codes.npy"));
     let steps = steps.to_string();
     ok(&rfmx_in(
@@ -282,7 +291,13 @@ fn snapshot_directory_matches_transformers_greedy_generation() {
             want.flatten_all().unwrap().to_vec1::<i64>().unwrap(),
             "prompt {i} {prompt:?}: greedy codes differ from transformers"
         );
-        let want_audio: Vec<f32> = audio.get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let want_audio: Vec<f32> = audio
+            .get(i)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let e = rel(&wav, &want_audio);
         assert!(e <= 1e-4, "prompt {i}: audio rel {e:e}");
     }
@@ -309,8 +324,23 @@ fn hub_id_resolves_in_the_hf_cache() {
     )
     .unwrap();
     let d = tempfile::tempdir().unwrap();
-    let (_, got, _) = generate_greedy("acme/tiny-musicgen", &prompts[1], steps, d.path(), cache.path());
-    assert_eq!(got, codes.get(1).unwrap().flatten_all().unwrap().to_vec1::<i64>().unwrap());
+    let (_, got, _) = generate_greedy(
+        "acme/tiny-musicgen",
+        &prompts[1],
+        steps,
+        d.path(),
+        cache.path(),
+    );
+    assert_eq!(
+        got,
+        codes
+            .get(1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+    );
 }
 
 #[test]
@@ -322,8 +352,21 @@ fn decode_matches_transformers_and_encode_round_trips_shapes() {
     let npy = d.path().join("ref.npy");
     codes.get(1).unwrap().write_npy(&npy).unwrap();
     let wav = d.path().join("dec.wav");
-    ok(&rfmx(&["decode", "--model", s(&model), s(&npy), "--out", s(&wav)]));
-    let want: Vec<f32> = audio.get(1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    ok(&rfmx(&[
+        "decode",
+        "--model",
+        s(&model),
+        s(&npy),
+        "--out",
+        s(&wav),
+    ]));
+    let want: Vec<f32> = audio
+        .get(1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let got = read_wav(&wav);
     let e = rel(&got, &want);
     assert!(e <= 1e-4, "decoded audio rel {e:e}");
@@ -339,11 +382,25 @@ fn decode_matches_transformers_and_encode_round_trips_shapes() {
         .write_npy(&npy3)
         .unwrap();
     let wav3 = d.path().join("dec3.wav");
-    ok(&rfmx(&["decode", "--model", s(&model), s(&npy3), "--out", s(&wav3)]));
+    ok(&rfmx(&[
+        "decode",
+        "--model",
+        s(&model),
+        s(&npy3),
+        "--out",
+        s(&wav3),
+    ]));
     assert_eq!(read_wav(&wav3), got);
     // encode: the decoded clip back to [K, F] codes, as the library encodes it
     let out = d.path().join("enc.npy");
-    ok(&rfmx(&["encode", "--model", s(&model), s(&wav), "--codes-out", s(&out)]));
+    ok(&rfmx(&[
+        "encode",
+        "--model",
+        s(&model),
+        s(&wav),
+        "--codes-out",
+        s(&out),
+    ]));
     let (shape, enc) = read_codes(&out);
     assert_eq!(shape, codes.get(1).unwrap().dims());
     let p = Pipeline::load(&ModelSource::Path(model.clone()), &Device::Cpu, DType::F32).unwrap();
@@ -374,7 +431,14 @@ fn encode_mixes_to_mono_and_resamples() {
     let clip = d.path().join("tone.wav");
     rfmx::audio::wav::write_f32(&clip, &stereo, 2, 44_100).unwrap();
     let out = d.path().join("codes.npy");
-    let err = ok(&rfmx(&["encode", "--model", "tiny", s(&clip), "--codes-out", s(&out)]));
+    let err = ok(&rfmx(&[
+        "encode",
+        "--model",
+        "tiny",
+        s(&clip),
+        "--codes-out",
+        s(&out),
+    ]));
     assert!(err.contains("44100 Hz -> 32000 Hz"), "{err}");
     let (shape, codes) = read_codes(&out);
     assert_eq!(shape, vec![4, 50]);
@@ -395,7 +459,14 @@ fn encode_mixes_to_mono_and_resamples() {
     assert_eq!(codes, lib);
     // and decode gives 1 s back
     let wav = d.path().join("back.wav");
-    ok(&rfmx(&["decode", "--model", "tiny", s(&out), "--out", s(&wav)]));
+    ok(&rfmx(&[
+        "decode",
+        "--model",
+        "tiny",
+        s(&out),
+        "--out",
+        s(&wav),
+    ]));
     assert_eq!(read_wav(&wav).len(), 32_000);
 }
 
@@ -418,7 +489,10 @@ fn missing_snapshot_names_where_it_looked_and_the_download_command() {
     );
     let err = fails(&o);
     let looked = cache.path().join("models--facebook--musicgen-small");
-    assert!(err.contains(s(&looked)), "does not say where it looked:\n{err}");
+    assert!(
+        err.contains(s(&looked)),
+        "does not say where it looked:\n{err}"
+    );
     assert!(
         err.contains("huggingface-cli download facebook/musicgen-small"),
         "no download command:\n{err}"
@@ -426,12 +500,29 @@ fn missing_snapshot_names_where_it_looked_and_the_download_command() {
     assert!(files_in(d.path()).is_empty());
     // a directory that is not there
     let missing = d.path().join("models").join("nope");
-    let err = fails(&rfmx(&["decode", "--model", s(&missing), s(&wav), "--out", s(&wav)]));
+    let err = fails(&rfmx(&[
+        "decode",
+        "--model",
+        s(&missing),
+        s(&wav),
+        "--out",
+        s(&wav),
+    ]));
     assert!(err.contains("no such codes file"), "{err}");
     let npy = d.path().join("c.npy");
     std::fs::write(&npy, b"").unwrap();
-    let err = fails(&rfmx(&["decode", "--model", s(&missing), s(&npy), "--out", s(&wav)]));
-    assert!(err.contains("no such model directory") && err.contains(s(&missing)), "{err}");
+    let err = fails(&rfmx(&[
+        "decode",
+        "--model",
+        s(&missing),
+        s(&npy),
+        "--out",
+        s(&wav),
+    ]));
+    assert!(
+        err.contains("no such model directory") && err.contains(s(&missing)),
+        "{err}"
+    );
     assert_eq!(files_in(d.path()), vec!["c.npy"]);
 }
 
@@ -448,8 +539,14 @@ fn auto_falls_back_to_tiny_and_says_so() {
         "--codes-out",
         s(&npy),
     ]));
-    assert!(err.contains("falls back to the embedded tiny model"), "{err}");
-    assert!(err.contains("huggingface-cli download facebook/musicgen-small"), "{err}");
+    assert!(
+        err.contains("falls back to the embedded tiny model"),
+        "{err}"
+    );
+    assert!(
+        err.contains("huggingface-cli download facebook/musicgen-small"),
+        "{err}"
+    );
     assert!(err.contains("model: tiny"), "{err}");
     assert_eq!(read_codes(&npy).0, vec![4, 2]);
 }
@@ -485,11 +582,21 @@ fn bad_flags_are_clear_errors_and_write_nothing() {
         ];
         args.extend_from_slice(extra);
         let err = fails(&rfmx(&args));
-        assert!(err.contains(flag), "{extra:?}: the error does not name {flag}:\n{err}");
-        assert!(files_in(d.path()).is_empty(), "{extra:?} wrote {:?}", files_in(d.path()));
+        assert!(
+            err.contains(flag),
+            "{extra:?}: the error does not name {flag}:\n{err}"
+        );
+        assert!(
+            files_in(d.path()).is_empty(),
+            "{extra:?} wrote {:?}",
+            files_in(d.path())
+        );
     }
     let err = fails(&rfmx(&["generate", "--model", "tiny", "--prompt", "x"]));
-    assert!(err.contains("--out") && err.contains("--codes-out"), "{err}");
+    assert!(
+        err.contains("--out") && err.contains("--codes-out"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -521,13 +628,68 @@ fn bad_codes_files_are_clear_errors() {
     for (i, (t, msg)) in cases.into_iter().enumerate() {
         let npy = d.path().join(format!("c{i}.npy"));
         t.write_npy(&npy).unwrap();
-        let err = fails(&rfmx(&["decode", "--model", "tiny", s(&npy), "--out", s(&wav)]));
+        let err = fails(&rfmx(&[
+            "decode",
+            "--model",
+            "tiny",
+            s(&npy),
+            "--out",
+            s(&wav),
+        ]));
         assert!(err.contains(msg), "case {i}: {err}");
-        assert!(err.contains(s(&npy)), "case {i} does not name the file: {err}");
+        assert!(
+            err.contains(s(&npy)),
+            "case {i} does not name the file: {err}"
+        );
         assert!(!wav.exists());
     }
     let not_wav = d.path().join("c0.npy");
-    let err = fails(&rfmx(&["encode", "--model", "tiny", s(&not_wav), "--codes-out", s(&wav)]));
+    let err = fails(&rfmx(&[
+        "encode",
+        "--model",
+        "tiny",
+        s(&not_wav),
+        "--codes-out",
+        s(&wav),
+    ]));
     assert!(err.contains(s(&not_wav)), "{err}");
     assert!(!wav.exists());
+}
+
+#[test]
+fn encode_and_decode_match_transformers_on_a_1s_signal() {
+    // fixtures/make_t5.py --encode-refs: make_codec.py's signal through the snapshot's EnCodec
+    let refs =
+        candle_core::safetensors::load(fixture("encode_refs.safetensors"), &Device::Cpu).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let model = fixture("tiny_musicgen");
+    let npy = d.path().join("codes.npy");
+    ok(&rfmx(&[
+        "encode",
+        "--model",
+        s(&model),
+        s(&fixture("signal_1s.wav")),
+        "--codes-out",
+        s(&npy),
+    ]));
+    let (shape, codes) = read_codes(&npy);
+    let want = refs["codes"]
+        .squeeze(0)
+        .unwrap()
+        .to_dtype(DType::I64)
+        .unwrap();
+    assert_eq!(shape, want.dims());
+    assert_eq!(codes, want.flatten_all().unwrap().to_vec1::<i64>().unwrap());
+    let wav = d.path().join("x.wav");
+    ok(&rfmx(&[
+        "decode",
+        "--model",
+        s(&model),
+        s(&npy),
+        "--out",
+        s(&wav),
+    ]));
+    let want: Vec<f32> = refs["audio"].flatten_all().unwrap().to_vec1().unwrap();
+    let e = rel(&read_wav(&wav), &want);
+    assert!(e <= 1e-4, "audio rel {e:e}");
 }

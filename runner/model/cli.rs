@@ -118,9 +118,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Failed(_) => FAILED,
-            CliError::Model(ModelError::Candle(_) | ModelError::Musicgen(MusicgenError::Candle(_))) => {
-                FAILED
-            }
+            CliError::Model(
+                ModelError::Candle(_) | ModelError::Musicgen(MusicgenError::Candle(_)),
+            ) => FAILED,
             _ => BAD_INPUT,
         }
     }
@@ -367,7 +367,10 @@ pub fn write_codes_npy(path: &Path, codes: &Tensor) -> Result<(), CliError> {
     let (k, f) = codes
         .dims2()
         .map_err(|_| CliError::Failed(format!("codes must be [K, F], got {:?}", codes.dims())))?;
-    let values = codes.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
+    let values = codes
+        .to_dtype(DType::I64)?
+        .flatten_all()?
+        .to_vec1::<i64>()?;
     let mut header =
         format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({k}, {f}), }}").into_bytes();
     // magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of 64
@@ -516,7 +519,10 @@ pub fn encode(args: &EncodeArgs) -> Result<(), CliError> {
     if args.codes_out.is_dir() {
         return Err(usage(
             "codes-out",
-            format!("{} is a directory; give a file name", args.codes_out.display()),
+            format!(
+                "{} is a directory; give a file name",
+                args.codes_out.display()
+            ),
         ));
     }
     if !args.clip.is_file() {
