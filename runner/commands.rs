@@ -40,6 +40,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Data(args) => tool_exit(crate::data::cli::run(args)),
         Command::Probe(args) => tool_exit(crate::probe::cli::run(&args)),
         Command::Stimuli(args) => tool_exit(crate::stimuli::cli::run(args)),
+        Command::Generate(args) => crate::model::cli::exit(crate::model::cli::generate(&args)),
+        Command::Encode(args) => crate::model::cli::exit(crate::model::cli::encode(&args)),
+        Command::Decode(args) => crate::model::cli::exit(crate::model::cli::decode(&args)),
     };
     ExitCode::from(code)
 }
