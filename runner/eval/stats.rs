@@ -8,7 +8,10 @@
 //! - MMD²: the biased (V-statistic) estimate `mean Kxx + mean Kyy − 2 mean Kxy` with the RBF kernel
 //!   `k(a, b) = exp(−‖a − b‖² / (2σ²))`, σ = the median Euclidean distance over all distinct pairs of
 //!   the pooled set (median heuristic; σ = 1 when that median is 0).
-//! - Bootstrap: resample each set with replacement, recompute, take the 2.5 % and 97.5 % quantiles.
+//! - Bootstrap: resample each set with replacement, recompute, take the 2.5 % and 97.5 % quantiles
+//!   (percentile interval). For the two-sample distances with few samples the resamples' duplicated
+//!   rows bias FD and MMD² upwards, so the interval can sit above the point estimate; it is reported
+//!   as computed, not shifted.
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use rand::{Rng, SeedableRng};

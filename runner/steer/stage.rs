@@ -24,7 +24,7 @@ use crate::dag::{
     NodeCtx, NodeError, NodeKind, NodeRef, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
 };
 use crate::eval::stage::{EvalParams, KIND as EVAL_KIND, evaluation_id};
-use crate::model::musicgen::{GenerateConfig, LayerHook, MusicgenError, Pool};
+use crate::model::musicgen::{GenerateConfig, LayerHook, MusicgenError, Pool, parse_device};
 use crate::model::{ModelSource, Pipeline};
 use crate::spec::ResolvedSpec;
 use crate::spec::schema::{
@@ -94,6 +94,9 @@ pub struct GenParams {
 pub struct ModelHint {
     pub name: String,
     pub path: Option<String>,
+    /// `[model] device` (auto | cpu | cuda[:N] | metal); absent = cpu.
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 pub fn fmt_num(v: f64) -> String {
@@ -158,6 +161,7 @@ pub fn model_of(spec: &Spec) -> Result<(String, ModelHint), PlanError> {
         ModelHint {
             name: m.name.clone(),
             path: m.path.clone(),
+            device: Some(m.device.clone()),
         },
     ))
 }
@@ -523,11 +527,13 @@ fn all_finite(t: &Tensor) -> Result<bool, candle_core::Error> {
 }
 
 fn save_layers(path: &Path, layers: &[Option<Tensor>]) -> Result<(), SteerError> {
-    let map: HashMap<String, Tensor> = layers
-        .iter()
-        .enumerate()
-        .filter_map(|(l, t)| t.as_ref().map(|t| (format!("layer.{l}"), t.clone())))
-        .collect();
+    let mut map: HashMap<String, Tensor> = HashMap::new();
+    for (l, t) in layers.iter().enumerate() {
+        if let Some(t) = t {
+            let t = t.to_device(&Device::Cpu).map_err(|e| write_err(path, e))?;
+            map.insert(format!("layer.{l}"), t);
+        }
+    }
     candle_core::safetensors::save(&map, path).map_err(|e| write_err(path, e))
 }
 
@@ -648,7 +654,11 @@ pub fn run_generation(
     }
     let samples = audio.flatten_all()?.to_vec1::<f32>()?;
     crate::audio::wav::write_f32(&out.join("audio.wav"), &samples, 1, pipeline.sample_rate())?;
-    let codes = generated.codes.squeeze(0)?.to_dtype(DType::I64)?;
+    let codes = generated
+        .codes
+        .squeeze(0)?
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::I64)?;
     codes.write_npy(out.join("codes.npy"))?;
     // Audio-level features: decode -> re-encode -> teacher-forced extraction.
     let recoded = pipeline.encode_audio(&audio)?;
@@ -736,7 +746,8 @@ impl NodeKind for GenerationKind {
             .map_err(|e| format!("generation node without a model hint: {e}"))?;
         let source = ModelSource::from_spec(&hint.name, hint.path.as_deref().map(Path::new));
         ctx.progress(0, 2, "loading model");
-        let pipeline = Pipeline::shared(&source, &Device::Cpu, DType::F32)?;
+        let device = parse_device(hint.device.as_deref().unwrap_or("cpu"))?;
+        let pipeline = Pipeline::shared(&source, &device, DType::F32)?;
         let mut dirs = Vec::new();
         if let Some(t) = &params.target {
             let target: Target = t.parse().map_err(SteerError::Input)?;
