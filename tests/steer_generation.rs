@@ -189,3 +189,57 @@ fn absurd_eta_fails_with_a_non_finite_error() {
     .unwrap_err();
     assert!(err.to_string().contains("non-finite"), "{err}");
 }
+
+#[test]
+fn a_two_term_target_sums_both_terms_in_the_trace() {
+    let pipe = Pipeline::shared(&ModelSource::Tiny, &Device::Cpu, DType::F32).unwrap();
+    let (layers, hidden) = (pipe.decoder.num_layers(), pipe.decoder.hidden_size());
+    let tmp = tempfile::tempdir().unwrap();
+    let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
+    // Term a: layers 0 and 2; term b: layers 2 and 3 (different validation scores).
+    write_directions(
+        &da,
+        &[(0, vec![1.0; hidden]), (2, vec![0.5; hidden])],
+        &[0.9, 0.0, 0.7, 0.0],
+        0,
+    );
+    let qb: Vec<f32> = (0..hidden).map(|i| (i as f32).cos()).collect();
+    write_directions(&db, &[(2, qb.clone()), (3, qb)], &[0.0, 0.0, 0.6, 0.8], 3);
+    let mut p = params(0.7, Some("notes:C + notes:G"));
+    p.gate = 1.0;
+    p.schedule = Some(Schedule::Sine);
+    p.layers = Some(LayerStrategy::All);
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    run_generation(
+        &pipe,
+        "tiny",
+        &GenerationInputs {
+            params: &p,
+            direction_dirs: vec![da.as_path(), db.as_path()],
+        },
+        &out,
+    )
+    .unwrap();
+    let trace = read(&out.join("trace.json"));
+    let terms = trace["terms"].as_array().unwrap();
+    assert_eq!(terms.len(), 2);
+    assert_eq!(terms[0]["target"], "notes:C");
+    assert_eq!(terms[1]["target"], "notes:G");
+    let steps = trace["steps"].as_u64().unwrap() as usize;
+    let has = [[true, false, true, false], [false, false, true, true]];
+    for t in 0..steps {
+        let phi = 0.5 * (1.0 + (2.0 * std::f64::consts::PI * t as f64 / steps as f64).sin());
+        for l in 0..layers {
+            let mut sum = 0.0;
+            for k in 0..2 {
+                let want = if has[k][l] { 0.7 * phi } else { 0.0 };
+                let got = terms[k]["eta_lt"][t][l].as_f64().unwrap();
+                assert!((got - want).abs() < 1e-12, "term {k} t {t} l {l}: {got}");
+                sum += got;
+            }
+            let total = trace["eta_lt"][t][l].as_f64().unwrap();
+            assert!((total - sum).abs() < 1e-12);
+        }
+    }
+}
