@@ -480,20 +480,30 @@ pub fn summary(plan: &Plan, store: &Store) -> Option<String> {
             None => rows.push((point, None)),
         }
     }
+    let widths: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            rows.iter()
+                .filter_map(|(_, v)| v.as_ref().map(|v| cell(&v["metrics"][c]).chars().count()))
+                .chain([c.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = format!(
         "{:<24} {:<12} {:>5} {:>6}",
         "target", "schedule", "gate", "eta"
     );
-    for c in &columns {
-        out.push_str(&format!("  {c:>24}"));
+    for (c, w) in columns.iter().zip(&widths) {
+        out.push_str(&format!("  {c:>w$}"));
     }
     out.push('\n');
     for (point, v) in rows {
         out.push_str(&point);
         match v {
             Some(v) => {
-                for c in &columns {
-                    out.push_str(&format!("  {:>24}", cell(&v["metrics"][c])));
+                for (c, w) in columns.iter().zip(&widths) {
+                    out.push_str(&format!("  {:>w$}", cell(&v["metrics"][c])));
                 }
             }
             None => out.push_str("  (not computed: failed or blocked; see `rfmx status`)"),
