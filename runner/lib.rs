@@ -14,5 +14,6 @@ pub mod model;
 pub mod probe;
 pub mod registry;
 pub mod spec;
+pub mod stages;
 pub mod steer;
 pub mod toy;

@@ -9,4 +9,10 @@ pub fn default_registry() -> Registry {
         .stage(crate::toy::ToyStage)
         .kind(crate::toy::ToySquare)
         .kind(crate::toy::ToySum)
+        // probe pipeline: dataset -> activations -> probe (per layer) -> directions (per class)
+        .stage(crate::stages::ProbeStage)
+        .kind(crate::stages::DatasetNode)
+        .kind(crate::stages::ActivationsNode)
+        .kind(crate::stages::ProbeNode)
+        .kind(crate::stages::DirectionsNode)
 }
