@@ -574,10 +574,7 @@ fn the_shipped_specs_check() {
 #[test]
 fn a_spec_no_stage_consumes_is_an_error_not_a_silent_success() {
     let w = Work::new();
-    w.spec(
-        "music.toml",
-        "[experiment]\nname = \"m\"\nseed = 4\n",
-    );
+    w.spec("music.toml", "[experiment]\nname = \"m\"\nseed = 4\n");
     for cmd in ["run", "plan"] {
         let out = w.rfmx(&[cmd, "music.toml"]);
         assert_eq!(out.status.code(), Some(2), "{cmd}");

@@ -47,7 +47,9 @@ pub enum DataError {
     },
     #[error("data.per_class: must be at least 1")]
     PerClassZero,
-    #[error("data.instruments: GM program {program} is not used by concept {concept} (its programs: {known})")]
+    #[error(
+        "data.instruments: GM program {program} is not used by concept {concept} (its programs: {known})"
+    )]
     UnknownInstrument {
         concept: Concept,
         program: u8,

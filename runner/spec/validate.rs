@@ -172,10 +172,13 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
                 Some("steering uses the first direction; the authors keep 12"),
             );
         }
-        if let (JudgeLayer::Layer(l), Some(ExtractSpec {
-            layers: AllOr::Some(layers),
-            ..
-        })) = (p.judge_layer, &spec.extract)
+        if let (
+            JudgeLayer::Layer(l),
+            Some(ExtractSpec {
+                layers: AllOr::Some(layers),
+                ..
+            }),
+        ) = (p.judge_layer, &spec.extract)
             && !layers.contains(&l)
         {
             c.fail(

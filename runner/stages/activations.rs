@@ -42,7 +42,9 @@ impl NodeKind for ActivationsNode {
         let pool: Pool = p.pooling.parse()?;
         let ds = Dataset::open(ctx.input("dataset")?)?;
         if ds.is_empty() {
-            return Err(StageError::Input(format!("dataset for {} has no clips", p.concept)).into());
+            return Err(
+                StageError::Input(format!("dataset for {} has no clips", p.concept)).into(),
+            );
         }
         let hint = |k: &str| ctx.hints.get(k).and_then(|v| v.as_str()).map(String::from);
         let name = hint("model").unwrap_or_else(|| "tiny".into());
@@ -112,7 +114,10 @@ impl NodeKind for ActivationsNode {
                 .next()
                 .ok_or_else(|| StageError::Input("no pooled features returned".into()))?;
             for (slot, &l) in p.layers.iter().enumerate() {
-                let t = all.get(l)?.to_dtype(DType::F32)?.to_device(&candle_core::Device::Cpu)?;
+                let t = all
+                    .get(l)?
+                    .to_dtype(DType::F32)?
+                    .to_device(&candle_core::Device::Cpu)?;
                 rows[slot].extend(t.flatten_all()?.to_vec1::<f32>()?);
             }
             start = end;

@@ -49,9 +49,7 @@ impl NodeKind for DirectionsNode {
             let Some(sub) = c["dir"].as_str() else {
                 return Err(StageError::Input(format!(
                     "the layer-{l} probe of {} has no class `{}` (its classes: {})",
-                    p.concept,
-                    p.class,
-                    scores["multiclass"]["classes"]
+                    p.concept, p.class, scores["multiclass"]["classes"]
                 ))
                 .into());
             };
@@ -89,7 +87,9 @@ impl NodeKind for DirectionsNode {
                 .iter()
                 .find(|j| j.0 as u64 == l)
                 .copied()
-                .ok_or_else(|| StageError::Input(format!("probe.judge_layer {l} was not probed")))?,
+                .ok_or_else(|| {
+                    StageError::Input(format!("probe.judge_layer {l} was not probed"))
+                })?,
             // Best validation accuracy; ties: better validation AUC, then the lower layer.
             None => judges
                 .iter()

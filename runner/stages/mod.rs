@@ -77,7 +77,10 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
 }
 
 /// Saves f32 tensors as safetensors through a temp sibling + rename.
-pub(crate) fn save_tensors(path: &Path, tensors: &HashMap<String, candle_core::Tensor>) -> Result<()> {
+pub(crate) fn save_tensors(
+    path: &Path,
+    tensors: &HashMap<String, candle_core::Tensor>,
+) -> Result<()> {
     let tmp = crate::fsx::temp_sibling(path);
     candle_core::safetensors::save(tensors, &tmp).map_err(|e| StageError::Format {
         path: path.to_path_buf(),
@@ -153,7 +156,11 @@ impl Stage for ProbeStage {
         "probe"
     }
 
-    fn plan(&self, spec: &ResolvedSpec, plan: &mut PlanBuilder<'_>) -> std::result::Result<(), PlanError> {
+    fn plan(
+        &self,
+        spec: &ResolvedSpec,
+        plan: &mut PlanBuilder<'_>,
+    ) -> std::result::Result<(), PlanError> {
         let s = &spec.spec;
         let (Some(model), Some(data), Some(extract), Some(probe)) =
             (&s.model, &s.data, &s.extract, &s.probe)
@@ -318,7 +325,9 @@ pub fn layer_row(scores: &Value) -> Option<LayerRow> {
         val_auc: mean(&get("val_auc")),
         test_auc: mean(&get("test_auc")),
         val_acc: scores["multiclass"]["val_acc"].as_f64().unwrap_or(f64::NAN),
-        test_acc: scores["multiclass"]["test_acc"].as_f64().unwrap_or(f64::NAN),
+        test_acc: scores["multiclass"]["test_acc"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
     })
 }
 
@@ -369,7 +378,15 @@ fn summary(plan: &Plan, store: &Store) -> Option<String> {
     );
     out.push_str(&format!(
         "  {:<16}{:<9}{:<8}{:>7}{:>9}{:>10}{:>9}{:>9}{:>10}\n",
-        "concept", "pooling", "kind", "best L", "val AUC", "test AUC", "judge L", "val acc", "test acc"
+        "concept",
+        "pooling",
+        "kind",
+        "best L",
+        "val AUC",
+        "test AUC",
+        "judge L",
+        "val acc",
+        "test acc"
     ));
     for ((concept, pooling, kind), rows) in &mut groups {
         rows.sort_by_key(|r| r.layer);
@@ -405,7 +422,11 @@ fn layer_selection(
     strategy: Option<&LayerStrategy>,
 ) -> String {
     use crate::steer::layers::layer_weights;
-    let mut out = String::from("\nlayer selection (per-layer validation AUC -> steering weights w_l):\n");
+    let mut out = String::from(
+        "\nlayer selection: per-layer validation AUC -> steering weights w_l \
+         (top_k: 1 on the K best layers; exponential: w0 * s^(1/kappa), s = AUC min-max normalised)\n",
+    );
+    let mut header_done = false;
     for ((concept, pooling, kind), rows) in groups {
         let scores: Vec<f64> = rows.iter().map(|r| r.val_auc).collect();
         let n = rows.len();
@@ -417,24 +438,32 @@ fn layer_selection(
             Some(LayerStrategy::Exponential { w0, kappa }) => (*w0, *kappa),
             _ => (1.0, 0.95),
         };
+        if !header_done {
+            out.push_str(&format!(
+                "  {:<16}{:<9}{:<8}{:>6}{:>9}{:>10}{:>12}{:>24}\n",
+                "concept",
+                "pooling",
+                "kind",
+                "layer",
+                "val AUC",
+                "test AUC",
+                format!("top_k K={k}"),
+                format!("exp w0={w0} kappa={kappa}")
+            ));
+            header_done = true;
+        }
         let top = layer_weights(&LayerStrategy::TopK { k }, &scores);
         let exp = layer_weights(&LayerStrategy::Exponential { w0, kappa }, &scores);
-        out.push_str(&format!(
-            "  {concept} / {pooling} / {kind}:  {:>5}{:>9}{:>10}{:>10}{:>14}\n",
-            "layer",
-            "val AUC",
-            "test AUC",
-            format!("top_k={k}"),
-            format!("exp w0={w0},k={kappa}")
-        ));
-        let pad = " ".repeat(concept.len() + pooling.len() + kind.len() + 9);
         for (i, r) in rows.iter().enumerate() {
             let w = |ws: &std::result::Result<Vec<f64>, _>| match ws {
                 Ok(w) => fmt3(w[i]),
                 Err(_) => "-".to_string(),
             };
             out.push_str(&format!(
-                "  {pad}{:>5}{:>9}{:>10}{:>10}{:>14}\n",
+                "  {:<16}{:<9}{:<8}{:>6}{:>9}{:>10}{:>12}{:>24}\n",
+                if i == 0 { concept.as_str() } else { "" },
+                if i == 0 { pooling.as_str() } else { "" },
+                if i == 0 { kind.as_str() } else { "" },
                 r.layer,
                 fmt3(r.val_auc),
                 fmt3(r.test_auc),
@@ -443,7 +472,9 @@ fn layer_selection(
             ));
         }
         if let Err(e) = top.as_ref().and(exp.as_ref()) {
-            out.push_str(&format!("  {pad}(weights unavailable: {e})\n"));
+            out.push_str(&format!(
+                "  (weights unavailable for {concept}/{pooling}/{kind}: {e})\n"
+            ));
         }
     }
     out
@@ -501,6 +532,9 @@ mod tests {
         .unwrap();
         let e = crate::dag::build_plan(&spec, &crate::registry::default_registry()).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("extract.layers") && msg.contains("layer 9"), "{msg}");
+        assert!(
+            msg.contains("extract.layers") && msg.contains("layer 9"),
+            "{msg}"
+        );
     }
 }

@@ -46,14 +46,19 @@ pub struct Index {
 }
 
 /// Reads one layer's pooled features and the class index of every row.
-pub fn load_layer(dir: &std::path::Path, layer: usize) -> super::Result<(Index, Features, Vec<usize>)> {
+pub fn load_layer(
+    dir: &std::path::Path,
+    layer: usize,
+) -> super::Result<(Index, Features, Vec<usize>)> {
     let index: Index = read_json(&dir.join("index.json"))?;
     let path = dir.join("features.safetensors");
     let mut tensors = load_tensors(&path)?;
-    let t = tensors.remove(&format!("layer.{layer}")).ok_or_else(|| StageError::Format {
-        path: path.clone(),
-        reason: format!("no tensor layer.{layer} (layers {:?})", index.layers),
-    })?;
+    let t = tensors
+        .remove(&format!("layer.{layer}"))
+        .ok_or_else(|| StageError::Format {
+            path: path.clone(),
+            reason: format!("no tensor layer.{layer} (layers {:?})", index.layers),
+        })?;
     let x = Features::from_tensor(&t)?;
     if x.n != index.n || x.d != index.hidden || index.labels.len() != x.n {
         return Err(StageError::Format {
@@ -72,11 +77,9 @@ pub fn load_layer(dir: &std::path::Path, layer: usize) -> super::Result<(Index, 
         .labels
         .iter()
         .map(|l| {
-            index
-                .classes
-                .iter()
-                .position(|c| c == l)
-                .ok_or_else(|| StageError::Input(format!("label `{l}` is not in index.json classes")))
+            index.classes.iter().position(|c| c == l).ok_or_else(|| {
+                StageError::Input(format!("label `{l}` is not in index.json classes"))
+            })
         })
         .collect::<super::Result<Vec<usize>>>()?;
     Ok((index, x, classes))
@@ -142,7 +145,10 @@ fn standardised_directions(fit: &ProbeFit, xtr_std: &Features, k: usize) -> Vec<
                 for j in 0..h {
                     let w = &m.w1[j * d..(j + 1) * d];
                     let pre: f64 = m.b1[j] as f64
-                        + w.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+                        + w.iter()
+                            .zip(x)
+                            .map(|(a, b)| *a as f64 * *b as f64)
+                            .sum::<f64>();
                     if pre > 0.0 {
                         for (gk, wk) in g.iter_mut().zip(w) {
                             *gk += *wk as f64 * dw[j];
@@ -228,12 +234,7 @@ impl NodeKind for ProbeNode {
                 Some(s) => s.apply(&xtr),
                 None => xtr.clone(),
             };
-            let target: Vec<f64> = fit
-                .split
-                .train
-                .iter()
-                .map(|&i| labels[i] as f64)
-                .collect();
+            let target: Vec<f64> = fit.split.train.iter().map(|&i| labels[i] as f64).collect();
             let std_dirs = standardised_directions(&fit, &xtr_std, p.directions_k);
             if std_dirs.is_empty() {
                 return Err(StageError::Input(format!(
