@@ -142,7 +142,7 @@ fn standardised_directions(fit: &ProbeFit, xtr_std: &Features, k: usize) -> Vec<
             for i in 0..xtr_std.n {
                 let x = xtr_std.row(i);
                 let mut g = vec![0.0f64; d];
-                for j in 0..h {
+                for (j, dwj) in dw.iter().enumerate() {
                     let w = &m.w1[j * d..(j + 1) * d];
                     let pre: f64 = m.b1[j] as f64
                         + w.iter()
@@ -151,16 +151,17 @@ fn standardised_directions(fit: &ProbeFit, xtr_std: &Features, k: usize) -> Vec<
                             .sum::<f64>();
                     if pre > 0.0 {
                         for (gk, wk) in g.iter_mut().zip(w) {
-                            *gk += *wk as f64 * dw[j];
+                            *gk += *wk as f64 * dwj;
                         }
                     }
                 }
-                for a in 0..d {
-                    if g[a] == 0.0 {
+                for (a, &ga) in g.iter().enumerate() {
+                    if ga == 0.0 {
                         continue;
                     }
-                    for b in 0..d {
-                        agop[a * d + b] += g[a] * g[b];
+                    let row = &mut agop[a * d..(a + 1) * d];
+                    for (r, &gb) in row.iter_mut().zip(&g) {
+                        *r += ga * gb;
                     }
                 }
             }
