@@ -500,7 +500,7 @@ mod tests {
     fn plans_one_probe_per_layer_and_one_directions_node_per_class() {
         let p = plan(
             "[model]\nname = \"tiny\"\n[data]\nconcepts = [\"chords\"]\nper_class = 4\n\
-             [extract]\nlayers = [1, 3]\n",
+             [extract]\nlayers = [1, 3]\n[steer]\ntargets = [\"chords:major\"]\n",
         );
         let ids: Vec<&str> = p.nodes.iter().map(|n| n.id.as_str()).collect();
         for id in [
