@@ -286,3 +286,16 @@ fn a_missing_soundfont_fails_the_dataset_node_naming_the_key() {
     // Nothing downstream ran.
     assert_eq!(count(&so, "computed"), 0, "{so}");
 }
+
+#[test]
+fn a_program_the_concept_does_not_use_is_an_error_naming_data_instruments() {
+    let mut cfg = rfmx::data::DatasetConfig::new("chords");
+    cfg.per_class = Some(2);
+    cfg.builtin_synth = true;
+    cfg.instruments = Some(vec![0, 127]);
+    let dir = tempfile::tempdir().unwrap();
+    let e = rfmx::data::build(&cfg, dir.path(), &|_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("data.instruments") && e.contains("127"), "{e}");
+}

@@ -8,8 +8,9 @@
 //! the weight vector (k = 1); MLP — the top-k eigenvectors of the network's AGOP (the average
 //! outer product of its input gradients on the training rows). The probes standardise features,
 //! so a direction v found in standardised coordinates is mapped to the raw residual stream as
-//! normalise(σ ⊙ v) (a raw step σ ⊙ v moves the standardised features along v), then oriented
-//! so that the raw projection correlates positively with the class indicator on training rows.
+//! normalise(σ ⊙ v) (a raw step σ ⊙ v moves the standardised features along v), after orienting
+//! v so that the standardised training rows' projection on it correlates positively with the class
+//! indicator (so adding the raw direction pushes the probe towards the class).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -85,35 +86,34 @@ pub fn load_layer(
     Ok((index, x, classes))
 }
 
-/// Maps standardised-space directions (rows of `vs`) to unit raw-space rows oriented by
-/// Pearson correlation of the raw projection with `target` over the rows of `x`.
+/// Orients standardised-space directions (rows of `vs`) so that the projection of the
+/// standardised training rows `z` correlates positively with `target` (Pearson), then maps each
+/// to a unit raw-space row normalise(σ ⊙ v): adding it to the raw residual stream moves the
+/// standardised features the probe sees along +v. Returns (k×d rows, correlations).
 pub fn to_raw_directions(
     vs: &[Vec<f64>],
     std: Option<&[f32]>,
-    x: &Features,
+    z: &Features,
     target: &[f64],
 ) -> (Vec<f32>, Vec<f64>) {
-    let mut out = Vec::with_capacity(vs.len() * x.d);
+    let mut out = Vec::with_capacity(vs.len() * z.d);
     let mut corr = Vec::with_capacity(vs.len());
     for v in vs {
+        let proj: Vec<f64> = (0..z.n)
+            .map(|i| z.row(i).iter().zip(v).map(|(a, b)| *a as f64 * b).sum())
+            .collect();
+        let r = pearson(&proj, target);
+        let sign = if r < 0.0 { -1.0 } else { 1.0 };
         let mut u: Vec<f64> = match std {
-            Some(s) => v.iter().zip(s).map(|(a, b)| a * *b as f64).collect(),
-            None => v.clone(),
+            Some(s) => v.iter().zip(s).map(|(a, b)| sign * a * *b as f64).collect(),
+            None => v.iter().map(|a| sign * a).collect(),
         };
         let norm = u.iter().map(|a| a * a).sum::<f64>().sqrt();
         if norm > 0.0 {
             u.iter_mut().for_each(|a| *a /= norm);
         }
-        let proj: Vec<f64> = (0..x.n)
-            .map(|i| x.row(i).iter().zip(&u).map(|(a, b)| *a as f64 * b).sum())
-            .collect();
-        let mut r = pearson(&proj, target);
-        if r < 0.0 {
-            u.iter_mut().for_each(|a| *a = -*a);
-            r = -r;
-        }
         out.extend(u.iter().map(|&a| a as f32));
-        corr.push(r);
+        corr.push(r.abs());
     }
     (out, corr)
 }
@@ -247,7 +247,7 @@ impl NodeKind for ProbeNode {
             let (raw, corr) = to_raw_directions(
                 &std_dirs,
                 fit.standardiser.as_ref().map(|s| s.std.as_slice()),
-                &xtr,
+                &xtr_std,
                 &target,
             );
             let k = std_dirs.len();
@@ -315,5 +315,95 @@ impl NodeKind for ProbeNode {
         )?;
         ctx.progress(total, total, "done");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// n rows of d features; the class is the sign of feature 0, whose raw scale is `scale`.
+    fn problem(n: usize, d: usize, scale: f32) -> (Features, Vec<usize>) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut data = Vec::with_capacity(n * d);
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let pos = i % 2 == 0;
+            for j in 0..d {
+                let noise: f32 = rng.random::<f32>() - 0.5;
+                let v = if j == 0 {
+                    scale * (if pos { 1.0 } else { -1.0 } + 0.3 * noise)
+                } else {
+                    10.0 * noise
+                };
+                data.push(v);
+            }
+            y.push(usize::from(pos));
+        }
+        (Features::new(n, d, data).unwrap(), y)
+    }
+
+    #[test]
+    fn raw_directions_undo_the_standardisation_and_are_oriented() {
+        // Standardised rows; the target is high where z0 is.
+        let x = Features::new(4, 2, vec![1.0, 0.0, -1.0, 0.0, 2.0, 1.0, -2.0, -1.0]).unwrap();
+        let target = [1.0, 0.0, 1.0, 0.0];
+        // v = (1, 1) with σ = (3, 1) -> raw (3, 1)/√10; v = (-1, 0) points against the target
+        // and is flipped to (1, 0).
+        let (u, r) = to_raw_directions(
+            &[vec![1.0, 1.0], vec![-1.0, 0.0]],
+            Some(&[3.0, 1.0]),
+            &x,
+            &target,
+        );
+        let s = 10f32.sqrt();
+        for (a, b) in u[..2].iter().zip([3.0 / s, 1.0 / s]) {
+            assert!((a - b).abs() < 1e-6, "{u:?}");
+        }
+        assert_eq!(&u[2..], &[1.0, 0.0]);
+        assert!(r.iter().all(|&c| c > 0.0), "{r:?}");
+    }
+
+    #[test]
+    fn linear_and_mlp_directions_find_the_informative_feature() {
+        let (x, y) = problem(120, 6, 0.05);
+        for kind in [ProbeKind::Linear, ProbeKind::Mlp] {
+            let cfg = ProbeConfig {
+                kind,
+                task: Task::Binary,
+                mlp: crate::probe::mlp::MlpConfig {
+                    hidden: 32,
+                    max_steps: 300,
+                    ..Default::default()
+                },
+                ..ProbeConfig::default()
+            };
+            let fit = crate::probe::fit(&x, &Targets::Classes(y.clone()), &cfg).unwrap();
+            let xtr = x.select(&fit.split.train);
+            let xs = fit.standardiser.as_ref().unwrap().apply(&xtr);
+            let dirs = standardised_directions(&fit, &xs, 3);
+            assert_eq!(dirs.len(), if kind == ProbeKind::Linear { 1 } else { 3 });
+            let target: Vec<f64> = fit.split.train.iter().map(|&i| y[i] as f64).collect();
+            let (u, _) = to_raw_directions(
+                &dirs,
+                Some(&fit.standardiser.as_ref().unwrap().std),
+                &xs,
+                &target,
+            );
+            // Feature 0 carries the class (positive class: x0 > 0); the standardised top
+            // direction is along it, and the raw direction (σ ⊙ v) still points to the class.
+            assert!(
+                u[0] > 0.0,
+                "{kind:?}: oriented towards the positive class: {u:?}"
+            );
+            let norm = dirs[0].iter().map(|a| a * a).sum::<f64>().sqrt();
+            let std_top: f64 = dirs[0][0].abs() / norm;
+            assert!(
+                std_top > 0.8,
+                "{kind:?}: standardised top direction {:?}",
+                dirs[0]
+            );
+        }
     }
 }
