@@ -264,6 +264,15 @@ fn tiny_probe_pipeline_outputs_caching_and_partial_reruns() {
         json(&out["activations[chords,max]"].join("index.json"))["pooling"],
         "max"
     );
+
+    // A fixed judge layer changes only the directions nodes.
+    let fixed = ok(&w.rfmx(&["run", spec, "--set", "probe.judge_layer=1"]));
+    assert_eq!(count(&fixed, "cached"), 4, "{fixed}");
+    assert_eq!(count(&fixed, "computed"), 4, "{fixed}");
+    let out = w.outputs("stages_t");
+    let s = json(&out["directions[chords:aug]"].join("scores.json"));
+    assert_eq!(s["judge_layer"], 1, "{s}");
+    assert_eq!(s["judge"]["probe"], "probe[chords,L1,rfm]", "{s}");
 }
 
 #[test]
