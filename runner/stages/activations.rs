@@ -4,9 +4,11 @@
 //!
 //! Outputs: `features.safetensors` with `layer.<l>` = [n, hidden] f32 and `index.json`
 //! {n, hidden, layers, pooling, classes, labels, model, ...}. The model is named by execution
-//! hints (name, path, device) and keyed by its fingerprint.
+//! hints (name, path, device) and keyed by its fingerprint. Within one process the codes of a
+//! dataset are computed once and shared by the activations nodes of its other poolings.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{DType, Tensor};
 use serde::Deserialize;
@@ -20,6 +22,14 @@ use crate::model::{ModelSource, Pipeline};
 
 /// Clips per forward pass (a hint: it does not change the features beyond float rounding).
 pub const DEFAULT_BATCH: usize = 16;
+
+type CodesCell = Arc<Mutex<Option<Arc<Vec<Tensor>>>>>;
+
+/// Codes per batch, keyed by (dataset dir, model fingerprint, device, batch size).
+fn codes_cache() -> &'static Mutex<HashMap<String, CodesCell>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, CodesCell>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
 
 #[derive(Deserialize)]
 struct Params {
@@ -92,23 +102,60 @@ impl NodeKind for ActivationsNode {
         ));
         let n = ds.len();
         let mut rows: Vec<Vec<f32>> = vec![Vec::with_capacity(n * hidden); p.layers.len()];
+        // Batches of equal-length clips (every SynTheory clip is 4 s).
+        let mut bounds = Vec::new();
         let mut start = 0;
-        ctx.progress(0, n as u64, "extracting");
         while start < n {
-            // Clips of one batch must have equal length (every SynTheory clip is 4 s).
             let len = ds.clips[start].len_32k;
             let mut end = start + 1;
             while end < n && end - start < batch && ds.clips[end].len_32k == len {
                 end += 1;
             }
-            let mut audio = Vec::with_capacity((end - start) * len as usize);
-            for i in start..end {
-                audio.extend(ds.audio_32k(i)?);
+            bounds.push((start, end));
+            start = end;
+        }
+        // The codes of a dataset are shared by the activations nodes of its other poolings run
+        // by this process (a concurrent node for the same dataset waits for them).
+        let cache_key = format!(
+            "{}|{}|{:?}|{batch}",
+            ctx.input("dataset")?.display(),
+            pipe.fingerprint,
+            pipe.decoder.device().location()
+        );
+        let cell = codes_cache()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(cache_key)
+            .or_default()
+            .clone();
+        let mut slot = cell.lock().unwrap_or_else(|e| e.into_inner());
+        let codes = match &*slot {
+            Some(c) => {
+                ctx.log("codes shared with an earlier activations node of this run");
+                c.clone()
             }
-            let b = end - start;
-            let x = Tensor::from_vec(audio, (b, 1, len as usize), pipe.decoder.device())?;
-            let codes = pipe.encode_audio(&x)?;
-            let pooled = pipe.decoder.extract_pooled(&codes, &[pool])?;
+            None => {
+                let mut all = Vec::with_capacity(bounds.len());
+                ctx.progress(0, n as u64, "encoding");
+                for &(start, end) in &bounds {
+                    let len = ds.clips[start].len_32k as usize;
+                    let mut audio = Vec::with_capacity((end - start) * len);
+                    for i in start..end {
+                        audio.extend(ds.audio_32k(i)?);
+                    }
+                    let x = Tensor::from_vec(audio, (end - start, 1, len), pipe.decoder.device())?;
+                    all.push(pipe.encode_audio(&x)?);
+                    ctx.progress(end as u64, n as u64, "encoding");
+                }
+                let all = Arc::new(all);
+                *slot = Some(all.clone());
+                all
+            }
+        };
+        drop(slot);
+        ctx.progress(0, n as u64, "extracting");
+        for (codes, &(_, end)) in codes.iter().zip(&bounds) {
+            let pooled = pipe.decoder.extract_pooled(codes, &[pool])?;
             let all = pooled
                 .into_iter()
                 .next()
@@ -120,8 +167,7 @@ impl NodeKind for ActivationsNode {
                     .to_device(&candle_core::Device::Cpu)?;
                 rows[slot].extend(t.flatten_all()?.to_vec1::<f32>()?);
             }
-            start = end;
-            ctx.progress(start as u64, n as u64, "extracting");
+            ctx.progress(end as u64, n as u64, "extracting");
         }
         let mut tensors = HashMap::new();
         for (slot, &l) in p.layers.iter().enumerate() {
