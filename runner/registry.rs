@@ -9,4 +9,7 @@ pub fn default_registry() -> Registry {
         .stage(crate::toy::ToyStage)
         .kind(crate::toy::ToySquare)
         .kind(crate::toy::ToySum)
+        // report: planned last (plan_final), after every result node
+        .stage(crate::report::ReportStage)
+        .kind(crate::report::ReportNode)
 }
