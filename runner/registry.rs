@@ -10,6 +10,6 @@ pub fn default_registry() -> Registry {
         .kind(crate::toy::ToySquare)
         .kind(crate::toy::ToySum)
         // report: planned last (plan_final), after every result node
-        .stage(crate::report::ReportStage)
+        .stage(crate::report::ReportStage::default())
         .kind(crate::report::ReportNode)
 }

@@ -30,6 +30,8 @@ pub struct NodeEntry {
     pub params: Value,
     /// Whether the run that rendered the report found it cached (`None`: no run log says).
     pub cached: Option<bool>,
+    /// When its computation started (unix seconds, from the manifest).
+    pub started: Option<f64>,
 }
 
 impl NodeEntry {
@@ -144,9 +146,18 @@ pub fn label(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
+        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), number),
         Value::Object(o) if o.is_empty() => String::new(),
         other => other.to_string(),
+    }
+}
+
+/// A number in its shortest form: `0` for 0.0, `0.45` for 0.45.
+pub fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
     }
 }
 
@@ -203,7 +214,7 @@ fn point_from_id(id: &str) -> (PointKey, Option<f64>) {
     }
     for p in parts.iter().skip(2) {
         if let Some(g) = p.strip_prefix('g') {
-            key.gate = g.to_string();
+            key.gate = g.parse().map_or_else(|_| g.to_string(), number);
         } else if let Some(e) = p.strip_prefix("eta") {
             eta = e.parse().ok();
         }
@@ -447,10 +458,12 @@ mod tests {
 
     #[test]
     fn point_ids_parse_for_missing_nodes() {
-        let (k, eta) = point_from_id("evaluation[notes:C|linear_down|g0.5|eta0.45]{steer.x=1}");
+        let (k, eta) = point_from_id("evaluation[notes:C|linear_down|g0.50|eta0.45]{steer.x=1}");
         assert_eq!(k.target, "notes:C");
         assert_eq!(k.schedule, "linear_down");
         assert_eq!(k.gate, "0.5");
+        assert_eq!(point_from_id("evaluation[t|c|g0.0|eta0]").0.gate, "0");
+        assert_eq!(label(&serde_json::json!(0.0)), "0");
         assert_eq!(eta, Some(0.45));
         let (k, eta) = point_from_id("nonsense");
         assert_eq!(k, PointKey::default());
@@ -470,6 +483,7 @@ mod tests {
             fingerprint: None,
             params: Value::Null,
             cached: None,
+            started: None,
         };
         let d = collect(&[n]);
         assert_eq!(d.points.len(), 1);

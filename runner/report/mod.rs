@@ -10,16 +10,16 @@
 //!   whatever results exist with the missing ones marked — as `rfmx report SPEC` does.
 
 pub mod collect;
+pub mod fixture;
 pub mod plots;
 pub mod render;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::dag::store::{EntryState, Store};
-use crate::dag::{NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, PlannedNode, Stage};
+use crate::dag::{InputRef, NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage};
 use crate::spec::LoadedSpec;
 use crate::spec::schema::LayerStrategy;
 
@@ -38,7 +38,7 @@ pub const INPUT_KINDS: [&str; 8] = [
     "toy_sum",
 ];
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ReportError {
     #[error("cannot write {path}")]
     Write {
@@ -56,7 +56,7 @@ pub enum ReportError {
     Template(String),
     #[error("bad report params: {0}")]
     Params(String),
-    #[error("{0} plans no report node: it has no result nodes (no stage consumes its sections)")]
+    #[error("{0} has no result nodes to report on (no stage consumes its sections)")]
     NoReport(String),
 }
 
@@ -101,7 +101,69 @@ impl ReportParams {
     }
 }
 
-pub struct ReportStage;
+/// The report stage. `ReportStage::default()` (the registry's) plans the report node when the plan
+/// has results of the music stages, and publishes to `reports/`; the runner's toy specs get their
+/// report from `rfmx report` only (so toy plans, which test the engine, keep their node counts).
+#[derive(Debug, Clone)]
+pub struct ReportStage {
+    /// Where `reports/<experiment>/` go (relative paths: the working directory).
+    pub reports_root: PathBuf,
+    /// Also plan a report node for plans with only toy nodes.
+    pub include_toy: bool,
+}
+
+impl Default for ReportStage {
+    fn default() -> Self {
+        ReportStage {
+            reports_root: PathBuf::from("reports"),
+            include_toy: false,
+        }
+    }
+}
+
+/// The report params of a spec.
+pub fn report_params(spec: &LoadedSpec) -> ReportParams {
+    let base = &spec.base;
+    ReportParams {
+        experiment: spec.experiment().to_string(),
+        spec: spec.resolved_toml(),
+        model: base.model.as_ref().map(|m| ModelParams {
+            name: m.name.clone(),
+            path: m.path.clone(),
+        }),
+        layers: base
+            .steer
+            .as_ref()
+            .and_then(|s| serde_json::to_value(&s.layers).ok()),
+        metrics: base
+            .evaluate
+            .as_ref()
+            .map(|e| {
+                e.metrics
+                    .iter()
+                    .filter_map(|m| serde_json::to_value(m).ok())
+                    .map(|v| collect::label(&v))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        png: false,
+    }
+}
+
+/// The report's inputs: every node of [`INPUT_KINDS`] in the plan, named `<kind>:<i>`.
+pub fn report_inputs(plan: &Plan) -> Vec<InputRef> {
+    let mut out = vec![];
+    for kind in INPUT_KINDS {
+        for (i, n) in plan.nodes.iter().filter(|n| n.kind == kind).enumerate() {
+            out.push(InputRef {
+                name: format!("{kind}:{i}"),
+                id: n.id.clone(),
+                key: n.key.clone(),
+            });
+        }
+    }
+    out
+}
 
 impl Stage for ReportStage {
     fn name(&self) -> &'static str {
@@ -118,40 +180,17 @@ impl Stage for ReportStage {
 
     fn plan_final(&self, spec: &LoadedSpec, plan: &mut PlanBuilder<'_>) -> Result<(), PlanError> {
         let mut inputs = vec![];
+        let mut real = false;
         for kind in INPUT_KINDS {
             for (i, (r, _)) in plan.nodes_of_kind(kind).into_iter().enumerate() {
                 inputs.push((format!("{kind}:{i}"), r));
+                real |= !kind.starts_with("toy_");
             }
         }
-        if inputs.is_empty() {
+        if inputs.is_empty() || !(real || self.include_toy) {
             return Ok(());
         }
-        let base = &spec.base;
-        let params = ReportParams {
-            experiment: spec.experiment().to_string(),
-            spec: spec.resolved_toml(),
-            model: base.model.as_ref().map(|m| ModelParams {
-                name: m.name.clone(),
-                path: m.path.clone(),
-            }),
-            layers: base
-                .steer
-                .as_ref()
-                .and_then(|s| serde_json::to_value(&s.layers).ok()),
-            metrics: base
-                .evaluate
-                .as_ref()
-                .map(|e| {
-                    e.metrics
-                        .iter()
-                        .filter_map(|m| serde_json::to_value(m).ok())
-                        .map(|v| collect::label(&v))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            png: false,
-        };
-        let params = serde_json::to_value(&params).map_err(|e| PlanError::Stage {
+        let params = serde_json::to_value(report_params(spec)).map_err(|e| PlanError::Stage {
             stage: "report".into(),
             message: e.to_string(),
         })?;
@@ -167,10 +206,10 @@ impl Stage for ReportStage {
     fn summary(&self, plan: &Plan, store: &Store) -> Option<String> {
         let node = plan.nodes.iter().find(|n| n.kind == "report")?;
         let params: ReportParams = serde_json::from_value(node.params.clone()).ok()?;
-        let dest = reports_dir(&params.experiment);
+        let dest = self.reports_root.join(&params.experiment);
         let result = match store.verify(&node.key) {
             EntryState::Valid(_) => publish(&store.out_dir(&node.key), &dest).map(|()| None),
-            _ => render_from_store(plan, node, store, &dest, false).map(Some),
+            _ => render_from_store(plan, &params, &node.inputs, store, &dest).map(Some),
         };
         Some(match result {
             Ok(None) => format!("report: {}", dest.join("index.html").display()),
@@ -183,11 +222,6 @@ impl Stage for ReportStage {
             Err(e) => format!("report: cannot publish to {}: {e}", dest.display()),
         })
     }
-}
-
-/// `reports/<experiment>` (relative to the working directory).
-pub fn reports_dir(experiment: &str) -> PathBuf {
-    PathBuf::from("reports").join(experiment)
 }
 
 /// The node kind: renders into its output dir.
@@ -212,13 +246,13 @@ impl NodeKind for ReportNode {
             .collect();
         // The store root is three levels above an input's out dir (store/<key>/out).
         let root = ctx.inputs.first().and_then(|i| i.dir.ancestors().nth(3));
-        let (cached, log) = root
+        let log = root
             .map(|r| run_log(&r.join("runs"), &params.experiment))
             .unwrap_or_default();
-        let nodes = with_cache(nodes, &cached);
+        let nodes = with_cache(nodes, &log);
         ctx.progress(0, 1, "rendering");
         let r = render(
-            &params.input(nodes, Provenance::current(log)),
+            &params.input(nodes, Provenance::current(log.name)),
             ctx.out_dir,
         )?;
         ctx.log(&format!(
@@ -249,24 +283,56 @@ fn entry_from_dir(id: &str, kind: &str, key: &str, dir: &Path) -> NodeEntry {
             .map(str::to_string),
         params: m.get("params").cloned().unwrap_or(serde_json::Value::Null),
         cached: None,
+        started: m.get("started_unix").and_then(serde_json::Value::as_f64),
     }
 }
 
-fn with_cache(
-    mut nodes: Vec<NodeEntry>,
-    cached: &std::collections::HashMap<String, bool>,
-) -> Vec<NodeEntry> {
+/// Marks each node cache hit / computed from the run log; a finished node the log does not
+/// (yet) mention — its event may still be in flight while the report node runs — counts as
+/// computed when its manifest says it started after the run did.
+fn with_cache(mut nodes: Vec<NodeEntry>, log: &RunLog) -> Vec<NodeEntry> {
     for n in &mut nodes {
-        n.cached = cached.get(&n.key).copied();
+        n.cached = log.cached.get(&n.key).copied().or_else(|| {
+            let (start, run) = (n.started?, log.started?);
+            Some(start < run)
+        });
     }
     nodes
 }
 
-/// The newest run log of `experiment`: node key -> whether that run found it cached.
-pub fn run_log(
-    runs: &Path,
-    experiment: &str,
-) -> (std::collections::HashMap<String, bool>, Option<String>) {
+/// What the newest run log of an experiment says.
+#[derive(Debug, Default)]
+pub struct RunLog {
+    /// Node key -> whether that run found it cached.
+    pub cached: std::collections::HashMap<String, bool>,
+    /// The run's start (unix seconds, from the log's file name).
+    pub started: Option<f64>,
+    /// The log's file name.
+    pub name: Option<String>,
+}
+
+/// Unix seconds of a `YYYYMMDDTHHMMSSZ` timestamp (the run logs' file-name prefix).
+fn parse_timestamp(s: &str) -> Option<f64> {
+    let s = s.get(..15)?;
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (hh, mm, ss) = (n(9..11)?, n(11..13)?, n(13..15)?);
+    if s.as_bytes()[8] != b'T' || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from civil (H. Hinnant), the inverse of `events::timestamp`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64)
+}
+
+/// The newest run log of `experiment`.
+pub fn run_log(runs: &Path, experiment: &str) -> RunLog {
     let suffix = format!("-{experiment}.jsonl");
     let newest = std::fs::read_dir(runs)
         .into_iter()
@@ -280,7 +346,7 @@ pub fn run_log(
         .max();
     let mut map = std::collections::HashMap::new();
     let Some(path) = newest else {
-        return (map, None);
+        return RunLog::default();
     };
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     for line in text.lines() {
@@ -302,13 +368,16 @@ pub fn run_log(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    (map, Some(format!("run log {name}")))
+    RunLog {
+        cached: map,
+        started: parse_timestamp(&name),
+        name: Some(format!("run log {name}")),
+    }
 }
 
 /// The entries of the report node's inputs as the store has them now (missing and failed marked).
-pub fn entries_from_store(plan: &Plan, report: &PlannedNode, store: &Store) -> Vec<NodeEntry> {
-    report
-        .inputs
+pub fn entries_from_store(plan: &Plan, inputs: &[InputRef], store: &Store) -> Vec<NodeEntry> {
+    inputs
         .iter()
         .map(|i| {
             let kind = i.name.split(':').next().unwrap_or_default();
@@ -336,6 +405,7 @@ pub fn entries_from_store(plan: &Plan, report: &PlannedNode, store: &Store) -> V
                             .map(|n| n.params.clone())
                             .unwrap_or_default(),
                         cached: None,
+                        started: None,
                     }
                 }
             }
@@ -346,23 +416,20 @@ pub fn entries_from_store(plan: &Plan, report: &PlannedNode, store: &Store) -> V
 /// Renders from whatever the store holds into `dest` (published atomically).
 pub fn render_from_store(
     plan: &Plan,
-    report: &PlannedNode,
+    params: &ReportParams,
+    inputs: &[InputRef],
     store: &Store,
     dest: &Path,
-    png: bool,
 ) -> Result<Rendered, ReportError> {
-    let mut params: ReportParams = serde_json::from_value(report.params.clone())
-        .map_err(|e| ReportError::Params(e.to_string()))?;
-    params.png |= png;
-    let (cached, log) = run_log(&store.runs_dir(), &params.experiment);
-    let nodes = with_cache(entries_from_store(plan, report, store), &cached);
+    let log = run_log(&store.runs_dir(), &params.experiment);
+    let nodes = with_cache(entries_from_store(plan, inputs, store), &log);
     let parent = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|source| ReportError::Write {
         path: parent.display().to_string(),
         source,
     })?;
     let tmp = crate::fsx::temp_sibling(dest);
-    let result = render(&params.input(nodes, Provenance::current(log)), &tmp)
+    let result = render(&params.input(nodes, Provenance::current(log.name)), &tmp)
         .and_then(|r| publish(&tmp, dest).map(|()| r));
     let _ = std::fs::remove_dir_all(&tmp);
     result
@@ -439,15 +506,22 @@ pub fn report_command(spec_path: &Path, sets: &[String], png: bool, store: &Stor
             return 2;
         }
     };
-    let Some(node) = plan.nodes.iter().find(|n| n.kind == "report") else {
+    // The report node's inputs, or (toy plans) every result node of the plan.
+    let inputs = match plan.nodes.iter().find(|n| n.kind == "report") {
+        Some(node) => node.inputs.clone(),
+        None => report_inputs(&plan),
+    };
+    if inputs.is_empty() {
         eprintln!(
             "Error: {}",
             ReportError::NoReport(spec_path.display().to_string())
         );
         return 2;
-    };
-    let dest = reports_dir(spec.experiment());
-    match render_from_store(&plan, node, store, &dest, png) {
+    }
+    let mut params = report_params(&spec);
+    params.png = png;
+    let dest = PathBuf::from("reports").join(spec.experiment());
+    match render_from_store(&plan, &params, &inputs, store, &dest) {
         Ok(r) => {
             println!(
                 "report: {} ({} result node(s): {} missing, {} failed)",
@@ -483,11 +557,22 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("20250103T000000-1-other.jsonl"), "").unwrap();
-        let (m, log) = run_log(dir.path(), "exp");
-        assert_eq!(m.get("a"), Some(&true));
-        assert_eq!(m.get("b"), Some(&false));
-        assert_eq!(log.as_deref(), Some("run log 20250102T000000-1-exp.jsonl"));
-        assert_eq!(run_log(&dir.path().join("none"), "exp").1, None);
+        let log = run_log(dir.path(), "exp");
+        assert_eq!(log.cached.get("a"), Some(&true));
+        assert_eq!(log.cached.get("b"), Some(&false));
+        assert_eq!(log.name.as_deref(), Some("run log 20250102T000000-1-exp.jsonl"));
+        assert_eq!(log.started, Some(1_735_776_000.0));
+        assert!(run_log(&dir.path().join("none"), "exp").name.is_none());
+    }
+
+    #[test]
+    fn timestamps_round_trip_with_the_run_logs() {
+        let now = crate::events::timestamp();
+        let t = parse_timestamp(&now).unwrap();
+        assert!((t - crate::dag::store::unix_now()).abs() < 5.0, "{now} -> {t}");
+        assert_eq!(parse_timestamp("19700101T000000Z"), Some(0.0));
+        assert_eq!(parse_timestamp("2024022 9T000000"), None);
+        assert_eq!(parse_timestamp("garbage"), None);
     }
 
     #[test]

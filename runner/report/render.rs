@@ -818,6 +818,33 @@ fn nodes(input: &ReportInput) -> (Vec<NodeRow>, Vec<MissingRow>, String, String)
     (rows, missing, cache, format!("{total:.2} s"))
 }
 
+/// HTML-escapes every printed string (`&`, `<`, `>`, `"`, `'`); other values go through minijinja's
+/// escaping formatter. Unlike minijinja's default it leaves `/` alone, so that paths stay readable.
+fn html_formatter(
+    out: &mut minijinja::Output,
+    state: &minijinja::State,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    match value.as_str() {
+        Some(s) if !value.is_safe() => {
+            let mut escaped = String::with_capacity(s.len());
+            for c in s.chars() {
+                match c {
+                    '&' => escaped.push_str("&amp;"),
+                    '<' => escaped.push_str("&lt;"),
+                    '>' => escaped.push_str("&gt;"),
+                    '"' => escaped.push_str("&quot;"),
+                    '\'' => escaped.push_str("&#39;"),
+                    c => escaped.push(c),
+                }
+            }
+            out.write_str(&escaped)
+                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    }
+}
+
 /// Renders the report into `out_dir` (`index.html`, `assets/`).
 pub fn render(input: &ReportInput, out_dir: &Path) -> Result<Rendered, ReportError> {
     let d = collect::collect(&input.nodes);
@@ -867,6 +894,7 @@ pub fn render(input: &ReportInput, out_dir: &Path) -> Result<Rendered, ReportErr
         spec: input.spec_toml.clone(),
     };
     let mut env = minijinja::Environment::new();
+    env.set_formatter(html_formatter);
     env.add_template("report.html", TEMPLATE)
         .map_err(|e| ReportError::Template(e.to_string()))?;
     let html = env
