@@ -13,10 +13,14 @@ fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("RFMX_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
 }
 
 #[test]
@@ -45,25 +49,33 @@ fn report_loads_in_headless_chromium() {
             "puppeteer-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
         );
     }
-    let dir = tempfile::tempdir().unwrap();
+    // RFMX_REPORT_OUT=DIR keeps the rendered report there (to look at it); else a temp dir.
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir =
+        std::env::var_os("RFMX_REPORT_OUT").map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/report");
-    let input = rfmx::report::fixture::load(
-        &fixture,
-        rfmx::report::Provenance::current(None),
-    )
-    .unwrap();
-    rfmx::report::render(&input, dir.path()).unwrap();
+    let input =
+        rfmx::report::fixture::load(&fixture, rfmx::report::Provenance::current(None)).unwrap();
+    let mut input = input;
+    input.png = true;
+    rfmx::report::render(&input, &out_dir).unwrap();
     let started = Instant::now();
     let out = Command::new("node")
         .arg(browser.join("check.mjs"))
-        .arg(dir.path().join("index.html"))
+        .arg(out_dir.join("index.html"))
         .arg(&chromium)
         .output()
         .expect("node is needed to drive chromium (tests/browser/check.mjs)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("browser check took {:.1}s: {stdout}", started.elapsed().as_secs_f64());
-    assert!(out.status.success(), "browser check failed:\n{stdout}\n{stderr}");
+    eprintln!(
+        "browser check took {:.1}s: {stdout}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success(),
+        "browser check failed:\n{stdout}\n{stderr}"
+    );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let views = v["views"].as_array().unwrap();
     assert_eq!(views.len(), 2);

@@ -351,7 +351,12 @@ fn generation(n: &NodeEntry, d: &mut ReportData) {
         point.cropping = n.params.get("layers").map(label).unwrap_or_default();
     }
     let trace = read_json(&dir.join("trace.json"), &mut d.problems).and_then(|t| {
-        let phi: Vec<f64> = t.get("phi")?.as_array()?.iter().filter_map(Value::as_f64).collect();
+        let phi: Vec<f64> = t
+            .get("phi")?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
         let psi: Vec<f64> = t
             .get("psi")
             .and_then(Value::as_array)

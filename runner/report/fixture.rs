@@ -7,9 +7,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::ReportError;
 use super::collect::{NodeEntry, NodeState};
 use super::render::{Provenance, ReportInput};
-use super::ReportError;
 
 #[derive(Deserialize)]
 struct Results {

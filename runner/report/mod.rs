@@ -19,12 +19,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::dag::store::{EntryState, Store};
-use crate::dag::{InputRef, NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage};
+use crate::dag::{
+    InputRef, NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
+};
 use crate::spec::LoadedSpec;
 use crate::spec::schema::LayerStrategy;
 
 pub use collect::{NodeEntry, NodeState};
-pub use render::{Provenance, ReportInput, Rendered, render};
+pub use render::{Provenance, Rendered, ReportInput, render};
 
 /// The node kinds whose outputs the report reads, in section order.
 pub const INPUT_KINDS: [&str; 8] = [
@@ -560,7 +562,10 @@ mod tests {
         let log = run_log(dir.path(), "exp");
         assert_eq!(log.cached.get("a"), Some(&true));
         assert_eq!(log.cached.get("b"), Some(&false));
-        assert_eq!(log.name.as_deref(), Some("run log 20250102T000000-1-exp.jsonl"));
+        assert_eq!(
+            log.name.as_deref(),
+            Some("run log 20250102T000000-1-exp.jsonl")
+        );
         assert_eq!(log.started, Some(1_735_776_000.0));
         assert!(run_log(&dir.path().join("none"), "exp").name.is_none());
     }
@@ -569,7 +574,10 @@ mod tests {
     fn timestamps_round_trip_with_the_run_logs() {
         let now = crate::events::timestamp();
         let t = parse_timestamp(&now).unwrap();
-        assert!((t - crate::dag::store::unix_now()).abs() < 5.0, "{now} -> {t}");
+        assert!(
+            (t - crate::dag::store::unix_now()).abs() < 5.0,
+            "{now} -> {t}"
+        );
         assert_eq!(parse_timestamp("19700101T000000Z"), Some(0.0));
         assert_eq!(parse_timestamp("2024022 9T000000"), None);
         assert_eq!(parse_timestamp("garbage"), None);
@@ -587,7 +595,10 @@ mod tests {
         std::fs::write(dest.join("assets/stale.svg"), "old").unwrap();
         std::fs::write(dest.join("spec.resolved.toml"), "x").unwrap();
         publish(&from, &dest).unwrap();
-        assert_eq!(std::fs::read_to_string(dest.join("index.html")).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("index.html")).unwrap(),
+            "new"
+        );
         assert!(dest.join("assets/plots/a.svg").is_file());
         assert!(!dest.join("assets/stale.svg").exists());
         assert!(dest.join("spec.resolved.toml").is_file());

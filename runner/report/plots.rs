@@ -126,25 +126,27 @@ fn fmt_tick(x: f64, integer: bool) -> String {
     }
 }
 
-fn marker<DB: DrawingBackend>(
-    area: &DrawingArea<DB, impl plotters::coord::CoordTranslate>,
+/// Series `i`'s markers at `pts` (data or pixel coordinates of `area`): colour by `i`, shape by
+/// `i / 7`, so that more series than colours stay distinguishable (and identical in the legend).
+fn draw_markers<DB: DrawingBackend, CT: plotters::coord::CoordTranslate>(
+    area: &DrawingArea<DB, CT>,
     i: usize,
-    at: (i32, i32),
-) -> Result<(), String> {
-    // Drawn in backend pixels so that legend markers and data markers are identical.
+    pts: &[CT::From],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    CT::From: Clone,
+{
     let c = PALETTE[i % PALETTE.len()];
-    let (x, y) = at;
     let r = 5;
-    let root = area.strip_coord_spec();
-    let res = match (i / PALETTE.len()) % 3 {
-        0 => root.draw(&Circle::new((x, y), r, c.filled())),
-        1 => root.draw(&TriangleMarker::new((x, y), r + 1, c.filled())),
-        _ => root.draw(&Rectangle::new(
-            [(x - r + 1, y - r + 1), (x + r - 1, y + r - 1)],
-            c.filled(),
-        )),
-    };
-    res.map_err(|e| e.to_string())
+    for p in pts {
+        let at = EmptyElement::at(p.clone());
+        match (i / PALETTE.len()) % 3 {
+            0 => area.draw(&(at + Circle::new((0, 0), r, c.filled())))?,
+            1 => area.draw(&(at + TriangleMarker::new((0, 0), r + 1, c.filled())))?,
+            _ => area.draw(&(at + Rectangle::new([(1 - r, 1 - r), (r - 1, r - 1)], c.filled())))?,
+        }
+    }
+    Ok(())
 }
 
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Result<(), String>
@@ -227,8 +229,9 @@ where
             ci.map(|(lo, hi)| ErrorBar::new_vertical(x, lo, y, hi, c.stroke_width(2), 10))
         }))
         .map_err(e)?;
-        for &(x, y) in &pts {
-            marker(cc.plotting_area(), i, cc.backend_coord(&(x, y)))?;
+        // Markers only where they stay readable (not on long per-step traces).
+        if pts.len() <= 40 {
+            draw_markers(cc.plotting_area(), i, &pts).map_err(e)?;
         }
     }
     // Legend: two columns below the plot.
@@ -254,7 +257,7 @@ where
                         c.stroke_width(2),
                     ))
                     .map_err(e)?;
-                marker(&legend, *i, (x + 17, y))?;
+                draw_markers(&legend, *i, &[(x + 17, y)]).map_err(e)?;
             }
             None => {
                 legend
@@ -267,7 +270,7 @@ where
         }
         legend
             .draw(&Text::new(
-                short(text, 48),
+                short(text, 54),
                 (x + 44, y - 8),
                 ("sans-serif", 14).into_font().color(&BLACK),
             ))
@@ -295,11 +298,9 @@ pub fn svg(chart: &Chart) -> Result<String, PlotError> {
 pub fn write(chart: &Chart, dir: &Path, stem: &str, png: bool) -> Result<Vec<String>, PlotError> {
     let mut names = vec![format!("{stem}.svg")];
     let path = dir.join(&names[0]);
-    crate::fsx::write_atomic(&path, svg(chart)?.as_bytes()).map_err(|source| {
-        PlotError::Write {
-            path: path.display().to_string(),
-            source,
-        }
+    crate::fsx::write_atomic(&path, svg(chart)?.as_bytes()).map_err(|source| PlotError::Write {
+        path: path.display().to_string(),
+        source,
     })?;
     if png {
         let name = format!("{stem}.png");

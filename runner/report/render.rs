@@ -8,9 +8,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::ReportError;
 use super::collect::{self, MetricValue, NodeEntry, NodeState, PointKey, ReportData};
 use super::plots::{self, Chart, Series};
-use super::ReportError;
 use crate::spec::schema::LayerStrategy;
 
 pub const TEMPLATE: &str = include_str!("../../templates/report.html");
@@ -133,7 +133,9 @@ struct ConfusionRow {
 #[derive(Serialize)]
 struct ConfusionCell {
     text: String,
-    style: String,
+    /// `shade-0` … `shade-10`: the row fraction in tenths (colours in report.css; no inline styles,
+    /// which the page's Content-Security-Policy forbids).
+    class: String,
 }
 
 #[derive(Serialize)]
@@ -292,7 +294,13 @@ fn strategy_label(s: &LayerStrategy) -> String {
 fn safe_name(s: &str) -> String {
     let t: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if t.is_empty() { "x".into() } else { t }
 }
@@ -310,14 +318,23 @@ struct Figures<'a> {
 }
 
 impl Figures<'_> {
-    fn add(&self, chart: &Chart, stem: &str, alt: String, caption: String) -> Result<Figure, ReportError> {
+    fn add(
+        &self,
+        chart: &Chart,
+        stem: &str,
+        alt: String,
+        caption: String,
+    ) -> Result<Figure, ReportError> {
         let names = plots::write(chart, self.dir, stem, self.png)?;
         let (width, height) = plots::size(chart);
         Ok(Figure {
             src: format!("assets/plots/{}", names[0]),
             alt,
             caption,
-            png: names[1..].iter().map(|n| format!("assets/plots/{n}")).collect(),
+            png: names[1..]
+                .iter()
+                .map(|n| format!("assets/plots/{n}"))
+                .collect(),
             width,
             height,
         })
@@ -342,7 +359,11 @@ fn summary(input: &ReportInput, d: &ReportData) -> Vec<SummaryTable> {
     points.sort_by(|a, b| {
         a.key
             .cmp(&b.key)
-            .then(a.eta.unwrap_or(f64::NAN).total_cmp(&b.eta.unwrap_or(f64::NAN)))
+            .then(
+                a.eta
+                    .unwrap_or(f64::NAN)
+                    .total_cmp(&b.eta.unwrap_or(f64::NAN)),
+            )
             .then(a.node_id.cmp(&b.node_id))
     });
     let rows = points
@@ -354,7 +375,11 @@ fn summary(input: &ReportInput, d: &ReportData) -> Vec<SummaryTable> {
             gate: p.key.gate.clone(),
             eta: opt(p.eta),
             status: p.status.clone(),
-            status_class: if p.metrics.is_some() { "done" } else { "missing" },
+            status_class: if p.metrics.is_some() {
+                "done"
+            } else {
+                "missing"
+            },
             cells: metrics
                 .iter()
                 .map(|m| match &p.metrics {
@@ -376,7 +401,11 @@ fn summary(input: &ReportInput, d: &ReportData) -> Vec<SummaryTable> {
     vec![SummaryTable { metrics, rows }]
 }
 
-fn eta_figures(input: &ReportInput, d: &ReportData, figs: &Figures) -> Result<Vec<Figure>, ReportError> {
+fn eta_figures(
+    input: &ReportInput,
+    d: &ReportData,
+    figs: &Figures,
+) -> Result<Vec<Figure>, ReportError> {
     let mut metrics: Vec<String> = input.metrics.clone();
     for p in &d.points {
         for m in p.metrics.iter().flat_map(|m| m.keys()) {
@@ -389,8 +418,15 @@ fn eta_figures(input: &ReportInput, d: &ReportData, figs: &Figures) -> Result<Ve
     for m in &metrics {
         let mut groups: BTreeMap<&PointKey, Vec<(f64, f64, Option<(f64, f64)>)>> = BTreeMap::new();
         for p in &d.points {
-            if let (Some(eta), Some(MetricValue::Value { value, ci_low, ci_high, .. })) =
-                (p.eta, p.metrics.as_ref().and_then(|ms| ms.get(m)))
+            if let (
+                Some(eta),
+                Some(MetricValue::Value {
+                    value,
+                    ci_low,
+                    ci_high,
+                    ..
+                }),
+            ) = (p.eta, p.metrics.as_ref().and_then(|ms| ms.get(m)))
             {
                 let ci = ci_low.zip(*ci_high);
                 groups.entry(&p.key).or_default().push((eta, *value, ci));
@@ -439,7 +475,11 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| s / n as f64)
 }
 
-fn probes(input: &ReportInput, d: &ReportData, figs: &Figures) -> Result<ProbeSections, ReportError> {
+fn probes(
+    input: &ReportInput,
+    d: &ReportData,
+    figs: &Figures,
+) -> Result<ProbeSections, ReportError> {
     let mut s = ProbeSections {
         figures: vec![],
         selections: vec![],
@@ -486,9 +526,14 @@ fn probes(input: &ReportInput, d: &ReportData, figs: &Figures) -> Result<ProbeSe
                 layers: if input.layers.is_none() {
                     "no [steer] layers in the spec".into()
                 } else {
-                    sel.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
+                    sel.iter()
+                        .map(|l| l.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 },
-                judge: dir.judge_layer.map_or_else(|| "–".into(), |l| l.to_string()),
+                judge: dir
+                    .judge_layer
+                    .map_or_else(|| "–".into(), |l| l.to_string()),
             });
         }
         if !layers.is_empty() {
@@ -586,7 +631,12 @@ fn probes(input: &ReportInput, d: &ReportData, figs: &Figures) -> Result<ProbeSe
 fn confusion(concept: &str, p: &collect::ProbeScores) -> Confusion {
     let n = p.confusion.len();
     let classes: Vec<String> = (0..n)
-        .map(|i| p.mc_classes.get(i).cloned().unwrap_or_else(|| format!("class {i}")))
+        .map(|i| {
+            p.mc_classes
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class {i}"))
+        })
         .collect();
     let rows = p
         .confusion
@@ -600,11 +650,15 @@ fn confusion(concept: &str, p: &collect::ProbeScores) -> Confusion {
                     .iter()
                     .map(|&c| {
                         let frac = if total > 0.0 { c / total } else { 0.0 };
-                        let fg = if frac > 0.55 { "#ffffff" } else { "#000000" };
                         ConfusionCell {
-                            text: if c.fract() == 0.0 { format!("{c:.0}") } else { num(c) },
-                            style: format!(
-                                "background-color: rgba(0, 114, 178, {frac:.3}); color: {fg}"
+                            text: if c.fract() == 0.0 {
+                                format!("{c:.0}")
+                            } else {
+                                num(c)
+                            },
+                            class: format!(
+                                "shade-{}",
+                                (frac * 10.0).round().clamp(0.0, 10.0) as u32
                             ),
                         }
                     })
@@ -631,8 +685,15 @@ fn traces(d: &ReportData, figs: &Figures) -> Result<Vec<Figure>, ReportError> {
     let mut groups: BTreeMap<(String, String), Vec<&[f64]>> = BTreeMap::new();
     for c in d.clips.iter().filter(|c| c.eta != 0.0) {
         if let Some(t) = &c.trace {
-            let gate = if c.point.gate.is_empty() { "–".into() } else { c.point.gate.clone() };
-            groups.entry((c.point.schedule.clone(), gate)).or_default().push(&t.phi_psi);
+            let gate = if c.point.gate.is_empty() {
+                "–".into()
+            } else {
+                c.point.gate.clone()
+            };
+            groups
+                .entry((c.point.schedule.clone(), gate))
+                .or_default()
+                .push(&t.phi_psi);
         }
     }
     if groups.is_empty() {
@@ -644,7 +705,8 @@ fn traces(d: &ReportData, figs: &Figures) -> Result<Vec<Figure>, ReportError> {
             let steps = traces.iter().map(|t| t.len()).max().unwrap_or(0);
             let points = (0..steps)
                 .filter_map(|s| {
-                    mean(traces.iter().filter_map(|t| t.get(s).copied())).map(|y| (s as f64, y, None))
+                    mean(traces.iter().filter_map(|t| t.get(s).copied()))
+                        .map(|y| (s as f64, y, None))
                 })
                 .collect();
             Series {
@@ -739,8 +801,7 @@ fn clips(d: &ReportData, audio_dir: &Path) -> Result<Vec<ClipRow>, ReportError> 
 fn model(input: &ReportInput, d: &ReportData) -> Model {
     let tiny_named = input.model_name.as_deref() == Some("tiny") && input.model_path.is_none();
     let random = tiny_named
-        || d
-            .model_descriptions
+        || d.model_descriptions
             .iter()
             .any(|s| s.to_ascii_lowercase().contains("random weights"));
     let name = match (&input.model_name, &input.model_path) {
@@ -758,7 +819,10 @@ fn model(input: &ReportInput, d: &ReportData) -> Model {
     } else if input.model_name.is_none() && d.model_descriptions.is_empty() {
         ("No model weights were involved.".into(), "note")
     } else {
-        ("Trained weights (see the description and fingerprint below).".into(), "note")
+        (
+            "Trained weights (see the description and fingerprint below).".into(),
+            "note",
+        )
     };
     Model {
         name,
@@ -838,8 +902,9 @@ fn html_formatter(
                     c => escaped.push(c),
                 }
             }
-            out.write_str(&escaped)
-                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+            out.write_str(&escaped).map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
+            })
         }
         _ => minijinja::escape_formatter(out, state, value),
     }

@@ -34,6 +34,9 @@ try {
     });
     page.on('pageerror', (e) => problems.push(`page error at ${width}px: ${e.message}`));
     page.on('requestfailed', (r) => {
+      // A media element aborts its request once it has read what it needs (metadata); whether
+      // every clip actually loads is checked below.
+      if (r.resourceType() === 'media' && r.failure()?.errorText === 'net::ERR_ABORTED') return;
       problems.push(`request failed at ${width}px: ${r.url()} (${r.failure()?.errorText})`);
     });
     await page.setRequestInterception(true);
