@@ -60,7 +60,7 @@ fn fixture_report_structure() {
         for part in html.split(attr).skip(1) {
             let rel = part.split('"').next().unwrap();
             assert!(
-                dir.path().join(&rel).is_file(),
+                dir.path().join(rel).is_file(),
                 "{rel} is referenced but missing"
             );
         }

@@ -43,11 +43,14 @@ pub enum PlotError {
     },
 }
 
+/// A point: (x, y, optional 95 % CI (low, high)).
+pub type Point = (f64, f64, Option<(f64, f64)>);
+
 /// One line: points (x, y, optional 95 % CI).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub label: String,
-    pub points: Vec<(f64, f64, Option<(f64, f64)>)>,
+    pub points: Vec<Point>,
 }
 
 /// A chart: title, axis labels (with units), series, and optional shaded x positions.

@@ -416,7 +416,7 @@ fn eta_figures(
     }
     let mut out = Vec::new();
     for m in &metrics {
-        let mut groups: BTreeMap<&PointKey, Vec<(f64, f64, Option<(f64, f64)>)>> = BTreeMap::new();
+        let mut groups: BTreeMap<&PointKey, Vec<plots::Point>> = BTreeMap::new();
         for p in &d.points {
             if let (
                 Some(eta),
@@ -537,12 +537,13 @@ fn probes(
             });
         }
         if !layers.is_empty() {
-            let per_layer = |f: &dyn Fn(&collect::ProbeScores) -> Option<f64>| -> Vec<(f64, f64, Option<(f64, f64)>)> {
-                layers
-                    .iter()
-                    .filter_map(|p| f(p).map(|y| (p.layer as f64, y, None)))
-                    .collect()
-            };
+            let per_layer =
+                |f: &dyn Fn(&collect::ProbeScores) -> Option<f64>| -> Vec<plots::Point> {
+                    layers
+                        .iter()
+                        .filter_map(|p| f(p).map(|y| (p.layer as f64, y, None)))
+                        .collect()
+                };
             let mut series = vec![
                 Series {
                     label: "mean one-vs-rest validation AUC".into(),
