@@ -192,7 +192,8 @@ fn rfmx_report_marks_missing_results_before_and_after_a_partial_run() {
     );
     let html = w.read("reports/toyrep/index.html");
     assert_eq!(
-        html.matches("<td>missing</td><td></td></tr>").count(),
+        html.matches("<td>missing</td><td class=\"error\"></td></tr>")
+            .count(),
         4,
         "{html}"
     );

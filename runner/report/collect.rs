@@ -148,8 +148,28 @@ pub fn label(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), number),
         Value::Object(o) if o.is_empty() => String::new(),
+        // `{"strategy": "top_k", "k": 2}` -> `top_k(k=2)`; other objects -> `a=1, b=x`.
+        Value::Object(o) => {
+            let args: Vec<String> = o
+                .iter()
+                .filter(|(k, _)| k.as_str() != "strategy")
+                .map(|(k, v)| format!("{k}={}", label(v)))
+                .collect();
+            match o.get("strategy") {
+                Some(s) => format!("{}({})", label(s), args.join(", ")),
+                None => args.join(", "),
+            }
+        }
         other => other.to_string(),
     }
+}
+
+/// The sweep label the engine appends to ids that differ across points (`id{key=value,...}`).
+fn sweep_label(id: &str) -> Option<&str> {
+    id.strip_suffix('}')
+        .and_then(|s| s.rsplit_once('{'))
+        .map(|(_, l)| l)
+        .filter(|l| !l.is_empty())
 }
 
 /// A number in its shortest form: `0` for 0.0, `0.45` for 0.45.
@@ -204,7 +224,10 @@ fn point_from_id(id: &str) -> (PointKey, Option<f64>) {
         .and_then(|(_, r)| r.rsplit_once(']'))
         .map_or("", |(i, _)| i);
     let parts: Vec<&str> = inner.split('|').collect();
-    let mut key = PointKey::default();
+    let mut key = PointKey {
+        cropping: sweep_label(id).unwrap_or_default().to_string(),
+        ..PointKey::default()
+    };
     let mut eta = None;
     if let Some(t) = parts.first() {
         key.target = (*t).to_string();
@@ -315,7 +338,12 @@ fn evaluation(n: &NodeEntry, d: &mut ReportData) {
                 .and_then(Value::as_object)
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), metric(v))).collect())
                 .unwrap_or_default();
-            (point_key(&p), f(&p, "eta"), Some(metrics), status)
+            let mut key = point_key(&p);
+            if key.cropping.is_empty() {
+                // Points that differ only in a swept knob the point does not name.
+                key.cropping = sweep_label(&n.id).unwrap_or_default().to_string();
+            }
+            (key, f(&p, "eta"), Some(metrics), status)
         }
         None => {
             let (k, e) = point_from_id(&n.id);
@@ -348,7 +376,12 @@ fn generation(n: &NodeEntry, d: &mut ReportData) {
         point_key(&meta)
     };
     if point.cropping.is_empty() {
-        point.cropping = n.params.get("layers").map(label).unwrap_or_default();
+        point.cropping = n
+            .params
+            .get("layers")
+            .map(label)
+            .or_else(|| sweep_label(&n.id).map(str::to_string))
+            .unwrap_or_default();
     }
     let trace = read_json(&dir.join("trace.json"), &mut d.problems).and_then(|t| {
         let phi: Vec<f64> = t
@@ -470,6 +503,16 @@ mod tests {
         assert_eq!(point_from_id("evaluation[t|c|g0.0|eta0]").0.gate, "0");
         assert_eq!(label(&serde_json::json!(0.0)), "0");
         assert_eq!(eta, Some(0.45));
+        assert_eq!(
+            label(&serde_json::json!({"strategy": "top_k", "k": 2})),
+            "top_k(k=2)"
+        );
+        assert_eq!(label(&serde_json::json!({"a": 1, "b": "x"})), "a=1, b=x");
+        assert_eq!(
+            sweep_label("evaluation[a|b]{steer.layers=x}"),
+            Some("steer.layers=x")
+        );
+        assert_eq!(sweep_label("evaluation[a|b]"), None);
         let (k, eta) = point_from_id("nonsense");
         assert_eq!(k, PointKey::default());
         assert_eq!(eta, None);
