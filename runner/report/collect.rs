@@ -289,17 +289,14 @@ pub fn collect(nodes: &[NodeEntry]) -> ReportData {
                 }
             }
             "dataset" => {
-                let sf = n.params.get("soundfont").cloned().unwrap_or(Value::Null);
-                let r = match &sf {
-                    Value::Null => {
-                        "built-in synthesiser (no SoundFont): sine/additive voices".to_string()
-                    }
-                    Value::Object(o) => format!(
-                        "SoundFont {} (blake3 {})",
-                        o.get("path").map(label).unwrap_or_default(),
-                        o.get("blake3").map(label).unwrap_or_default()
-                    ),
-                    other => format!("SoundFont {}", label(other)),
+                // The data store's manifest says which renderer ran; the params say what was asked.
+                let ran = n
+                    .dir()
+                    .and_then(|dir| read_json(&dir.join("manifest.json"), &mut d.problems))
+                    .and_then(|m| m.get("renderer").cloned());
+                let r = match ran {
+                    Some(r) => renderer(&r),
+                    None => soundfont_param(n.params.get("soundfont").unwrap_or(&Value::Null)),
                 };
                 push_unique(&mut d.renderers, r);
             }
@@ -319,6 +316,41 @@ pub fn collect(nodes: &[NodeEntry]) -> ReportData {
         }
     }
     d
+}
+
+/// `RendererInfo` of the data store manifest: `{kind: soundfont, path, blake3}` | `{kind: builtin, version}`.
+fn renderer(r: &Value) -> String {
+    match r.get("kind").and_then(Value::as_str) {
+        Some("soundfont") => format!(
+            "SoundFont {} (blake3 {})",
+            r.get("path").map(label).unwrap_or_default(),
+            r.get("blake3").map(label).unwrap_or_default()
+        ),
+        Some("builtin") => format!(
+            "built-in synthesiser (version {}), no SoundFont",
+            r.get("version").map(label).unwrap_or_default()
+        ),
+        _ => label(r),
+    }
+}
+
+/// The dataset node's `soundfont` param (what was asked, when the node has not run).
+fn soundfont_param(sf: &Value) -> String {
+    match sf {
+        Value::Null => "built-in synthesiser (no SoundFont)".into(),
+        Value::Object(o) if o.contains_key("missing") => format!(
+            "SoundFont {} missing: built-in synthesiser",
+            o.get("missing").map(label).unwrap_or_default()
+        ),
+        Value::Object(o) => format!(
+            "SoundFont{} (blake3 {})",
+            o.get("path")
+                .map(|p| format!(" {}", label(p)))
+                .unwrap_or_default(),
+            o.get("blake3").map(label).unwrap_or_default()
+        ),
+        other => format!("SoundFont {}", label(other)),
+    }
 }
 
 fn evaluation(n: &NodeEntry, d: &mut ReportData) {
@@ -400,7 +432,12 @@ fn generation(n: &NodeEntry, d: &mut ReportData) {
         })
     });
     let model = meta.get("model").map(label).unwrap_or_default();
-    push_unique(&mut d.model_descriptions, model.clone());
+    push_unique(
+        &mut d.model_descriptions,
+        meta.get("model_description")
+            .map(label)
+            .unwrap_or_else(|| model.clone()),
+    );
     let audio = dir.join("audio.wav");
     d.clips.push(Clip {
         node_key: n.key.clone(),
