@@ -102,10 +102,11 @@ fn everything_is_escaped() {
 fn fixture_report_content() {
     let dir = tempfile::tempdir().unwrap();
     let html = render_fixture(dir.path(), true);
-    // Summary: 8 sweep points (one missing, one failed, marked), 95% CI cells, unavailable metric.
+    // Summary: the η = 0 baseline + 8 sweep points (one missing, one failed, marked), 95% CI
+    // cells, an unavailable metric.
     assert_eq!(
         html.matches("<tr class=\"done\"><td>notes:C</td>").count(),
-        6
+        7
     );
     assert_eq!(
         html.matches("<tr class=\"missing\"><td>notes:C</td>")

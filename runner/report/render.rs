@@ -417,19 +417,36 @@ fn eta_figures(
     let mut out = Vec::new();
     for m in &metrics {
         let mut groups: BTreeMap<&PointKey, Vec<plots::Point>> = BTreeMap::new();
+        let mut baselines: Vec<(&PointKey, plots::Point)> = vec![];
         for p in &d.points {
-            if let (
-                Some(eta),
-                Some(MetricValue::Value {
-                    value,
-                    ci_low,
-                    ci_high,
-                    ..
-                }),
-            ) = (p.eta, p.metrics.as_ref().and_then(|ms| ms.get(m)))
-            {
-                let ci = ci_low.zip(*ci_high);
-                groups.entry(&p.key).or_default().push((eta, *value, ci));
+            let Some(MetricValue::Value {
+                value,
+                ci_low,
+                ci_high,
+                ..
+            }) = p.metrics.as_ref().and_then(|ms| ms.get(m))
+            else {
+                continue;
+            };
+            let Some(eta) = p.eta else { continue };
+            let point = (eta, *value, ci_low.zip(*ci_high));
+            if eta == 0.0 {
+                baselines.push((&p.key, point));
+            } else {
+                groups.entry(&p.key).or_default().push(point);
+            }
+        }
+        // The unsteered (η = 0) point of a target starts every curve of that target.
+        for (key, point) in baselines {
+            let mut joined = false;
+            for (k, pts) in groups.iter_mut() {
+                if k.target == key.target {
+                    pts.push(point);
+                    joined = true;
+                }
+            }
+            if !joined {
+                groups.entry(key).or_default().push(point);
             }
         }
         if groups.is_empty() {
