@@ -64,6 +64,11 @@ fn report_loads_in_headless_chromium() {
         .arg(browser.join("check.mjs"))
         .arg(out_dir.join("index.html"))
         .arg(&chromium)
+        // The fixture's prompt: shown as text, not run.
+        .env(
+            "EXPECT_TEXT",
+            "calm piano <script>alert(\"x\")</script> & \"strings\"",
+        )
         .output()
         .expect("node is needed to drive chromium (tests/browser/check.mjs)");
     let stdout = String::from_utf8_lossy(&out.stdout);

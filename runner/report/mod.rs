@@ -452,7 +452,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ReportError> {
         if e.file_type().is_dir() {
             std::fs::create_dir_all(&target).map_err(io)?;
         } else {
-            std::fs::copy(e.path(), &target).map_err(io)?;
+            render::link_or_copy(e.path(), &target)?;
         }
     }
     Ok(())

@@ -312,6 +312,29 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     })
 }
 
+/// Hard-links `from` to `to` (store outputs never change; clips can be large), copying when the
+/// link fails (another file system); either way through a temp name and a rename.
+pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), ReportError> {
+    let tmp = crate::fsx::temp_sibling(to);
+    let werr = |source| ReportError::Write {
+        path: to.display().to_string(),
+        source,
+    };
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(werr)?;
+    }
+    if std::fs::hard_link(from, &tmp).is_err() {
+        std::fs::copy(from, &tmp).map_err(|source| ReportError::Read {
+            path: from.display().to_string(),
+            source,
+        })?;
+    }
+    std::fs::rename(&tmp, to).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        werr(e)
+    })
+}
+
 struct Figures<'a> {
     dir: &'a Path,
     png: bool,
@@ -761,11 +784,7 @@ fn clips(d: &ReportData, audio_dir: &Path) -> Result<Vec<ClipRow>, ReportError> 
             return Ok(vec![rel.clone()]);
         }
         let name = format!("{}.wav", safe_name(&c.node_key));
-        let bytes = std::fs::read(src).map_err(|source| ReportError::Read {
-            path: src.display().to_string(),
-            source,
-        })?;
-        write(&audio_dir.join(&name), &bytes)?;
+        link_or_copy(src, &audio_dir.join(&name))?;
         let rel = format!("assets/audio/{name}");
         copied.insert(c.node_key.clone(), rel.clone());
         Ok(vec![rel])

@@ -4,7 +4,8 @@
 // element exists (escaping), and the page does not overflow horizontally at 1280 px or 390 px.
 //
 //   node tests/browser/check.mjs path/to/index.html [/usr/bin/chromium]
-// Prints a JSON summary; exits 1 listing every problem.
+// With EXPECT_TEXT set, that text must be visible in the page as text (e.g. a prompt holding
+// `<script>`: escaped, shown, not run). Prints a JSON summary; exits 1 listing every problem.
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL, fileURLToPath } from 'node:url';
@@ -68,6 +69,7 @@ try {
         scripts: document.querySelectorAll('script').length,
         overflow: document.documentElement.scrollWidth - window.innerWidth,
         text: document.body.innerText.length,
+        body: document.body.innerText,
       };
     });
     for (const i of view.imgs) if (!i.ok) problems.push(`image does not load at ${width}px: ${i.src}`);
@@ -76,6 +78,8 @@ try {
       if (!fs.existsSync(file)) problems.push(`audio src is not a file: ${a.src}`);
       if (!a.ok) problems.push(`audio does not load at ${width}px: ${a.src} (${a.why})`);
     }
+    const expect = process.env.EXPECT_TEXT;
+    if (expect && !view.body.includes(expect)) problems.push(`text not shown at ${width}px: ${expect}`);
     if (view.scripts !== 0) problems.push(`${view.scripts} <script> element(s) in the page`);
     if (view.overflow > 1) problems.push(`page overflows horizontally by ${view.overflow}px at ${width}px`);
     summary.views.push({ width, images: view.imgs.length, audio: view.audio.length,
