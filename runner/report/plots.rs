@@ -21,6 +21,25 @@ pub const PALETTE: [RGBColor; 7] = [
     RGBColor(0, 0, 0),       // black
 ];
 
+/// How series `i` looks, in words (for the HTML legend that repeats the plot's full labels).
+pub fn style_name(i: usize) -> String {
+    const COLOURS: [&str; 7] = [
+        "blue",
+        "orange",
+        "bluish green",
+        "vermillion",
+        "reddish purple",
+        "sky blue",
+        "black",
+    ];
+    const SHAPES: [&str; 3] = ["circles", "triangles", "squares"];
+    format!(
+        "{} {}",
+        COLOURS[i % COLOURS.len()],
+        SHAPES[(i / COLOURS.len()) % SHAPES.len()]
+    )
+}
+
 /// The same palette as CSS hex colours (the HTML legends and the confusion matrix use it).
 pub fn palette_hex(i: usize) -> String {
     let c = PALETTE[i % PALETTE.len()];
@@ -192,7 +211,7 @@ where
         v.len()
     };
     let mut cc = ChartBuilder::on(&top)
-        .caption(&chart.title, ("sans-serif", 20))
+        .caption(&chart.title, ("sans-serif", 22))
         .margin(14)
         .x_label_area_size(52)
         .y_label_area_size(70)
@@ -208,8 +227,8 @@ where
         .y_labels(6)
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 15))
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 17))
         .light_line_style(WHITE)
         .bold_line_style(RGBColor(225, 225, 225))
         .draw()
@@ -273,9 +292,9 @@ where
         }
         legend
             .draw(&Text::new(
-                short(text, 54),
+                short(text, 44),
                 (x + 44, y - 8),
-                ("sans-serif", 14).into_font().color(&BLACK),
+                ("sans-serif", 16).into_font().color(&BLACK),
             ))
             .map_err(e)?;
     }
@@ -336,7 +355,9 @@ mod tests {
             y_label: "accuracy (fraction)".into(),
             series: (0..n)
                 .map(|i| Series {
-                    label: format!("schedule {i} & <b>"),
+                    label: format!(
+                        "schedule {i} & <b> · linear_down · layers top_k(k=2) · gate 0.5"
+                    ),
                     points: (0..12)
                         .map(|k| {
                             let x = k as f64 * 0.05;
@@ -372,6 +393,77 @@ mod tests {
         let png = std::fs::read(dir.path().join("c.png")).unwrap();
         assert_eq!(&png[1..4], b"PNG");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    /// `<text ...>content</text>` of an SVG: (x, y, anchor, font size, content).
+    fn texts(svg: &str) -> Vec<(f64, f64, String, f64, String)> {
+        let attr = |tag: &str, name: &str| -> String {
+            tag.split(&format!(" {name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        svg.split("<text")
+            .skip(1)
+            .map(|t| {
+                let (tag, rest) = t.split_once('>').unwrap();
+                let content = rest.split("</text>").next().unwrap().trim().to_string();
+                (
+                    attr(tag, "x").parse().unwrap(),
+                    attr(tag, "y").parse().unwrap(),
+                    attr(tag, "text-anchor"),
+                    attr(tag, "font-size").parse().unwrap(),
+                    content,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn labels_do_not_overlap_at_12_sweep_points() {
+        // 12 series (one per schedule/cropping) × 12 η values.
+        let s = svg(&chart(12)).unwrap();
+        let t = texts(&s);
+        // x tick labels: centred numbers on one baseline, at most 10, spaced wider than they are.
+        let bottom = t
+            .iter()
+            .filter(|x| x.2 == "middle" && x.4.parse::<f64>().is_ok())
+            .map(|x| x.1)
+            .fold(0.0, f64::max);
+        let mut ticks: Vec<_> = t
+            .iter()
+            .filter(|x| x.1 == bottom && x.2 == "middle")
+            .collect();
+        ticks.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!((2..=10).contains(&ticks.len()), "{ticks:?}");
+        for w in ticks.windows(2) {
+            let width = 0.65 * w[0].3 * (w[0].4.chars().count().max(w[1].4.chars().count()) as f64);
+            assert!(w[1].0 - w[0].0 > width + 4.0, "{w:?}");
+        }
+        // Legend entries (left-anchored, below the plot): two per row, each fits its column.
+        let legend: Vec<_> = t
+            .iter()
+            .filter(|x| x.2 == "start" && x.1 > CHART_HEIGHT as f64)
+            .collect();
+        assert_eq!(legend.len(), 13);
+        let col = (WIDTH as f64 - 40.0) / 2.0;
+        for e in &legend {
+            let shown =
+                e.4.replace("&amp;", "&")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">");
+            let width = 0.58 * e.3 * shown.chars().count() as f64;
+            let right = if e.0 < col { 30.0 + col } else { WIDTH as f64 };
+            assert!(
+                e.0 + width < right + 30.0,
+                "legend entry overflows its column: {e:?}"
+            );
+        }
+        let mut rows: Vec<i64> = legend.iter().map(|e| e.1 as i64).collect();
+        rows.dedup();
+        assert_eq!(rows.len(), 7);
+        assert!(rows.windows(2).all(|r| r[1] - r[0] >= LEGEND_ROW as i64));
     }
 
     #[test]

@@ -99,6 +99,8 @@ struct SummaryTable {
 
 #[derive(Serialize)]
 struct Figure {
+    /// "<colour> <marker>: <full series label>" (the plot's legend truncates long labels).
+    legend: Vec<String>,
     src: String,
     alt: String,
     caption: String,
@@ -351,6 +353,12 @@ impl Figures<'_> {
         let names = plots::write(chart, self.dir, stem, self.png)?;
         let (width, height) = plots::size(chart);
         Ok(Figure {
+            legend: chart
+                .series
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{}: {}", plots::style_name(i), s.label))
+                .collect(),
             src: format!("assets/plots/{}", names[0]),
             alt,
             caption,
