@@ -16,6 +16,7 @@ Examples:
   rfmx report specs/toy.toml                    re-render plots + HTML report from cached results
   rfmx status                                   failed nodes, running nodes and Slurm jobs, store size
   rfmx gc --dry-run                             what housekeeping would remove
+  rfmx generate --model tiny --prompt \"solo piano\" --out x.wav   4 s of audio from text
 
 Layering: defaults < spec file < RFMX_<SECTION>__<KEY>=value < --set section.key=value.
 The cache lives in ./.rfmx (or $RFMX_HOME). Exit codes: 0 ok, 1 some nodes failed, 2 bad spec or usage.";
@@ -109,6 +110,14 @@ pub enum Command {
     Data(crate::data::cli::DataArgs),
     /// Fit, apply or benchmark concept probes (RFM, linear, MLP) on features from anywhere
     Probe(crate::probe::cli::ProbeArgs),
+    /// Listening tests: build a blinded stimulus set + rating page, or `analyze` the results
+    Stimuli(crate::stimuli::cli::StimuliArgs),
+    /// Text to music: prompt -> MusicGen codes -> 32 kHz float WAV (and the codes as .npy)
+    Generate(crate::model::cli::GenerateArgs),
+    /// Audio to EnCodec codes (.npy, [codebooks, frames], int64)
+    Encode(crate::model::cli::EncodeArgs),
+    /// EnCodec codes (.npy) to 32 kHz float WAV
+    Decode(crate::model::cli::DecodeArgs),
     /// Low-level node operations (used by Slurm workers)
     #[command(hide = true)]
     Node {

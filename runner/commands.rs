@@ -42,6 +42,10 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Command::Data(args) => tool_exit(crate::data::cli::run(args)),
         Command::Probe(args) => tool_exit(crate::probe::cli::run(&args)),
+        Command::Stimuli(args) => tool_exit(crate::stimuli::cli::run(args)),
+        Command::Generate(args) => crate::model::cli::exit(crate::model::cli::generate(&args)),
+        Command::Encode(args) => crate::model::cli::exit(crate::model::cli::encode(&args)),
+        Command::Decode(args) => crate::model::cli::exit(crate::model::cli::decode(&args)),
     };
     ExitCode::from(code)
 }
@@ -371,6 +375,10 @@ fn explain(args: &SpecArgs, query: &str, store: &Store, registry: &Registry) -> 
 fn check(specs: &[PathBuf], sets: &[String], registry: &Registry) -> u8 {
     let mut code = 0;
     for path in specs {
+        if let Some(c) = crate::stimuli::cli::check_listening_spec(path) {
+            code = code.max(c);
+            continue;
+        }
         let args = SpecArgs {
             spec: path.clone(),
             set: sets.to_vec(),

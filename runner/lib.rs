@@ -16,4 +16,5 @@ pub mod registry;
 pub mod report;
 pub mod spec;
 pub mod steer;
+pub mod stimuli;
 pub mod toy;

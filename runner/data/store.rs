@@ -58,6 +58,10 @@ pub struct Rendered {
 
 pub const RESAMPLER: &str = "rubato FftFixedInOut 44100->32000, BlackmanHarris2-windowed sinc anti-alias filter (1764 taps), group delay removed; mono = mean of L and R";
 
+/// What [`render_selected`] returns: (concept, enumeration, rendered count, silent count, kept per
+/// class).
+pub type Selection = (Concept, Enumeration, usize, usize, BTreeMap<String, usize>);
+
 /// Renders the clips selected by `cfg` in parallel batches and hands every non-silent one to
 /// `sink` in selection order. Returns (enumeration, rendered count, silent count, kept per class).
 pub fn render_selected(
@@ -65,7 +69,7 @@ pub fn render_selected(
     renderer: &Renderer,
     progress: Progress,
     sink: &mut dyn FnMut(&Enumeration, Rendered) -> Result<(), DataError>,
-) -> Result<(Concept, Enumeration, usize, usize, BTreeMap<String, usize>), DataError> {
+) -> Result<Selection, DataError> {
     let concept = Concept::parse(&cfg.concept)
         .ok_or_else(|| DataError::UnknownConcept(cfg.concept.clone()))?;
     let e = enumerate(concept, cfg.seed);

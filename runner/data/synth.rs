@@ -107,14 +107,18 @@ fn note(out: &mut [f32], start: usize, off: usize, key: u8, amp: f32, t: &Timbre
     let f0 = midi_hz(key as f32);
     let rel = (RELEASE_S * sr) as usize;
     let end = (off + rel).min(out.len());
+    if start >= end {
+        return;
+    }
     for (k, &a) in t.partials.iter().enumerate() {
         let f = f0 * (k + 1) as f32;
         if a == 0.0 || f > MAX_PARTIAL_HZ || f > sr / 2.0 {
             continue;
         }
         let w = 2.0 * std::f64::consts::PI * f as f64 / sr as f64;
-        for n in start..end {
-            let ts = (n - start) as f32 / sr;
+        for (i, sample) in out[start..end].iter_mut().enumerate() {
+            let n = start + i;
+            let ts = i as f32 / sr;
             let mut env = (ts / t.attack_s).min(1.0);
             if t.decay_s.is_finite() {
                 env *= (-ts / t.decay_s).exp();
@@ -122,7 +126,7 @@ fn note(out: &mut [f32], start: usize, off: usize, key: u8, amp: f32, t: &Timbre
             if n >= off {
                 env *= 1.0 - (n - off) as f32 / rel as f32;
             }
-            out[n] += amp * a * env * ((w * (n - start) as f64).sin() as f32);
+            *sample += amp * a * env * ((w * i as f64).sin() as f32);
         }
     }
 }
