@@ -13,6 +13,7 @@ pub mod fsx;
 pub mod model;
 pub mod probe;
 pub mod registry;
+pub mod report;
 pub mod spec;
 pub mod stages;
 pub mod steer;

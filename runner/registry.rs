@@ -15,4 +15,7 @@ pub fn default_registry() -> Registry {
         .kind(crate::stages::ActivationsNode)
         .kind(crate::stages::ProbeNode)
         .kind(crate::stages::DirectionsNode)
+        // report: planned last (plan_final), after every result node
+        .stage(crate::report::ReportStage::default())
+        .kind(crate::report::ReportNode)
 }
