@@ -37,6 +37,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Node {
             command: NodeCommand::Run { key },
         } => node_run(&key, &store, &registry),
+        Command::Report { spec, png } => {
+            crate::report::report_command(&spec.spec, &spec.set, png, &store)
+        }
         Command::Data(args) => tool_exit(crate::data::cli::run(args)),
         Command::Probe(args) => tool_exit(crate::probe::cli::run(&args)),
         Command::Stimuli(args) => tool_exit(crate::stimuli::cli::run(args)),
@@ -80,8 +83,8 @@ fn require_nodes(plan: &Plan, path: &Path) -> Result<(), u8> {
     if plan.nodes.is_empty() {
         eprintln!(
             "Error: {} plans no nodes: no stage in this build of rfmx consumes its sections.\n  \
-             help: the music stages (data, extract, fit, steer, evaluate) are not wired into the runner \
-             yet; `specs/toy.toml` runs the built-in toy stage",
+             help: name the music sections ([model] [data] [extract] [probe] ...), as in \
+             `specs/pooling_ablation.toml`, or [toy] as in `specs/toy.toml`",
             path.display()
         );
         return Err(BAD_INPUT);

@@ -80,7 +80,7 @@ concepts = ["notes", "chords"]
 per_class = 8
 
 [steer]
-targets = ["notes:C", "notes:E + chords:maj"]
+targets = ["notes:C", "notes:E + chords:major"]
 layers = { strategy = "top_k", k = 4 }
 schedule = ["constant", { kind = "piecewise", points = [[0.0, 0.0], [1.0, 1.0]] }]
 eta = [0.1, 0.2]

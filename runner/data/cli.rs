@@ -52,6 +52,7 @@ pub fn run(args: DataArgs) -> miette::Result<()> {
                 concept,
                 per_class,
                 classes: (!classes.is_empty()).then_some(classes),
+                instruments: None,
                 soundfont,
                 builtin_synth,
                 seed,

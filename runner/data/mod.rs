@@ -47,6 +47,14 @@ pub enum DataError {
     },
     #[error("data.per_class: must be at least 1")]
     PerClassZero,
+    #[error(
+        "data.instruments: GM program {program} is not used by concept {concept} (its programs: {known})"
+    )]
+    UnknownInstrument {
+        concept: Concept,
+        program: u8,
+        known: String,
+    },
     #[error("data.soundfont: cannot use '{path}': {reason} (install the Debian package timgm6mb-soundfont for the default {default})", default = DEFAULT_SOUNDFONT)]
     SoundFont { path: PathBuf, reason: String },
     #[error(
@@ -81,6 +89,9 @@ pub struct DatasetConfig {
     /// Restrict to these classes; None = all.
     #[serde(default)]
     pub classes: Option<Vec<String>>,
+    /// Restrict to these GM programs (`data.instruments`); None = every program of the concept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruments: Option<Vec<u8>>,
     /// SoundFont path; None = the default if installed, else the built-in synth.
     #[serde(default)]
     pub soundfont: Option<PathBuf>,
@@ -104,6 +115,7 @@ impl DatasetConfig {
             concept: concept.into(),
             per_class: None,
             classes: None,
+            instruments: None,
             soundfont: None,
             builtin_synth: false,
             seed: 0,

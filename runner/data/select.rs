@@ -38,8 +38,29 @@ pub fn select(
     if cfg.per_class == Some(0) {
         return Err(DataError::PerClassZero);
     }
+    if let Some(programs) = &cfg.instruments {
+        let used: std::collections::BTreeSet<u8> = e.clips.iter().map(|c| c.program).collect();
+        if let Some(&program) = programs.iter().find(|p| !used.contains(p)) {
+            return Err(DataError::UnknownInstrument {
+                concept,
+                program,
+                known: used
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
     let mut by_class: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, c) in e.clips.iter().enumerate() {
+        if cfg
+            .instruments
+            .as_ref()
+            .is_some_and(|p| !p.contains(&c.program))
+        {
+            continue;
+        }
         by_class.entry(c.class.as_str()).or_default().push(i);
     }
     let mut classes = Vec::new();

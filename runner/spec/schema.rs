@@ -133,7 +133,7 @@ impl Concept {
             Concept::Notes => Some(&[
                 "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
             ]),
-            Concept::Chords => Some(&["maj", "min", "aug", "dim"]),
+            Concept::Chords => Some(&["major", "minor", "aug", "dim"]),
             _ => None,
         }
     }
@@ -218,6 +218,41 @@ pub struct ProbeSpec {
     pub kind: ProbeKind,
     pub iterations: u32,
     pub trials: u32,
+    /// Directions kept per (concept, class, layer): the top eigenvectors of M.
+    pub directions_k: usize,
+    /// The layer whose multiclass probe is the evaluation judge.
+    pub judge_layer: JudgeLayer,
+}
+
+/// `"best"` (the layer with the best multiclass validation accuracy) or a layer index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JudgeLayer {
+    Best,
+    Layer(usize),
+}
+
+impl Serialize for JudgeLayer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            JudgeLayer::Best => s.serialize_str("best"),
+            JudgeLayer::Layer(l) => s.serialize_u64(*l as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JudgeLayer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        if v.as_str() == Some("best") {
+            return Ok(JudgeLayer::Best);
+        }
+        match v.as_u64() {
+            Some(l) => Ok(JudgeLayer::Layer(l as usize)),
+            None => Err(D::Error::custom(format!(
+                "expected \"best\" or a layer index (a non-negative integer), found {v}"
+            ))),
+        }
+    }
 }
 
 /// One steering target: one or more `concept:class` terms (several = multi-direction).

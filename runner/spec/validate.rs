@@ -165,6 +165,28 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
                 None,
             );
         }
+        if p.directions_k == 0 {
+            c.fail(
+                &["probe", "directions_k"],
+                "`probe.directions_k` must be at least 1",
+                Some("steering uses the first direction; the authors keep 12"),
+            );
+        }
+        if let (
+            JudgeLayer::Layer(l),
+            Some(ExtractSpec {
+                layers: AllOr::Some(layers),
+                ..
+            }),
+        ) = (p.judge_layer, &spec.extract)
+            && !layers.contains(&l)
+        {
+            c.fail(
+                &["probe", "judge_layer"],
+                format!("judge layer {l} is not one of the extracted layers {layers:?}"),
+                Some("add it to extract.layers, or use \"best\""),
+            );
+        }
     }
     if let Some(s) = &spec.steer {
         validate_steer(&mut c, s, spec.data.as_ref());

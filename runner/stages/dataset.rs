@@ -1,0 +1,110 @@
+//! `dataset[<concept>]`: renders a SynTheory concept dataset (`crate::data::build`) into the node's
+//! output dir: `audio_32k.f32`, `clips.json`, `labels.csv`, `manifest.json` (the data::store
+//! layout; the 44.1 kHz renders are not kept — `rfmx data export --native` writes them).
+//!
+//! Params: {concept, per_class (null = all), instruments (null = all), soundfont, seed}. The
+//! SoundFont enters the key by content: `{"blake3": hash}` (its path is an execution hint), or
+//! `{"missing": path}` when the file cannot be read at plan time (the node then fails naming
+//! `data.soundfont`), or null for the built-in synthesizer.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::dag::{NodeCtx, NodeError, NodeKind};
+use crate::data::{DEFAULT_SOUNDFONT, DataError, DatasetConfig};
+
+/// (params value, hint path) of the SoundFont a dataset renders with: the spec's path, else the
+/// default SoundFont when installed, else none (built-in synth).
+pub fn soundfont_param(spec: Option<&str>) -> (Value, Value) {
+    let path = match spec {
+        Some(p) => PathBuf::from(p),
+        None if Path::new(DEFAULT_SOUNDFONT).is_file() => PathBuf::from(DEFAULT_SOUNDFONT),
+        None => return (Value::Null, Value::Null),
+    };
+    let shown = path.display().to_string();
+    match std::fs::read(&path) {
+        Ok(bytes) => (
+            json!({ "blake3": blake3::hash(&bytes).to_hex().to_string() }),
+            json!(shown),
+        ),
+        Err(_) => (json!({ "missing": shown }), json!(shown)),
+    }
+}
+
+#[derive(Deserialize)]
+struct Params {
+    concept: String,
+    per_class: Option<usize>,
+    instruments: Option<Vec<u32>>,
+    soundfont: Option<Value>,
+    seed: u64,
+}
+
+pub struct DatasetNode;
+
+impl NodeKind for DatasetNode {
+    fn name(&self) -> &'static str {
+        "dataset"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
+        let p: Params = ctx.params_as()?;
+        let mut cfg = DatasetConfig::new(&p.concept);
+        cfg.per_class = p.per_class;
+        cfg.seed = p.seed;
+        cfg.native = false;
+        cfg.instruments = match p.instruments {
+            None => None,
+            Some(v) => Some(
+                v.iter()
+                    .map(|&x| {
+                        u8::try_from(x).ok().filter(|x| *x < 128).ok_or_else(|| {
+                            format!("data.instruments: GM program {x} is outside 0..=127")
+                        })
+                    })
+                    .collect::<Result<Vec<u8>, String>>()?,
+            ),
+        };
+        match &p.soundfont {
+            None => cfg.builtin_synth = true,
+            Some(sf) => {
+                let path = ctx
+                    .hints
+                    .get("soundfont_path")
+                    .and_then(Value::as_str)
+                    .or_else(|| sf.get("missing").and_then(Value::as_str))
+                    .ok_or("dataset node: SoundFont param without a soundfont_path hint")?;
+                let path = PathBuf::from(path);
+                let renderer = crate::data::Renderer::soundfont(&path)?;
+                if let (Some(want), crate::data::RendererInfo::Soundfont { blake3, .. }) =
+                    (sf.get("blake3").and_then(Value::as_str), renderer.info())
+                    && want != blake3
+                {
+                    return Err(DataError::SoundFont {
+                        path,
+                        reason: "the file changed since the run was planned; run again".into(),
+                    }
+                    .into());
+                }
+                cfg.soundfont = Some(path);
+            }
+        }
+        ctx.log(&format!("building {}", serde_json::to_string(&cfg)?));
+        let progress = ctx.progress;
+        let ds = crate::data::build(&cfg, ctx.out_dir, &|done, total| {
+            progress(done as u64, total as u64, "rendering clips")
+        })?;
+        ctx.log(&format!(
+            "{} clips kept ({} rendered, {} silent dropped), renderer {:?}",
+            ds.manifest.kept,
+            ds.manifest.rendered,
+            ds.manifest.silent_dropped,
+            ds.manifest.renderer
+        ));
+        Ok(())
+    }
+}

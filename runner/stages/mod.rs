@@ -1,0 +1,540 @@
+//! The probe pipeline's stages (DESIGN.md §2, CONTRACT.md "stages helper"): per concept a
+//! `dataset` node, an `activations` node (dataset × model × pooling), one `probe` node per
+//! (layer × probe kind) and one `directions` node per class, planned from the spec sections
+//! `[model] [data] [extract] [probe]`. The summary after a run is a Table-1-style probe table
+//! plus the layer-selection weights steering would use.
+
+pub mod activations;
+pub mod dataset;
+pub mod directions;
+pub mod probe;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::dag::store::Store;
+use crate::dag::{NodeSpec, Plan, PlanBuilder, PlanError, Stage};
+use crate::model::musicgen::{MusicgenConfig, TinySpec};
+use crate::model::{ModelError, ModelSource, Pipeline};
+use crate::spec::ResolvedSpec;
+use crate::spec::schema::{AllOr, JudgeLayer, LayerStrategy, Pooling, ProbeKind};
+
+pub use activations::ActivationsNode;
+pub use dataset::DatasetNode;
+pub use directions::DirectionsNode;
+pub use probe::ProbeNode;
+
+/// Errors of the stage nodes; the engine records the chain in the failure record.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Musicgen(#[from] crate::model::musicgen::MusicgenError),
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Input(String),
+}
+
+pub type Result<T> = std::result::Result<T, StageError>;
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
+    move |source| StageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes pretty JSON atomically.
+pub(crate) fn write_json(path: &Path, v: &Value) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(v).map_err(|e| StageError::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    crate::fsx::write_atomic(path, &bytes).map_err(io_err(path))
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| StageError::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Saves f32 tensors as safetensors through a temp sibling + rename.
+pub(crate) fn save_tensors(
+    path: &Path,
+    tensors: &HashMap<String, candle_core::Tensor>,
+) -> Result<()> {
+    let tmp = crate::fsx::temp_sibling(path);
+    candle_core::safetensors::save(tensors, &tmp).map_err(|e| StageError::Format {
+        path: path.to_path_buf(),
+        reason: format!("cannot write safetensors: {e}"),
+    })?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+pub(crate) fn load_tensors(path: &Path) -> Result<HashMap<String, candle_core::Tensor>> {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| {
+        StageError::Format {
+            path: path.to_path_buf(),
+            reason: format!("cannot read safetensors: {e}"),
+        }
+    })
+}
+
+/// A class name as a directory name: characters outside `[A-Za-z0-9_#.-]` become `_`
+/// (`4/4` -> `4_4`; progressions such as `major-(1, 4, 5, 1)` keep their digits).
+pub fn class_dir(class: &str) -> String {
+    class
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_#.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub fn pooling_name(p: Pooling) -> &'static str {
+    match p {
+        Pooling::Mean => "mean",
+        Pooling::Last => "last",
+        Pooling::Max => "max",
+    }
+}
+
+pub fn kind_name(k: ProbeKind) -> &'static str {
+    match k {
+        ProbeKind::Rfm => "rfm",
+        ProbeKind::Linear => "linear",
+        ProbeKind::Mlp => "mlp",
+    }
+}
+
+/// Decoder layers of a model source (tiny: the embedded spec; a snapshot: its config.json).
+pub fn model_layers(source: &ModelSource) -> std::result::Result<usize, ModelError> {
+    match source.resolve()? {
+        ModelSource::Path(dir) => {
+            let cfg = MusicgenConfig::from_file(&dir.join("config.json"))
+                .map_err(|e| ModelError::snapshot(&dir, e.to_string()))?;
+            Ok(cfg.decoder.num_hidden_layers)
+        }
+        _ => Ok(TinySpec::default().num_hidden_layers),
+    }
+}
+
+/// The probe pipeline's planner.
+pub struct ProbeStage;
+
+fn stage_err(message: impl Into<String>) -> PlanError {
+    PlanError::Stage {
+        stage: "probe".into(),
+        message: message.into(),
+    }
+}
+
+impl Stage for ProbeStage {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+
+    fn plan(
+        &self,
+        spec: &ResolvedSpec,
+        plan: &mut PlanBuilder<'_>,
+    ) -> std::result::Result<(), PlanError> {
+        let s = &spec.spec;
+        let (Some(model), Some(data), Some(extract), Some(probe)) =
+            (&s.model, &s.data, &s.extract, &s.probe)
+        else {
+            return Ok(());
+        };
+        let source = ModelSource::from_spec(&model.name, model.path.as_deref().map(Path::new));
+        let fingerprint = Pipeline::fingerprint_of(&source)
+            .map_err(|e| stage_err(format!("model (model.name / model.path): {e}")))?;
+        let n_layers = model_layers(&source)
+            .map_err(|e| stage_err(format!("model (model.name / model.path): {e}")))?;
+        let layers: Vec<usize> = match &extract.layers {
+            AllOr::All => (0..n_layers).collect(),
+            AllOr::Some(list) => {
+                if let Some(l) = list.iter().find(|&&l| l >= n_layers) {
+                    return Err(stage_err(format!(
+                        "extract.layers: layer {l} does not exist: model `{}` has {n_layers} decoder layers (0..={})",
+                        source.label(),
+                        n_layers - 1
+                    )));
+                }
+                let mut v = list.clone();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+        };
+        if let JudgeLayer::Layer(l) = probe.judge_layer
+            && !layers.contains(&l)
+        {
+            return Err(stage_err(format!(
+                "probe.judge_layer: layer {l} is not extracted (layers {layers:?})"
+            )));
+        }
+        let seed = s.experiment.seed;
+        let pooling = pooling_name(extract.pooling);
+        let kind = kind_name(probe.kind);
+        let (sf_param, sf_hint) = dataset::soundfont_param(data.soundfont.as_deref());
+        let steer_layers = s.steer.as_ref().map(|st| json!(st.layers));
+        for concept in &data.concepts {
+            let c = concept.name();
+            let per_class = match data.per_class {
+                AllOr::All => Value::Null,
+                AllOr::Some(n) => json!(n),
+            };
+            let instruments = match &data.instruments {
+                AllOr::All => Value::Null,
+                AllOr::Some(v) => json!(v),
+            };
+            let ds = plan.add(
+                NodeSpec::new(
+                    format!("dataset[{c}]"),
+                    "dataset",
+                    json!({
+                        "concept": c,
+                        "per_class": per_class,
+                        "instruments": instruments,
+                        "soundfont": sf_param,
+                        "seed": seed,
+                    }),
+                )
+                .hints(json!({ "soundfont_path": sf_hint })),
+            )?;
+            let act = plan.add(
+                NodeSpec::new(
+                    format!("activations[{c},{pooling}]"),
+                    "activations",
+                    json!({
+                        "concept": c,
+                        "pooling": pooling,
+                        "layers": layers,
+                        "dtype": "f32",
+                    }),
+                )
+                .input("dataset", ds)
+                .hints(json!({
+                    "model": model.name,
+                    "model_path": model.path,
+                    "device": model.device,
+                    "fingerprint": fingerprint,
+                    "batch": activations::DEFAULT_BATCH,
+                }))
+                .fingerprint(fingerprint.clone()),
+            )?;
+            let mut probes = Vec::new();
+            for &l in &layers {
+                let r = plan.add(
+                    NodeSpec::new(
+                        format!("probe[{c},L{l},{kind}]"),
+                        "probe",
+                        json!({
+                            "concept": c,
+                            "layer": l,
+                            "kind": kind,
+                            "iterations": probe.iterations,
+                            "trials": probe.trials,
+                            "directions_k": probe.directions_k,
+                            "seed": seed,
+                        }),
+                    )
+                    .input("activations", act),
+                )?;
+                probes.push((l, r));
+            }
+            let data_concept = crate::data::Concept::parse(c)
+                .ok_or_else(|| stage_err(format!("data.concepts: unknown concept `{c}`")))?;
+            let judge = match probe.judge_layer {
+                JudgeLayer::Best => json!("best"),
+                JudgeLayer::Layer(l) => json!(l),
+            };
+            for class in data_concept.classes() {
+                let mut node = NodeSpec::new(
+                    format!("directions[{c}:{class}]"),
+                    "directions",
+                    json!({
+                        "concept": c,
+                        "class": class,
+                        "kind": kind,
+                        "layers": layers,
+                        "judge_layer": judge,
+                    }),
+                )
+                .hints(json!({ "steer_layers": steer_layers }));
+                for &(l, r) in &probes {
+                    node = node.input(format!("L{l}"), r);
+                }
+                plan.add(node)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn summary(&self, plan: &Plan, store: &Store) -> Option<String> {
+        summary(plan, store)
+    }
+}
+
+/// Per (concept, pooling, kind): per-layer mean one-vs-rest AUC and multiclass accuracy.
+#[derive(Debug, Default, Clone)]
+pub struct LayerRow {
+    pub layer: usize,
+    pub val_auc: f64,
+    pub test_auc: f64,
+    pub val_acc: f64,
+    pub test_acc: f64,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Reads a finished probe node's `scores.json` into a [`LayerRow`].
+pub fn layer_row(scores: &Value) -> Option<LayerRow> {
+    let classes = scores["classes"].as_object()?;
+    let get = |k: &str| -> Vec<f64> { classes.values().filter_map(|c| c[k].as_f64()).collect() };
+    Some(LayerRow {
+        layer: scores["layer"].as_u64()? as usize,
+        val_auc: mean(&get("val_auc")),
+        test_auc: mean(&get("test_auc")),
+        val_acc: scores["multiclass"]["val_acc"].as_f64().unwrap_or(f64::NAN),
+        test_acc: scores["multiclass"]["test_acc"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+    })
+}
+
+fn fmt3(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "-".into()
+    }
+}
+
+fn summary(plan: &Plan, store: &Store) -> Option<String> {
+    // (concept, pooling, kind) -> rows by layer
+    let mut groups: BTreeMap<(String, String, String), Vec<LayerRow>> = BTreeMap::new();
+    let mut strategy: Option<LayerStrategy> = None;
+    for (i, n) in plan.nodes.iter().enumerate() {
+        if n.kind == "directions" && strategy.is_none() {
+            strategy = serde_json::from_value(n.hints["steer_layers"].clone()).ok();
+        }
+        if n.kind != "probe" {
+            continue;
+        }
+        let Ok(Some(scores)) = store.read_json::<Value>(&store.out_dir(&n.key).join("scores.json"))
+        else {
+            continue;
+        };
+        let Some(row) = layer_row(&scores) else {
+            continue;
+        };
+        let pooling = plan
+            .inputs_of(i)
+            .first()
+            .and_then(|&a| plan.nodes[a].params["pooling"].as_str().map(String::from))
+            .unwrap_or_else(|| "?".into());
+        let key = (
+            n.params["concept"].as_str().unwrap_or("?").to_string(),
+            pooling,
+            n.params["kind"].as_str().unwrap_or("?").to_string(),
+        );
+        groups.entry(key).or_default().push(row);
+    }
+    if groups.is_empty() {
+        return None;
+    }
+    let mut out = String::from(
+        "probe summary (Table 1 style): AUC = mean one-vs-rest AUC over classes at the best layer \
+         (by validation AUC); acc = the multiclass judge at its best layer (by validation accuracy)\n",
+    );
+    out.push_str(&format!(
+        "  {:<16}{:<9}{:<8}{:>7}{:>9}{:>10}{:>9}{:>9}{:>10}\n",
+        "concept",
+        "pooling",
+        "kind",
+        "best L",
+        "val AUC",
+        "test AUC",
+        "judge L",
+        "val acc",
+        "test acc"
+    ));
+    for ((concept, pooling, kind), rows) in &mut groups {
+        rows.sort_by_key(|r| r.layer);
+        let best = rows
+            .iter()
+            .max_by(|a, b| a.val_auc.total_cmp(&b.val_auc).then(b.layer.cmp(&a.layer)))?;
+        let judge = rows
+            .iter()
+            .max_by(|a, b| a.val_acc.total_cmp(&b.val_acc).then(b.layer.cmp(&a.layer)))?;
+        out.push_str(&format!(
+            "  {:<16}{:<9}{:<8}{:>7}{:>9}{:>10}{:>9}{:>9}{:>10}\n",
+            concept,
+            pooling,
+            kind,
+            best.layer,
+            fmt3(best.val_auc),
+            fmt3(best.test_auc),
+            judge.layer,
+            fmt3(judge.val_acc),
+            fmt3(judge.test_acc)
+        ));
+    }
+    out.push_str(&layer_selection(&groups, strategy.as_ref()));
+    Some(out.trim_end().to_string())
+}
+
+/// The per-layer scores and the weights top-K and exponential layer selection give them
+/// (`crate::steer::layers::layer_weights`, the same function steering uses). K and (w0, κ) come
+/// from `[steer] layers` where it names that strategy, else K = ⌈L/3⌉ and the authors' w0 = 1,
+/// κ = 0.95.
+fn layer_selection(
+    groups: &BTreeMap<(String, String, String), Vec<LayerRow>>,
+    strategy: Option<&LayerStrategy>,
+) -> String {
+    use crate::steer::layers::layer_weights;
+    let mut out = String::from(
+        "\nlayer selection: per-layer validation AUC -> steering weights w_l \
+         (top_k: 1 on the K best layers; exponential: w0 * s^(1/kappa), s = AUC min-max normalised)\n",
+    );
+    let mut header_done = false;
+    for ((concept, pooling, kind), rows) in groups {
+        let scores: Vec<f64> = rows.iter().map(|r| r.val_auc).collect();
+        let n = rows.len();
+        let k = match strategy {
+            Some(LayerStrategy::TopK { k }) => (*k).min(n),
+            _ => n.div_ceil(3).max(1),
+        };
+        let (w0, kappa) = match strategy {
+            Some(LayerStrategy::Exponential { w0, kappa }) => (*w0, *kappa),
+            _ => (1.0, 0.95),
+        };
+        if !header_done {
+            out.push_str(&format!(
+                "  {:<16}{:<9}{:<8}{:>6}{:>9}{:>10}{:>12}{:>24}\n",
+                "concept",
+                "pooling",
+                "kind",
+                "layer",
+                "val AUC",
+                "test AUC",
+                format!("top_k K={k}"),
+                format!("exp w0={w0} kappa={kappa}")
+            ));
+            header_done = true;
+        }
+        let top = layer_weights(&LayerStrategy::TopK { k }, &scores);
+        let exp = layer_weights(&LayerStrategy::Exponential { w0, kappa }, &scores);
+        for (i, r) in rows.iter().enumerate() {
+            let w = |ws: &std::result::Result<Vec<f64>, _>| match ws {
+                Ok(w) => fmt3(w[i]),
+                Err(_) => "-".to_string(),
+            };
+            out.push_str(&format!(
+                "  {:<16}{:<9}{:<8}{:>6}{:>9}{:>10}{:>12}{:>24}\n",
+                if i == 0 { concept.as_str() } else { "" },
+                if i == 0 { pooling.as_str() } else { "" },
+                if i == 0 { kind.as_str() } else { "" },
+                r.layer,
+                fmt3(r.val_auc),
+                fmt3(r.test_auc),
+                w(&top),
+                w(&exp)
+            ));
+        }
+        if let Err(e) = top.as_ref().and(exp.as_ref()) {
+            out.push_str(&format!(
+                "  (weights unavailable for {concept}/{pooling}/{kind}: {e})\n"
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_dirs_are_safe_names() {
+        assert_eq!(class_dir("C#"), "C#");
+        assert_eq!(class_dir("4/4"), "4_4");
+        assert_eq!(class_dir("major-(1, 4, 5, 1)"), "major-_1__4__5__1_");
+    }
+
+    fn plan(text: &str) -> Plan {
+        let spec = crate::spec::load_str("t.toml", "t", text, &[], &[]).unwrap();
+        crate::dag::build_plan(&spec, &crate::registry::default_registry()).unwrap()
+    }
+
+    #[test]
+    fn plans_one_probe_per_layer_and_one_directions_node_per_class() {
+        let p = plan(
+            "[model]\nname = \"tiny\"\n[data]\nconcepts = [\"chords\"]\nper_class = 4\n\
+             [extract]\nlayers = [1, 3]\n[steer]\ntargets = [\"chords:major\"]\n",
+        );
+        let ids: Vec<&str> = p.nodes.iter().map(|n| n.id.as_str()).collect();
+        for id in [
+            "dataset[chords]",
+            "activations[chords,mean]",
+            "probe[chords,L1,rfm]",
+            "probe[chords,L3,rfm]",
+            "directions[chords:major]",
+            "directions[chords:dim]",
+        ] {
+            assert!(ids.contains(&id), "{id} not in {ids:?}");
+        }
+        assert!(!ids.iter().any(|i| i.contains("L0")));
+        let act = p.find("activations[chords,mean]").unwrap();
+        assert!(p.nodes[act].fingerprint.is_some());
+        let d = p.find("directions[chords:aug]").unwrap();
+        assert_eq!(p.inputs_of(d).len(), 2);
+    }
+
+    #[test]
+    fn a_layer_the_model_lacks_is_a_plan_error_naming_the_key() {
+        let spec = crate::spec::load_str(
+            "t.toml",
+            "t",
+            "[model]\nname = \"tiny\"\n[extract]\nlayers = [9]\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let e = crate::dag::build_plan(&spec, &crate::registry::default_registry()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("extract.layers") && msg.contains("layer 9"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,409 @@
+//! `probe[<concept>,L<l>,<kind>]`: at one layer, one binary one-vs-rest probe per class (balanced
+//! negatives) and the multiclass judge, all of one kind (rfm | linear | mlp), on the same
+//! seeded 70/15/15 splits the probe library draws.
+//!
+//! Outputs: `scores.json`, per class `class/<dir>/` (ProbeFit::save) with
+//! `directions.safetensors` (`directions` = [k, hidden] f32, unit rows, in RAW residual space),
+//! and `multiclass/` (ProbeFit::save). Directions: RFM — the top-k eigenvectors of M; linear —
+//! the weight vector (k = 1); MLP — the top-k eigenvectors of the network's AGOP (the average
+//! outer product of its input gradients on the training rows). The probes standardise features,
+//! so a direction v found in standardised coordinates is mapped to the raw residual stream as
+//! normalise(σ ⊙ v) (a raw step σ ⊙ v moves the standardised features along v), after orienting
+//! v so that the standardised training rows' projection on it correlates positively with the class
+//! indicator (so adding the raw direction pushes the probe towards the class).
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::Tensor;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{StageError, class_dir, load_tensors, read_json, save_tensors, write_json};
+use crate::dag::{NodeCtx, NodeError, NodeKind};
+use crate::probe::directions::eigh_desc;
+use crate::probe::metrics::pearson;
+use crate::probe::splits::one_vs_rest;
+use crate::probe::{Features, Model, ProbeConfig, ProbeFit, ProbeKind, Targets, Task};
+
+#[derive(Deserialize)]
+struct Params {
+    concept: String,
+    layer: usize,
+    kind: ProbeKind,
+    iterations: usize,
+    trials: usize,
+    directions_k: usize,
+    seed: u64,
+}
+
+/// The activations node's `index.json` (the fields a probe needs).
+#[derive(Deserialize)]
+pub struct Index {
+    pub n: usize,
+    pub hidden: usize,
+    pub layers: Vec<usize>,
+    pub classes: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+/// Reads one layer's pooled features and the class index of every row.
+pub fn load_layer(
+    dir: &std::path::Path,
+    layer: usize,
+) -> super::Result<(Index, Features, Vec<usize>)> {
+    let index: Index = read_json(&dir.join("index.json"))?;
+    let path = dir.join("features.safetensors");
+    let mut tensors = load_tensors(&path)?;
+    let t = tensors
+        .remove(&format!("layer.{layer}"))
+        .ok_or_else(|| StageError::Format {
+            path: path.clone(),
+            reason: format!("no tensor layer.{layer} (layers {:?})", index.layers),
+        })?;
+    let x = Features::from_tensor(&t)?;
+    if x.n != index.n || x.d != index.hidden || index.labels.len() != x.n {
+        return Err(StageError::Format {
+            path,
+            reason: format!(
+                "layer.{layer} is {}×{} but index.json says {}×{} with {} labels",
+                x.n,
+                x.d,
+                index.n,
+                index.hidden,
+                index.labels.len()
+            ),
+        });
+    }
+    let classes = index
+        .labels
+        .iter()
+        .map(|l| {
+            index.classes.iter().position(|c| c == l).ok_or_else(|| {
+                StageError::Input(format!("label `{l}` is not in index.json classes"))
+            })
+        })
+        .collect::<super::Result<Vec<usize>>>()?;
+    Ok((index, x, classes))
+}
+
+/// Orients standardised-space directions (rows of `vs`) so that the projection of the
+/// standardised training rows `z` correlates positively with `target` (Pearson), then maps each
+/// to a unit raw-space row normalise(σ ⊙ v): adding it to the raw residual stream moves the
+/// standardised features the probe sees along +v. Returns (k×d rows, correlations).
+pub fn to_raw_directions(
+    vs: &[Vec<f64>],
+    std: Option<&[f32]>,
+    z: &Features,
+    target: &[f64],
+) -> (Vec<f32>, Vec<f64>) {
+    let mut out = Vec::with_capacity(vs.len() * z.d);
+    let mut corr = Vec::with_capacity(vs.len());
+    for v in vs {
+        let proj: Vec<f64> = (0..z.n)
+            .map(|i| z.row(i).iter().zip(v).map(|(a, b)| *a as f64 * b).sum())
+            .collect();
+        let r = pearson(&proj, target);
+        let sign = if r < 0.0 { -1.0 } else { 1.0 };
+        let mut u: Vec<f64> = match std {
+            Some(s) => v.iter().zip(s).map(|(a, b)| sign * a * *b as f64).collect(),
+            None => v.iter().map(|a| sign * a).collect(),
+        };
+        let norm = u.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            u.iter_mut().for_each(|a| *a /= norm);
+        }
+        out.extend(u.iter().map(|&a| a as f32));
+        corr.push(r.abs());
+    }
+    (out, corr)
+}
+
+/// Directions of a binary fit in standardised coordinates (see the module doc), k rows at most.
+fn standardised_directions(fit: &ProbeFit, xtr_std: &Features, k: usize) -> Vec<Vec<f64>> {
+    let d = fit.d;
+    match &fit.model {
+        Model::Rfm(_) => fit
+            .directions
+            .as_ref()
+            .map(|dirs| (0..dirs.k).map(|i| dirs.vector(i).to_vec()).collect())
+            .unwrap_or_default(),
+        Model::Linear(m) => {
+            // d×c with c = 1 for a binary probe.
+            vec![(0..d).map(|j| m.w[j * m.outputs]).collect()]
+        }
+        Model::Mlp(m) => {
+            // AGOP of logit(class 1) − logit(class 0): g(x) = W1ᵀ (1[W1 x + b1 > 0] ⊙ (w2₁ − w2₀)).
+            let h = m.config.hidden;
+            let last = m.logits - 1;
+            let dw: Vec<f64> = (0..h)
+                .map(|j| m.w2[last * h + j] as f64 - if last > 0 { m.w2[j] as f64 } else { 0.0 })
+                .collect();
+            let mut agop = vec![0.0f64; d * d];
+            for i in 0..xtr_std.n {
+                let x = xtr_std.row(i);
+                let mut g = vec![0.0f64; d];
+                for (j, dwj) in dw.iter().enumerate() {
+                    let w = &m.w1[j * d..(j + 1) * d];
+                    let pre: f64 = m.b1[j] as f64
+                        + w.iter()
+                            .zip(x)
+                            .map(|(a, b)| *a as f64 * *b as f64)
+                            .sum::<f64>();
+                    if pre > 0.0 {
+                        for (gk, wk) in g.iter_mut().zip(w) {
+                            *gk += *wk as f64 * dwj;
+                        }
+                    }
+                }
+                for (a, &ga) in g.iter().enumerate() {
+                    if ga == 0.0 {
+                        continue;
+                    }
+                    let row = &mut agop[a * d..(a + 1) * d];
+                    for (r, &gb) in row.iter_mut().zip(&g) {
+                        *r += ga * gb;
+                    }
+                }
+            }
+            let (_, vecs) = eigh_desc(&agop, d);
+            vecs.into_iter().take(k.min(d)).collect()
+        }
+    }
+}
+
+fn hyper(fit: &ProbeFit) -> Value {
+    match &fit.model {
+        Model::Rfm(m) => json!({ "rfm": m.hyper, "best_iter": fit.best_iter }),
+        Model::Linear(m) => json!({ "lambda": m.lambda }),
+        Model::Mlp(m) => json!({ "mlp": m.config }),
+    }
+}
+
+pub struct ProbeNode;
+
+impl NodeKind for ProbeNode {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
+        let p: Params = ctx.params_as()?;
+        let (index, x, cls) = load_layer(ctx.input("activations")?, p.layer)?;
+        if index.classes.len() < 2 {
+            return Err(StageError::Input(format!(
+                "{}: a probe needs at least two classes, the dataset has {:?}",
+                p.concept, index.classes
+            ))
+            .into());
+        }
+        let base = ProbeConfig {
+            kind: p.kind,
+            seed: p.seed,
+            trials: p.trials,
+            iterations: p.iterations,
+            top_k: p.directions_k,
+            ..ProbeConfig::default()
+        };
+        let total = index.classes.len() as u64 + 1;
+        let mut class_scores = serde_json::Map::new();
+        let mut dirs_seen = BTreeMap::new();
+        for (c, class) in index.classes.iter().enumerate() {
+            ctx.progress(c as u64, total, &format!("class {class}"));
+            let (rows, labels) = one_vs_rest(&cls, c, p.seed);
+            let xs = x.select(&rows);
+            let y = Targets::Classes(labels.clone());
+            let cfg = ProbeConfig {
+                task: Task::Binary,
+                ..base.clone()
+            };
+            let fit = crate::probe::fit(&xs, &y, &cfg)
+                .map_err(|e| format!("{} class {class} at layer {}: {e}", p.concept, p.layer))?;
+            let dir = class_dir(class);
+            if let Some(other) = dirs_seen.insert(dir.clone(), class.clone()) {
+                return Err(StageError::Input(format!(
+                    "classes `{other}` and `{class}` map to the same directory `{dir}`"
+                ))
+                .into());
+            }
+            let out = ctx.out_dir.join("class").join(&dir);
+            fit.save(&out)?;
+            // Directions from the training rows of this one-vs-rest subset.
+            let xtr = xs.select(&fit.split.train);
+            let xtr_std = match &fit.standardiser {
+                Some(s) => s.apply(&xtr),
+                None => xtr.clone(),
+            };
+            let target: Vec<f64> = fit.split.train.iter().map(|&i| labels[i] as f64).collect();
+            let std_dirs = standardised_directions(&fit, &xtr_std, p.directions_k);
+            if std_dirs.is_empty() {
+                return Err(StageError::Input(format!(
+                    "{} class {class}: the {:?} probe produced no directions",
+                    p.concept, p.kind
+                ))
+                .into());
+            }
+            let (raw, corr) = to_raw_directions(
+                &std_dirs,
+                fit.standardiser.as_ref().map(|s| s.std.as_slice()),
+                &xtr_std,
+                &target,
+            );
+            let k = std_dirs.len();
+            let mut ts = HashMap::new();
+            ts.insert(
+                "directions".to_string(),
+                Tensor::from_vec(raw, (k, x.d), &candle_core::Device::Cpu)?,
+            );
+            save_tensors(&out.join("directions.safetensors"), &ts)?;
+            class_scores.insert(
+                class.clone(),
+                json!({
+                    "val_auc": fit.val.auc,
+                    "test_auc": fit.test.auc,
+                    "val_acc": fit.val.accuracy,
+                    "test_acc": fit.test.accuracy,
+                    "n": rows.len(),
+                    "hyper": hyper(&fit),
+                    "dir": format!("class/{dir}"),
+                    "k": k,
+                    "direction_correlations": corr,
+                }),
+            );
+            ctx.log(&format!(
+                "{class}: val AUC {:?}, test AUC {:?}, {k} direction(s)",
+                fit.val.auc, fit.test.auc
+            ));
+        }
+        ctx.progress(total - 1, total, "multiclass judge");
+        let cfg = ProbeConfig {
+            task: Task::Multiclass,
+            ..base
+        };
+        let fit = crate::probe::fit(&x, &Targets::Classes(cls.clone()), &cfg)
+            .map_err(|e| format!("{} multiclass at layer {}: {e}", p.concept, p.layer))?;
+        fit.save(&ctx.out_dir.join("multiclass"))?;
+        let k = index.classes.len();
+        let pred = fit.predict_classes(&x.select(&fit.split.test))?;
+        let mut confusion = vec![vec![0usize; k]; k];
+        for (&i, &pr) in fit.split.test.iter().zip(&pred) {
+            if pr < k {
+                confusion[cls[i]][pr] += 1;
+            }
+        }
+        write_json(
+            &ctx.out_dir.join("scores.json"),
+            &json!({
+                "concept": p.concept,
+                "layer": p.layer,
+                "kind": p.kind,
+                "split_seed": p.seed,
+                "hidden": x.d,
+                "classes": class_scores,
+                "multiclass": {
+                    "val_acc": fit.val.accuracy,
+                    "test_acc": fit.test.accuracy,
+                    "val_auc": fit.val.auc,
+                    "test_auc": fit.test.auc,
+                    "confusion": confusion,
+                    "classes": index.classes,
+                    "hyper": hyper(&fit),
+                    "dir": "multiclass",
+                },
+            }),
+        )?;
+        ctx.progress(total, total, "done");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// n rows of d features; the class is the sign of feature 0, whose raw scale is `scale`.
+    fn problem(n: usize, d: usize, scale: f32) -> (Features, Vec<usize>) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut data = Vec::with_capacity(n * d);
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let pos = i % 2 == 0;
+            for j in 0..d {
+                let noise: f32 = rng.random::<f32>() - 0.5;
+                let v = if j == 0 {
+                    scale * (if pos { 1.0 } else { -1.0 } + 0.3 * noise)
+                } else {
+                    10.0 * noise
+                };
+                data.push(v);
+            }
+            y.push(usize::from(pos));
+        }
+        (Features::new(n, d, data).unwrap(), y)
+    }
+
+    #[test]
+    fn raw_directions_undo_the_standardisation_and_are_oriented() {
+        // Standardised rows; the target is high where z0 is.
+        let x = Features::new(4, 2, vec![1.0, 0.0, -1.0, 0.0, 2.0, 1.0, -2.0, -1.0]).unwrap();
+        let target = [1.0, 0.0, 1.0, 0.0];
+        // v = (1, 1) with σ = (3, 1) -> raw (3, 1)/√10; v = (-1, 0) points against the target
+        // and is flipped to (1, 0).
+        let (u, r) = to_raw_directions(
+            &[vec![1.0, 1.0], vec![-1.0, 0.0]],
+            Some(&[3.0, 1.0]),
+            &x,
+            &target,
+        );
+        let s = 10f32.sqrt();
+        for (a, b) in u[..2].iter().zip([3.0 / s, 1.0 / s]) {
+            assert!((a - b).abs() < 1e-6, "{u:?}");
+        }
+        assert_eq!(&u[2..], &[1.0, 0.0]);
+        assert!(r.iter().all(|&c| c > 0.0), "{r:?}");
+    }
+
+    #[test]
+    fn linear_and_mlp_directions_find_the_informative_feature() {
+        let (x, y) = problem(120, 6, 0.05);
+        for kind in [ProbeKind::Linear, ProbeKind::Mlp] {
+            let cfg = ProbeConfig {
+                kind,
+                task: Task::Binary,
+                mlp: crate::probe::mlp::MlpConfig {
+                    hidden: 32,
+                    max_steps: 300,
+                    ..Default::default()
+                },
+                ..ProbeConfig::default()
+            };
+            let fit = crate::probe::fit(&x, &Targets::Classes(y.clone()), &cfg).unwrap();
+            let xtr = x.select(&fit.split.train);
+            let xs = fit.standardiser.as_ref().unwrap().apply(&xtr);
+            let dirs = standardised_directions(&fit, &xs, 3);
+            assert_eq!(dirs.len(), if kind == ProbeKind::Linear { 1 } else { 3 });
+            let target: Vec<f64> = fit.split.train.iter().map(|&i| y[i] as f64).collect();
+            let (u, _) = to_raw_directions(
+                &dirs,
+                Some(&fit.standardiser.as_ref().unwrap().std),
+                &xs,
+                &target,
+            );
+            // Feature 0 carries the class (positive class: x0 > 0); the standardised top
+            // direction is along it, and the raw direction (σ ⊙ v) still points to the class.
+            assert!(
+                u[0] > 0.0,
+                "{kind:?}: oriented towards the positive class: {u:?}"
+            );
+            let norm = dirs[0].iter().map(|a| a * a).sum::<f64>().sqrt();
+            let std_top: f64 = dirs[0][0].abs() / norm;
+            assert!(
+                std_top > 0.8,
+                "{kind:?}: standardised top direction {:?}",
+                dirs[0]
+            );
+        }
+    }
+}

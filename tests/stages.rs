@@ -1,0 +1,310 @@
+//! The probe pipeline end to end through the binary on the embedded tiny model: dataset ->
+//! activations -> probe (per layer) -> directions, with the CONTRACT.md output formats, caching,
+//! partial re-runs and the summary table.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Work {
+    dir: tempfile::TempDir,
+}
+
+impl Work {
+    fn new() -> Work {
+        Work {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn home(&self) -> PathBuf {
+        self.path().join(".rfmx")
+    }
+    fn spec(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+    fn rfmx(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rfmx"));
+        c.args(args)
+            .current_dir(self.path())
+            .env("RFMX_HOME", self.home());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k != "RFMX_HOME") {
+            c.env_remove(k);
+        }
+        c.output().unwrap()
+    }
+    /// id -> output dir of every node in the experiment's index (the last run's plan).
+    fn outputs(&self, experiment: &str) -> HashMap<String, PathBuf> {
+        let index = json(&self.home().join(format!("index/{experiment}.json")));
+        index["nodes"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(id, n)| {
+                let key = n["key"].as_str().unwrap();
+                (id.clone(), self.home().join("store").join(key).join("out"))
+            })
+            .collect()
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(out: &Output) -> String {
+    let (so, se) = text(out);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{so}\nstderr:\n{se}",
+        out.status.code()
+    );
+    so
+}
+
+/// `computed` / `cached` counts from the run summary.
+fn count(stdout: &str, what: &str) -> usize {
+    stdout
+        .lines()
+        .find_map(|l| {
+            let l = l.trim();
+            l.strip_prefix(what).map(|n| n.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no `{what}` in\n{stdout}"))
+}
+
+const SPEC: &str = r#"
+[experiment]
+name = "stages_t"
+seed = 3
+
+[model]
+name = "tiny"
+device = "cpu"
+
+[data]
+concepts = ["chords"]
+instruments = [0, 24, 40]
+per_class = 8
+
+[extract]
+pooling = "mean"
+layers = [1, 3]
+
+[probe]
+kind = "rfm"
+iterations = 3
+trials = 2
+directions_k = 3
+
+[steer]
+targets = ["chords:major"]
+"#;
+
+fn safetensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            assert_eq!(v.dtype(), safetensors::Dtype::F32, "{name}");
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, (v.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+#[test]
+fn tiny_probe_pipeline_outputs_caching_and_partial_reruns() {
+    let w = Work::new();
+    let spec = w.spec("s.toml", SPEC);
+    let spec = spec.to_str().unwrap();
+    let t0 = std::time::Instant::now();
+    let first = ok(&w.rfmx(&["run", spec]));
+    eprintln!("first run: {:.1}s", t0.elapsed().as_secs_f64());
+    // 1 dataset + 1 activations + 2 probes + 4 directions
+    assert_eq!(count(&first, "computed"), 8, "{first}");
+    assert!(first.contains("probe summary"), "{first}");
+    assert!(first.contains("layer selection"), "{first}");
+    assert!(first.contains("chords"), "{first}");
+
+    let out = w.outputs("stages_t");
+    // dataset: the data::store layout
+    let ds = &out["dataset[chords]"];
+    for f in ["audio_32k.f32", "clips.json", "labels.csv", "manifest.json"] {
+        assert!(ds.join(f).is_file(), "{f}");
+    }
+    let manifest = json(&ds.join("manifest.json"));
+    assert_eq!(manifest["kept"], 32);
+    let clips = json(&ds.join("clips.json"));
+    assert!(
+        clips
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| [0, 24, 40].contains(&c["program"].as_u64().unwrap())),
+        "data.instruments restricts the programs"
+    );
+
+    // activations: layer.<l> = [n, hidden] for the extracted layers only
+    let act = &out["activations[chords,mean]"];
+    let idx = json(&act.join("index.json"));
+    assert_eq!(idx["n"], 32);
+    assert_eq!(idx["hidden"], 64);
+    assert_eq!(idx["layers"], serde_json::json!([1, 3]));
+    assert_eq!(idx["pooling"], "mean");
+    assert_eq!(
+        idx["classes"],
+        serde_json::json!(["major", "minor", "aug", "dim"])
+    );
+    assert_eq!(idx["labels"].as_array().unwrap().len(), 32);
+    let feats = safetensors(&act.join("features.safetensors"));
+    assert_eq!(feats.len(), 2);
+    for l in [1, 3] {
+        let (shape, data) = &feats[&format!("layer.{l}")];
+        assert_eq!(shape, &vec![32, 64]);
+        assert!(data.iter().all(|v| v.is_finite()));
+    }
+    assert_ne!(feats["layer.1"].1, feats["layer.3"].1);
+
+    // probe: scores + per-class fits and raw-space directions + the multiclass judge
+    let pr = &out["probe[chords,L3,rfm]"];
+    let scores = json(&pr.join("scores.json"));
+    assert_eq!(scores["layer"], 3);
+    assert_eq!(scores["kind"], "rfm");
+    assert_eq!(scores["split_seed"], 3);
+    for class in ["major", "minor", "aug", "dim"] {
+        let c = &scores["classes"][class];
+        for k in ["val_auc", "test_auc", "test_acc"] {
+            let v = c[k].as_f64().unwrap_or_else(|| panic!("{class}.{k}: {c}"));
+            assert!((0.0..=1.0).contains(&v), "{class}.{k} = {v}");
+        }
+        assert!(c["hyper"]["rfm"]["bandwidth"].is_number(), "{c}");
+        let dir = pr.join(c["dir"].as_str().unwrap());
+        assert!(dir.join("probe.json").is_file());
+        let d = safetensors(&dir.join("directions.safetensors"));
+        let (shape, v) = &d["directions"];
+        assert_eq!(shape, &vec![3, 64]);
+        for row in v.chunks(64) {
+            let n: f32 = row.iter().map(|a| a * a).sum::<f32>().sqrt();
+            assert!((n - 1.0).abs() < 1e-4, "norm {n}");
+        }
+    }
+    let mc = &scores["multiclass"];
+    assert!(mc["val_acc"].as_f64().is_some() && mc["test_acc"].as_f64().is_some());
+    let conf = mc["confusion"].as_array().unwrap();
+    assert_eq!(conf.len(), 4);
+    let n_test: u64 = conf
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(n_test > 0);
+    assert!(pr.join("multiclass/probe.json").is_file());
+    // The judge loads back and classifies raw pooled activations.
+    let judge = rfmx::probe::ProbeFit::load(&pr.join("multiclass")).unwrap();
+    let (_, x) = &feats["layer.3"];
+    let x = rfmx::probe::Features::new(32, 64, x.clone()).unwrap();
+    assert_eq!(judge.predict_classes(&x).unwrap().len(), 32);
+
+    // directions: per layer [k, hidden], unit norm, equal to the probe node's raw directions
+    let dn = &out["directions[chords:minor]"];
+    let d = safetensors(&dn.join("directions.safetensors"));
+    assert_eq!(d.len(), 2);
+    for l in [1, 3] {
+        let (shape, v) = &d[&format!("layer.{l}")];
+        assert_eq!(shape, &vec![3, 64]);
+        for row in v.chunks(64) {
+            let n: f32 = row.iter().map(|a| a * a).sum::<f32>().sqrt();
+            assert!((n - 1.0).abs() < 1e-4, "norm {n}");
+        }
+    }
+    let from_probe = safetensors(&pr.join("class/minor/directions.safetensors"));
+    assert_eq!(d["layer.3"].1, from_probe["directions"].1);
+    let ds_scores = json(&dn.join("scores.json"));
+    assert_eq!(ds_scores["class"], "minor");
+    assert_eq!(ds_scores["layers"].as_array().unwrap().len(), 2);
+    let jl = ds_scores["judge_layer"].as_u64().unwrap();
+    assert!(jl == 1 || jl == 3);
+
+    // Second run: everything cached.
+    let again = ok(&w.rfmx(&["run", spec]));
+    assert_eq!(count(&again, "computed"), 0, "{again}");
+    assert_eq!(count(&again, "cached"), 8, "{again}");
+    assert!(again.contains("probe summary"));
+
+    // Another pooling: only activations and what depends on it run again.
+    let t1 = std::time::Instant::now();
+    let max = ok(&w.rfmx(&["run", spec, "--set", "extract.pooling=max"]));
+    eprintln!("pooling=max run: {:.1}s", t1.elapsed().as_secs_f64());
+    assert_eq!(count(&max, "cached"), 1, "{max}");
+    assert_eq!(count(&max, "computed"), 7, "{max}");
+    let out = w.outputs("stages_t");
+    assert_eq!(
+        json(&out["activations[chords,max]"].join("index.json"))["pooling"],
+        "max"
+    );
+
+    // A fixed judge layer changes only the directions nodes.
+    let fixed = ok(&w.rfmx(&["run", spec, "--set", "probe.judge_layer=1"]));
+    assert_eq!(count(&fixed, "cached"), 4, "{fixed}");
+    assert_eq!(count(&fixed, "computed"), 4, "{fixed}");
+    let out = w.outputs("stages_t");
+    let s = json(&out["directions[chords:aug]"].join("scores.json"));
+    assert_eq!(s["judge_layer"], 1, "{s}");
+    assert_eq!(s["judge"]["probe"], "probe[chords,L1,rfm]", "{s}");
+}
+
+#[test]
+fn a_missing_soundfont_fails_the_dataset_node_naming_the_key() {
+    let w = Work::new();
+    let spec = w.spec(
+        "sf.toml",
+        &SPEC.replace(
+            "per_class = 8",
+            "per_class = 8\nsoundfont = \"/no/such/font.sf2\"",
+        ),
+    );
+    let out = w.rfmx(&["run", spec.to_str().unwrap()]);
+    let (so, se) = text(&out);
+    assert!(!out.status.success(), "{so}\n{se}");
+    assert!(se.contains("FAILED   dataset[chords]"), "{se}");
+    assert!(se.contains("data.soundfont"), "{se}");
+    assert!(se.contains("/no/such/font.sf2"), "{se}");
+    assert!(so.contains("failed: dataset[chords]"), "{so}");
+    // Nothing downstream ran.
+    assert_eq!(count(&so, "computed"), 0, "{so}");
+}
+
+#[test]
+fn a_program_the_concept_does_not_use_is_an_error_naming_data_instruments() {
+    let mut cfg = rfmx::data::DatasetConfig::new("chords");
+    cfg.per_class = Some(2);
+    cfg.builtin_synth = true;
+    cfg.instruments = Some(vec![0, 127]);
+    let dir = tempfile::tempdir().unwrap();
+    let e = rfmx::data::build(&cfg, dir.path(), &|_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("data.instruments") && e.contains("127"), "{e}");
+}
