@@ -9,9 +9,11 @@
 //!   `k(a, b) = exp(−‖a − b‖² / (2σ²))`, σ = the median Euclidean distance over all distinct pairs of
 //!   the pooled set (median heuristic; σ = 1 when that median is 0).
 //! - Bootstrap: resample each set with replacement, recompute, take the 2.5 % and 97.5 % quantiles
-//!   (percentile interval). For the two-sample distances with few samples the resamples' duplicated
-//!   rows bias FD and MMD² upwards, so the interval can sit above the point estimate; it is reported
-//!   as computed, not shifted.
+//!   (percentile interval) for means. For the two-sample distances the resamples' duplicated rows
+//!   bias FD and MMD² upwards (a duplicate is a zero-distance pair), so with few samples the raw
+//!   percentile interval sits wholly above the estimate. Their interval is therefore bias-corrected:
+//!   the percentile interval shifted by the bootstrap bias estimate `mean(θ*) − θ̂` (Efron &
+//!   Tibshirani 1993, §10.6), floored at 0 since both distances are non-negative.
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use rand::{Rng, SeedableRng};
@@ -260,8 +262,8 @@ pub fn bootstrap_mean(values: &[f64], reps: usize, seed: u64) -> Estimate {
     }
 }
 
-/// A two-sample statistic with a bootstrap 95 % CI (each set resampled independently; resamples
-/// where the statistic fails, e.g. a degenerate covariance, are skipped).
+/// A non-negative two-sample distance with a bias-corrected bootstrap 95 % CI (each set resampled
+/// independently; resamples where the statistic fails, e.g. a degenerate covariance, are skipped).
 pub fn bootstrap_two_sample(
     x: &Rows,
     y: &Rows,
@@ -271,14 +273,16 @@ pub fn bootstrap_two_sample(
 ) -> Result<Estimate, StatsError> {
     let value = stat(x, y)?;
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let stats = (0..reps)
+    let stats: Vec<f64> = (0..reps)
         .filter_map(|_| stat(&resample(x, &mut rng), &resample(y, &mut rng)).ok())
+        .filter(|v| v.is_finite())
         .collect();
-    let (ci_low, ci_high) = quantiles(stats);
+    let bias = stats.iter().sum::<f64>() / stats.len() as f64 - value;
+    let (lo, hi) = quantiles(stats);
     Ok(Estimate {
         value,
-        ci_low,
-        ci_high,
+        ci_low: (lo - bias).max(0.0),
+        ci_high: (hi - bias).max(0.0),
         n: x.len().min(y.len()),
     })
 }
@@ -304,6 +308,24 @@ mod tests {
             frechet(&x[..1], &y),
             Err(StatsError::TooFew { .. })
         ));
+    }
+
+    #[test]
+    fn two_sample_interval_is_bias_corrected_and_covers_the_estimate() {
+        // Four 64-d samples a side from one distribution, as a small sweep point has: the raw
+        // percentile interval of MMD² lies wholly above the estimate here (duplicates inflate it;
+        // checked: [0.229, 0.529] around 0.203); the corrected one must cover it.
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let mut draw = |shift: f64| -> Vec<Vec<f64>> {
+            (0..4)
+                .map(|_| (0..64).map(|_| rng.random::<f64>() + shift).collect())
+                .collect()
+        };
+        let (x, y) = (draw(0.0), draw(0.0));
+        let e = bootstrap_two_sample(&x, &y, mmd2, 400, 7).unwrap();
+        assert!(e.ci_low <= e.value && e.value <= e.ci_high, "{e:?}");
+        assert!(e.ci_low >= 0.0 && e.ci_high > e.ci_low, "{e:?}");
+        assert_eq!(e, bootstrap_two_sample(&x, &y, mmd2, 400, 7).unwrap());
     }
 
     #[test]
