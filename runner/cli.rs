@@ -13,6 +13,7 @@ Examples:
   rfmx check specs/*.toml                       validate specs (exit 2 on any problem)
   rfmx run specs/toy.toml --executor slurm --detach   submit to Slurm and return
   rfmx cancel specs/toy.toml                    cancel a spec's queued/running Slurm jobs
+  rfmx report specs/toy.toml                    re-render plots + HTML report from cached results
   rfmx status                                   failed nodes, running nodes and Slurm jobs, store size
   rfmx gc --dry-run                             what housekeeping would remove
   rfmx generate --model tiny --prompt \"solo piano\" --out x.wav   4 s of audio from text
@@ -96,6 +97,14 @@ pub enum Command {
         /// Only print what would be removed
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Render plots and the HTML report (reports/<experiment>/) from whatever results exist
+    Report {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Also write every plot as PNG (for papers)
+        #[arg(long)]
+        png: bool,
     },
     /// SynTheory concept datasets: export clips and labels to inspect what the probes see
     Data(crate::data::cli::DataArgs),

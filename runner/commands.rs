@@ -37,6 +37,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Node {
             command: NodeCommand::Run { key },
         } => node_run(&key, &store, &registry),
+        Command::Report { spec, png } => {
+            crate::report::report_command(&spec.spec, &spec.set, png, &store)
+        }
         Command::Data(args) => tool_exit(crate::data::cli::run(args)),
         Command::Probe(args) => tool_exit(crate::probe::cli::run(&args)),
         Command::Stimuli(args) => tool_exit(crate::stimuli::cli::run(args)),

@@ -15,4 +15,11 @@ pub fn default_registry() -> Registry {
         .kind(crate::stages::ActivationsNode)
         .kind(crate::stages::ProbeNode)
         .kind(crate::stages::DirectionsNode)
+        // steering + evaluation (after the stages that plan the directions/probe nodes)
+        .stage(crate::steer::stage::SteerStage)
+        .kind(crate::steer::stage::GenerationKind)
+        .kind(crate::eval::stage::EvaluationKind)
+        // report: planned last (plan_final), after every result node
+        .stage(crate::report::ReportStage::default())
+        .kind(crate::report::ReportNode)
 }

@@ -108,6 +108,10 @@ directions_k = 3
 
 [steer]
 targets = ["chords:major"]
+# Steering runs too (the pipeline sections come as a group): kept to one short sample.
+eta = [0.3]
+samples = 1
+seconds = 0.2
 "#;
 
 fn safetensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
@@ -143,7 +147,8 @@ fn tiny_probe_pipeline_outputs_caching_and_partial_reruns() {
     let first = ok(&w.rfmx(&["run", spec]));
     eprintln!("first run: {:.1}s", t0.elapsed().as_secs_f64());
     // 1 dataset + 1 activations + 2 probes + 4 directions
-    assert_eq!(count(&first, "computed"), 8, "{first}");
+    // + steering: 1 baseline + 1 steered generation, 2 evaluations (η = 0, 0.3); + the report
+    assert_eq!(count(&first, "computed"), 13, "{first}");
     assert!(first.contains("probe summary"), "{first}");
     assert!(first.contains("layer selection"), "{first}");
     assert!(first.contains("chords"), "{first}");
@@ -250,25 +255,27 @@ fn tiny_probe_pipeline_outputs_caching_and_partial_reruns() {
     // Second run: everything cached.
     let again = ok(&w.rfmx(&["run", spec]));
     assert_eq!(count(&again, "computed"), 0, "{again}");
-    assert_eq!(count(&again, "cached"), 8, "{again}");
+    assert_eq!(count(&again, "cached"), 13, "{again}");
     assert!(again.contains("probe summary"));
 
-    // Another pooling: only activations and what depends on it run again.
+    // Another pooling: only activations and what depends on it run again (the generations too:
+    // their audio-level features are pooled as the probes' were).
     let t1 = std::time::Instant::now();
     let max = ok(&w.rfmx(&["run", spec, "--set", "extract.pooling=max"]));
     eprintln!("pooling=max run: {:.1}s", t1.elapsed().as_secs_f64());
     assert_eq!(count(&max, "cached"), 1, "{max}");
-    assert_eq!(count(&max, "computed"), 7, "{max}");
+    assert_eq!(count(&max, "computed"), 12, "{max}");
     let out = w.outputs("stages_t");
     assert_eq!(
         json(&out["activations[chords,max]"].join("index.json"))["pooling"],
         "max"
     );
 
-    // A fixed judge layer changes only the directions nodes.
+    // A fixed judge layer changes only the directions nodes (and, downstream, the steered
+    // generation, the evaluations and the report; the unsteered baseline stays cached).
     let fixed = ok(&w.rfmx(&["run", spec, "--set", "probe.judge_layer=1"]));
-    assert_eq!(count(&fixed, "cached"), 4, "{fixed}");
-    assert_eq!(count(&fixed, "computed"), 4, "{fixed}");
+    assert_eq!(count(&fixed, "cached"), 5, "{fixed}");
+    assert_eq!(count(&fixed, "computed"), 8, "{fixed}");
     let out = w.outputs("stages_t");
     let s = json(&out["directions[chords:aug]"].join("scores.json"));
     assert_eq!(s["judge_layer"], 1, "{s}");
@@ -292,8 +299,8 @@ fn a_missing_soundfont_fails_the_dataset_node_naming_the_key() {
     assert!(se.contains("data.soundfont"), "{se}");
     assert!(se.contains("/no/such/font.sf2"), "{se}");
     assert!(so.contains("failed: dataset[chords]"), "{so}");
-    // Nothing downstream ran.
-    assert_eq!(count(&so, "computed"), 0, "{so}");
+    // Nothing downstream ran (only the unsteered baseline generation, which needs no data).
+    assert_eq!(count(&so, "computed"), 1, "{so}");
 }
 
 #[test]

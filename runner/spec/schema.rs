@@ -554,6 +554,11 @@ pub struct SteerSpec {
     pub seconds: f64,
     pub samples: u32,
     pub cfg: f64,
+    /// exp_down: φ(t) = r^t with r = exp_down_ratio^(exp_down_steps / T) (the authors' 0.998 at 1500).
+    pub exp_down_ratio: f64,
+    pub exp_down_steps: f64,
+    /// logistic_up: the logistic's width as a fraction of T (the authors' 2/15).
+    pub logistic_width: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

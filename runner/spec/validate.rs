@@ -333,4 +333,28 @@ fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>) {
             Some("MusicGen's default is 3.0"),
         );
     }
+    if c.finite(&["steer", "exp_down_ratio"], s.exp_down_ratio)
+        && !(s.exp_down_ratio > 0.0 && s.exp_down_ratio <= 1.0)
+    {
+        c.fail(
+            &["steer", "exp_down_ratio"],
+            format!(
+                "exp_down_ratio must be in (0, 1], found {}",
+                s.exp_down_ratio
+            ),
+            Some("the authors use 0.998"),
+        );
+    }
+    for (key, v) in [
+        ("exp_down_steps", s.exp_down_steps),
+        ("logistic_width", s.logistic_width),
+    ] {
+        if c.finite(&["steer", key], v) && v <= 0.0 {
+            c.fail(
+                &["steer", key],
+                format!("{key} must be > 0, found {v}"),
+                None,
+            );
+        }
+    }
 }

@@ -1,0 +1,611 @@
+//! Plots and a self-contained HTML report per spec (issue 11).
+//!
+//! - [`ReportStage`] plans one `report` node in `plan_final` with every result node of the plan as
+//!   input (datasets, activations, probes, directions, generations, evaluations, toy nodes).
+//! - [`ReportNode`] renders `index.html` + `assets/` (SVG plots, copied audio, stylesheet) into its
+//!   output dir. It reads ONLY the node formats of CONTRACT.md, and tolerates missing files.
+//! - After `rfmx run`, [`ReportStage::summary`] publishes the report to `reports/<experiment>/`
+//!   (temp dir + rename for `assets/`, temp file + rename for `index.html`): a copy of the report
+//!   node's output, or, when the node could not run (a failed input), a report rendered from
+//!   whatever results exist with the missing ones marked — as `rfmx report SPEC` does.
+
+pub mod collect;
+pub mod fixture;
+pub mod plots;
+pub mod render;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dag::store::{EntryState, Store};
+use crate::dag::{
+    InputRef, NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
+};
+use crate::spec::LoadedSpec;
+use crate::spec::schema::LayerStrategy;
+
+pub use collect::{NodeEntry, NodeState};
+pub use render::{Provenance, Rendered, ReportInput, render};
+
+/// The node kinds whose outputs the report reads, in section order.
+pub const INPUT_KINDS: [&str; 8] = [
+    "dataset",
+    "activations",
+    "probe",
+    "directions",
+    "generation",
+    "evaluation",
+    "toy_square",
+    "toy_sum",
+];
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ReportError {
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Plot(#[from] plots::PlotError),
+    #[error("report template: {0}")]
+    Template(String),
+    #[error("bad report params: {0}")]
+    Params(String),
+    #[error("{0} has no result nodes to report on (no stage consumes its sections)")]
+    NoReport(String),
+}
+
+/// The report node's params: what it needs from the spec (hashed into its key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportParams {
+    pub experiment: String,
+    pub spec: String,
+    pub model: Option<ModelParams>,
+    pub layers: Option<serde_json::Value>,
+    pub metrics: Vec<String>,
+    #[serde(default)]
+    pub png: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelParams {
+    pub name: String,
+    pub path: Option<String>,
+}
+
+impl ReportParams {
+    fn layers(&self) -> Option<LayerStrategy> {
+        self.layers
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+
+    /// The render input for these params and nodes.
+    pub fn input(&self, nodes: Vec<NodeEntry>, provenance: Provenance) -> ReportInput {
+        ReportInput {
+            experiment: self.experiment.clone(),
+            spec_toml: self.spec.clone(),
+            model_name: self.model.as_ref().map(|m| m.name.clone()),
+            model_path: self.model.as_ref().and_then(|m| m.path.clone()),
+            layers: self.layers(),
+            metrics: self.metrics.clone(),
+            nodes,
+            png: self.png,
+            provenance,
+        }
+    }
+}
+
+/// The report stage. `ReportStage::default()` (the registry's) plans the report node when the plan
+/// has results of the music stages, and publishes to `reports/`; the runner's toy specs get their
+/// report from `rfmx report` only (so toy plans, which test the engine, keep their node counts).
+#[derive(Debug, Clone)]
+pub struct ReportStage {
+    /// Where `reports/<experiment>/` go (relative paths: the working directory).
+    pub reports_root: PathBuf,
+    /// Also plan a report node for plans with only toy nodes.
+    pub include_toy: bool,
+}
+
+impl Default for ReportStage {
+    fn default() -> Self {
+        ReportStage {
+            reports_root: PathBuf::from("reports"),
+            include_toy: false,
+        }
+    }
+}
+
+/// The report params of a spec.
+pub fn report_params(spec: &LoadedSpec) -> ReportParams {
+    let base = &spec.base;
+    ReportParams {
+        experiment: spec.experiment().to_string(),
+        spec: spec.resolved_toml(),
+        model: base.model.as_ref().map(|m| ModelParams {
+            name: m.name.clone(),
+            path: m.path.clone(),
+        }),
+        layers: base
+            .steer
+            .as_ref()
+            .and_then(|s| serde_json::to_value(&s.layers).ok()),
+        metrics: base
+            .evaluate
+            .as_ref()
+            .map(|e| {
+                e.metrics
+                    .iter()
+                    .filter_map(|m| serde_json::to_value(m).ok())
+                    .map(|v| collect::label(&v))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        png: false,
+    }
+}
+
+/// The report's inputs: every node of [`INPUT_KINDS`] in the plan, named `<kind>:<i>`.
+pub fn report_inputs(plan: &Plan) -> Vec<InputRef> {
+    let mut out = vec![];
+    for kind in INPUT_KINDS {
+        for (i, n) in plan.nodes.iter().filter(|n| n.kind == kind).enumerate() {
+            out.push(InputRef {
+                name: format!("{kind}:{i}"),
+                id: n.id.clone(),
+                key: n.key.clone(),
+            });
+        }
+    }
+    out
+}
+
+impl Stage for ReportStage {
+    fn name(&self) -> &'static str {
+        "report"
+    }
+
+    fn plan(
+        &self,
+        _spec: &crate::spec::ResolvedSpec,
+        _plan: &mut PlanBuilder<'_>,
+    ) -> Result<(), PlanError> {
+        Ok(())
+    }
+
+    fn plan_final(&self, spec: &LoadedSpec, plan: &mut PlanBuilder<'_>) -> Result<(), PlanError> {
+        let mut inputs = vec![];
+        let mut real = false;
+        for kind in INPUT_KINDS {
+            for (i, (r, _)) in plan.nodes_of_kind(kind).into_iter().enumerate() {
+                inputs.push((format!("{kind}:{i}"), r));
+                real |= !kind.starts_with("toy_");
+            }
+        }
+        if inputs.is_empty() || !(real || self.include_toy) {
+            return Ok(());
+        }
+        let params = serde_json::to_value(report_params(spec)).map_err(|e| PlanError::Stage {
+            stage: "report".into(),
+            message: e.to_string(),
+        })?;
+        let mut node = NodeSpec::new("report", "report", params);
+        for (name, r) in inputs {
+            node = node.input(name, r);
+        }
+        plan.add(node)?;
+        Ok(())
+    }
+
+    /// Publishes the report to `reports/<experiment>/` and says where it is.
+    fn summary(&self, plan: &Plan, store: &Store) -> Option<String> {
+        let node = plan.nodes.iter().find(|n| n.kind == "report")?;
+        let params: ReportParams = serde_json::from_value(node.params.clone()).ok()?;
+        let dest = self.reports_root.join(&params.experiment);
+        let result = match store.verify(&node.key) {
+            EntryState::Valid(_) => publish(&store.out_dir(&node.key), &dest).map(|()| None),
+            _ => render_from_store(plan, &params, &node.inputs, store, &dest).map(Some),
+        };
+        Some(match result {
+            Ok(None) => format!("report: {}", dest.join("index.html").display()),
+            Ok(Some(r)) => format!(
+                "report: {} (partial: {} missing, {} failed result node(s) marked)",
+                dest.join("index.html").display(),
+                r.missing,
+                r.failed
+            ),
+            Err(e) => format!("report: cannot publish to {}: {e}", dest.display()),
+        })
+    }
+}
+
+/// The node kind: renders into its output dir.
+pub struct ReportNode;
+
+impl NodeKind for ReportNode {
+    fn name(&self) -> &'static str {
+        "report"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
+        let params: ReportParams = ctx.params_as()?;
+        let nodes: Vec<NodeEntry> = ctx
+            .inputs
+            .iter()
+            .map(|i| {
+                let kind = i.name.split(':').next().unwrap_or_default().to_string();
+                entry_from_dir(&i.id, &kind, &i.key, &i.dir)
+            })
+            .collect();
+        // The store root is three levels above an input's out dir (store/<key>/out).
+        let root = ctx.inputs.first().and_then(|i| i.dir.ancestors().nth(3));
+        let log = root
+            .map(|r| run_log(&r.join("runs"), &params.experiment))
+            .unwrap_or_default();
+        let nodes = with_cache(nodes, &log);
+        ctx.progress(0, 1, "rendering");
+        let r = render(
+            &params.input(nodes, Provenance::current(log.name)),
+            ctx.out_dir,
+        )?;
+        ctx.log(&format!(
+            "rendered {} node(s): {} missing, {} failed",
+            r.nodes, r.missing, r.failed
+        ));
+        ctx.progress(1, 1, "done");
+        Ok(())
+    }
+}
+
+/// A finished node's entry: its manifest (beside `out/`) gives timings, params and fingerprint.
+fn entry_from_dir(id: &str, kind: &str, key: &str, dir: &Path) -> NodeEntry {
+    let manifest: Option<serde_json::Value> = dir
+        .parent()
+        .and_then(|p| std::fs::read(p.join("manifest.json")).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let m = manifest.unwrap_or(serde_json::Value::Null);
+    NodeEntry {
+        id: id.to_string(),
+        kind: kind.to_string(),
+        key: key.to_string(),
+        state: NodeState::Done(dir.to_path_buf()),
+        seconds: m.get("seconds").and_then(serde_json::Value::as_f64),
+        fingerprint: m
+            .get("fingerprint")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
+        params: m.get("params").cloned().unwrap_or(serde_json::Value::Null),
+        cached: None,
+        started: m.get("started_unix").and_then(serde_json::Value::as_f64),
+    }
+}
+
+/// Marks each node cache hit / computed from the run log; a finished node the log does not
+/// (yet) mention — its event may still be in flight while the report node runs — counts as
+/// computed when its manifest says it started after the run did.
+fn with_cache(mut nodes: Vec<NodeEntry>, log: &RunLog) -> Vec<NodeEntry> {
+    for n in &mut nodes {
+        n.cached = log.cached.get(&n.key).copied().or_else(|| {
+            let (start, run) = (n.started?, log.started?);
+            Some(start < run)
+        });
+    }
+    nodes
+}
+
+/// What the newest run log of an experiment says.
+#[derive(Debug, Default)]
+pub struct RunLog {
+    /// Node key -> whether that run found it cached.
+    pub cached: std::collections::HashMap<String, bool>,
+    /// The run's start (unix seconds, from the log's file name).
+    pub started: Option<f64>,
+    /// The log's file name.
+    pub name: Option<String>,
+}
+
+/// Unix seconds of a `YYYYMMDDTHHMMSSZ` timestamp (the run logs' file-name prefix).
+fn parse_timestamp(s: &str) -> Option<f64> {
+    let s = s.get(..15)?;
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (hh, mm, ss) = (n(9..11)?, n(11..13)?, n(13..15)?);
+    if s.as_bytes()[8] != b'T' || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from civil (H. Hinnant), the inverse of `events::timestamp`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64)
+}
+
+/// The newest run log of `experiment`.
+pub fn run_log(runs: &Path, experiment: &str) -> RunLog {
+    let suffix = format!("-{experiment}.jsonl");
+    let newest = std::fs::read_dir(runs)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+        })
+        .max();
+    let mut map = std::collections::HashMap::new();
+    let Some(path) = newest else {
+        return RunLog::default();
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let key = v.get("key").and_then(|k| k.as_str()).map(str::to_string);
+        match (v.get("event").and_then(|e| e.as_str()), key) {
+            (Some("cached"), Some(k)) => {
+                map.insert(k, true);
+            }
+            (Some("finished"), Some(k)) => {
+                map.insert(k, false);
+            }
+            _ => {}
+        }
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    RunLog {
+        cached: map,
+        started: parse_timestamp(&name),
+        name: Some(format!("run log {name}")),
+    }
+}
+
+/// The entries of the report node's inputs as the store has them now (missing and failed marked).
+pub fn entries_from_store(plan: &Plan, inputs: &[InputRef], store: &Store) -> Vec<NodeEntry> {
+    inputs
+        .iter()
+        .map(|i| {
+            let kind = i.name.split(':').next().unwrap_or_default();
+            match store.verify(&i.key) {
+                EntryState::Valid(_) => entry_from_dir(&i.id, kind, &i.key, &store.out_dir(&i.key)),
+                other => {
+                    let state = match (other, store.failure(&i.key)) {
+                        (_, Some(f)) => NodeState::Failed(f.error_chain.join(": ")),
+                        (EntryState::Corrupt(why), None) => {
+                            NodeState::Failed(format!("corrupt store entry: {why}"))
+                        }
+                        _ => NodeState::Missing,
+                    };
+                    NodeEntry {
+                        id: i.id.clone(),
+                        kind: kind.to_string(),
+                        key: i.key.clone(),
+                        state,
+                        seconds: None,
+                        fingerprint: None,
+                        params: plan
+                            .nodes
+                            .iter()
+                            .find(|n| n.key == i.key)
+                            .map(|n| n.params.clone())
+                            .unwrap_or_default(),
+                        cached: None,
+                        started: None,
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+/// Renders from whatever the store holds into `dest` (published atomically).
+pub fn render_from_store(
+    plan: &Plan,
+    params: &ReportParams,
+    inputs: &[InputRef],
+    store: &Store,
+    dest: &Path,
+) -> Result<Rendered, ReportError> {
+    let log = run_log(&store.runs_dir(), &params.experiment);
+    let nodes = with_cache(entries_from_store(plan, inputs, store), &log);
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|source| ReportError::Write {
+        path: parent.display().to_string(),
+        source,
+    })?;
+    let tmp = crate::fsx::temp_sibling(dest);
+    let result = render(&params.input(nodes, Provenance::current(log.name)), &tmp)
+        .and_then(|r| publish(&tmp, dest).map(|()| r));
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), ReportError> {
+    for e in walkdir::WalkDir::new(from).sort_by_file_name() {
+        let e = e.map_err(|e| ReportError::Read {
+            path: from.display().to_string(),
+            source: e.into(),
+        })?;
+        let rel = e.path().strip_prefix(from).unwrap_or(e.path());
+        let target = to.join(rel);
+        let io = |source| ReportError::Write {
+            path: target.display().to_string(),
+            source,
+        };
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&target).map_err(io)?;
+        } else {
+            render::link_or_copy(e.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a rendered report (`index.html` + `assets/`) to `dest`: the new `assets/` is built in a
+/// temp dir and swapped in by rename, then `index.html` is replaced by rename. Other files in
+/// `dest` (e.g. `spec.resolved.toml`) are kept.
+pub fn publish(from: &Path, dest: &Path) -> Result<(), ReportError> {
+    let werr = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ReportError::Write { path, source }
+    };
+    std::fs::create_dir_all(dest).map_err(werr(dest))?;
+    let assets = dest.join("assets");
+    let new = crate::fsx::temp_sibling(&assets);
+    let result = (|| {
+        copy_tree(&from.join("assets"), &new)?;
+        let old = crate::fsx::temp_sibling(&assets);
+        if assets.exists() {
+            std::fs::rename(&assets, &old).map_err(werr(&assets))?;
+        }
+        std::fs::rename(&new, &assets).map_err(werr(&assets))?;
+        let _ = std::fs::remove_dir_all(&old);
+        let html = from.join("index.html");
+        let bytes = std::fs::read(&html).map_err(|source| ReportError::Read {
+            path: html.display().to_string(),
+            source,
+        })?;
+        crate::fsx::write_atomic(&dest.join("index.html"), &bytes).map_err(werr(dest))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&new);
+    }
+    result
+}
+
+/// `rfmx report SPEC`: renders from whatever results exist (missing ones marked) into
+/// `reports/<experiment>/`.
+pub fn report_command(spec_path: &Path, sets: &[String], png: bool, store: &Store) -> u8 {
+    let spec = match crate::spec::load(spec_path, sets, &crate::spec::env_overrides()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint!("{}", e.render(crate::commands::RENDER_WIDTH));
+            return 2;
+        }
+    };
+    let registry = crate::registry::default_registry();
+    let plan = match crate::dag::build_plan(&spec, &registry) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Error: cannot plan {}: {e}", spec_path.display());
+            return 2;
+        }
+    };
+    // The report node's inputs, or (toy plans) every result node of the plan.
+    let inputs = match plan.nodes.iter().find(|n| n.kind == "report") {
+        Some(node) => node.inputs.clone(),
+        None => report_inputs(&plan),
+    };
+    if inputs.is_empty() {
+        eprintln!(
+            "Error: {}",
+            ReportError::NoReport(spec_path.display().to_string())
+        );
+        return 2;
+    }
+    let mut params = report_params(&spec);
+    params.png = png;
+    let dest = PathBuf::from("reports").join(spec.experiment());
+    match render_from_store(&plan, &params, &inputs, store, &dest) {
+        Ok(r) => {
+            println!(
+                "report: {} ({} result node(s): {} missing, {} failed)",
+                dest.join("index.html").display(),
+                r.nodes,
+                r.missing,
+                r.failed
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{:?}", miette::Report::new(e));
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_log_reads_cached_and_finished_from_the_newest_log() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("20250101T000000-1-exp.jsonl"),
+            "{\"event\":\"finished\",\"key\":\"a\"}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("20250102T000000-1-exp.jsonl"),
+            "{\"event\":\"cached\",\"key\":\"a\"}\n{\"event\":\"finished\",\"key\":\"b\"}\nnot json\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("20250103T000000-1-other.jsonl"), "").unwrap();
+        let log = run_log(dir.path(), "exp");
+        assert_eq!(log.cached.get("a"), Some(&true));
+        assert_eq!(log.cached.get("b"), Some(&false));
+        assert_eq!(
+            log.name.as_deref(),
+            Some("run log 20250102T000000-1-exp.jsonl")
+        );
+        assert_eq!(log.started, Some(1_735_776_000.0));
+        assert!(run_log(&dir.path().join("none"), "exp").name.is_none());
+    }
+
+    #[test]
+    fn timestamps_round_trip_with_the_run_logs() {
+        let now = crate::events::timestamp();
+        let t = parse_timestamp(&now).unwrap();
+        assert!(
+            (t - crate::dag::store::unix_now()).abs() < 5.0,
+            "{now} -> {t}"
+        );
+        assert_eq!(parse_timestamp("19700101T000000Z"), Some(0.0));
+        assert_eq!(parse_timestamp("2024022 9T000000"), None);
+        assert_eq!(parse_timestamp("garbage"), None);
+    }
+
+    #[test]
+    fn publish_replaces_assets_and_keeps_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from");
+        std::fs::create_dir_all(from.join("assets/plots")).unwrap();
+        std::fs::write(from.join("index.html"), "new").unwrap();
+        std::fs::write(from.join("assets/plots/a.svg"), "<svg/>").unwrap();
+        let dest = dir.path().join("dest");
+        std::fs::create_dir_all(dest.join("assets")).unwrap();
+        std::fs::write(dest.join("assets/stale.svg"), "old").unwrap();
+        std::fs::write(dest.join("spec.resolved.toml"), "x").unwrap();
+        publish(&from, &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join("index.html")).unwrap(),
+            "new"
+        );
+        assert!(dest.join("assets/plots/a.svg").is_file());
+        assert!(!dest.join("assets/stale.svg").exists());
+        assert!(dest.join("spec.resolved.toml").is_file());
+        let names: Vec<String> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+}

@@ -1,0 +1,771 @@
+//! The `generation` node kind and the steering stage that plans it (CONTRACT.md, steer helper).
+//!
+//! One node per sweep point × target × schedule × η × prompt × sample seed; η = 0 is the shared
+//! unsteered baseline of a prompt/seed (no direction inputs, no steering params, so every target,
+//! schedule and gate plans the same node). Outputs:
+//! - `audio.wav` (32 kHz mono f32), `codes.npy` `[K, frames]` int64
+//! - `trace.json` {steps, layers, eta_lt (steps × layers, Σ over terms of the realised
+//!   η0·w_l·φ(t)·ψ(t,l)[·‖h‖]), phi, psi, terms:[{target, eta_lt, phi, psi}]}
+//! - `meta.json` {target, schedule, gate, gate_mode, eta, eta_mode, prompt, seed, seconds, model, ...}
+//! - `captured.safetensors` `layer.<l>` = `[hidden]`: the conditional branch's block output during
+//!   generation, averaged over steps (what the steering acted on)
+//! - `features.safetensors` `layer.<l>` = `[hidden]`: the audio-level features: decode → re-encode →
+//!   teacher-forced extraction pooled as `[extract] pooling` (what the probes were trained on)
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::dag::store::Store;
+use crate::dag::{
+    NodeCtx, NodeError, NodeKind, NodeRef, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
+};
+use crate::eval::stage::{EvalParams, KIND as EVAL_KIND, evaluation_id};
+use crate::model::musicgen::{GenerateConfig, LayerHook, MusicgenError, Pool, parse_device};
+use crate::model::{ModelSource, Pipeline};
+use crate::spec::ResolvedSpec;
+use crate::spec::schema::{
+    EtaMode, GateMode, LayerStrategy, Pooling, Schedule, Spec, Target, TargetTerm,
+};
+
+use super::gate::Gate;
+use super::inject::{SteerHook, Term};
+use super::layers::layer_weights;
+use super::schedule::{ScheduleConstants, phi};
+
+pub const KIND: &str = "generation";
+pub const STAGE: &str = "steer";
+
+/// Sampling as MusicGen's defaults (top-k 250, temperature 1).
+pub const TOP_K: usize = 250;
+pub const TEMPERATURE: f64 = 1.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SteerError {
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("cannot write {path}: {message}")]
+    Write { path: String, message: String },
+    #[error("generation produced non-finite values ({0}); η is probably too large")]
+    NonFinite(String),
+}
+
+fn read_err(path: &Path, e: impl std::fmt::Display) -> SteerError {
+    SteerError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn write_err(path: &Path, e: impl std::fmt::Display) -> SteerError {
+    SteerError::Write {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The hashed params of a generation node. Baselines have `target = None`, `eta = 0` and fixed
+/// steering fields, so that their key is the same for every target, schedule and gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenParams {
+    pub target: Option<String>,
+    pub schedule: Option<Schedule>,
+    pub layers: Option<LayerStrategy>,
+    pub gate: f64,
+    pub gate_mode: GateMode,
+    pub eta: f64,
+    pub eta_mode: EtaMode,
+    pub prompt: String,
+    pub seed: u64,
+    pub seconds: f64,
+    pub cfg: f64,
+    pub pooling: Pooling,
+    /// The schedule constants (None for baselines, which have no schedule).
+    pub constants: Option<ScheduleConstants>,
+}
+
+/// The model to load (a hint: the key carries the model's fingerprint, never a path).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelHint {
+    pub name: String,
+    pub path: Option<String>,
+    /// `[model] device` (auto | cpu | cuda[:N] | metal); absent = cpu.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+pub fn fmt_num(v: f64) -> String {
+    format!("{v}")
+}
+
+/// Short schedule label for node ids (`piecewise#i` for the i-th entry when several exist).
+pub fn schedule_label(s: &Schedule, index: usize) -> String {
+    match s {
+        Schedule::Piecewise { .. } => format!("piecewise#{index}"),
+        other => other.name().to_string(),
+    }
+}
+
+/// `generation[<target>|<schedule>|g<gate>|eta<eta>|<prompt idx>|s<seed>]`; baselines
+/// `generation[baseline|none|g1|eta0|<prompt idx>|s<seed>]`.
+pub fn generation_id(point: Option<(&Target, &str, f64, f64)>, prompt: usize, seed: u64) -> String {
+    match point {
+        Some((t, s, g, eta)) => format!(
+            "generation[{t}|{s}|g{}|eta{}|{prompt}|s{seed}]",
+            fmt_num(g),
+            fmt_num(eta)
+        ),
+        None => format!("generation[baseline|none|g1|eta0|{prompt}|s{seed}]"),
+    }
+}
+
+/// `dir:<concept>:<class>` — the input name of a term's directions node.
+pub fn dir_input(t: &TargetTerm) -> String {
+    format!("dir:{}:{}", t.concept, t.class)
+}
+
+/// `directions[<concept>:<class>]` (the stages helper's node id).
+pub fn directions_id(t: &TargetTerm) -> String {
+    format!("directions[{}:{}]", t.concept, t.class)
+}
+
+/// The sample seeds of a spec: experiment seed + 0..samples.
+pub fn sample_seeds(spec: &Spec, samples: u32) -> Vec<u64> {
+    (0..samples as u64)
+        .map(|s| spec.experiment.seed.wrapping_add(s))
+        .collect()
+}
+
+fn stage_err(message: impl Into<String>) -> PlanError {
+    PlanError::Stage {
+        stage: STAGE.into(),
+        message: message.into(),
+    }
+}
+
+/// Model fingerprint + hint for a spec's `[model]`.
+pub fn model_of(spec: &Spec) -> Result<(String, ModelHint), PlanError> {
+    let m = spec
+        .model
+        .as_ref()
+        .ok_or_else(|| stage_err("[steer] needs a [model] section"))?;
+    let source = ModelSource::from_spec(&m.name, m.path.as_deref().map(Path::new));
+    let fp = Pipeline::fingerprint_of(&source).map_err(|e| stage_err(e.to_string()))?;
+    Ok((
+        fp,
+        ModelHint {
+            name: m.name.clone(),
+            path: m.path.clone(),
+            device: Some(m.device.clone()),
+        },
+    ))
+}
+
+fn pooling_of(spec: &Spec) -> Pooling {
+    spec.extract
+        .as_ref()
+        .map(|e| e.pooling)
+        .unwrap_or(Pooling::Mean)
+}
+
+/// Plans the baselines and steered generations of one sweep point.
+pub struct SteerStage;
+
+impl Stage for SteerStage {
+    fn name(&self) -> &'static str {
+        STAGE
+    }
+
+    fn plan(&self, spec: &ResolvedSpec, plan: &mut PlanBuilder<'_>) -> Result<(), PlanError> {
+        let s = &spec.spec;
+        let Some(steer) = &s.steer else {
+            return Ok(());
+        };
+        let (fp, hint) = model_of(s)?;
+        let hints = json!({ "model": hint });
+        let pooling = pooling_of(s);
+        let seeds = sample_seeds(s, steer.samples);
+        let base = |prompt: &str, seed: u64| GenParams {
+            target: None,
+            schedule: None,
+            layers: None,
+            gate: 1.0,
+            gate_mode: GateMode::PerStep,
+            eta: 0.0,
+            eta_mode: EtaMode::Absolute,
+            prompt: prompt.to_string(),
+            seed,
+            seconds: steer.seconds,
+            cfg: steer.cfg,
+            pooling,
+            constants: None,
+        };
+        let mut baselines = Vec::new();
+        for (p, prompt) in steer.prompts.iter().enumerate() {
+            for &seed in &seeds {
+                let params = serde_json::to_value(base(prompt, seed))
+                    .map_err(|e| stage_err(e.to_string()))?;
+                let r = plan.add(
+                    NodeSpec::new(generation_id(None, p, seed), KIND, params)
+                        .hints(hints.clone())
+                        .fingerprint(fp.clone()),
+                )?;
+                baselines.push((p, seed, r));
+            }
+        }
+        let probe_kind = s.probe.as_ref().and_then(|p| {
+            serde_json::to_value(p.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+        });
+        let evaluate = |plan: &mut PlanBuilder<'_>,
+                        target: &Target,
+                        schedule: Option<(&Schedule, &str)>,
+                        eta: f64,
+                        gens: &[(usize, u64, NodeRef)],
+                        dirs: &[(String, NodeRef)]|
+         -> Result<(), PlanError> {
+            let Some(ev) = &s.evaluate else {
+                return Ok(());
+            };
+            let steered = eta != 0.0;
+            let params = EvalParams {
+                target: target.to_string(),
+                schedule: schedule.filter(|_| steered).map(|(s, _)| s.clone()),
+                layers: steered.then(|| steer.layers.clone()),
+                gate: if steered { steer.gate } else { 1.0 },
+                gate_mode: if steered {
+                    steer.gate_mode
+                } else {
+                    GateMode::PerStep
+                },
+                eta,
+                eta_mode: if steered {
+                    steer.eta_mode
+                } else {
+                    EtaMode::Absolute
+                },
+                metrics: ev.metrics.clone(),
+                probe_kind: probe_kind.clone(),
+                seed: s.experiment.seed,
+            };
+            let label = match schedule {
+                Some((_, l)) if steered => l.to_string(),
+                _ => "none".to_string(),
+            };
+            let id = evaluation_id(target, &label, params.gate, eta);
+            let params = serde_json::to_value(params).map_err(|e| stage_err(e.to_string()))?;
+            let mut node = NodeSpec::new(id, EVAL_KIND, params);
+            for (p, seed, r) in gens {
+                node = node.input(format!("gen:{p}:{seed}"), *r);
+            }
+            for (p, seed, r) in &baselines {
+                node = node.input(format!("base:{p}:{seed}"), *r);
+            }
+            for (name, r) in dirs {
+                node = node.input(name.clone(), *r);
+            }
+            if let Some(kind) = &probe_kind {
+                for term in &target.terms {
+                    let prefix = format!("probe[{},L", term.concept);
+                    let suffix = format!(",{kind}]");
+                    let mut ids: Vec<String> = plan
+                        .nodes_of_kind("probe")
+                        .into_iter()
+                        .map(|(_, n)| n.id.clone())
+                        .filter(|id| id.starts_with(&prefix) && id.ends_with(&suffix))
+                        .collect();
+                    ids.sort();
+                    ids.dedup();
+                    for id in ids {
+                        let layer = &id[prefix.len()..id.len() - suffix.len()];
+                        if let Some(r) = plan.find(&id) {
+                            node = node.input(format!("probe:{}:L{layer}", term.concept), r);
+                        }
+                    }
+                }
+            }
+            plan.add(node)?;
+            Ok(())
+        };
+        for target in &steer.targets {
+            let mut dirs = Vec::new();
+            for term in &target.terms {
+                let id = directions_id(term);
+                let r = plan.find(&id).ok_or_else(|| {
+                    stage_err(format!(
+                        "target `{target}` needs the directions node `{id}`, which no stage planned \
+                         (is `{}` in data.concepts and a [probe] section present?)",
+                        term.concept
+                    ))
+                })?;
+                dirs.push((dir_input(term), r));
+            }
+            evaluate(plan, target, None, 0.0, &baselines, &dirs)?;
+            for (si, schedule) in steer.schedule.iter().enumerate() {
+                let label = schedule_label(schedule, si);
+                for &eta in steer.eta.iter().filter(|&&e| e != 0.0) {
+                    let mut gens = Vec::new();
+                    for (p, prompt) in steer.prompts.iter().enumerate() {
+                        for &seed in &seeds {
+                            let params = GenParams {
+                                target: Some(target.to_string()),
+                                schedule: Some(schedule.clone()),
+                                layers: Some(steer.layers.clone()),
+                                gate: steer.gate,
+                                gate_mode: steer.gate_mode,
+                                eta,
+                                eta_mode: steer.eta_mode,
+                                constants: Some(ScheduleConstants::from_spec(steer)),
+                                ..base(prompt, seed)
+                            };
+                            let params = serde_json::to_value(params)
+                                .map_err(|e| stage_err(e.to_string()))?;
+                            let id =
+                                generation_id(Some((target, &label, steer.gate, eta)), p, seed);
+                            let mut node = NodeSpec::new(id, KIND, params)
+                                .hints(hints.clone())
+                                .fingerprint(fp.clone());
+                            for (name, r) in &dirs {
+                                node = node.input(name.clone(), *r);
+                            }
+                            gens.push((p, seed, plan.add(node)?));
+                        }
+                    }
+                    evaluate(plan, target, Some((schedule, &label)), eta, &gens, &dirs)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn summary(&self, plan: &Plan, store: &Store) -> Option<String> {
+        crate::eval::stage::summary(plan, store)
+    }
+}
+
+/// One term's directions as read from a `directions` node.
+pub struct TermDirections {
+    /// `q_l` (unit norm, f32) per decoder layer; None where the node has no direction.
+    pub directions: Vec<Option<Vec<f32>>>,
+    /// Per decoder layer the probe's validation score, None where absent.
+    pub scores: Vec<Option<f64>>,
+    pub judge_layer: Option<usize>,
+}
+
+/// Reads `directions.safetensors` (`layer.<l>` = `[k, hidden]`, first row used) and `scores.json`
+/// of a directions node for a `layers`-deep decoder of width `hidden`.
+pub fn read_directions(
+    dir: &Path,
+    layers: usize,
+    hidden: usize,
+) -> Result<TermDirections, SteerError> {
+    let path = dir.join("directions.safetensors");
+    let ts = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| read_err(&path, e))?;
+    let mut directions = vec![None; layers];
+    for (name, t) in &ts {
+        let Some(l) = name
+            .strip_prefix("layer.")
+            .and_then(|l| l.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if l >= layers {
+            return Err(read_err(
+                &path,
+                format!("direction for layer {l} but the decoder has {layers} layers"),
+            ));
+        }
+        let t = t.to_dtype(DType::F32).map_err(|e| read_err(&path, e))?;
+        let rows = match t.rank() {
+            1 => t.unsqueeze(0),
+            _ => Ok(t),
+        }
+        .and_then(|t| t.to_vec2::<f32>())
+        .map_err(|e| read_err(&path, e))?;
+        let q = rows
+            .first()
+            .ok_or_else(|| read_err(&path, format!("{name} has no rows")))?;
+        if q.len() != hidden {
+            return Err(read_err(
+                &path,
+                format!(
+                    "{name} has width {} but the decoder's hidden size is {hidden}",
+                    q.len()
+                ),
+            ));
+        }
+        let n = q.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        if !(n.is_finite() && n > 0.0) {
+            return Err(read_err(&path, format!("{name} is zero or not finite")));
+        }
+        directions[l] = Some(q.iter().map(|v| (*v as f64 / n) as f32).collect());
+    }
+    if directions.iter().all(Option::is_none) {
+        return Err(read_err(&path, "no `layer.<l>` directions"));
+    }
+    let spath = dir.join("scores.json");
+    let text = std::fs::read_to_string(&spath).map_err(|e| read_err(&spath, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| read_err(&spath, e))?;
+    let mut scores = vec![None; layers];
+    for e in v["layers"].as_array().into_iter().flatten() {
+        if let (Some(l), Some(s)) = (e["layer"].as_u64(), e["val_auc"].as_f64())
+            && (l as usize) < layers
+        {
+            scores[l as usize] = Some(s);
+        }
+    }
+    let judge_layer = v["judge_layer"].as_u64().map(|l| l as usize);
+    Ok(TermDirections {
+        directions,
+        scores,
+        judge_layer,
+    })
+}
+
+/// `w_l` over the layers that have both a direction and a score (0 elsewhere). A top-k larger than
+/// the number of such layers is clamped (logged by the caller).
+pub fn term_weights(
+    strategy: &LayerStrategy,
+    d: &TermDirections,
+) -> Result<(Vec<f64>, Option<String>), SteerError> {
+    let usable: Vec<usize> = (0..d.directions.len())
+        .filter(|&l| d.directions[l].is_some() && d.scores[l].is_some())
+        .collect();
+    if usable.is_empty() {
+        return Err(SteerError::Input(
+            "the directions node has no layer with both a direction and a validation score".into(),
+        ));
+    }
+    let scores: Vec<f64> = usable.iter().filter_map(|&l| d.scores[l]).collect();
+    let mut note = None;
+    let strategy = match *strategy {
+        LayerStrategy::TopK { k } if k > usable.len() => {
+            note = Some(format!(
+                "top_k = {k} but only {} layers have directions: using all of them",
+                usable.len()
+            ));
+            LayerStrategy::TopK { k: usable.len() }
+        }
+        ref s => s.clone(),
+    };
+    let w = layer_weights(&strategy, &scores).map_err(|e| SteerError::Input(e.to_string()))?;
+    let mut out = vec![0.0; d.directions.len()];
+    for (i, &l) in usable.iter().enumerate() {
+        out[l] = w[i];
+    }
+    Ok((out, note))
+}
+
+/// Averages the conditional rows' block outputs over steps, per layer.
+pub struct MeanCapture {
+    rows: usize,
+    sums: Vec<Option<Tensor>>,
+    counts: Vec<usize>,
+}
+
+impl MeanCapture {
+    /// `rows` = the conditional batch rows (the first `rows` of every block output).
+    pub fn new(layers: usize, rows: usize) -> Self {
+        Self {
+            rows,
+            sums: vec![None; layers],
+            counts: vec![0; layers],
+        }
+    }
+
+    /// Per layer `[rows, hidden]` f32 means (None for a layer never seen).
+    pub fn means(&self) -> Result<Vec<Option<Tensor>>, MusicgenError> {
+        self.sums
+            .iter()
+            .zip(&self.counts)
+            .map(|(s, &c)| match s {
+                Some(s) => Ok(Some((s / c as f64)?)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+}
+
+impl LayerHook for MeanCapture {
+    fn on_block_output(
+        &mut self,
+        layer: usize,
+        _step: usize,
+        h: &Tensor,
+    ) -> Result<Option<Tensor>, MusicgenError> {
+        if layer >= self.sums.len() {
+            return Ok(None);
+        }
+        let x = h.narrow(0, 0, self.rows)?.to_dtype(DType::F32)?.sum(1)?;
+        let n = h.dim(1)?;
+        self.sums[layer] = Some(match self.sums[layer].take() {
+            Some(s) => (s + x)?,
+            None => x,
+        });
+        self.counts[layer] += n;
+        Ok(None)
+    }
+}
+
+fn pool_of(p: Pooling) -> Pool {
+    match p {
+        Pooling::Mean => Pool::Mean,
+        Pooling::Last => Pool::Last,
+        Pooling::Max => Pool::Max,
+    }
+}
+
+fn all_finite(t: &Tensor) -> Result<bool, candle_core::Error> {
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(v.iter().all(|x| x.is_finite()))
+}
+
+fn save_layers(path: &Path, layers: &[Option<Tensor>]) -> Result<(), SteerError> {
+    let mut map: HashMap<String, Tensor> = HashMap::new();
+    for (l, t) in layers.iter().enumerate() {
+        if let Some(t) = t {
+            let t = t.to_device(&Device::Cpu).map_err(|e| write_err(path, e))?;
+            map.insert(format!("layer.{l}"), t);
+        }
+    }
+    candle_core::safetensors::save(&map, path).map_err(|e| write_err(path, e))
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), SteerError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| write_err(path, e))?;
+    crate::fsx::write_atomic(path, text.as_bytes()).map_err(|e| write_err(path, e))
+}
+
+/// Everything one generation needs besides the model.
+pub struct GenerationInputs<'a> {
+    pub params: &'a GenParams,
+    /// Per target term (in order): its directions node's output dir.
+    pub direction_dirs: Vec<&'a Path>,
+}
+
+/// Seed of a term's gate: the sample seed and the term index, mixed.
+pub fn gate_seed(seed: u64, term: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(term as u64 + 1)
+        .rotate_left(17)
+}
+
+/// Runs one generation into `out` (see the module docs for the files). Returns log lines.
+pub fn run_generation(
+    pipeline: &Pipeline,
+    model_label: &str,
+    inputs: &GenerationInputs<'_>,
+    out: &Path,
+) -> Result<Vec<String>, NodeError> {
+    let p = inputs.params;
+    let mut log = Vec::new();
+    let dec = &pipeline.decoder;
+    let (layers, hidden) = (dec.num_layers(), dec.hidden_size());
+    let steps = pipeline.steps_for_seconds(p.seconds)?;
+    let consts = p.constants.unwrap_or_default();
+    let target: Option<Target> = p
+        .target
+        .as_deref()
+        .map(|t| t.parse::<Target>().map_err(SteerError::Input))
+        .transpose()?;
+    let mut terms = Vec::new();
+    if let Some(target) = &target {
+        if target.terms.len() != inputs.direction_dirs.len() {
+            return Err(SteerError::Input(format!(
+                "target `{target}` has {} terms but {} directions inputs",
+                target.terms.len(),
+                inputs.direction_dirs.len()
+            ))
+            .into());
+        }
+        let schedule = p
+            .schedule
+            .as_ref()
+            .ok_or_else(|| SteerError::Input("a steered generation needs a schedule".into()))?;
+        let strategy = p.layers.as_ref().ok_or_else(|| {
+            SteerError::Input("a steered generation needs a layer strategy".into())
+        })?;
+        let phi_t = phi(schedule, steps, &consts).map_err(|e| SteerError::Input(e.to_string()))?;
+        for (k, (term, dir)) in target.terms.iter().zip(&inputs.direction_dirs).enumerate() {
+            let d = read_directions(dir, layers, hidden)?;
+            let (weights, note) = term_weights(strategy, &d)?;
+            if let Some(n) = note {
+                log.push(format!("{}:{}: {n}", term.concept, term.class));
+            }
+            log.push(format!(
+                "{}:{}: layer weights {weights:?}",
+                term.concept, term.class
+            ));
+            let directions = d
+                .directions
+                .iter()
+                .map(|q| {
+                    q.as_ref()
+                        .map(|q| Tensor::from_vec(q.clone(), hidden, &Device::Cpu))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            terms.push(Term {
+                label: format!("{}:{}", term.concept, term.class),
+                directions,
+                weights,
+                eta: p.eta,
+                phi: phi_t.clone(),
+                gate: Gate::draw(p.gate, p.gate_mode, steps, layers, gate_seed(p.seed, k))
+                    .map_err(|e| SteerError::Input(e.to_string()))?,
+            });
+        }
+    }
+    let mut steer = SteerHook::new(terms, p.eta_mode, layers)?;
+    let mut capture = MeanCapture::new(layers, 1);
+    let cfg = GenerateConfig {
+        steps,
+        guidance_scale: p.cfg,
+        top_k: TOP_K,
+        temperature: TEMPERATURE,
+        seed: p.seed,
+    };
+    let cond = pipeline.condition(std::slice::from_ref(&p.prompt))?;
+    let generated = {
+        let mut hooks = (&mut steer, &mut capture);
+        dec.generate(&cond, &cfg, &mut hooks)?
+    };
+    let captured = capture.means()?;
+    for (l, t) in captured.iter().enumerate() {
+        if let Some(t) = t
+            && !all_finite(t)?
+        {
+            return Err(SteerError::NonFinite(format!(
+                "block output of layer {l} during generation at η = {}",
+                p.eta
+            ))
+            .into());
+        }
+    }
+    let audio = pipeline.decode_codes(&generated.codes)?;
+    if !all_finite(&audio)? {
+        return Err(SteerError::NonFinite("decoded audio".into()).into());
+    }
+    let samples = audio.flatten_all()?.to_vec1::<f32>()?;
+    crate::audio::wav::write_f32(&out.join("audio.wav"), &samples, 1, pipeline.sample_rate())?;
+    let codes = generated
+        .codes
+        .squeeze(0)?
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::I64)?;
+    codes.write_npy(out.join("codes.npy"))?;
+    // Audio-level features: decode -> re-encode -> teacher-forced extraction.
+    let recoded = pipeline.encode_audio(&audio)?;
+    let pooled = dec.extract_pooled(&recoded, &[pool_of(p.pooling)])?;
+    let pooled = pooled
+        .into_iter()
+        .next()
+        .ok_or_else(|| SteerError::Input("no pooled features".into()))?;
+    let features: Vec<Option<Tensor>> = (0..layers)
+        .map(|l| pooled.get(l)?.squeeze(0).map(Some))
+        .collect::<Result<_, _>>()?;
+    save_layers(&out.join("features.safetensors"), &features)?;
+    let captured: Vec<Option<Tensor>> = captured
+        .into_iter()
+        .map(|t| t.map(|t| t.squeeze(0)).transpose())
+        .collect::<Result<_, _>>()?;
+    save_layers(&out.join("captured.safetensors"), &captured)?;
+    // Trace.
+    let total = steer.total_trace();
+    let term_json: Vec<serde_json::Value> = steer
+        .terms()
+        .iter()
+        .zip(steer.trace())
+        .map(|(t, tr)| {
+            json!({ "target": t.label, "eta": t.eta, "weights": t.weights, "eta_lt": tr,
+                    "phi": t.phi, "psi": t.gate.trace() })
+        })
+        .collect();
+    let (phi0, psi0) = match steer.terms().first() {
+        Some(t) => (json!(t.phi), t.gate.trace()),
+        None => (json!(vec![0.0; steps]), json!(vec![0; steps])),
+    };
+    write_json(
+        &out.join("trace.json"),
+        &json!({
+            "steps": steps,
+            "layers": layers,
+            "eta_lt": if total.is_empty() { vec![vec![0.0; layers]; steps] } else { total },
+            "phi": phi0,
+            "psi": psi0,
+            "terms": term_json,
+        }),
+    )?;
+    write_json(
+        &out.join("meta.json"),
+        &json!({
+            "target": p.target.clone().unwrap_or_else(|| "none".into()),
+            "schedule": p.schedule.as_ref().map(|s| s.name()).unwrap_or("none"),
+            "schedule_spec": p.schedule,
+            "schedule_constants": p.constants,
+            "layers": p.layers,
+            "gate": p.gate,
+            "gate_mode": p.gate_mode,
+            "eta": p.eta,
+            "eta_mode": p.eta_mode,
+            "prompt": p.prompt,
+            "seed": p.seed,
+            "seconds": p.seconds,
+            "steps": steps,
+            "cfg": p.cfg,
+            "top_k": TOP_K,
+            "temperature": TEMPERATURE,
+            "pooling": p.pooling,
+            "model": model_label,
+            "model_description": pipeline.description,
+            "sample_rate": pipeline.sample_rate(),
+            "samples": samples.len(),
+        }),
+    )?;
+    Ok(log)
+}
+
+pub struct GenerationKind;
+
+impl NodeKind for GenerationKind {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
+        let params: GenParams = ctx.params_as()?;
+        let hint: ModelHint = serde_json::from_value(ctx.hints["model"].clone())
+            .map_err(|e| format!("generation node without a model hint: {e}"))?;
+        let source = ModelSource::from_spec(&hint.name, hint.path.as_deref().map(Path::new));
+        ctx.progress(0, 2, "loading model");
+        let device = parse_device(hint.device.as_deref().unwrap_or("cpu"))?;
+        let pipeline = Pipeline::shared(&source, &device, DType::F32)?;
+        let mut dirs = Vec::new();
+        if let Some(t) = &params.target {
+            let target: Target = t.parse().map_err(SteerError::Input)?;
+            for term in &target.terms {
+                dirs.push(ctx.input(&dir_input(term))?.to_path_buf());
+            }
+        }
+        let inputs = GenerationInputs {
+            params: &params,
+            direction_dirs: dirs.iter().map(|d| d.as_path()).collect(),
+        };
+        ctx.progress(1, 2, "generating");
+        let out = ctx.out_dir.to_path_buf();
+        let log = run_generation(&pipeline, &source.label(), &inputs, &out)?;
+        for line in log {
+            ctx.log(&line);
+        }
+        ctx.progress(2, 2, "done");
+        Ok(())
+    }
+}

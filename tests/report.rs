@@ -1,0 +1,321 @@
+//! The HTML report: structure snapshot and escaping on the committed fixture result set
+//! (fixtures/report/, made by fixtures/report/make_fixture.py), and the `report` node / `rfmx report`
+//! end to end on the toy spec.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rfmx::report::{Provenance, fixture, render};
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/report")
+}
+
+fn provenance() -> Provenance {
+    Provenance {
+        rfmx_version: "0.0.0-test".into(),
+        git_commit: "fixture".into(),
+        run_log: Some("run log fixture.jsonl".into()),
+    }
+}
+
+fn render_fixture(out: &Path, png: bool) -> String {
+    let mut input = fixture::load(&fixture_dir(), provenance()).unwrap();
+    input.png = png;
+    let r = render(&input, out).unwrap();
+    assert_eq!((r.missing, r.failed), (1, 1));
+    std::fs::read_to_string(out.join("index.html")).unwrap()
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walk(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn fixture_report_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = render_fixture(dir.path(), false);
+    insta::assert_snapshot!("fixture_index_html", html);
+    insta::assert_snapshot!("fixture_files", files(dir.path()).join("\n"));
+    // Every referenced asset exists.
+    for attr in ["src=\""] {
+        for part in html.split(attr).skip(1) {
+            let rel = part.split('"').next().unwrap();
+            assert!(
+                dir.path().join(rel).is_file(),
+                "{rel} is referenced but missing"
+            );
+        }
+    }
+    // Audio bytes are the node's, copied.
+    let base = std::fs::read(fixture_dir().join("nodes/k-gen-base/audio.wav")).unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("assets/audio/k-gen-base.wav")).unwrap(),
+        base
+    );
+}
+
+#[test]
+fn everything_is_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = render_fixture(dir.path(), false);
+    // The fixture's prompt holds `<script>alert("x")</script> & "strings"`; its experiment is
+    // `fixture<&>`, and an error message holds `<probe[...]>`.
+    assert!(
+        !html.to_ascii_lowercase().contains("<script"),
+        "unescaped script tag"
+    );
+    assert!(
+        html.contains(
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;strings&quot;"
+        )
+    );
+    assert!(html.contains("rfmx report: fixture&lt;&amp;&gt;"));
+    assert!(html.contains("&lt;probe[notes,L2,rfm]&gt; not found"));
+    assert!(!html.contains("fixture<&>"));
+    // The plots escape their text too (series labels, titles).
+    for svg in walk(&dir.path().join("assets/plots")) {
+        let s = std::fs::read_to_string(&svg).unwrap();
+        assert!(!s.contains("<script"), "{}", svg.display());
+    }
+}
+
+#[test]
+fn fixture_report_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = render_fixture(dir.path(), true);
+    // Summary: the η = 0 baseline + 8 sweep points (one missing, one failed, marked), 95% CI
+    // cells, an unavailable metric.
+    assert_eq!(
+        html.matches("<tr class=\"done\"><td>notes:C</td>").count(),
+        7
+    );
+    assert_eq!(
+        html.matches("<tr class=\"missing\"><td>notes:C</td>")
+            .count(),
+        2
+    );
+    assert!(html.contains("0.335 [0.255, 0.405] (n=8)"));
+    assert!(html.contains("unavailable: CLAP weights not found (&lt;none&gt; in HF cache)"));
+    // One audio player per steered clip (6) plus its baseline next to it (6).
+    assert_eq!(html.matches("<audio ").count(), 12);
+    assert_eq!(
+        html.matches("src=\"assets/audio/k-gen-base.wav\"").count(),
+        6
+    );
+    // Random weights stated plainly; renderer, fingerprint, Table 1, confusion matrix, selection.
+    assert!(html.contains("RANDOM WEIGHTS"));
+    assert!(html.contains("SoundFont /usr/share/sounds/sf2/TimGM6mb.sf2"));
+    assert!(html.contains("b3:fixture-tiny-0000"));
+    assert!(html.contains(
+        "<td>notes</td><td>rfm</td><td class=\"num\">2</td><td class=\"num\">0.870</td>"
+    ));
+    assert!(html.contains("<td>notes:C</td><td>2, 3</td><td class=\"num\">2</td>"));
+    assert!(html.contains("judge probe at layer 2"));
+    // Plots: η curves for the two numeric metrics, probe layers, traces; PNG copies on request.
+    for name in ["eta_probe_accuracy", "eta_fd", "probe_notes", "traces"] {
+        let svg =
+            std::fs::read_to_string(dir.path().join(format!("assets/plots/{name}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"), "{name}");
+        assert!(
+            svg.contains("(unitless") || svg.contains("(index)"),
+            "{name}: axis units"
+        );
+        let png = std::fs::read(dir.path().join(format!("assets/plots/{name}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+    assert!(!dir.path().join("assets/plots/eta_clap.svg").exists());
+    let eta =
+        std::fs::read_to_string(dir.path().join("assets/plots/eta_probe_accuracy.svg")).unwrap();
+    assert!(eta.contains("notes:C · constant · layers top_k(k=2)"));
+    assert!(eta.contains("notes:C · linear_down · layers top_k(k=2)"));
+}
+
+// ---- end to end on the toy spec ----
+
+struct Work(tempfile::TempDir);
+
+impl Work {
+    fn rfmx(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rfmx"));
+        c.args(args)
+            .current_dir(self.0.path())
+            .env("RFMX_HOME", self.0.path().join(".rfmx"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k != "RFMX_HOME") {
+            c.env_remove(k);
+        }
+        c.output().unwrap()
+    }
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.0.path().join(rel)).unwrap_or_default()
+    }
+}
+
+fn ok(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+const TOY: &str = "[experiment]\nname = \"toyrep\"\n[toy]\nvalues = [1, 2, 3]\nfail_on = [3]\n";
+
+#[test]
+fn rfmx_report_marks_missing_results_before_and_after_a_partial_run() {
+    let w = Work(tempfile::tempdir().unwrap());
+    std::fs::write(w.0.path().join("t.toml"), TOY).unwrap();
+    // Nothing has run: every result is marked missing, still exit 0.
+    let out = ok(&w.rfmx(&["report", "t.toml"]));
+    assert!(
+        out.contains("4 result node(s): 4 missing, 0 failed"),
+        "{out}"
+    );
+    let html = w.read("reports/toyrep/index.html");
+    assert_eq!(
+        html.matches("<td>missing</td><td class=\"error\"></td></tr>")
+            .count(),
+        4,
+        "{html}"
+    );
+    // x=3 fails and toy_sum is skipped: the report shows what exists and marks the rest.
+    let o = w.rfmx(&["run", "t.toml", "--jobs", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = ok(&w.rfmx(&["report", "t.toml", "--png"]));
+    assert!(
+        out.contains("4 result node(s): 1 missing, 1 failed"),
+        "{out}"
+    );
+    let html = w.read("reports/toyrep/index.html");
+    assert!(html.contains("toy_square[x=3] was asked to fail"), "{html}");
+    assert!(
+        html.contains("{&quot;x&quot;:2,&quot;y&quot;:4.0}"),
+        "{html}"
+    );
+    assert!(
+        html.contains("2 cache hit(s)") || html.contains("0 cache hit(s), 2 computed"),
+        "{html}"
+    );
+    assert!(html.contains("No model weights were involved."));
+    assert!(html.contains("[experiment]\nname = &quot;toyrep&quot;"));
+    // The resolved spec written by `run` is kept beside the report.
+    assert!(
+        w.0.path()
+            .join("reports/toyrep/spec.resolved.toml")
+            .is_file()
+    );
+}
+
+/// The `report` node through the engine (a registry whose report stage also covers toy plans):
+/// rendered once into the store, published after every run, cached on a rerun.
+#[test]
+fn report_node_renders_once_and_is_published_after_every_run() {
+    use rfmx::dag::store::{EntryState, Index, Store};
+    use rfmx::dag::{Registry, Stage, build_plan, status::statuses};
+    use rfmx::report::{ReportNode, ReportStage};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store {
+        root: tmp.path().join(".rfmx"),
+    };
+    let stage = ReportStage {
+        reports_root: tmp.path().join("reports"),
+        include_toy: true,
+    };
+    let registry = Registry::default()
+        .stage(rfmx::toy::ToyStage)
+        .kind(rfmx::toy::ToySquare)
+        .kind(rfmx::toy::ToySum)
+        .stage(stage.clone())
+        .kind(ReportNode);
+    let spec = rfmx::spec::load_str(
+        "t.toml",
+        "t",
+        "[experiment]\nname = \"toyrep\"\n[toy]\nvalues = [1, 2]\n",
+        &[],
+        &[],
+    )
+    .unwrap();
+    let plan = build_plan(&spec, &registry).unwrap();
+    let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["toy_square[x=1]", "toy_square[x=2]", "toy_sum", "report"]
+    );
+    let report = plan.nodes.iter().position(|n| n.kind == "report").unwrap();
+    let mut inputs = plan.inputs_of(report);
+    inputs.sort();
+    assert_eq!(inputs, [0, 1, 2]);
+    let run = |n: u32| {
+        let st = statuses(&plan, &store, &Index::default());
+        let log = store
+            .runs_dir()
+            .join(format!("2026010{n}T000000-1-toyrep.jsonl"));
+        let sink = rfmx::events::JsonlSink::create(&log).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let consumer = rfmx::events::spawn_consumers(rx, vec![Box::new(sink)]);
+        let summary = rfmx::exec::run_plan(&plan, &st, &store, &registry, 2, &tx);
+        drop(tx);
+        consumer.join().unwrap();
+        (
+            summary.computed,
+            summary.cached,
+            stage.summary(&plan, &store).unwrap(),
+        )
+    };
+    let (computed, cached, line) = run(1);
+    assert_eq!((computed, cached), (4, 0));
+    let index = tmp.path().join("reports/toyrep/index.html");
+    assert_eq!(line, format!("report: {}", index.display()));
+    let first = std::fs::read_to_string(&index).unwrap();
+    assert!(first.contains("<td><code>toy_sum</code></td><td><code>{&quot;sum&quot;:5.0,&quot;parts&quot;:2}</code></td>"), "{first}");
+    assert!(first.contains("0 cache hit(s), 3 computed"), "{first}");
+    // The node output is what was published.
+    let key = &plan.nodes[report].key;
+    assert!(matches!(store.verify(key), EntryState::Valid(_)));
+    assert_eq!(
+        std::fs::read_to_string(store.out_dir(key).join("index.html")).unwrap(),
+        first
+    );
+    // Rerun: all cached, the report node too; it is published again (re-copied, not re-rendered).
+    std::fs::remove_dir_all(tmp.path().join("reports/toyrep")).unwrap();
+    let (computed, cached, _) = run(2);
+    assert_eq!((computed, cached), (0, 4));
+    assert_eq!(std::fs::read_to_string(&index).unwrap(), first);
+    assert!(
+        tmp.path()
+            .join("reports/toyrep/assets/report.css")
+            .is_file()
+    );
+}
+
+#[test]
+fn report_command_errors() {
+    let w = Work(tempfile::tempdir().unwrap());
+    std::fs::write(w.0.path().join("e.toml"), "[experiment]\nname = \"e\"\n").unwrap();
+    let o = w.rfmx(&["report", "e.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no result nodes to report on"));
+    let o = w.rfmx(&["report", "missing.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+}
