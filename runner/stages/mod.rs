@@ -179,7 +179,7 @@ impl Stage for ProbeStage {
                     return Err(stage_err(format!(
                         "extract.layers: layer {l} does not exist: model `{}` has {n_layers} decoder layers (0..={})",
                         source.label(),
-                        n_layers - 1
+                        n_layers.saturating_sub(1)
                     )));
                 }
                 let mut v = list.clone();

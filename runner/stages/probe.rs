@@ -4,7 +4,8 @@
 //!
 //! Outputs: `scores.json`, per class `class/<dir>/` (ProbeFit::save) with
 //! `directions.safetensors` (`directions` = [k, hidden] f32, unit rows, in RAW residual space),
-//! and `multiclass/` (ProbeFit::save). Directions: RFM — the top-k eigenvectors of M; linear —
+//! and `multiclass/` (ProbeFit::save); for tempos (numeric classes) also `regression/`, a
+//! regression probe on the BPM (scores.json `regression`: val/test R² and MSE). Directions: RFM — the top-k eigenvectors of M; linear —
 //! the weight vector (k = 1); MLP — the top-k eigenvectors of the network's AGOP (the average
 //! outer product of its input gradients on the training rows). The probes standardise features,
 //! so a direction v found in standardised coordinates is mapped to the raw residual stream as
@@ -84,6 +85,15 @@ pub fn load_layer(
         })
         .collect::<super::Result<Vec<usize>>>()?;
     Ok((index, x, classes))
+}
+
+/// Every row's label as a number, when every class name is one (tempos: BPM).
+fn numeric_labels(index: &Index) -> Option<Vec<f64>> {
+    index
+        .labels
+        .iter()
+        .map(|l| l.parse::<f64>().ok().filter(|v| v.is_finite()))
+        .collect()
 }
 
 /// Orients standardised-space directions (rows of `vs`) so that the projection of the
@@ -279,7 +289,7 @@ impl NodeKind for ProbeNode {
         ctx.progress(total - 1, total, "multiclass judge");
         let cfg = ProbeConfig {
             task: Task::Multiclass,
-            ..base
+            ..base.clone()
         };
         let fit = crate::probe::fit(&x, &Targets::Classes(cls.clone()), &cfg)
             .map_err(|e| format!("{} multiclass at layer {}: {e}", p.concept, p.layer))?;
@@ -292,27 +302,49 @@ impl NodeKind for ProbeNode {
                 confusion[cls[i]][pr] += 1;
             }
         }
-        write_json(
-            &ctx.out_dir.join("scores.json"),
-            &json!({
-                "concept": p.concept,
-                "layer": p.layer,
-                "kind": p.kind,
-                "split_seed": p.seed,
-                "hidden": x.d,
-                "classes": class_scores,
-                "multiclass": {
-                    "val_acc": fit.val.accuracy,
-                    "test_acc": fit.test.accuracy,
-                    "val_auc": fit.val.auc,
-                    "test_auc": fit.test.auc,
-                    "confusion": confusion,
-                    "classes": index.classes,
+        // Tempo classes are numbers (BPM): also a regression probe on the value.
+        let regression = match numeric_labels(&index) {
+            Some(values) if p.concept == "tempos" => {
+                let cfg = ProbeConfig {
+                    task: Task::Regression,
+                    ..base
+                };
+                let fit = crate::probe::fit(&x, &Targets::Values(values), &cfg)
+                    .map_err(|e| format!("{} regression at layer {}: {e}", p.concept, p.layer))?;
+                fit.save(&ctx.out_dir.join("regression"))?;
+                json!({
+                    "val_r2": fit.val.r2,
+                    "test_r2": fit.test.r2,
+                    "val_mse": fit.val.mse,
+                    "test_mse": fit.test.mse,
                     "hyper": hyper(&fit),
-                    "dir": "multiclass",
-                },
-            }),
-        )?;
+                    "dir": "regression",
+                })
+            }
+            _ => Value::Null,
+        };
+        let mut scores = json!({
+            "concept": p.concept,
+            "layer": p.layer,
+            "kind": p.kind,
+            "split_seed": p.seed,
+            "hidden": x.d,
+            "classes": class_scores,
+            "multiclass": {
+                "val_acc": fit.val.accuracy,
+                "test_acc": fit.test.accuracy,
+                "val_auc": fit.val.auc,
+                "test_auc": fit.test.auc,
+                "confusion": confusion,
+                "classes": index.classes,
+                "hyper": hyper(&fit),
+                "dir": "multiclass",
+            },
+        });
+        if !regression.is_null() {
+            scores["regression"] = regression;
+        }
+        write_json(&ctx.out_dir.join("scores.json"), &scores)?;
         ctx.progress(total, total, "done");
         Ok(())
     }
@@ -405,5 +437,89 @@ mod tests {
                 dirs[0]
             );
         }
+    }
+
+    #[test]
+    fn probe_node_on_tempo_features_fits_binary_multiclass_and_regression() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let act = dir.path().join("act");
+        std::fs::create_dir_all(&act).unwrap();
+        // 4 tempo classes, 12 clips each; feature 0 encodes the BPM, the rest is noise.
+        let bpms = ["60", "90", "120", "150"];
+        let (n, d) = (48, 5);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut data = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let b: f32 = bpms[i % 4].parse().unwrap();
+            data.push(b / 30.0 + 0.05 * (rng.random::<f32>() - 0.5));
+            for _ in 1..d {
+                data.push(rng.random::<f32>() - 0.5);
+            }
+            labels.push(bpms[i % 4]);
+        }
+        let mut ts = HashMap::new();
+        ts.insert(
+            "layer.2".to_string(),
+            Tensor::from_vec(data, (n, d), &candle_core::Device::Cpu).unwrap(),
+        );
+        save_tensors(&act.join("features.safetensors"), &ts).unwrap();
+        write_json(
+            &act.join("index.json"),
+            &json!({"n": n, "hidden": d, "layers": [2], "classes": bpms, "labels": labels}),
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let params = json!({"concept": "tempos", "layer": 2, "kind": "linear", "iterations": 2,
+            "trials": 1, "directions_k": 4, "seed": 0});
+        let inputs = [crate::dag::NodeInput {
+            name: "activations".into(),
+            id: "a".into(),
+            key: "k".into(),
+            dir: act.clone(),
+        }];
+        let log_path = dir.path().join("log");
+        let mut log = std::fs::File::create(&log_path).unwrap();
+        let progress = |_: u64, _: u64, _: &str| {};
+        let mut ctx = NodeCtx {
+            id: "probe[tempos,L2,linear]",
+            key: "k",
+            params: &params,
+            hints: &Value::Null,
+            inputs: &inputs,
+            out_dir: &out,
+            log_path: &log_path,
+            log: &mut log,
+            progress: &progress,
+        };
+        ProbeNode.run(&mut ctx).unwrap();
+        let s: Value = read_json(&out.join("scores.json")).unwrap();
+        let r2 = s["regression"]["test_r2"].as_f64().unwrap();
+        assert!(r2 > 0.9, "{s}");
+        assert!(out.join("regression/probe.json").is_file());
+        assert_eq!(s["multiclass"]["confusion"].as_array().unwrap().len(), 4);
+        for b in bpms {
+            let c = &s["classes"][b];
+            assert_eq!(c["k"], 1, "linear probes have one direction: {c}");
+            let t = load_tensors(
+                &out.join(c["dir"].as_str().unwrap())
+                    .join("directions.safetensors"),
+            )
+            .unwrap();
+            assert_eq!(t["directions"].dims(), &[1, d]);
+        }
+        // The fastest class's direction points up the BPM feature, the slowest's down.
+        let first = |b: &str| {
+            let t = load_tensors(&out.join(format!("class/{b}/directions.safetensors"))).unwrap();
+            t["directions"].to_vec2::<f32>().unwrap()[0][0]
+        };
+        assert!(
+            first("150") > 0.5 && first("60") < -0.5,
+            "{} {}",
+            first("150"),
+            first("60")
+        );
     }
 }
