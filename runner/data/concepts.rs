@@ -10,7 +10,10 @@ pub const SAMPLE_RATE: u32 = 44_100;
 pub const CLIP_SECS: f64 = 4.0;
 const MELODIC_CHANNEL: u8 = 2;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// The seven SynTheory concepts (also the spec's `data.concepts` / target names).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Concept {
     Notes,
@@ -33,16 +36,19 @@ impl Concept {
         Concept::TimeSignatures,
     ];
 
+    /// Names in [`Concept::ALL`]'s order.
+    pub const NAMES: [&'static str; 7] = [
+        "notes",
+        "intervals",
+        "scales",
+        "chords",
+        "progressions",
+        "tempos",
+        "time_signatures",
+    ];
+
     pub fn name(self) -> &'static str {
-        match self {
-            Concept::Notes => "notes",
-            Concept::Intervals => "intervals",
-            Concept::Scales => "scales",
-            Concept::Chords => "chords",
-            Concept::Progressions => "progressions",
-            Concept::Tempos => "tempos",
-            Concept::TimeSignatures => "time_signatures",
-        }
+        Self::NAMES[self as usize]
     }
 
     /// Accepts the names above plus SynTheory's `chord_progressions`.

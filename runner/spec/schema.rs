@@ -81,69 +81,9 @@ pub struct ModelSpec {
     pub device: String,
 }
 
-/// The seven SynTheory concepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Concept {
-    Notes,
-    Intervals,
-    Scales,
-    Chords,
-    Progressions,
-    Tempos,
-    TimeSignatures,
-}
-
-impl Concept {
-    pub const ALL: [Concept; 7] = [
-        Concept::Notes,
-        Concept::Intervals,
-        Concept::Scales,
-        Concept::Chords,
-        Concept::Progressions,
-        Concept::Tempos,
-        Concept::TimeSignatures,
-    ];
-    pub const NAMES: [&'static str; 7] = [
-        "notes",
-        "intervals",
-        "scales",
-        "chords",
-        "progressions",
-        "tempos",
-        "time_signatures",
-    ];
-
-    pub fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
-    }
-
-    pub fn from_name(s: &str) -> Option<Concept> {
-        Self::NAMES
-            .iter()
-            .position(|n| *n == s)
-            .map(|i| Self::ALL[i])
-    }
-
-    /// The class names a target may name, where they are fixed. Concepts returning `None` are
-    /// validated loosely for now (any non-empty name of letters, digits, `_ # / . -`): their class
-    /// sets are defined by the data stage's generators.
-    pub fn classes(self) -> Option<&'static [&'static str]> {
-        match self {
-            Concept::Notes => Some(&[
-                "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
-            ]),
-            Concept::Chords => Some(&["major", "minor", "aug", "dim"]),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Concept {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The seven SynTheory concepts: the data stage's type, so that a spec can only name classes
+/// the generators produce.
+pub use crate::data::Concept;
 
 /// `"all"` or an explicit value (a list of layers, of instruments, a count).
 #[derive(Debug, Clone, PartialEq)]
@@ -292,7 +232,7 @@ impl std::str::FromStr for Target {
                 ));
             };
             let (concept, class) = (concept.trim(), class.trim());
-            let Some(c) = Concept::from_name(concept) else {
+            let Some(c) = Concept::parse(concept) else {
                 return Err(super::error::unknown_name_message(
                     "concept",
                     concept,
@@ -304,23 +244,22 @@ impl std::str::FromStr for Target {
                     "malformed target `{term}`: the class after `{concept}:` is empty"
                 ));
             }
-            match c.classes() {
-                Some(classes) if !classes.contains(&class) => {
-                    return Err(super::error::unknown_name_message(
-                        &format!("{concept} class"),
-                        class,
-                        classes,
-                    ));
-                }
-                None if !class
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "_#/.-".contains(ch)) =>
-                {
-                    return Err(format!(
-                        "malformed target `{term}`: class `{class}` has characters outside [A-Za-z0-9_#/.-]"
-                    ));
-                }
-                _ => {}
+            let classes = c.classes();
+            if c == Concept::Tempos && !classes.iter().any(|k| k == class) {
+                // 161 numeric classes: a range says more than a list or a nearest spelling.
+                return Err(format!(
+                    "tempos class `{class}` is not a BPM from {} to {} (whole numbers)",
+                    classes[0],
+                    classes[classes.len() - 1]
+                ));
+            }
+            if !classes.iter().any(|k| k == class) {
+                let names: Vec<&str> = classes.iter().map(String::as_str).collect();
+                return Err(super::error::unknown_name_message(
+                    &format!("{concept} class"),
+                    class,
+                    &names,
+                ));
             }
             terms.push(TargetTerm {
                 concept: c,
