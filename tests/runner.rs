@@ -2,51 +2,15 @@
 //! with its own RFMX_HOME, on the built-in toy node kinds.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-struct Work {
-    dir: tempfile::TempDir,
-}
+mod common;
+use common::Work;
 
 impl Work {
-    fn new() -> Work {
-        Work {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn home(&self) -> PathBuf {
-        self.path().join(".rfmx")
-    }
-
-    fn spec(&self, name: &str, body: &str) -> PathBuf {
-        let p = self.path().join(name);
-        std::fs::write(&p, body).unwrap();
-        p
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rfmx"));
-        c.args(args)
-            .current_dir(self.path())
-            .env("RFMX_HOME", self.home());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k != "RFMX_HOME") {
-            c.env_remove(k);
-        }
-        c
-    }
-
-    fn rfmx(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
     /// The run logs, oldest first.
     fn run_logs(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.home().join("runs"))

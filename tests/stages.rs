@@ -4,41 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-struct Work {
-    dir: tempfile::TempDir,
-}
+mod common;
+use common::Work;
 
 impl Work {
-    fn new() -> Work {
-        Work {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn home(&self) -> PathBuf {
-        self.path().join(".rfmx")
-    }
-    fn spec(&self, name: &str, body: &str) -> PathBuf {
-        let p = self.path().join(name);
-        std::fs::write(&p, body).unwrap();
-        p
-    }
-    fn rfmx(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rfmx"));
-        c.args(args)
-            .current_dir(self.path())
-            .env("RFMX_HOME", self.home());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k != "RFMX_HOME") {
-            c.env_remove(k);
-        }
-        c.output().unwrap()
-    }
     /// id -> output dir of every node in the experiment's index (the last run's plan).
     fn outputs(&self, experiment: &str) -> HashMap<String, PathBuf> {
         let index = json(&self.home().join(format!("index/{experiment}.json")));

@@ -1,0 +1,49 @@
+//! The temp working directory that the binary-driving tests share: its own `RFMX_HOME`, and the
+//! caller's other `RFMX_*` settings removed so that a developer's environment cannot leak in.
+//! Each test file adds its own helpers in its own `impl common::Work` block.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Work {
+    pub dir: tempfile::TempDir,
+}
+
+impl Work {
+    pub fn new() -> Work {
+        Work {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.path().join(".rfmx")
+    }
+
+    /// Writes a spec file into the working dir.
+    pub fn spec(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rfmx"));
+        c.args(args)
+            .current_dir(self.path())
+            .env("RFMX_HOME", self.home());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k != "RFMX_HOME") {
+            c.env_remove(k);
+        }
+        c
+    }
+
+    pub fn rfmx(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+}
