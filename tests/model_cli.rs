@@ -404,18 +404,20 @@ fn decode_matches_transformers_and_encode_round_trips_shapes() {
     let (shape, enc) = read_codes(&out);
     assert_eq!(shape, codes.get(1).unwrap().dims());
     let p = Pipeline::load(&ModelSource::Path(model.clone()), &Device::Cpu, DType::F32).unwrap();
-    let x = Tensor::from_vec(got.clone(), (1, 1, got.len()), &Device::Cpu).unwrap();
-    let lib: Vec<i64> = p
-        .encode_audio(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
+    assert_eq!(enc, library_codes(&p, got.clone()));
+}
+
+/// What the library's EnCodec gives for 32 kHz mono samples, flattened as the CLI's codes.npy.
+fn library_codes(p: &Pipeline, mono_32k: Vec<f32>) -> Vec<i64> {
+    let n = mono_32k.len();
+    let x = Tensor::from_vec(mono_32k, (1, 1, n), &Device::Cpu).unwrap();
+    let codes = p.encode_audio(&x).unwrap().flatten_all().unwrap();
+    codes
         .to_vec1::<u32>()
         .unwrap()
         .into_iter()
         .map(i64::from)
-        .collect();
-    assert_eq!(enc, lib);
+        .collect()
 }
 
 #[test]
@@ -446,17 +448,7 @@ fn encode_mixes_to_mono_and_resamples() {
     let mono: Vec<f32> = stereo.chunks(2).map(|c| (c[0] + c[1]) / 2.0).collect();
     let x = rfmx::audio::resample::resample(&mono, 44_100, 32_000).unwrap();
     let p = Pipeline::load(&ModelSource::Tiny, &Device::Cpu, DType::F32).unwrap();
-    let lib: Vec<i64> = p
-        .encode_audio(&Tensor::from_vec(x, (1, 1, 32_000), &Device::Cpu).unwrap())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<u32>()
-        .unwrap()
-        .into_iter()
-        .map(i64::from)
-        .collect();
-    assert_eq!(codes, lib);
+    assert_eq!(codes, library_codes(&p, x));
     // and decode gives 1 s back
     let wav = d.path().join("back.wav");
     ok(&rfmx(&[

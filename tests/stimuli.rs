@@ -615,24 +615,21 @@ fn generations_source_reads_generation_nodes_by_meta() {
         );
     }
     // A point the sweep never ran.
-    std::fs::write(&p, spec.replace("eta = 0.45", "eta = 0.6")).unwrap();
-    let e = build::build(
-        &ListeningSpec::load(&p).unwrap(),
-        &dir.path().join("reports"),
-    )
-    .unwrap_err()
-    .to_string();
+    let build_error = |body: String| {
+        std::fs::write(&p, body).unwrap();
+        build::build(
+            &ListeningSpec::load(&p).unwrap(),
+            &dir.path().join("reports"),
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let e = build_error(spec.replace("eta = 0.45", "eta = 0.6"));
     assert!(
         e.contains("steered") && e.contains("0 finished generation node") && e.contains("0.6"),
         "{e}"
     );
-    std::fs::write(&p, spec.replace("\"sweep\"", "\"other\"")).unwrap();
-    let e = build::build(
-        &ListeningSpec::load(&p).unwrap(),
-        &dir.path().join("reports"),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = build_error(spec.replace("\"sweep\"", "\"other\""));
     assert!(e.contains("no index for experiment `other`"), "{e}");
 }
 
