@@ -3,6 +3,7 @@
 //! Data flows one way: spec -> plan (DAG) -> executor -> node functions -> store -> report.
 
 pub mod audio;
+pub mod clap_model;
 pub mod cli;
 pub mod commands;
 pub mod dag;

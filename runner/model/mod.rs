@@ -12,5 +12,5 @@ mod seeded;
 pub mod text;
 pub mod weights;
 
-pub use error::ModelError;
+pub use error::{ModelError, download_command};
 pub use pipeline::{ModelSource, Pipeline, SAMPLE_RATE};
