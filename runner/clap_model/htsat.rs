@@ -1,1 +1,0 @@
-//! (being ported: see issue 7)
