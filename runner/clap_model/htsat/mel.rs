@@ -161,7 +161,8 @@ mod tests {
     // Expected values from PyTorch 2.x, computed once with
     //   torch.nn.functional.interpolate(x, size, mode="bicubic", align_corners=True)
     // for x = [[0.5, -1.25, 2.0], [3.0, 0.25, -0.75], [-2.0, 1.5, 0.0], [1.0, -0.5, 2.5]] (1×1×4×3).
-    // They are exact binary fractions, so they are checked to float32 rounding only.
+    // They are exact binary fractions (a few written rounded to the same float32), so they are
+    // checked to float32 rounding only.
     const X: [f32; 12] = [
         0.5, -1.25, 2.0, 3.0, 0.25, -0.75, -2.0, 1.5, 0.0, 1.0, -0.5, 2.5,
     ];
@@ -175,9 +176,9 @@ mod tests {
             0.2109375,
             2.0, //
             2.21875,
-            0.690917969,
+            0.690_917_97,
             -0.6171875,
-            -0.297119141,
+            -0.297_119_14,
             0.5546875, //
             3.0,
             1.71875,
@@ -195,9 +196,9 @@ mod tests {
             1.078125,
             0.0, //
             -0.96875,
-            -0.241699219,
+            -0.241_699_22,
             0.6171875,
-            1.11743164,
+            1.117_431_6,
             1.3203125, //
             1.0,
             -0.03125,

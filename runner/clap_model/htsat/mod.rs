@@ -294,7 +294,7 @@ impl HtsatEncoder {
                 cfg.depths, cfg.num_attention_heads
             )));
         }
-        if cfg.num_mel_bins == 0 || cfg.spec_size % cfg.num_mel_bins != 0 {
+        if cfg.num_mel_bins == 0 || !cfg.spec_size.is_multiple_of(cfg.num_mel_bins) {
             return Err(unsupported(format!(
                 "spec_size {} is not a multiple of num_mel_bins {}",
                 cfg.spec_size, cfg.num_mel_bins
@@ -328,10 +328,18 @@ impl HtsatEncoder {
             )));
         }
         let [sh, sw] = cfg.patch_stride.pair();
+        if cfg.window_size == 0 || sh == 0 || sw == 0 || sh > cfg.spec_size || sw > cfg.spec_size {
+            return Err(unsupported(format!(
+                "window_size {} and patch_stride {:?} must be positive, the stride at most spec_size {}",
+                cfg.window_size,
+                [sh, sw],
+                cfg.spec_size
+            )));
+        }
         let (gh, gw) = (cfg.spec_size / sh, cfg.spec_size / sw);
         // transformers gives stage i the grid (gh >> i, gw >> i) while merging rounds up: they
         // agree only on grids halving evenly.
-        if gh % (1 << (stages - 1)) != 0 || gw % (1 << (stages - 1)) != 0 {
+        if !gh.is_multiple_of(1 << (stages - 1)) || !gw.is_multiple_of(1 << (stages - 1)) {
             return Err(unsupported(format!(
                 "the {gh}×{gw} patch grid does not halve evenly over {stages} stages"
             )));

@@ -387,7 +387,7 @@ impl Stage {
     ) -> Result<Self, ClapError> {
         let dim = cfg.patch_embeds_hidden_size << stage;
         let heads = cfg.num_attention_heads[stage];
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(unsupported(format!(
                 "stage {stage}: width {dim} is not a multiple of num_attention_heads {heads}"
             )));
