@@ -152,6 +152,20 @@ fn fused_batch_mixes_longer_and_plain_rows() {
 }
 
 #[test]
+fn unfused_batch_rows_match_single_clips() {
+    let fx = Fixture::load("tiny_clap");
+    let batch = Tensor::cat(&[fx.get("features_a"), fx.get("features_b")], 0).unwrap();
+    let pooled = fx.encoder.forward(&batch, &[false, false]).unwrap();
+    for (row, clip) in ["a", "b"].iter().enumerate() {
+        check(
+            &format!("unfused batch row {row}"),
+            &pooled.narrow(0, row, 1).unwrap(),
+            fx.get(&format!("pooler_{clip}")),
+        );
+    }
+}
+
+#[test]
 fn wrong_shapes_are_input_errors() {
     let fx = Fixture::load("tiny_clap_fused");
     let plain = Fixture::load("tiny_clap");
