@@ -159,7 +159,7 @@ impl FeatureExtractor {
                             }
                         },
                     };
-                    let (data, frames) = self.log_mel(&wave[idx..idx + max]);
+                    let (data, frames) = self.log_mel(&wave[idx..idx + max])?;
                     Ok(MelInput {
                         data,
                         channels: 1,
@@ -169,13 +169,16 @@ impl FeatureExtractor {
                     })
                 }
                 Truncation::Fusion => {
-                    let (mel, total) = self.log_mel(wave);
+                    let (mel, total) = self.log_mel(wave)?;
                     let chunk = max / self.cfg.hop_length + 1;
                     if chunk == total {
                         // Longer than max_length but by less than a hop: the whole mel, as is.
                         return Ok(four_copies(mel, total, mels));
                     }
                     let offsets = fusion_offsets(total, chunk, crops)?;
+                    // transformers shrinks to [chunk, 64] (the mel count hard-coded); with the
+                    // default 64 mels that is the mel axis unchanged, which is what we do for any
+                    // feature_size (transformers would fail to stack the channels otherwise).
                     let mut data = Vec::with_capacity(4 * chunk * mels);
                     data.extend(bilinear_shrink(&mel, total, mels, chunk, mels));
                     for o in offsets {
@@ -192,7 +195,7 @@ impl FeatureExtractor {
             }
         } else {
             let padded = pad_to(wave, max, self.cfg.padding);
-            let (mel, frames) = self.log_mel(&padded);
+            let (mel, frames) = self.log_mel(&padded)?;
             Ok(match self.cfg.truncation {
                 Truncation::Fusion => four_copies(mel, frames, mels),
                 Truncation::RandTrunc => MelInput {
@@ -208,7 +211,7 @@ impl FeatureExtractor {
 
     /// audio_utils.spectrogram(center=True, pad_mode="reflect", power=2, log_mel="dB") transposed:
     /// `[frames, mels]` f32 and the frame count.
-    fn log_mel(&self, wave: &[f64]) -> (Vec<f32>, usize) {
+    fn log_mel(&self, wave: &[f64]) -> Result<(Vec<f32>, usize), ClapError> {
         let n = self.cfg.fft_window_size;
         let hop = self.cfg.hop_length;
         let half = (n / 2) as isize;
@@ -227,7 +230,7 @@ impl FeatureExtractor {
             }
             self.fft
                 .process_with_scratch(&mut input, &mut spec, &mut scratch)
-                .expect("buffers come from the plan itself");
+                .map_err(|e| ClapError::Input(format!("CLAP features: FFT: {e}")))?;
             for (p, c) in power.iter_mut().zip(&spec) {
                 // numpy keeps the spectrum as complex64 before taking |.|² in f64.
                 let c = Complex::new(c.re as f32 as f64, c.im as f32 as f64);
@@ -243,7 +246,7 @@ impl FeatureExtractor {
                 out.push(db as f32);
             }
         }
-        (out, frames)
+        Ok((out, frames))
     }
 }
 
