@@ -202,3 +202,37 @@ fn empty_texts_and_missing_files_are_clear_errors() {
     assert!(matches!(err, ClapError::Tokenizer { .. }), "{err}");
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
 }
+
+#[test]
+fn both_tokenizer_sources_agree_on_awkward_text() {
+    // Special tokens in the text, non-ASCII bytes, runs of spaces, empty text.
+    let dir = fixtures().join("tiny_clap");
+    let cfg = ClapConfig::load(&dir).unwrap();
+    let fast = load_tokenizer(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["vocab.json", "merges.txt"] {
+        std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
+    }
+    let slow = load_tokenizer(tmp.path()).unwrap();
+    let texts: Vec<String> = [
+        "a <mask> piano</s> with <s>drums",
+        "café — naïve 🎹 ",
+        "  two   spaces\tand\nnewline",
+        "",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (a_ids, a_mask) = tokenize(&fast, &texts, &cfg.text_config, &Device::Cpu).unwrap();
+    let (b_ids, b_mask) = tokenize(&slow, &texts, &cfg.text_config, &Device::Cpu).unwrap();
+    assert_eq!(as_i64(&a_ids), as_i64(&b_ids));
+    assert_eq!(as_i64(&a_mask), as_i64(&b_mask));
+    // `<mask>` and `</s>` inside the text are single special tokens, as in transformers.
+    let row = &as_i64(&a_ids)[0];
+    assert!(
+        row.contains(&4) && row.iter().filter(|&&t| t == 2).count() == 2,
+        "{row:?}"
+    );
+    // The empty text is `<s> </s>` and padding.
+    assert_eq!(&as_i64(&a_ids)[3][..3], &[0, 2, 1]);
+}

@@ -192,7 +192,7 @@ fn read_slow_config(dir: &Path) -> Result<SlowConfig, ClapError> {
 /// The vocab/merges path builds what transformers' `RobertaConverter` makes of the slow tokenizer:
 /// BPE without an unk token, ByteLevel pre-tokenizer and decoder (`add_prefix_space` from
 /// `tokenizer_config.json`, default false), `RobertaProcessing(sep, cls, trim_offsets=True)`, and
-/// the special tokens registered so that they are matched whole in the text (`<mask>` with lstrip).
+/// the special tokens registered so that they are matched whole in the text.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ClapError> {
     let json = dir.join("tokenizer.json");
     if json.is_file() {
@@ -235,13 +235,16 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ClapError> {
             .trim_offsets(true)
             .add_prefix_space(sc.add_prefix_space),
     ));
+    // transformers 5's RobertaTokenizer registers `<mask>` without lstrip (the space before it stays
+    // a `Ġ` token), unlike the lstrip=True of older releases; we follow the installed reference.
     let mut specials = vec![];
-    for t in [&sc.bos, &sc.eos, &sc.unk, &sc.sep, &sc.pad, &sc.cls] {
+    for t in [
+        &sc.bos, &sc.eos, &sc.unk, &sc.sep, &sc.pad, &sc.cls, &sc.mask,
+    ] {
         if !specials.iter().any(|a: &AddedToken| &a.content == t) {
             specials.push(AddedToken::from(t.clone(), true));
         }
     }
-    specials.push(AddedToken::from(sc.mask.clone(), true).lstrip(true));
     tok.add_special_tokens(specials)
         .map_err(|e| tok_err(&vocab, e))?;
     Ok(tok)
