@@ -118,6 +118,8 @@ pub enum Command {
     Encode(crate::model::cli::EncodeArgs),
     /// EnCodec codes (.npy) to 32 kHz float WAV
     Decode(crate::model::cli::DecodeArgs),
+    /// CLAP text–audio cosines: score WAV clips against texts (the `clap` metric's model)
+    Clap(crate::clap_model::cli::ClapArgs),
     /// Low-level node operations (used by Slurm workers)
     #[command(hide = true)]
     Node {

@@ -46,6 +46,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Generate(args) => crate::model::cli::exit(crate::model::cli::generate(&args)),
         Command::Encode(args) => crate::model::cli::exit(crate::model::cli::encode(&args)),
         Command::Decode(args) => crate::model::cli::exit(crate::model::cli::decode(&args)),
+        Command::Clap(args) => crate::clap_model::cli::run(&args),
     };
     ExitCode::from(code)
 }

@@ -2,7 +2,8 @@
 //! directions and probe nodes supplied by a stand-in stage written here in the CONTRACT.md format
 //! (the real ones come from the stages helper). Checks the shared baselines, the node ids, that a
 //! point whose generation blows up (absurd η) is recorded as failed while the others finish, the
-//! metrics (CLAP reported unavailable, never faked) and the summary table.
+//! metrics (CLAP scored with the tiny fixture snapshot and checked against a direct computation)
+//! and the summary table.
 
 use std::collections::HashMap;
 
@@ -119,6 +120,10 @@ impl NodeKind for FakeDirections {
     }
 }
 
+fn clap_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/clap/tiny_clap")
+}
+
 const SPEC: &str = r#"
 [experiment]
 name = "steer_sweep_test"
@@ -147,6 +152,7 @@ exp_down_steps = 13
 
 [evaluate]
 metrics = ["probe_accuracy", "pitch_hit", "chord_hit", "fd", "mmd", "clap"]
+clap_model = "CLAP_DIR"
 "#;
 
 #[test]
@@ -159,7 +165,8 @@ fn sweep_runs_records_the_failing_point_and_summarises() {
         .stage(rfmx::steer::stage::SteerStage)
         .kind(rfmx::steer::stage::GenerationKind)
         .kind(rfmx::eval::stage::EvaluationKind);
-    let spec = rfmx::spec::load_str("t.toml", "t", SPEC, &[], &[]).unwrap();
+    let text = SPEC.replace("CLAP_DIR", clap_dir().to_str().unwrap());
+    let spec = rfmx::spec::load_str("t.toml", "t", &text, &[], &[]).unwrap();
     let plan = build_plan(&spec, &registry).unwrap();
     let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
     let gens: Vec<&&str> = ids
@@ -237,11 +244,37 @@ fn sweep_runs_records_the_failing_point_and_summarises() {
         assert!(metrics[k]["ci_low"].as_f64().unwrap() <= metrics[k]["ci_high"].as_f64().unwrap());
     }
     assert!(metrics["probe_accuracy"]["value"].as_f64().unwrap() <= 1.0);
+    // CLAP: the mean of the per-sample cosines, each equal to a direct computation.
+    let clap = metrics["clap"]["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{m}"));
+    assert_eq!(metrics["clap"]["n"], 2);
+    let per: Vec<f64> = m["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["clap"].as_f64().unwrap())
+        .collect();
+    assert!((per.iter().sum::<f64>() / 2.0 - clap).abs() < 1e-12);
+    let model = rfmx::clap_model::model::Clap::load(&clap_dir(), &Device::Cpu).unwrap();
+    let prompt = model.embed_texts(&["solo piano".to_string()]).unwrap();
+    for s in m["samples"].as_array().unwrap() {
+        let id = format!("generation[notes:C|constant|g1|eta2|0|s{}]", s["seed"]);
+        let g = plan.nodes.iter().find(|n| n.id == id).unwrap();
+        let (x, _, sr) = rfmx::audio::wav::read(&store.out_dir(&g.key).join("audio.wav")).unwrap();
+        let a = model.embed_audio(&x, sr, 0).unwrap();
+        let want = rfmx::clap_model::model::cosine(&a, &prompt[0]);
+        assert!(
+            (want - s["clap"].as_f64().unwrap()).abs() < 1e-6,
+            "{id}: {want} vs {s}"
+        );
+        assert!((-1.0..=1.0).contains(&want));
+    }
     assert!(
-        metrics["clap"]["unavailable"]
+        metrics["clap"]["model"]
             .as_str()
             .unwrap()
-            .contains("issue 7")
+            .contains("tiny_clap")
     );
     assert!(
         metrics["chord_hit"]["unavailable"]
@@ -275,6 +308,10 @@ fn sweep_runs_records_the_failing_point_and_summarises() {
     eprintln!("{table}");
     assert!(table.contains("probe_accuracy"));
     assert!(table.contains("not computed"));
-    assert!(table.contains("n/a clap"));
+    assert!(
+        table.contains("clap") && !table.contains("n/a clap"),
+        "{table}"
+    );
+    assert!(table.contains("n/a chord_hit"), "{table}");
     eprintln!("sweep test: {:.1}s", t0.elapsed().as_secs_f64());
 }

@@ -27,8 +27,11 @@ pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioError> {
     let mut chunk = vec![0f32; cin];
     while out.len() < n_out + delay {
         chunk.iter_mut().for_each(|c| *c = 0.0);
+        // Past the end of the input the chunks are zeros that flush the filter's delay line.
         let take = x.len().saturating_sub(pos).min(cin);
-        chunk[..take].copy_from_slice(&x[pos..pos + take]);
+        if take > 0 {
+            chunk[..take].copy_from_slice(&x[pos..pos + take]);
+        }
         pos += cin;
         let y = rs
             .process(&[&chunk], None)
@@ -68,5 +71,24 @@ mod tests {
         let yh = resample(&hi, 44_100, 32_000).unwrap();
         let rms = (yh[2000..30_000].iter().map(|v| v * v).sum::<f32>() / 28_000.0).sqrt();
         assert!(rms < 1e-3, "aliased rms {rms}");
+    }
+
+    /// When the filter delay needs more flush chunks than the input filled, the loop reads past
+    /// the input's end (it used to slice out of range and panic, e.g. 48 → 32 kHz of 3 s).
+    #[test]
+    fn flushing_past_the_end_of_the_input_pads_with_silence() {
+        for (n, from, to) in [
+            (144_000, 48_000, 32_000),
+            (100, 48_000, 32_000),
+            (7, 32_000, 48_000),
+        ] {
+            let x: Vec<f32> = (0..n).map(|i| tone(440.0, i, f64::from(from))).collect();
+            let y = resample(&x, from, to).unwrap();
+            assert_eq!(
+                y.len(),
+                (n * to as usize + from as usize / 2) / from as usize
+            );
+            assert!(y.iter().all(|v| v.is_finite()));
+        }
     }
 }

@@ -217,14 +217,14 @@ impl ClapConfig {
                 a.hidden_size
             ));
         }
-        if a.num_mel_bins == 0 || a.spec_size % a.num_mel_bins != 0 {
+        if a.num_mel_bins == 0 || !a.spec_size.is_multiple_of(a.num_mel_bins) {
             return bad(format!(
                 "audio_config.spec_size {} is not a multiple of num_mel_bins {}",
                 a.spec_size, a.num_mel_bins
             ));
         }
         let t = &self.text_config;
-        if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
+        if t.num_attention_heads == 0 || !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return bad(format!(
                 "text_config.hidden_size {} is not a multiple of num_attention_heads {}",
                 t.hidden_size, t.num_attention_heads

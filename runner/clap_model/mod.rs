@@ -3,10 +3,12 @@
 //! encoder ([`htsat`]), the RoBERTa text encoder and its tokenizer ([`text`]), and the two projection
 //! heads; embeddings are L2-normalised, so their dot product is the cosine the paper reports.
 
+pub mod cli;
 pub mod config;
 mod error;
 pub mod features;
 pub mod htsat;
+pub mod model;
 pub mod text;
 
 pub use error::ClapError;

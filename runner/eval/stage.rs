@@ -14,7 +14,8 @@
 //!   chords / tempos term of the target; unavailable when the target has none.
 //! - `fd` / `mmd`: between the steered and the baseline audio-level features at the first term's
 //!   judge layer (the last layer when there is none).
-//! - `clap`: unavailable until the CLAP issue lands (never faked).
+//! - `clap`: CLAP cosine of each generation's audio with its own prompt (`crate::eval::clap`);
+//!   unavailable, with where it looked and the download command, when there is no snapshot.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,9 +38,6 @@ pub const KIND: &str = "evaluation";
 pub const BOOT_MEAN: usize = 1000;
 pub const BOOT_TWO_SAMPLE: usize = 200;
 
-pub const CLAP_UNAVAILABLE: &str = "CLAP is not implemented yet (issue 7 has not landed): no CLAP \
-                                    model to embed audio and text, so no score is reported";
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalParams {
     pub target: String,
@@ -53,6 +51,10 @@ pub struct EvalParams {
     /// The probe kind whose judge is used (the spec's `[probe] kind`).
     pub probe_kind: Option<String>,
     pub seed: u64,
+    /// The CLAP snapshot, resolved at plan time (`crate::eval::clap::plan_param`); absent unless
+    /// the spec asks for `clap`, so other evaluation keys do not depend on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clap: Option<Value>,
 }
 
 /// `evaluation[<target>|<schedule>|g<gate>|eta<eta>]`.
@@ -120,6 +122,8 @@ pub struct EvalInputs {
     pub directions: Vec<PathBuf>,
     /// `(concept, layer)` → probe node dir.
     pub probes: BTreeMap<(String, usize), PathBuf>,
+    /// The CLAP snapshot directory (the node's `clap_path` hint).
+    pub clap_path: Option<PathBuf>,
 }
 
 struct Judge {
@@ -358,7 +362,34 @@ pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Value, NodeError>
                 );
             }
             Metric::Clap => {
-                metrics.insert(name.clone(), unavailable(CLAP_UNAVAILABLE));
+                let mut audios = Vec::new();
+                for d in &inputs.generations {
+                    audios.push(audio(d)?);
+                }
+                let prompts: Vec<String> = per_sample
+                    .iter()
+                    .map(|s| s["prompt"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                let clips: Vec<super::clap::Clip<'_>> = audios
+                    .iter()
+                    .zip(&prompts)
+                    .map(|((x, sr), prompt)| super::clap::Clip {
+                        samples: x,
+                        sample_rate: *sr,
+                        prompt,
+                    })
+                    .collect();
+                let (value, cosines) = super::clap::metric(
+                    p.clap.as_ref(),
+                    inputs.clap_path.clone(),
+                    &clips,
+                    BOOT_MEAN,
+                    p.seed,
+                );
+                for (s, c) in per_sample.iter_mut().zip(&cosines) {
+                    s.insert(name.clone(), json!(c));
+                }
+                metrics.insert(name.clone(), value);
             }
         }
     }
@@ -400,6 +431,11 @@ impl NodeKind for EvaluationKind {
             baselines: Vec::new(),
             directions: Vec::new(),
             probes: BTreeMap::new(),
+            clap_path: ctx
+                .hints
+                .get("clap_path")
+                .and_then(Value::as_str)
+                .map(PathBuf::from),
         };
         for i in ctx.inputs {
             if i.name.starts_with("gen:") {

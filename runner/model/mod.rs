@@ -4,7 +4,7 @@
 pub mod cli;
 pub mod encodec;
 mod error;
-mod fingerprint;
+pub(crate) mod fingerprint;
 pub mod hub;
 pub mod musicgen;
 mod pipeline;

@@ -370,6 +370,10 @@ fn evaluation(n: &NodeEntry, d: &mut ReportData) {
                 .and_then(Value::as_object)
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), metric(v))).collect())
                 .unwrap_or_default();
+            // The CLAP model that scored text alignment is named beside the generating model.
+            if let Some(m) = v.pointer("/metrics/clap/model") {
+                push_unique(&mut d.model_descriptions, format!("clap: {}", label(m)));
+            }
             let mut key = point_key(&p);
             if key.cropping.is_empty() {
                 // Points that differ only in a swept knob the point does not name.

@@ -516,6 +516,9 @@ pub enum Metric {
 #[serde(deny_unknown_fields)]
 pub struct EvaluateSpec {
     pub metrics: Vec<Metric>,
+    /// The CLAP snapshot for the `clap` metric: `auto` (laion/larger_clap_music from the local
+    /// Hugging Face cache), a hub id, or a `save_pretrained` directory.
+    pub clap_model: String,
 }
 
 /// The built-in toy node kinds (see `crate::toy`).

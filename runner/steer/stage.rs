@@ -28,7 +28,7 @@ use crate::model::musicgen::{GenerateConfig, LayerHook, MusicgenError, Pool, par
 use crate::model::{ModelSource, Pipeline};
 use crate::spec::ResolvedSpec;
 use crate::spec::schema::{
-    EtaMode, GateMode, LayerStrategy, Pooling, Schedule, Spec, Target, TargetTerm,
+    EtaMode, GateMode, LayerStrategy, Metric, Pooling, Schedule, Spec, Target, TargetTerm,
 };
 
 use super::gate::Gate;
@@ -223,6 +223,14 @@ impl Stage for SteerStage {
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
         });
+        // The CLAP snapshot enters evaluation keys by content (or by the reason it is missing), so a
+        // snapshot that appears or changes re-scores; its path is only a hint.
+        let (clap_param, clap_hints) = match &s.evaluate {
+            Some(ev) if ev.metrics.contains(&Metric::Clap) => {
+                crate::eval::clap::plan_param(&ev.clap_model)
+            }
+            _ => (None, serde_json::Value::Null),
+        };
         let evaluate = |plan: &mut PlanBuilder<'_>,
                         target: &Target,
                         schedule: Option<(&Schedule, &str)>,
@@ -253,6 +261,7 @@ impl Stage for SteerStage {
                 metrics: ev.metrics.clone(),
                 probe_kind: probe_kind.clone(),
                 seed: s.experiment.seed,
+                clap: clap_param.clone(),
             };
             let label = match schedule {
                 Some((_, l)) if steered => l.to_string(),
@@ -260,7 +269,7 @@ impl Stage for SteerStage {
             };
             let id = evaluation_id(target, &label, params.gate, eta);
             let params = serde_json::to_value(params).map_err(|e| stage_err(e.to_string()))?;
-            let mut node = NodeSpec::new(id, EVAL_KIND, params);
+            let mut node = NodeSpec::new(id, EVAL_KIND, params).hints(clap_hints.clone());
             for (p, seed, r) in gens {
                 node = node.input(format!("gen:{p}:{seed}"), *r);
             }
