@@ -253,6 +253,51 @@ fn tiny_probe_pipeline_outputs_caching_and_partial_reruns() {
     let s = json(&out["directions[chords:aug]"].join("scores.json"));
     assert_eq!(s["judge_layer"], 1, "{s}");
     assert_eq!(s["judge"]["probe"], "probe[chords,L1,rfm]", "{s}");
+
+    // CLAP: without a snapshot the metric says where it looked and how to download one, and the
+    // run succeeds; only the evaluations (and the report) run again.
+    let clap_dir = w.path().join("clap_snapshot");
+    let clap_sets = [
+        "--set",
+        "probe.judge_layer=1",
+        "--set",
+        r#"evaluate.metrics=["probe_accuracy", "clap"]"#,
+    ];
+    let model_set = format!("evaluate.clap_model={}", clap_dir.display());
+    let mut args = vec!["run", spec];
+    args.extend_from_slice(&clap_sets);
+    args.extend_from_slice(&["--set", &model_set]);
+    let missing = ok(&w.rfmx(&args));
+    assert_eq!(count(&missing, "computed"), 3, "{missing}");
+    assert!(
+        missing.contains("n/a clap: no CLAP snapshot at"),
+        "{missing}"
+    );
+    let out = w.outputs("stages_t");
+    let m = json(&out["evaluation[chords:major|constant|g1|eta0.3]"].join("metrics.json"));
+    let reason = m["metrics"]["clap"]["unavailable"].as_str().unwrap();
+    assert!(reason.contains(&clap_dir.display().to_string()), "{reason}");
+    assert!(
+        reason.contains("huggingface-cli download laion/larger_clap_music"),
+        "{reason}"
+    );
+    // The snapshot appears: the evaluations re-score (the key follows the snapshot's content).
+    std::fs::create_dir(&clap_dir).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/clap/tiny_clap");
+    for f in std::fs::read_dir(&fixture).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, clap_dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let found = ok(&w.rfmx(&args));
+    assert_eq!(count(&found, "computed"), 3, "{found}");
+    assert!(!found.contains("n/a clap"), "{found}");
+    let out = w.outputs("stages_t");
+    let m = json(&out["evaluation[chords:major|constant|g1|eta0.3]"].join("metrics.json"));
+    let v = m["metrics"]["clap"]["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!((-1.0..=1.0).contains(&v), "{v}");
+    assert_eq!(count(&ok(&w.rfmx(&args)), "computed"), 0);
 }
 
 #[test]
