@@ -4,7 +4,6 @@
 //! largest magnitude, for the mel image, the pooled output and the projected L2-normalised embedding.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -12,11 +11,10 @@ use rfmx::clap_model::ClapError;
 use rfmx::clap_model::config::ClapConfig;
 use rfmx::clap_model::htsat::{HtsatEncoder, Projection};
 
-const TOL: f32 = 1e-4;
+mod common;
+use common::clap_fixtures::{fixtures, refs, rel_err};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/clap")
-}
+const TOL: f32 = 1e-4;
 
 struct Fixture {
     encoder: HtsatEncoder,
@@ -39,11 +37,7 @@ impl Fixture {
             cfg.projection_dim,
         )
         .unwrap();
-        let refs = candle_core::safetensors::load(
-            fixtures().join(format!("refs_{variant}.safetensors")),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let (refs, _) = refs(variant);
         Self {
             encoder,
             projection,
@@ -69,22 +63,6 @@ impl Fixture {
         let norm = p.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap();
         p.broadcast_div(&norm).unwrap()
     }
-}
-
-/// max |got − want| / max |want|.
-fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims());
-    let diff: f32 = (got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let scale: f32 = want.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    assert!(scale > 0.0);
-    diff / scale
 }
 
 fn check(what: &str, got: &Tensor, want: &Tensor) {

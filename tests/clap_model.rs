@@ -4,51 +4,25 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
 use candle_core::{Device, Tensor};
 use rfmx::clap_model::features::Crops;
 use rfmx::clap_model::model::{Clap, ClapSource, cosine};
 use serde_json::Value;
 
+use common::clap_fixtures::{fixtures, refs, rel_err, wave};
+
 /// Relative tolerance of every embedding and cosine (the 1e-4).
 const TOL: f32 = 1e-4;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/clap")
-}
-
-fn refs(variant: &str) -> (HashMap<String, Tensor>, Value) {
-    let t = candle_core::safetensors::load(
-        fixtures().join(format!("refs_{variant}.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let j = std::fs::read_to_string(fixtures().join(format!("refs_{variant}.json"))).unwrap();
-    (t, serde_json::from_str(&j).unwrap())
-}
-
-fn wave(name: &str) -> Vec<f64> {
-    let (x, ch, sr) = rfmx::audio::wav::read(&fixtures().join(name)).unwrap();
-    assert_eq!((ch, sr), (1, 48_000));
-    x.into_iter().map(f64::from).collect()
-}
 
 fn rows(t: &Tensor) -> Vec<Vec<f32>> {
     t.to_vec2::<f32>().unwrap()
 }
 
 /// max |a − b| / max |b| over all rows.
-fn rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = a
-        .iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    diff / scale
+fn rows_rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    let t =
+        |r: &[Vec<f32>]| Tensor::from_vec(r.concat(), (r.len(), r[0].len()), &Device::Cpu).unwrap();
+    rel_err(&t(a), &t(b))
 }
 
 fn crops_b(meta: &Value) -> Crops {
@@ -83,7 +57,7 @@ fn check_variant(variant: &str) {
         .iter()
         .map(|k| rows(&r[*k])[0].clone())
         .collect();
-    let ea = rel_err(&audio, &want_audio);
+    let ea = rows_rel_err(&audio, &want_audio);
     let texts: Vec<String> = meta["texts"]
         .as_array()
         .unwrap()
@@ -91,12 +65,12 @@ fn check_variant(variant: &str) {
         .map(|t| t.as_str().unwrap().to_string())
         .collect();
     let text = model.embed_texts(&texts).unwrap();
-    let et = rel_err(&text, &rows(&r["text"]));
+    let et = rows_rel_err(&text, &rows(&r["text"]));
     let cos: Vec<Vec<f32>> = audio
         .iter()
         .map(|a| text.iter().map(|t| cosine(a, t) as f32).collect())
         .collect();
-    let ec = rel_err(&cos, &rows(&r["cosine"]));
+    let ec = rows_rel_err(&cos, &rows(&r["cosine"]));
     eprintln!("{variant}: audio rel err {ea:.2e}, text {et:.2e}, cosine {ec:.2e}");
     assert!(ea <= TOL, "{variant} audio embeddings: {ea}");
     assert!(et <= TOL, "{variant} text embeddings: {et}");
@@ -129,7 +103,7 @@ fn audio_at_another_rate_is_resampled_and_a_short_clip_needs_no_crop() {
         "a clip under 10 s must not depend on the crop seed"
     );
     let (r, _) = refs("tiny_clap");
-    let e = rel_err(
+    let e = rows_rel_err(
         std::slice::from_ref(&direct),
         &[rows(&r["audio_a"])[0].clone()],
     );
@@ -219,7 +193,7 @@ fn cli_scores_clips_against_texts() {
         .iter()
         .map(|c| c.as_f64().unwrap() as f32)
         .collect();
-    let e = rel_err(&[got], &[rows(&r["cosine"])[0].clone()]);
+    let e = rows_rel_err(&[got], &[rows(&r["cosine"])[0].clone()]);
     assert!(e <= TOL, "{e}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("text 2"));
 }

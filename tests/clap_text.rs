@@ -2,7 +2,9 @@
 //! and mask from tokenizer.json and from vocab.json + merges.txt alone, the pooler output, and the
 //! projected, normalised text embedding.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -10,11 +12,9 @@ use rfmx::clap_model::ClapError;
 use rfmx::clap_model::config::ClapConfig;
 use rfmx::clap_model::text::{TextEncoder, load_tokenizer, tokenize};
 
-const VARIANTS: [&str; 2] = ["tiny_clap", "tiny_clap_fused"];
+use common::clap_fixtures::{self, fixtures, rel_err};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/clap")
-}
+const VARIANTS: [&str; 2] = ["tiny_clap", "tiny_clap_fused"];
 
 struct Refs {
     tensors: std::collections::HashMap<String, Tensor>,
@@ -22,15 +22,7 @@ struct Refs {
 }
 
 fn refs(variant: &str) -> Refs {
-    let tensors = candle_core::safetensors::load(
-        fixtures().join(format!("refs_{variant}.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let j: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join(format!("refs_{variant}.json"))).unwrap(),
-    )
-    .unwrap();
+    let (tensors, j) = clap_fixtures::refs(variant);
     let texts = j["texts"]
         .as_array()
         .unwrap()
@@ -38,6 +30,21 @@ fn refs(variant: &str) -> Refs {
         .map(|t| t.as_str().unwrap().to_string())
         .collect();
     Refs { tensors, texts }
+}
+
+/// The snapshot's config, its weights and the text tower loaded from them.
+fn text_encoder(dir: &Path) -> (ClapConfig, VarBuilder<'static>, TextEncoder) {
+    let cfg = ClapConfig::load(dir).unwrap();
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let enc = TextEncoder::load(vb.pp("text_model"), &cfg.text_config).unwrap();
+    (cfg, vb, enc)
 }
 
 fn as_i64(t: &Tensor) -> Vec<Vec<i64>> {
@@ -81,29 +88,12 @@ fn vocab_and_merges_alone_match_transformers() {
     }
 }
 
-/// max |a − b| / max |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-    let scale = b.abs().unwrap().max_all().unwrap();
-    diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()
-}
-
 #[test]
 fn pooler_and_projection_match_transformers() {
     for v in VARIANTS {
         let r = refs(v);
         let dir = fixtures().join(v);
-        let cfg = ClapConfig::load(&dir).unwrap();
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                &[dir.join("model.safetensors")],
-                DType::F32,
-                &Device::Cpu,
-            )
-            .unwrap()
-        };
-        let enc = TextEncoder::load(vb.pp("text_model"), &cfg.text_config).unwrap();
+        let (cfg, vb, enc) = text_encoder(&dir);
         // The reference ids are i64: the encoder takes them as they are.
         let pooled = enc
             .forward(&r.tensors["input_ids"], &r.tensors["attention_mask"])
@@ -144,16 +134,7 @@ fn pooler_and_projection_match_transformers() {
 fn padding_does_not_leak_into_the_pooled_output() {
     // A text alone and the same text padded beside a longer one pool to the same vector.
     let dir = fixtures().join("tiny_clap");
-    let cfg = ClapConfig::load(&dir).unwrap();
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(
-            &[dir.join("model.safetensors")],
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap()
-    };
-    let enc = TextEncoder::load(vb.pp("text_model"), &cfg.text_config).unwrap();
+    let (cfg, _, enc) = text_encoder(&dir);
     let tok = load_tokenizer(&dir).unwrap();
     let short = vec!["jazz".to_string()];
     let both = vec![

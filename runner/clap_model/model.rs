@@ -86,21 +86,8 @@ fn snapshot_files(dir: &Path) -> Result<Vec<PathBuf>, ClapError> {
 /// blake3 over the snapshot's config, preprocessor config, weights and tokenizer files (names
 /// relative to the snapshot, never its path), so cached scores follow the model, not where it lives.
 pub fn fingerprint(dir: &Path) -> Result<String, ClapError> {
-    let mut h = blake3::Hasher::new();
-    h.update(b"rfmx clap fingerprint v1\0");
-    for f in snapshot_files(dir)? {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        h.update(name.as_bytes());
-        h.update(b"\0");
-        let hash =
-            fingerprint::file_hash(&f).map_err(|e| ClapError::snapshot(&f, e.to_string()))?;
-        h.update(hash.as_bytes());
-        h.update(b"\0");
-    }
-    Ok(h.finalize().to_hex().to_string())
+    fingerprint::of_files(b"rfmx clap fingerprint v1\0", &snapshot_files(dir)?)
+        .map_err(|e| ClapError::snapshot(dir, e.to_string()))
 }
 
 pub struct Clap {

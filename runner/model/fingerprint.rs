@@ -44,15 +44,20 @@ pub fn file_hash(path: &Path) -> Result<String, ModelError> {
 
 /// Fingerprint of a snapshot directory: its config.json, weight files and tokenizer.json.
 pub fn snapshot(dir: &Path, weights: &[PathBuf]) -> Result<String, ModelError> {
-    let mut h = blake3::Hasher::new();
-    h.update(b"rfmx model fingerprint v1\0");
     let mut files: Vec<PathBuf> = vec![dir.join("config.json")];
     files.extend(weights.iter().cloned());
     let tokenizer = dir.join("tokenizer.json");
     if tokenizer.is_file() {
         files.push(tokenizer);
     }
-    for f in &files {
+    of_files(b"rfmx model fingerprint v1\0", &files)
+}
+
+/// blake3 over `tag` and each file's name (never its directory) and content hash, in order.
+pub fn of_files(tag: &[u8], files: &[PathBuf]) -> Result<String, ModelError> {
+    let mut h = blake3::Hasher::new();
+    h.update(tag);
+    for f in files {
         let name = f
             .file_name()
             .map(|n| n.to_string_lossy())

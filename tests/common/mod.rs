@@ -1,7 +1,10 @@
 //! The temp working directory that the binary-driving tests share: its own `RFMX_HOME`, and the
 //! caller's other `RFMX_*` settings removed so that a developer's environment cannot leak in.
-//! Each test file adds its own helpers in its own `impl common::Work` block.
+//! Each test file adds its own helpers in its own `impl common::Work` block; `clap_fixtures` reads
+//! the CLAP reference fixtures.
 #![allow(dead_code)] // each test crate uses a different subset
+
+pub mod clap_fixtures;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

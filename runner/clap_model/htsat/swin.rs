@@ -429,6 +429,14 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.max_all())
+            .and_then(|d| d.to_scalar())
+            .unwrap()
+    }
+
     /// The straightforward transformers order on a `[1, H, W, C]` grid: pad, roll, partition.
     fn reference_windows(x: &Tensor, ws: usize, shift: usize) -> Tensor {
         let (_, h, w, c) = x.dims4().unwrap();
@@ -477,26 +485,18 @@ mod tests {
             let gather = Tensor::from_slice(&plan.gather, plan.gather.len(), &dev).unwrap();
             let windows = with_pad.index_select(&gather, 1).unwrap();
             let expected = reference_windows(&x, ws, shift);
-            let diff: f32 = (&windows - &expected)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            assert_eq!(diff, 0.0, "{h}x{w} ws {ws} shift {shift}");
+            assert_eq!(
+                max_diff(&windows, &expected),
+                0.0,
+                "{h}x{w} ws {ws} shift {shift}"
+            );
             let scatter = Tensor::from_slice(&plan.scatter, plan.scatter.len(), &dev).unwrap();
             let back = windows.index_select(&scatter, 1).unwrap();
-            let diff: f32 = (&back - &tokens)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            assert_eq!(diff, 0.0, "{h}x{w} ws {ws} shift {shift}: scatter");
+            assert_eq!(
+                max_diff(&back, &tokens),
+                0.0,
+                "{h}x{w} ws {ws} shift {shift}: scatter"
+            );
             assert_eq!(plan.padded, h % ws != 0 || w % ws != 0);
         }
     }
