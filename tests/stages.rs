@@ -333,3 +333,21 @@ fn a_program_the_concept_does_not_use_is_an_error_naming_data_instruments() {
         .to_string();
     assert!(e.contains("data.instruments") && e.contains("127"), "{e}");
 }
+
+#[test]
+fn steering_can_be_switched_off_for_a_probe_only_spec() {
+    let w = Work::new();
+    let spec = w.spec("s.toml", SPEC);
+    let spec = spec.to_str().unwrap();
+    let on = ok(&w.rfmx(&["plan", spec]));
+    assert!(
+        on.contains("generation[") && on.contains("evaluation["),
+        "{on}"
+    );
+    let off = ok(&w.rfmx(&["plan", spec, "--set", "steer.enabled=false"]));
+    assert!(off.contains("directions[chords:major]"), "{off}");
+    assert!(
+        !off.contains("generation[") && !off.contains("evaluation["),
+        "{off}"
+    );
+}

@@ -482,6 +482,9 @@ pub enum EtaMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SteerSpec {
+    /// `false`: plan no generations or evaluations (probe-only specs; the pipeline sections'
+    /// defaults come as a group, so steering is otherwise always planned).
+    pub enabled: bool,
     pub targets: Vec<Target>,
     pub layers: LayerStrategy,
     pub schedule: Vec<Schedule>,

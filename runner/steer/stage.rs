@@ -183,7 +183,7 @@ impl Stage for SteerStage {
 
     fn plan(&self, spec: &ResolvedSpec, plan: &mut PlanBuilder<'_>) -> Result<(), PlanError> {
         let s = &spec.spec;
-        let Some(steer) = &s.steer else {
+        let Some(steer) = s.steer.as_ref().filter(|st| st.enabled) else {
             return Ok(());
         };
         let (fp, hint) = model_of(s)?;
