@@ -14,7 +14,7 @@ use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
 use super::config::{ClapConfig, FeatureConfig};
-use super::features::{Crops, FeatureExtractor, MelInput};
+use super::features::{Crops, FeatureExtractor, MelInput, resample};
 use super::htsat::{HtsatEncoder, Projection};
 use super::text::{TextEncoder, load_tokenizer, tokenize};
 use super::{ClapError, DEFAULT_HUB_ID};
@@ -132,7 +132,9 @@ impl Clap {
     /// loader takes) and the tokenizer.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ClapError> {
         let config = ClapConfig::load(dir)?;
-        let features = FeatureExtractor::new(FeatureConfig::load(dir)?)?;
+        let features = FeatureExtractor::new(FeatureConfig::load(dir)?).map_err(|e| {
+            ClapError::snapshot(dir.join("preprocessor_config.json"), e.to_string())
+        })?;
         let fe = features.config();
         if fe.feature_size != config.audio_config.num_mel_bins {
             return Err(ClapError::snapshot(
@@ -199,22 +201,16 @@ impl Clap {
     /// The extractor's input for one clip at `sample_rate` (resampled when it differs). `seed`
     /// draws the crops of clips longer than `max_length_s`.
     pub fn mel(&self, samples: &[f32], sample_rate: u32, seed: u64) -> Result<MelInput, ClapError> {
-        if samples.is_empty() {
-            return Err(ClapError::Input("empty audio clip".into()));
-        }
-        if samples.iter().any(|v| !v.is_finite()) {
-            return Err(ClapError::Input("audio clip has non-finite samples".into()));
-        }
         let target = self.features.config().sampling_rate;
         let wave: Vec<f64> = if sample_rate == target {
             samples.iter().map(|&v| f64::from(v)).collect()
         } else {
-            crate::audio::resample::resample(samples, sample_rate, target)
-                .map_err(|e| ClapError::Input(e.to_string()))?
+            resample(samples, sample_rate, target)?
                 .into_iter()
                 .map(f64::from)
                 .collect()
         };
+        // The extractor refuses empty and non-finite clips.
         self.features.extract(&wave, &Crops::Seeded(seed))
     }
 
