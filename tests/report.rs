@@ -114,7 +114,14 @@ fn fixture_report_content() {
         2
     );
     assert!(html.contains("0.335 [0.255, 0.405] (n=8)"));
-    assert!(html.contains("unavailable: CLAP weights not found (&lt;none&gt; in HF cache)"));
+    // An unavailable metric's reason is listed once under the table, its cells point to it.
+    assert_eq!(
+        html.matches("unavailable: CLAP weights not found (&lt;none&gt; in HF cache)")
+            .count(),
+        1
+    );
+    assert!(html.contains("[1] unavailable: CLAP weights not found"));
+    assert!(html.contains("<td class=\"unavailable\">n/a [1]</td>"));
     // One audio player per steered clip (6) plus its baseline next to it (6).
     assert_eq!(html.matches("<audio ").count(), 12);
     assert_eq!(

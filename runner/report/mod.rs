@@ -234,7 +234,7 @@ impl NodeKind for ReportNode {
         "report"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let params: ReportParams = ctx.params_as()?;

@@ -95,6 +95,8 @@ struct SummaryRow {
 struct SummaryTable {
     metrics: Vec<String>,
     rows: Vec<SummaryRow>,
+    /// `[k] unavailable: <reason>` for the `n/a [k]` cells.
+    notes: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -257,6 +259,24 @@ fn metric_cell(m: &MetricValue) -> Cell {
     }
 }
 
+/// A summary cell; an unavailable metric's reason is listed once under the table (a long reason,
+/// e.g. where the CLAP snapshot was looked for, would otherwise repeat in every row).
+fn summary_cell(m: &MetricValue, notes: &mut Vec<String>) -> Cell {
+    match m {
+        MetricValue::Unavailable(why) => {
+            let i = notes.iter().position(|n| n == why).unwrap_or_else(|| {
+                notes.push(why.clone());
+                notes.len() - 1
+            });
+            Cell {
+                text: format!("n/a [{}]", i + 1),
+                class: "unavailable",
+            }
+        }
+        value => metric_cell(value),
+    }
+}
+
 /// Axis label (with unit) of a metric.
 pub fn metric_axis(metric: &str) -> String {
     match metric {
@@ -397,6 +417,7 @@ fn summary(input: &ReportInput, d: &ReportData) -> Vec<SummaryTable> {
             )
             .then(a.node_id.cmp(&b.node_id))
     });
+    let mut notes = Vec::new();
     let rows = points
         .iter()
         .map(|p| SummaryRow {
@@ -423,13 +444,22 @@ fn summary(input: &ReportInput, d: &ReportData) -> Vec<SummaryTable> {
                             text: "not reported".into(),
                             class: "unavailable",
                         },
-                        metric_cell,
+                        |v| summary_cell(v, &mut notes),
                     ),
                 })
                 .collect(),
         })
         .collect();
-    vec![SummaryTable { metrics, rows }]
+    let notes = notes
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| format!("[{}] unavailable: {text}", i + 1))
+        .collect();
+    vec![SummaryTable {
+        metrics,
+        rows,
+        notes,
+    }]
 }
 
 fn eta_figures(
