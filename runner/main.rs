@@ -9,13 +9,18 @@ fn main() -> std::process::ExitCode {
 /// candle 0.11 sizes every CPU matmul from `RAYON_NUM_THREADS`, and when it is unset it counts the
 /// physical cores by reading /proc/cpuinfo — on every matmul (≈1500 reads for a 0.5 s generation;
 /// a fifth of a tiny-model run's time went to the kernel formatting cpuinfo). Setting the variable
-/// once to the count candle would pick keeps its choice and makes the lookup a parse. It also sizes
-/// rayon's global pool (physical rather than logical cores: the compute stages gain nothing from SMT).
+/// once to the count candle would pick keeps its choice and makes the lookup a parse. Rayon's global
+/// pool, which would also read it, keeps its own default (every logical CPU).
 fn pin_thread_count() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let n = candle_core::utils::get_num_threads();
         // SAFETY: called first thing in main, before any thread exists.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        let logical = std::thread::available_parallelism().map_or(n, |c| c.get());
+        // Fails only if a pool already exists, which then keeps its size.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(logical)
+            .build_global();
     }
 }
 
