@@ -77,7 +77,7 @@ pub fn fit(
     let mut best: Option<(f64, LinearModel)> = None;
     for rel in LAMBDA_GRID {
         let lambda = rel * scale.max(1e-12);
-        let (w, _) = solve::solve_regularised(&gram, d, lambda, &xty, c)?;
+        let (w, _) = solve::solve_regularised::<f64>(&gram, d, lambda, &xty, c)?;
         let b: Vec<f64> = (0..c)
             .map(|k| ym[k] - (0..d).map(|j| xm[j] * w[j * c + k]).sum::<f64>())
             .collect();

@@ -51,7 +51,8 @@ impl RfmHyper {
 /// Run-time knobs that do not change the mathematics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RfmOptions {
-    /// Compute dtype of the big matmuls (F32 default; F64 for reference checks).
+    /// Compute dtype of the big matmuls and of the kernel solve (F32 default, as the reference;
+    /// F64 for reference checks).
     pub dtype: DType,
     /// Early stop when validation is worse than best by this factor (reference: 1.1).
     pub early_stop_multiplier: f64,
@@ -115,7 +116,11 @@ fn fit_alpha(x: &Tensor, xm: &Tensor, y: &[f64], c: usize, h: &RfmHyper) -> Resu
     if std::env::var_os("RFMX_PROFILE").is_some() {
         eprintln!("  kernel matrix: {:.3}s", t0.elapsed().as_secs_f64());
     }
-    let (alpha, fallback) = solve::solve_regularised(&kv, n, h.reg, y, c)?;
+    let (alpha, fallback) = if x.dtype() == DType::F64 {
+        solve::solve_regularised::<f64>(&kv, n, h.reg, y, c)?
+    } else {
+        solve::solve_regularised::<f32>(&kv, n, h.reg, y, c)?
+    };
     Ok(Fitted { alpha, fallback, w })
 }
 
