@@ -196,7 +196,8 @@ impl NodeKind for ProbeNode {
         "probe"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the RFM kernel solve runs in f32 (the fit's dtype), as the reference does.
+        2
     }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let p: Params = ctx.params_as()?;
