@@ -3,9 +3,12 @@
 //! end to end on the toy spec.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use rfmx::report::{Provenance, fixture, render};
+
+mod common;
+use common::Work;
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/report")
@@ -158,21 +161,9 @@ fn fixture_report_content() {
 
 // ---- end to end on the toy spec ----
 
-struct Work(tempfile::TempDir);
-
 impl Work {
-    fn rfmx(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rfmx"));
-        c.args(args)
-            .current_dir(self.0.path())
-            .env("RFMX_HOME", self.0.path().join(".rfmx"));
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k != "RFMX_HOME") {
-            c.env_remove(k);
-        }
-        c.output().unwrap()
-    }
     fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.0.path().join(rel)).unwrap_or_default()
+        std::fs::read_to_string(self.path().join(rel)).unwrap_or_default()
     }
 }
 
@@ -190,8 +181,8 @@ const TOY: &str = "[experiment]\nname = \"toyrep\"\n[toy]\nvalues = [1, 2, 3]\nf
 
 #[test]
 fn rfmx_report_marks_missing_results_before_and_after_a_partial_run() {
-    let w = Work(tempfile::tempdir().unwrap());
-    std::fs::write(w.0.path().join("t.toml"), TOY).unwrap();
+    let w = Work::new();
+    std::fs::write(w.path().join("t.toml"), TOY).unwrap();
     // Nothing has run: every result is marked missing, still exit 0.
     let out = ok(&w.rfmx(&["report", "t.toml"]));
     assert!(
@@ -226,11 +217,7 @@ fn rfmx_report_marks_missing_results_before_and_after_a_partial_run() {
     assert!(html.contains("No model weights were involved."));
     assert!(html.contains("[experiment]\nname = &quot;toyrep&quot;"));
     // The resolved spec written by `run` is kept beside the report.
-    assert!(
-        w.0.path()
-            .join("reports/toyrep/spec.resolved.toml")
-            .is_file()
-    );
+    assert!(w.path().join("reports/toyrep/spec.resolved.toml").is_file());
 }
 
 /// The `report` node through the engine (a registry whose report stage also covers toy plans):
@@ -318,8 +305,8 @@ fn report_node_renders_once_and_is_published_after_every_run() {
 
 #[test]
 fn report_command_errors() {
-    let w = Work(tempfile::tempdir().unwrap());
-    std::fs::write(w.0.path().join("e.toml"), "[experiment]\nname = \"e\"\n").unwrap();
+    let w = Work::new();
+    std::fs::write(w.path().join("e.toml"), "[experiment]\nname = \"e\"\n").unwrap();
     let o = w.rfmx(&["report", "e.toml"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no result nodes to report on"));

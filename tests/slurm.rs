@@ -4,12 +4,14 @@
 //! run one at a time (a process-wide lock).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
+use common::Work;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -37,10 +39,6 @@ fn require_slurm() -> std::sync::MutexGuard<'static, ()> {
     guard
 }
 
-struct Work {
-    dir: tempfile::TempDir,
-}
-
 const SLURM: &str = r#"
 [executor]
 kind = "slurm"
@@ -52,39 +50,9 @@ gpus = 0
 "#;
 
 impl Work {
-    fn new() -> Work {
-        Work {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn home(&self) -> PathBuf {
-        self.path().join(".rfmx")
-    }
-
-    fn spec(&self, body: &str) -> PathBuf {
-        let p = self.path().join("spec.toml");
-        std::fs::write(&p, body).unwrap();
-        p
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rfmx"));
-        c.args(args)
-            .current_dir(self.path())
-            .env("RFMX_HOME", self.home());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RFMX_") && k != "RFMX_HOME") {
-            c.env_remove(k);
-        }
-        c
-    }
-
-    fn rfmx(&self, args: &[&str]) -> Output {
-        let out = self.cmd(args).output().unwrap();
+    /// Runs the binary and logs what it printed (Slurm failures are hard to read otherwise).
+    fn logged(&self, args: &[&str]) -> Output {
+        let out = self.rfmx(args);
         eprintln!(
             "rfmx {args:?} -> {}\n{}{}",
             out.status,
@@ -94,7 +62,6 @@ impl Work {
         out
     }
 
-    /// key -> (id, outputs) of every finished store entry.
     fn entries(&self) -> BTreeMap<String, (String, Value)> {
         std::fs::read_dir(self.home().join("store"))
             .unwrap()
@@ -176,17 +143,17 @@ fn slurm_fan_out_fan_in_matches_local_and_rerun_submits_nothing() {
     let _g = require_slurm();
     let t0 = Instant::now();
     let local = Work::new();
-    let spec = local.spec(FAN);
+    let spec = local.spec("spec.toml", FAN);
     assert!(
         local
-            .rfmx(&["run", spec.to_str().unwrap(), "--executor", "local"])
+            .logged(&["run", spec.to_str().unwrap(), "--executor", "local"])
             .status
             .success()
     );
 
     let slurm = Work::new();
-    let spec = slurm.spec(&format!("{FAN}{SLURM}"));
-    let out = slurm.rfmx(&["run", spec.to_str().unwrap()]);
+    let spec = slurm.spec("spec.toml", &format!("{FAN}{SLURM}"));
+    let out = slurm.logged(&["run", spec.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         slurm.entries(),
@@ -201,7 +168,7 @@ fn slurm_fan_out_fan_in_matches_local_and_rerun_submits_nothing() {
         assert_eq!(squeue_state(job), "COMPLETED", "{id}");
     }
 
-    let again = slurm.rfmx(&["run", spec.to_str().unwrap()]);
+    let again = slurm.logged(&["run", spec.to_str().unwrap()]);
     assert!(again.status.success(), "{}", text(&again));
     assert_eq!(submissions(&slurm, &again), 0, "a re-run submits nothing");
     assert_eq!(slurm.jobs("fan"), jobs, "state file unchanged");
@@ -216,10 +183,10 @@ fn slurm_fan_out_fan_in_matches_local_and_rerun_submits_nothing() {
 fn slurm_failing_node_has_its_record_siblings_finish_and_only_it_is_resubmitted() {
     let _g = require_slurm();
     let w = Work::new();
-    let spec = w.spec(&format!(
+    let spec = w.spec("spec.toml", &format!(
         "[experiment]\nname = \"failing\"\n[toy]\nvalues = [1, 2, 3]\nsum = true\nfail_on = [2]\n{SLURM}"
     ));
-    let out = w.rfmx(&["run", spec.to_str().unwrap(), "--executor", "slurm"]);
+    let out = w.logged(&["run", spec.to_str().unwrap(), "--executor", "slurm"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let ids: Vec<String> = w.entries().into_values().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), 2, "the siblings finish: {ids:?}");
@@ -241,7 +208,7 @@ fn slurm_failing_node_has_its_record_siblings_finish_and_only_it_is_resubmitted(
             .unwrap()
             .contains("asked to fail")
     );
-    let status = w.rfmx(&["status"]);
+    let status = w.logged(&["status"]);
     let st = text(&status);
     assert!(
         st.contains("failed nodes: 1") && st.contains("asked to fail"),
@@ -256,7 +223,7 @@ fn slurm_failing_node_has_its_record_siblings_finish_and_only_it_is_resubmitted(
 
     // Again: only the failed node and its skipped dependent are submitted.
     let before = w.jobs("failing");
-    let out = w.rfmx(&["run", spec.to_str().unwrap(), "--executor", "slurm"]);
+    let out = w.logged(&["run", spec.to_str().unwrap(), "--executor", "slurm"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(submissions(&w, &out), 2);
     let after = w.jobs("failing");
@@ -272,11 +239,11 @@ fn slurm_failing_node_has_its_record_siblings_finish_and_only_it_is_resubmitted(
 fn slurm_detach_keeps_live_jobs_and_cancel_cancels_them() {
     let _g = require_slurm();
     let w = Work::new();
-    let spec = w.spec(&format!(
+    let spec = w.spec("spec.toml", &format!(
         "[experiment]\nname = \"sleepy\"\n[toy]\nvalues = [1]\nsum = true\nsleep_ms = 60000\n{SLURM}"
     ));
     let spec = spec.to_str().unwrap();
-    let out = w.rfmx(&["run", spec, "--detach"]);
+    let out = w.logged(&["run", spec, "--detach"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(submissions(&w, &out), 2);
     let jobs = w.jobs("sleepy");
@@ -287,17 +254,17 @@ fn slurm_detach_keeps_live_jobs_and_cancel_cancels_them() {
     );
 
     // A re-run while they are queued/running submits nothing.
-    let out = w.rfmx(&["run", spec, "--detach"]);
+    let out = w.logged(&["run", spec, "--detach"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(submissions(&w, &out), 0);
     assert_eq!(w.jobs("sleepy"), jobs);
-    let st = text(&w.rfmx(&["status"]));
+    let st = text(&w.logged(&["status"]));
     assert!(
         st.contains("PENDING") && st.contains(jobs["toy_sum"].as_str()),
         "{st}"
     );
 
-    let out = w.rfmx(&["cancel", spec]);
+    let out = w.logged(&["cancel", spec]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("cancelled 2 slurm job(s)"),
@@ -321,9 +288,10 @@ fn slurm_detach_keeps_live_jobs_and_cancel_cancels_them() {
 fn slurm_job_killed_without_a_record_gets_one_from_the_submitter() {
     let _g = require_slurm();
     let w = Work::new();
-    let spec = w.spec(&format!(
-        "[experiment]\nname = \"killed\"\n[toy]\nvalues = [1]\nsleep_ms = 60000\n{SLURM}"
-    ));
+    let spec = w.spec(
+        "spec.toml",
+        &format!("[experiment]\nname = \"killed\"\n[toy]\nvalues = [1]\nsleep_ms = 60000\n{SLURM}"),
+    );
     let child = w
         .cmd(&["run", spec.to_str().unwrap()])
         .stdout(Stdio::piped())
@@ -375,9 +343,10 @@ fn slurm_job_killed_without_a_record_gets_one_from_the_submitter() {
 fn slurm_missing_is_a_clear_error_with_exit_2() {
     let _g = require_slurm();
     let w = Work::new();
-    let spec = w.spec(&format!(
-        "[experiment]\nname = \"nos\"\n[toy]\nvalues = [1]\n{SLURM}"
-    ));
+    let spec = w.spec(
+        "spec.toml",
+        &format!("[experiment]\nname = \"nos\"\n[toy]\nvalues = [1]\n{SLURM}"),
+    );
     let out = w
         .cmd(&["run", spec.to_str().unwrap()])
         .env("PATH", "/nonexistent")
@@ -392,11 +361,14 @@ fn slurm_missing_is_a_clear_error_with_exit_2() {
     assert!(!w.home().exists(), "nothing written before Slurm answers");
 
     // A rejected submission shows sbatch's own message.
-    let spec = w.spec(&format!(
-        "[experiment]\nname = \"bad\"\n[toy]\nvalues = [1]\n{}",
-        SLURM.replace("gpus = 0", "gpus = 0\npartition = \"nosuchpartition\"")
-    ));
-    let out = w.rfmx(&["run", spec.to_str().unwrap()]);
+    let spec = w.spec(
+        "spec.toml",
+        &format!(
+            "[experiment]\nname = \"bad\"\n[toy]\nvalues = [1]\n{}",
+            SLURM.replace("gpus = 0", "gpus = 0\npartition = \"nosuchpartition\"")
+        ),
+    );
+    let out = w.logged(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("invalid partition"), "{}", text(&out));
 }
