@@ -1,19 +1,19 @@
-//! Errors of the CLAP port: snapshot resolution and loading, tokenization, shapes.
+//! Errors of the CLAP port: snapshot resolution and loading, tokenization, shapes. Unreadable files
+//! and unusable snapshots are the MusicGen loader's errors ([`ModelError`]); a missing snapshot
+//! has its own message (the `clap` metric shows it).
 
 use std::path::PathBuf;
+
+use crate::model::ModelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClapError {
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
-    #[error("reading {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// A snapshot that exists but cannot be used (bad config, missing or broken files).
-    #[error("{path}: {message}")]
-    Snapshot { path: PathBuf, message: String },
+    /// An unreadable file or a snapshot that exists but cannot be used (bad config, missing or
+    /// broken files).
+    #[error(transparent)]
+    Model(#[from] ModelError),
     /// No snapshot where one was looked for; the message names the places and the download command.
     #[error("{}", missing_message(.id, .looked))]
     MissingSnapshot { id: String, looked: Vec<PathBuf> },
@@ -26,16 +26,10 @@ pub enum ClapError {
 
 impl ClapError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        ModelError::io(path, source).into()
     }
     pub(crate) fn snapshot(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self::Snapshot {
-            path: path.into(),
-            message: message.into(),
-        }
+        ModelError::snapshot(path, message).into()
     }
 }
 

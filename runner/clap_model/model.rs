@@ -54,7 +54,7 @@ impl ClapSource {
                 crate::model::ModelError::MissingSnapshot { id, looked } => {
                     ClapError::MissingSnapshot { id, looked }
                 }
-                other => ClapError::Input(other.to_string()),
+                other => other.into(),
             }),
         }
     }
@@ -73,7 +73,7 @@ fn snapshot_files(dir: &Path) -> Result<Vec<PathBuf>, ClapError> {
         dir.join("config.json"),
         dir.join("preprocessor_config.json"),
     ];
-    files.extend(weights::weight_files(dir).map_err(|e| ClapError::snapshot(dir, e.to_string()))?);
+    files.extend(weights::weight_files(dir)?);
     for name in ["tokenizer.json", "vocab.json", "merges.txt"] {
         let p = dir.join(name);
         if p.is_file() {
@@ -86,8 +86,10 @@ fn snapshot_files(dir: &Path) -> Result<Vec<PathBuf>, ClapError> {
 /// blake3 over the snapshot's config, preprocessor config, weights and tokenizer files (names
 /// relative to the snapshot, never its path), so cached scores follow the model, not where it lives.
 pub fn fingerprint(dir: &Path) -> Result<String, ClapError> {
-    fingerprint::of_files(b"rfmx clap fingerprint v1\0", &snapshot_files(dir)?)
-        .map_err(|e| ClapError::snapshot(dir, e.to_string()))
+    Ok(fingerprint::of_files(
+        b"rfmx clap fingerprint v1\0",
+        &snapshot_files(dir)?,
+    )?)
 }
 
 pub struct Clap {
@@ -145,10 +147,8 @@ impl Clap {
                 ),
             ));
         }
-        let files =
-            weights::weight_files(dir).map_err(|e| ClapError::snapshot(dir, e.to_string()))?;
-        let tensors =
-            weights::load_tensors(&files).map_err(|e| ClapError::snapshot(dir, e.to_string()))?;
+        let files = weights::weight_files(dir)?;
+        let tensors = weights::load_tensors(&files)?;
         // Integer buffers (relative_position_index, position_ids, num_batches_tracked) are
         // recomputed or unused; only float tensors become weights.
         let tensors: HashMap<String, Tensor> = tensors
