@@ -12,7 +12,8 @@ use rfmx::clap_model::config::ClapConfig;
 use rfmx::clap_model::htsat::{HtsatEncoder, Projection};
 
 mod common;
-use common::clap_fixtures::{fixtures, refs, rel_err};
+use common::clap_fixtures::{fixtures, refs};
+use common::numeric::rel_err;
 
 const TOL: f32 = 1e-4;
 

@@ -8,7 +8,8 @@ use rfmx::clap_model::ClapError;
 use rfmx::clap_model::config::{FeatureConfig, Padding, Truncation};
 use rfmx::clap_model::features::{Crops, FeatureExtractor, resample};
 
-use common::clap_fixtures::{fixtures, refs, rel_err, wave};
+use common::clap_fixtures::{fixtures, refs, wave};
+use common::numeric::rel_err;
 
 fn check_variant(variant: &str, truncation: Truncation, crops_b: Crops) {
     let cfg = FeatureConfig::load(&fixtures().join(variant)).unwrap();

@@ -9,7 +9,8 @@ use rfmx::clap_model::features::Crops;
 use rfmx::clap_model::model::{Clap, ClapSource, cosine};
 use serde_json::Value;
 
-use common::clap_fixtures::{fixtures, refs, rel_err, wave};
+use common::clap_fixtures::{fixtures, refs, wave};
+use common::numeric::rel_err;
 
 /// Relative tolerance of every embedding and cosine (the 1e-4).
 const TOL: f32 = 1e-4;

@@ -12,7 +12,8 @@ use rfmx::clap_model::ClapError;
 use rfmx::clap_model::config::ClapConfig;
 use rfmx::clap_model::text::{TextEncoder, load_tokenizer, tokenize};
 
-use common::clap_fixtures::{self, fixtures, rel_err};
+use common::clap_fixtures::{self, fixtures};
+use common::numeric::rel_err;
 
 const VARIANTS: [&str; 2] = ["tiny_clap", "tiny_clap_fused"];
 

@@ -1,6 +1,9 @@
 //! EnCodec 32 kHz against Hugging Face `EncodecModel` on tiny random checkpoints
 //! (fixtures/make_codec.py): codes exactly, decoded audio to 1e-4 relative (max|a-b| / max|b|).
 
+mod common;
+use common::numeric::rel_err;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -16,26 +19,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn signal() -> Tensor {
     Tensor::read_npy(fixture("signal.npy")).unwrap()
-}
-
-fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / scale
 }
 
 fn codes_as_i64(t: &Tensor) -> Vec<i64> {
@@ -70,7 +53,7 @@ fn check_model(path: &Path) {
         // decode HF's codes, so a code mismatch could not hide an audio mismatch
         let want_audio = Tensor::read_npy(path.join(format!("audio{suffix}.npy"))).unwrap();
         let audio = model.decode(&want_codes).unwrap();
-        let err = max_rel(&audio, &want_audio);
+        let err = rel_err(&audio, &want_audio);
         eprintln!("{dir} T={len}: decoded audio max|a-b|/max|b| = {err:.3e}");
         assert!(
             err <= AUDIO_RTOL,

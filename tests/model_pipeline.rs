@@ -2,6 +2,8 @@
 //! CFG generation -> EnCodec audio), model sources, snapshot loading in every weight layout, and
 //! parity with transformers on the tiny MusicGen written by fixtures/make_t5.py.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -259,10 +261,7 @@ fn refs() -> (
 }
 
 fn rel(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-    let scale = b.abs().unwrap().max_all().unwrap();
-    let e = diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap();
+    let e = common::numeric::rel_err(a, b);
     eprintln!("rel {e:e}");
     e
 }

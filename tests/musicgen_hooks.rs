@@ -1,5 +1,8 @@
 //! Hooks, sampling determinism and the embedded tiny model.
+
 #![allow(clippy::needless_range_loop)] // (step, layer) grids read clearer with indices
+
+mod common;
 
 use std::path::PathBuf;
 
@@ -77,14 +80,7 @@ fn injection_changes_exactly_the_chosen_layer_and_step() {
     assert_eq!(bits(got), bits(&want), "layer {layer} is not base + η·q");
     let delta = (got - &base.steps[step][layer]).unwrap();
     let expect = (&q * eta).unwrap().broadcast_as(delta.shape()).unwrap();
-    let err = (delta - expect)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let err = common::numeric::max_abs_diff(&delta, &expect);
     assert!(err < 1e-5, "{err}");
     for l in layer + 1..m.num_layers() {
         assert_ne!(
@@ -190,22 +186,8 @@ fn kv_cache_matches_full_forward() {
         steps.push(m.logits(&h).unwrap());
     }
     let inc = Tensor::cat(&steps, 2).unwrap();
-    let err = (inc - &full)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = full
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert!(err / scale < 1e-5, "{}", err / scale);
+    let e = common::numeric::rel_err(&inc, &full);
+    assert!(e < 1e-5, "{e}");
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! (fixtures/make_musicgen.py). Tolerance: rel = max|a − b| / max|b| ≤ 1e-4 per tensor (f32, CPU);
 //! greedy CFG codes must match exactly.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -24,25 +26,7 @@ fn load(name: &str) -> (MusicgenModel, HashMap<String, Tensor>) {
 }
 
 fn rel(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
-    let diff = (a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let e = diff / scale;
+    let e = common::numeric::rel_err(a, b);
     eprintln!("rel {e:e}");
     e
 }

@@ -1,6 +1,9 @@
 //! The generation node's work on the embedded model, with directions written here in the contract
 //! format (CONTRACT.md: directions.safetensors `layer.<l>` = [k, hidden], scores.json).
+
 #![allow(clippy::needless_range_loop)]
+
+mod common;
 
 use std::path::Path;
 
@@ -155,14 +158,7 @@ fn generation_writes_audio_codes_and_the_realised_trace() {
     let a = candle_core::safetensors::load(out.join("captured.safetensors"), &Device::Cpu).unwrap();
     let b = candle_core::safetensors::load(base_out.join("captured.safetensors"), &Device::Cpu)
         .unwrap();
-    let d = (&a["layer.1"] - &b["layer.1"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = common::numeric::max_abs_diff(&a["layer.1"], &b["layer.1"]);
     assert!(d > 1e-3, "steering left layer 1 unchanged ({d})");
 }
 

@@ -1,7 +1,11 @@
 //! The steering hook on the embedded model: it changes exactly the chosen layers by exactly
 //! η_l(t)·q_l (captured before and after it in the same run), with schedules, gates, several terms
 //! and norm-relative η.
+
 #![allow(clippy::needless_range_loop)]
+
+mod common;
+use common::numeric::max_abs;
 
 use candle_core::{DType, Device, Tensor};
 use rfmx::model::Pipeline;
@@ -15,15 +19,6 @@ fn unit(h: usize, seed: f32) -> Tensor {
     let v: Vec<f32> = (0..h).map(|i| ((i as f32 + 1.0) * seed).sin()).collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     Tensor::from_vec(v.iter().map(|x| x / n).collect::<Vec<_>>(), h, &Device::Cpu).unwrap()
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn run(mode: EtaMode) {

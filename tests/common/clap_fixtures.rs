@@ -27,17 +27,3 @@ pub fn wave(name: &str) -> Vec<f64> {
     assert_eq!((ch, sr), (1, 48_000));
     x.into_iter().map(f64::from).collect()
 }
-
-/// max |got − want| / max |want| over the whole tensor.
-pub fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims());
-    let max = |t: &Tensor| -> f32 {
-        t.abs()
-            .and_then(|t| t.max_all())
-            .and_then(|t| t.to_scalar())
-            .unwrap()
-    };
-    let scale = max(want);
-    assert!(scale > 0.0);
-    max(&(got - want).unwrap()) / scale
-}

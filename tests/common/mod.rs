@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 pub mod clap_fixtures;
+pub mod numeric;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
