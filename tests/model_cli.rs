@@ -2,7 +2,10 @@
 //! determinism against the library, parity with transformers on the tiny MusicGen snapshot written by
 //! fixtures/make_t5.py, missing models, and bad flags (clear error, nothing written).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::t5_fixtures::fixture;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
@@ -42,12 +45,6 @@ fn fails(o: &Output) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/t5")
-        .join(name)
 }
 
 /// An int64 `[K, F]` codes file.
@@ -223,23 +220,13 @@ fn sampling_follows_the_seed_and_the_knobs() {
 
 /// The transformers reference of fixtures/make_t5.py: prompts, steps, greedy CFG codes and audio.
 fn reference() -> (Vec<String>, usize, Tensor, Tensor) {
-    let dir = fixture("tiny_musicgen");
-    let r = candle_core::safetensors::load(dir.join("refs.safetensors"), &Device::Cpu).unwrap();
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("refs.json")).unwrap()).unwrap();
-    assert_eq!(meta["guidance_scale"], 3.0);
-    let prompts = meta["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
-    let steps = meta["steps"].as_u64().unwrap() as usize;
+    let r = common::t5_fixtures::refs();
+    assert_eq!(r.guidance_scale, 3.0);
     (
-        prompts,
-        steps,
-        r["gen_codes"].to_dtype(DType::I64).unwrap(),
-        r["gen_audio"].to_dtype(DType::F32).unwrap(),
+        r.prompts,
+        r.steps,
+        r.tensors["gen_codes"].to_dtype(DType::I64).unwrap(),
+        r.tensors["gen_audio"].to_dtype(DType::F32).unwrap(),
     )
 }
 

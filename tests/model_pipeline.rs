@@ -3,6 +3,7 @@
 //! parity with transformers on the tiny MusicGen written by fixtures/make_t5.py.
 
 mod common;
+use common::t5_fixtures::{fixture, refs};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -236,30 +237,6 @@ fn hub_cache_resolution_honours_refs_main() {
 /// rel = max|a − b| / max|b| on f32, CPU.
 const TOL: f32 = 1e-4;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/t5")
-        .join(name)
-}
-
-fn refs() -> (
-    std::collections::HashMap<String, Tensor>,
-    Vec<String>,
-    usize,
-) {
-    let dir = fixture("tiny_musicgen");
-    let r = candle_core::safetensors::load(dir.join("refs.safetensors"), &Device::Cpu).unwrap();
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("refs.json")).unwrap()).unwrap();
-    let prompts = meta["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
-    (r, prompts, meta["steps"].as_u64().unwrap() as usize)
-}
-
 fn rel(a: &Tensor, b: &Tensor) -> f32 {
     let e = common::numeric::rel_err(a, b);
     eprintln!("rel {e:e}");
@@ -268,7 +245,12 @@ fn rel(a: &Tensor, b: &Tensor) -> f32 {
 
 /// Tokens, T5 states, greedy CFG codes and decoded audio of a snapshot against transformers.
 fn check_parity(dir: &Path) {
-    let (r, prompts, steps) = refs();
+    let common::t5_fixtures::Refs {
+        tensors: r,
+        prompts,
+        steps,
+        ..
+    } = refs();
     let p = Pipeline::load(
         &ModelSource::Path(dir.to_path_buf()),
         &Device::Cpu,

@@ -638,22 +638,29 @@ fn cli_builds_and_analyzes_with_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let spec = fixture(dir.path(), 6);
     let reports = dir.path().join("reports");
-    let bin = env!("CARGO_BIN_EXE_rfmx");
-    let out = std::process::Command::new(bin)
-        .args([
-            "stimuli",
-            spec.to_str().unwrap(),
-            "--reports",
-            reports.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let rfmx = |args: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rfmx"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Runs, asserts success and returns stdout.
+    let ok = |args: &[String]| {
+        let out = rfmx(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let stdout = ok(&[
+        "stimuli".into(),
+        spec.display().to_string(),
+        "--reports".into(),
+        reports.display().to_string(),
+    ]);
     assert!(
         stdout.contains("12 clips") && stdout.contains("private key"),
         "{stdout}"
@@ -671,16 +678,7 @@ fn cli_builds_and_analyzes_with_exit_codes() {
     );
     let mut args = vec!["stimuli".to_string(), "analyze".into()];
     args.extend(files.iter().map(|f| f.display().to_string()));
-    let out = std::process::Command::new(bin)
-        .args(&args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = ok(&args);
     assert!(
         stdout.contains("cond_alpha vs cond_bravo") && stdout.contains("ICC(2,1)"),
         "{stdout}"
@@ -688,10 +686,7 @@ fn cli_builds_and_analyzes_with_exit_codes() {
     assert!(reports.join("lt/analysis/index.html").is_file());
     // bad input exits 2 with the reason
     std::fs::write(&files[0], "set_id,subject\nx,y\n").unwrap();
-    let out = std::process::Command::new(bin)
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = rfmx(&args);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no `stimulus` column"));
 }

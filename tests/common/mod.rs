@@ -6,6 +6,7 @@
 
 pub mod clap_fixtures;
 pub mod numeric;
+pub mod t5_fixtures;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
