@@ -221,7 +221,7 @@ fn outcome_of(
     rec: &JobRecord,
     slurm_state: &str,
 ) -> Result<f64, (PathBuf, String)> {
-    if let EntryState::Valid(m) = store.verify(&node.key) {
+    if let EntryState::Valid(m) = store.check(&node.key) {
         return Ok(m.seconds);
     }
     let path = store.failure_path(&node.key);

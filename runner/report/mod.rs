@@ -209,7 +209,7 @@ impl Stage for ReportStage {
         let node = plan.nodes.iter().find(|n| n.kind == "report")?;
         let params: ReportParams = serde_json::from_value(node.params.clone()).ok()?;
         let dest = self.reports_root.join(&params.experiment);
-        let result = match store.verify(&node.key) {
+        let result = match store.check(&node.key) {
             EntryState::Valid(_) => publish(&store.out_dir(&node.key), &dest).map(|()| None),
             _ => render_from_store(plan, &params, &node.inputs, store, &dest).map(Some),
         };
@@ -383,7 +383,7 @@ pub fn entries_from_store(plan: &Plan, inputs: &[InputRef], store: &Store) -> Ve
         .iter()
         .map(|i| {
             let kind = i.name.split(':').next().unwrap_or_default();
-            match store.verify(&i.key) {
+            match store.check(&i.key) {
                 EntryState::Valid(_) => entry_from_dir(&i.id, kind, &i.key, &store.out_dir(&i.key)),
                 other => {
                     let state = match (other, store.failure(&i.key)) {
