@@ -237,9 +237,9 @@ fn report_node_renders_once_and_is_published_after_every_run() {
         include_toy: true,
     };
     let registry = Registry::default()
-        .stage(rfmx::toy::ToyStage)
-        .kind(rfmx::toy::ToySquare)
-        .kind(rfmx::toy::ToySum)
+        .stage(rfmx::stages::toy::ToyStage)
+        .kind(rfmx::stages::toy::ToySquare)
+        .kind(rfmx::stages::toy::ToySum)
         .stage(stage.clone())
         .kind(ReportNode);
     let spec = rfmx::spec::load_str(

@@ -10,9 +10,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use rfmx::model::{ModelSource, Pipeline};
 use rfmx::spec::schema::{EtaMode, GateMode, LayerStrategy, Pooling, Schedule};
+use rfmx::stages::generation::{GenParams, GenerationInputs, gate_seed, run_generation};
 use rfmx::steer::gate::Gate;
 use rfmx::steer::layers::layer_weights;
-use rfmx::steer::stage::{GenParams, GenerationInputs, gate_seed, run_generation};
 use serde_json::{Value, json};
 
 pub fn write_directions(dir: &Path, qs: &[(usize, Vec<f32>)], val: &[f64], judge: usize) {

@@ -18,7 +18,7 @@ use rfmx::model::musicgen::Pool;
 use rfmx::model::{ModelSource, Pipeline};
 use rfmx::probe::{Features, ProbeConfig, ProbeFit, ProbeKind, Targets, Task};
 use rfmx::spec::schema::{EtaMode, GateMode, LayerStrategy, Pooling, Schedule};
-use rfmx::steer::stage::{GenParams, GenerationInputs, run_generation};
+use rfmx::stages::generation::{GenParams, GenerationInputs, run_generation};
 use serde_json::json;
 
 const SR: f32 = 32_000.0;

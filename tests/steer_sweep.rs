@@ -162,9 +162,9 @@ fn sweep_runs_records_the_failing_point_and_summarises() {
         .stage(StandIn)
         .kind(FakeProbe)
         .kind(FakeDirections)
-        .stage(rfmx::steer::stage::SteerStage)
-        .kind(rfmx::steer::stage::GenerationKind)
-        .kind(rfmx::eval::stage::EvaluationKind);
+        .stage(rfmx::stages::generation::SteerStage)
+        .kind(rfmx::stages::generation::GenerationKind)
+        .kind(rfmx::stages::evaluation::EvaluationKind);
     let text = SPEC.replace("CLAP_DIR", clap_dir().to_str().unwrap());
     let spec = rfmx::spec::load_str("t.toml", "t", &text, &[], &[]).unwrap();
     let plan = build_plan(&spec, &registry).unwrap();

@@ -7,7 +7,10 @@
 pub mod activations;
 pub mod dataset;
 pub mod directions;
+pub mod evaluation;
+pub mod generation;
 pub mod probe;
+pub mod toy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -29,8 +29,8 @@ use crate::dag::{NodeCtx, NodeError, NodeKind, Plan};
 use crate::probe::{Features, ProbeFit};
 use crate::spec::schema::{Concept, EtaMode, GateMode, LayerStrategy, Metric, Schedule, Target};
 
-use super::judges;
-use super::stats::{self, Estimate};
+use crate::eval::judges;
+use crate::eval::stats::{self, Estimate};
 
 pub const KIND: &str = "evaluation";
 
@@ -61,8 +61,8 @@ pub struct EvalParams {
 pub fn evaluation_id(target: &Target, schedule: &str, gate: f64, eta: f64) -> String {
     format!(
         "evaluation[{target}|{schedule}|g{}|eta{}]",
-        crate::steer::stage::fmt_num(gate),
-        crate::steer::stage::fmt_num(eta)
+        crate::stages::generation::fmt_num(gate),
+        crate::stages::generation::fmt_num(eta)
     )
 }
 
@@ -370,16 +370,16 @@ pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Value, NodeError>
                     .iter()
                     .map(|s| s["prompt"].as_str().unwrap_or_default().to_string())
                     .collect();
-                let clips: Vec<super::clap::Clip<'_>> = audios
+                let clips: Vec<crate::eval::clap::Clip<'_>> = audios
                     .iter()
                     .zip(&prompts)
-                    .map(|((x, sr), prompt)| super::clap::Clip {
+                    .map(|((x, sr), prompt)| crate::eval::clap::Clip {
                         samples: x,
                         sample_rate: *sr,
                         prompt,
                     })
                     .collect();
-                let (value, cosines) = super::clap::metric(
+                let (value, cosines) = crate::eval::clap::metric(
                     p.clap.as_ref(),
                     inputs.clap_path.clone(),
                     &clips,
@@ -492,8 +492,8 @@ pub fn summary(plan: &Plan, store: &Store) -> Option<String> {
             "{:<24} {:<12} {:>5} {:>6}",
             p.target,
             p.schedule.as_ref().map(|s| s.name()).unwrap_or("—"),
-            crate::steer::stage::fmt_num(p.gate),
-            crate::steer::stage::fmt_num(p.eta)
+            crate::stages::generation::fmt_num(p.gate),
+            crate::stages::generation::fmt_num(p.eta)
         );
         let v: Option<Value> = store
             .read_json(&store.out_dir(&n.key).join("metrics.json"))

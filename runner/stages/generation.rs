@@ -23,18 +23,18 @@ use crate::dag::store::Store;
 use crate::dag::{
     NodeCtx, NodeError, NodeKind, NodeRef, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
 };
-use crate::eval::stage::{EvalParams, KIND as EVAL_KIND, evaluation_id};
 use crate::model::musicgen::{GenerateConfig, LayerHook, MusicgenError, Pool, parse_device};
 use crate::model::{ModelSource, Pipeline};
 use crate::spec::ResolvedSpec;
 use crate::spec::schema::{
     EtaMode, GateMode, LayerStrategy, Metric, Pooling, Schedule, Spec, Target, TargetTerm,
 };
+use crate::stages::evaluation::{EvalParams, KIND as EVAL_KIND, evaluation_id};
 
-use super::gate::Gate;
-use super::inject::{SteerHook, Term};
-use super::layers::layer_weights;
-use super::schedule::{ScheduleConstants, phi};
+use crate::steer::gate::Gate;
+use crate::steer::inject::{SteerHook, Term};
+use crate::steer::layers::layer_weights;
+use crate::steer::schedule::{ScheduleConstants, phi};
 
 pub const KIND: &str = "generation";
 pub const STAGE: &str = "steer";
@@ -354,7 +354,7 @@ impl Stage for SteerStage {
     }
 
     fn summary(&self, plan: &Plan, store: &Store) -> Option<String> {
-        crate::eval::stage::summary(plan, store)
+        crate::stages::evaluation::summary(plan, store)
     }
 }
 
