@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command, ExecutorArg, NodeCommand, SpecArgs};
 use crate::dag::status::{NodeStatus, statuses};
 use crate::dag::store::{EntryState, FailureRecord, Index, Store};
-use crate::dag::{Plan, PlannedNode, Registry, build_plan};
+use crate::dag::{Plan, PlannedNode, Registry, StoreResults, build_plan};
 use crate::events::{Event, EventSink, JsonlSink, TerminalSink, spawn_consumers, timestamp};
 use crate::registry::default_registry;
 use crate::spec::{ExecutorKind, LoadedSpec, env_overrides};
@@ -69,9 +69,13 @@ fn load(path: &Path, sets: &[String]) -> Result<LoadedSpec, u8> {
     })
 }
 
-fn load_and_plan(args: &SpecArgs, registry: &Registry) -> Result<(LoadedSpec, Plan), u8> {
+fn load_and_plan(
+    args: &SpecArgs,
+    registry: &Registry,
+    store: &Store,
+) -> Result<(LoadedSpec, Plan), u8> {
     let spec = load(&args.spec, &args.set)?;
-    let plan = build_plan(&spec, registry).map_err(|e| {
+    let plan = build_plan(&spec, registry, &StoreResults(store)).map_err(|e| {
         eprintln!("Error: cannot plan {}: {e}", args.spec.display());
         BAD_INPUT
     })?;
@@ -109,7 +113,7 @@ fn print_plan(plan: &Plan, st: &[NodeStatus]) {
 }
 
 fn plan_cmd(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
-    match load_and_plan(args, registry) {
+    match load_and_plan(args, registry, store) {
         Ok((spec, plan)) => {
             if let Err(code) = require_nodes(&plan, &args.spec) {
                 return code;
@@ -142,7 +146,7 @@ fn run(
     store: &Store,
     registry: &Registry,
 ) -> u8 {
-    let (spec, plan) = match load_and_plan(args, registry) {
+    let (spec, plan) = match load_and_plan(args, registry, store) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -285,7 +289,7 @@ fn slurm_error(e: crate::exec::slurm::SlurmError) -> u8 {
 }
 
 fn cancel(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
-    let (spec, _) = match load_and_plan(args, registry) {
+    let (spec, _) = match load_and_plan(args, registry, store) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -306,7 +310,7 @@ fn cancel(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
 }
 
 fn explain(args: &SpecArgs, query: &str, store: &Store, registry: &Registry) -> u8 {
-    let (spec, plan) = match load_and_plan(args, registry) {
+    let (spec, plan) = match load_and_plan(args, registry, store) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -384,7 +388,7 @@ fn check(specs: &[PathBuf], sets: &[String], registry: &Registry) -> u8 {
             spec: path.clone(),
             set: sets.to_vec(),
         };
-        match load_and_plan(&args, registry) {
+        match load_and_plan(&args, registry, &Store::from_env()) {
             Ok((spec, plan)) => println!(
                 "ok   {}: experiment `{}`, {} sweep point(s), {} node(s)",
                 path.display(),

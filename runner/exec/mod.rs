@@ -148,8 +148,11 @@ pub fn execute_node(
         .iter()
         .map(|i| NodeInput {
             name: i.name.clone(),
+            role: i.role.clone(),
             id: i.id.clone(),
             key: i.key.clone(),
+            kind: i.kind.clone(),
+            label: i.label.clone(),
             dir: store.out_dir(&i.key),
         })
         .collect();

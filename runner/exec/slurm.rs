@@ -489,6 +489,7 @@ mod tests {
             id: "toy_sum".into(),
             key: "ab".repeat(32),
             kind: "toy_sum".into(),
+            label: Default::default(),
             version: 1,
             params: serde_json::json!({}),
             hints: serde_json::Value::Null,
