@@ -110,6 +110,15 @@ fn print_plan(plan: &Plan, st: &[NodeStatus]) {
             NodeStatus::ToRun(r) => println!("  to run   {}  [{}]  {r}", n.id, &n.key[..12]),
         }
     }
+    if plan.round > 0 {
+        println!("planned from finished results: {} round(s)", plan.round);
+    }
+    for w in &plan.waiting {
+        println!("later: {w}");
+    }
+    if !plan.waiting.is_empty() && !plan.finalised {
+        println!("later: the final nodes (report) are planned once nothing waits any more");
+    }
 }
 
 fn plan_cmd(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
@@ -126,13 +135,43 @@ fn plan_cmd(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
     }
 }
 
-fn index_of(plan: &Plan) -> Index {
-    Index {
-        nodes: plan
-            .nodes
-            .iter()
-            .map(|n| (n.id.clone(), n.clone()))
-            .collect(),
+/// The live plan of a run: grows the plan from the store's results, and persists every planned
+/// node (for `rfmx node run` on Slurm) and the experiment's index (for `plan`'s reasons) as it
+/// grows, so that a killed run resumes with the same plan.
+struct LiveGrowth<'a> {
+    spec: &'a LoadedSpec,
+    registry: &'a Registry,
+    store: &'a Store,
+    /// The index before this run (statuses diff against it) and the one being written.
+    old_index: Index,
+    index: Index,
+    experiment: &'a str,
+}
+
+impl LiveGrowth<'_> {
+    fn persist(&mut self, plan: &Plan, from: usize) -> Result<(), crate::dag::store::StoreError> {
+        for n in &plan.nodes[from..] {
+            self.store.write_json(&self.store.node_path(&n.key), n)?;
+            self.index.nodes.insert(n.id.clone(), n.clone());
+        }
+        self.store
+            .write_json(&self.store.index_path(self.experiment), &self.index)
+    }
+}
+
+impl crate::exec::core::Growth for LiveGrowth<'_> {
+    fn grow(&mut self, plan: &mut Plan) -> Result<Vec<usize>, String> {
+        let results = StoreResults(self.store);
+        let new = crate::dag::extend_plan(plan, self.spec, self.registry, &results)
+            .map_err(|e| format!("cannot plan further: {e}"))?;
+        if let Some(&first) = new.first() {
+            self.persist(plan, first).map_err(|e| e.to_string())?;
+        }
+        Ok(new)
+    }
+
+    fn status(&self, plan: &Plan, node: usize) -> NodeStatus {
+        crate::dag::status::node_status(&plan.nodes[node], self.store, &self.old_index)
     }
 }
 
@@ -146,7 +185,7 @@ fn run(
     store: &Store,
     registry: &Registry,
 ) -> u8 {
-    let (spec, plan) = match load_and_plan(args, registry, store) {
+    let (spec, mut plan) = match load_and_plan(args, registry, store) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -187,15 +226,15 @@ fn run(
         eprintln!("Error: cannot write {}: {e}", resolved.display());
         return FAILED;
     }
-    for n in &plan.nodes {
-        if let Err(e) = store.write_json(&store.node_path(&n.key), n) {
-            eprintln!("Error: {e}");
-            return FAILED;
-        }
-    }
-    let mut new_index = index.clone();
-    new_index.nodes = index_of(&plan).nodes;
-    if let Err(e) = store.write_json(&store.index_path(&experiment), &new_index) {
+    let mut growth = LiveGrowth {
+        spec: &spec,
+        registry,
+        store,
+        old_index: index,
+        index: Index::default(),
+        experiment: &experiment,
+    };
+    if let Err(e) = growth.persist(&plan, 0) {
         eprintln!("Error: {e}");
         return FAILED;
     }
@@ -220,14 +259,15 @@ fn run(
         jobs,
     });
     let summary = if slurm {
-        match crate::exec::slurm::run_plan(
-            &plan,
-            &st,
+        match crate::exec::slurm::run(
+            &mut plan,
+            st,
             store,
             &experiment,
             &spec.base.executor.slurm,
             detach,
             &tx,
+            &mut growth,
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -237,7 +277,7 @@ fn run(
             }
         }
     } else {
-        crate::exec::run_plan(&plan, &st, store, registry, jobs, &tx)
+        crate::exec::local::run(&mut plan, st, store, registry, jobs, &tx, &mut growth)
     };
     drop(tx);
     let _ = consumer.join();
@@ -261,6 +301,9 @@ fn run(
     println!("  {:<9}{:>6}", "failed", summary.failed);
     println!("  {:<9}{:>6}", "skipped", summary.skipped);
     println!("  {:<9}{:>6.3}s", "time", summary.seconds);
+    for p in &summary.planning {
+        println!("  note: {p}");
+    }
     println!("run log: {}", log_path.display());
     println!("resolved spec: {}", resolved.display());
     for stage in registry.stages() {

@@ -62,6 +62,12 @@ pub enum Event {
         id: Option<String>,
         message: String,
     },
+    /// The live plan grew: `nodes` more were planned from finished results (round `round`).
+    Planned {
+        round: u32,
+        nodes: usize,
+        waiting: Vec<String>,
+    },
     RunFinished {
         computed: usize,
         cached: usize,
@@ -235,6 +241,19 @@ impl EventSink for TerminalSink {
             Event::Warning { id, message } => {
                 let who = id.as_deref().map(|i| format!("{i}: ")).unwrap_or_default();
                 self.line(format!("warning: {who}{message}"));
+            }
+            Event::Planned {
+                round,
+                nodes,
+                waiting,
+            } => {
+                self.total.inc_length(*nodes as u64);
+                self.line(format!(
+                    "  planned  round {round}: {nodes} more node(s) from finished results"
+                ));
+                for w in waiting {
+                    self.line(format!("           waiting: {w}"));
+                }
             }
             Event::Queued { .. } | Event::RunFinished { .. } => {}
         }

@@ -644,3 +644,78 @@ fn a_spec_no_stage_consumes_is_an_error_not_a_silent_success() {
         assert!(stderr.contains("plans no nodes"), "{stderr}");
     }
 }
+
+#[test]
+fn a_live_plan_grows_round_by_round_and_resumes_after_kill_9() {
+    let spec = toy("[1, 2]", "rounds = 3\nsleep_ms = 300");
+    // Uninterrupted, for reference: three rounds planned from results, each after the last.
+    let reference = Work::new();
+    reference.spec("s.toml", &spec);
+    let plan = String::from_utf8(reference.rfmx(&["plan", "s.toml"]).stdout).unwrap();
+    assert!(plan.contains("3 node(s): 0 cached, 3 to run"), "{plan}");
+    assert!(
+        plan.contains("later: toy: round 1 of ≤ 3; planned when round 0 (toy_sum) finishes"),
+        "{plan}"
+    );
+    let out = reference.rfmx(&["run", "s.toml"]);
+    ok(&out);
+    assert_eq!(summary_count(&out, "computed"), 6);
+    let log = events(&reference.run_logs().pop().unwrap());
+    let planned: Vec<u64> = log
+        .iter()
+        .filter(|e| e["event"] == "planned")
+        .map(|e| e["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(planned, [1, 2, 3]);
+    // Round r's node is planned from round r-1's value: 1+4 = 5 -> 5%10+1 = 6 -> 36%10+2 = 8 ...
+    assert_eq!(
+        ids_with(&reference.run_logs().pop().unwrap(), "finished"),
+        vec![
+            "toy_square[x=1]",
+            "toy_square[x=2]",
+            "toy_square[x=6,round=1]",
+            "toy_square[x=7,round=3]",
+            "toy_square[x=8,round=2]",
+            "toy_sum"
+        ]
+    );
+    let done = String::from_utf8(reference.rfmx(&["plan", "s.toml"]).stdout).unwrap();
+    assert!(done.contains("6 node(s): 6 cached, 0 to run"), "{done}");
+    assert!(
+        done.contains("planned from finished results: 3 round(s)"),
+        "{done}"
+    );
+
+    // Killed once round 1 is in the store, then resumed: the same plan and the same results.
+    let w = Work::new();
+    w.spec("s.toml", &spec);
+    let mut child = w
+        .cmd(&["run", "s.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while w.manifests().len() < 4 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no progress");
+        assert!(child.try_wait().unwrap().is_none(), "finished too soon");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(w.manifests().len() < 6, "killed after the last round");
+    let plan = String::from_utf8(w.rfmx(&["plan", "s.toml"]).stdout).unwrap();
+    assert!(
+        plan.contains("planned from finished results: 2 round(s)"),
+        "{plan}"
+    );
+    assert!(plan.contains("toy_square[x=8,round=2]"), "{plan}");
+    let out = w.rfmx(&["run", "s.toml"]);
+    ok(&out);
+    assert_eq!(summary_count(&out, "cached"), 4);
+    assert_eq!(summary_count(&out, "computed"), 2);
+    assert_eq!(
+        w.manifests().keys().collect::<Vec<_>>(),
+        reference.manifests().keys().collect::<Vec<_>>()
+    );
+}

@@ -376,3 +376,53 @@ fn slurm_missing_is_a_clear_error_with_exit_2() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("invalid partition"), "{}", text(&out));
 }
+
+/// The live plan on Slurm: each round is submitted once the previous one has ended, and the store
+/// ends equal to a local run's (the same scheduler core drives both executors).
+#[test]
+fn slurm_live_plan_submits_each_round_after_the_previous_and_matches_local() {
+    let _g = require_slurm();
+    let spec = "[experiment]\nname = \"rounds\"\n[toy]\nvalues = [1, 2]\nrounds = 2\n";
+    let local = Work::new();
+    let path = local.spec("spec.toml", spec);
+    assert!(
+        local
+            .logged(&["run", path.to_str().unwrap(), "--executor", "local"])
+            .status
+            .success()
+    );
+    let slurm = Work::new();
+    let path = slurm.spec("spec.toml", &format!("{spec}{SLURM}"));
+    let out = slurm.logged(&["run", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        slurm.entries(),
+        local.entries(),
+        "same keys and outputs as local"
+    );
+    assert_eq!(submissions(&slurm, &out), 5);
+    // Round r's job is submitted after round r-1's node finished.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run log: "))
+        .unwrap();
+    let events: Vec<Value> = std::fs::read_to_string(slurm.path().join(log))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at = |event: &str, id: &str| {
+        events
+            .iter()
+            .position(|e| {
+                e["event"] == event && e["id"].as_str().is_some_and(|i| i.starts_with(id))
+            })
+            .unwrap_or_else(|| panic!("no {event} for {id}"))
+    };
+    assert!(at("finished", "toy_sum") < at("queued", "toy_square[x=6,round=1]"));
+    assert!(at("finished", "toy_square[x=6,round=1]") < at("queued", "toy_square[x=8,round=2]"));
+    let again = slurm.logged(&["run", path.to_str().unwrap()]);
+    assert!(again.status.success());
+    assert_eq!(submissions(&slurm, &again), 0, "a re-run submits nothing");
+}

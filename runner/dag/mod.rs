@@ -38,6 +38,67 @@ pub trait NodeKind: Send + Sync {
     fn version(&self) -> u32;
     /// Computes the node's outputs into `ctx.out_dir`.
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError>;
+    /// What one node of this kind occupies while it runs; the executors never run more than the
+    /// machine (local) or the allocation (Slurm) holds.
+    fn resources(&self, _node: &PlannedNode) -> Resources {
+        Resources::default()
+    }
+    /// Nodes with the same key that are ready together may run as one batch ([`NodeKind::run_batch`]),
+    /// e.g. generations that share a prompt, length and model in one forward pass. `None`: alone.
+    fn batch_key(&self, _node: &PlannedNode) -> Option<String> {
+        None
+    }
+    /// The most nodes one batch may hold.
+    fn batch_limit(&self, _node: &PlannedNode) -> usize {
+        1
+    }
+    /// Runs a batch of nodes of this kind (one result each, in order); the default runs them one
+    /// after the other. A batched implementation must give each node exactly the outputs `run`
+    /// would (keys and caching do not know about batches).
+    fn run_batch(&self, ctxs: &mut [NodeCtx<'_>]) -> Vec<Result<(), NodeError>> {
+        ctxs.iter_mut().map(|c| self.run(c)).collect()
+    }
+}
+
+/// What a running node occupies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    /// Every core (candle's and rayon's thread pools span the machine) or one.
+    pub cpus: Cpus,
+    /// It computes on a GPU (then its CPU share is one core).
+    pub gpu: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cpus {
+    One,
+    All,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpus: Cpus::One,
+            gpu: false,
+        }
+    }
+}
+
+impl Resources {
+    /// A node that uses every core, or a GPU when its device hint names one.
+    pub fn heavy(device: Option<&str>) -> Resources {
+        let gpu = match device.map(|d| d.trim().to_ascii_lowercase()) {
+            Some(d) if d == "auto" => {
+                candle_core::utils::cuda_is_available() || candle_core::utils::metal_is_available()
+            }
+            Some(d) => d.starts_with("cuda") || d.starts_with("metal"),
+            None => false,
+        };
+        Resources {
+            cpus: if gpu { Cpus::One } else { Cpus::All },
+            gpu,
+        }
+    }
 }
 
 /// A stage's planning hook: adds the nodes one sweep point needs.
@@ -374,7 +435,7 @@ pub struct InputRef {
 /// The planned DAG of one spec (all sweep points), nodes in a topological order (a node's inputs
 /// come before it). It grows while it runs (see [`Stage::plan_round`]); a node, once planned, never
 /// changes its id, key or inputs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Plan {
     pub nodes: Vec<PlannedNode>,
     inputs: Vec<Vec<usize>>,
@@ -471,16 +532,22 @@ impl PlanBuilder<'_> {
         label.sweep = self.sweep.clone();
         label.round = self.round;
         let mut id = node.id;
-        // Ids of the initial plan are settled once it is complete (`settle_ids`); a node added by a
-        // later round takes its point's label when its id is taken, so no planned id ever changes.
-        if self.round > 0 && self.plan.by_id.contains_key(&id) {
+        // Ids of the initial plan are settled once it is complete (`settle_ids`); a node added
+        // later whose id is taken gets its point's label, else its key prefix: no planned id ever
+        // changes.
+        if (self.round > 0 || self.point.is_none()) && self.plan.by_id.contains_key(&id) {
             let text = label.sweep_text();
             if !text.is_empty() {
                 id = format!("{id}{{{text}}}");
             }
             if self.plan.by_id.contains_key(&id) {
+                id = format!("{id}#{}", &key[..8]);
+            }
+            if self.plan.by_id.contains_key(&id) {
                 return Err(PlanError::DuplicateId { id });
             }
+        } else if self.round > 0 {
+            label.sweep.clear();
         }
         let i = self.plan.nodes.len();
         self.plan.nodes.push(PlannedNode {
@@ -565,19 +632,52 @@ impl PlanBuilder<'_> {
     }
 }
 
-/// Nodes of the initial plan whose ids coincide (the same slot at several sweep points, with
-/// different keys) get their point's sweep label; a node's label keeps its sweep assignment only
-/// then. Ids of other nodes do not depend on these.
+/// Ids of the initial plan, settled once it is complete. Nodes whose ids coincide because they are
+/// the same slot (same kind and label) at several sweep points get their point's sweep label, as
+/// `id{key=value,...}`; a node whose id coincides with a different slot's (an unrelated node) gets
+/// `#<key prefix>` and leaves the other's id alone. A node's label keeps its sweep assignment only
+/// when its id needed it. No id depends on nodes of other slots.
 fn settle_ids(plan: &mut Plan) -> Result<(), PlanError> {
-    let mut count: HashMap<String, usize> = HashMap::new();
-    for n in &plan.nodes {
-        *count.entry(n.id.clone()).or_default() += 1;
+    let slot = |n: &PlannedNode| {
+        let mut l = n.label.clone();
+        l.sweep.clear();
+        l.round = 0;
+        (
+            n.kind.clone(),
+            serde_json::to_string(&l).unwrap_or_default(),
+        )
+    };
+    let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, n) in plan.nodes.iter().enumerate() {
+        groups.entry(n.id.clone()).or_default().push(i);
     }
-    for n in &mut plan.nodes {
-        if count[&n.id] > 1 && !n.label.sweep.is_empty() {
-            n.id = format!("{}{{{}}}", n.id, n.label.sweep_text());
-        } else {
-            n.label.sweep.clear();
+    let mut suffix: Vec<Option<String>> = vec![None; plan.nodes.len()];
+    for members in groups.values().filter(|m| m.len() > 1) {
+        let first = slot(&plan.nodes[members[0]]);
+        let same: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&i| slot(&plan.nodes[i]) == first)
+            .collect();
+        for &i in members {
+            let n = &plan.nodes[i];
+            suffix[i] = if !same.contains(&i) {
+                Some(format!("#{}", &n.key[..8]))
+            } else if same.len() > 1 && !n.label.sweep.is_empty() {
+                Some(format!("{{{}}}", n.label.sweep_text()))
+            } else {
+                None
+            };
+        }
+    }
+    for (n, s) in plan.nodes.iter_mut().zip(suffix) {
+        match s {
+            Some(s) if s.starts_with('{') => n.id.push_str(&s),
+            Some(s) => {
+                n.id.push_str(&s);
+                n.label.sweep.clear();
+            }
+            None => n.label.sweep.clear(),
         }
     }
     plan.by_id.clear();
@@ -737,6 +837,45 @@ mod tests {
         deps.sort();
         assert_eq!(deps, vec![1, 3]);
         assert_eq!(p.find(&p.nodes[2].key[..8]), Some(2));
+    }
+
+    /// Plants, in another stage, a node whose id collides with an existing one.
+    struct Planted;
+    impl Stage for Planted {
+        fn name(&self) -> &'static str {
+            "planted"
+        }
+        fn plan(&self, _spec: &ResolvedSpec, plan: &mut PlanBuilder<'_>) -> Result<(), PlanError> {
+            plan.add(NodeSpec::new(
+                "toy_sum",
+                "toy_square",
+                serde_json::json!({ "x": 99, "offset": 0 }),
+            ))?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_unrelated_node_with_a_colliding_id_renames_and_rewires_nothing_else() {
+        let text = "[toy]\nvalues = [1, 2]\n[sweep]\n\"toy.offset\" = [0, 5]\n";
+        let spec = crate::spec::load_str("t.toml", "t", text, &[], &[]).unwrap();
+        let base = build_plan(&spec, &crate::registry::default_registry(), &NoResults).unwrap();
+        let planted = crate::registry::default_registry().stage(Planted);
+        let with = build_plan(&spec, &planted, &NoResults).unwrap();
+        assert_eq!(with.nodes.len(), base.nodes.len() + 1);
+        for n in &base.nodes {
+            let m = &with.nodes[with.find(&n.id).unwrap()];
+            assert_eq!((&m.key, &m.inputs), (&n.key, &n.inputs), "{}", n.id);
+        }
+        let p = with
+            .nodes
+            .iter()
+            .find(|n| n.kind == "toy_square" && n.params["x"] == 99);
+        let p = p.unwrap();
+        assert_eq!(p.id, format!("toy_sum#{}", &p.key[..8]));
+        // The sums of the two points are the same slot: they keep their sweep labels.
+        assert!(with.find("toy_sum{toy.offset=0}").is_some());
+        assert!(with.find("toy_sum{toy.offset=5}").is_some());
     }
 
     #[test]

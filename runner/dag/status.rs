@@ -52,11 +52,12 @@ pub fn statuses(plan: &Plan, store: &Store, index: &Index) -> Vec<NodeStatus> {
     use rayon::prelude::*;
     plan.nodes
         .par_iter()
-        .map(|n| status(n, store, index))
+        .map(|n| node_status(n, store, index))
         .collect()
 }
 
-fn status(n: &PlannedNode, store: &Store, index: &Index) -> NodeStatus {
+/// One node's status against the store and the experiment's last index.
+pub fn node_status(n: &PlannedNode, store: &Store, index: &Index) -> NodeStatus {
     match store.check(&n.key) {
         EntryState::Valid(_) => return NodeStatus::Cached,
         EntryState::Corrupt(why) => return NodeStatus::ToRun(Reason::Corrupt(why)),

@@ -10,15 +10,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::RunSummary;
+use super::core::{Backend, Completion, Growth, Readiness, drive};
+use super::node::{Outcome, record_failure};
 use crate::dag::status::NodeStatus;
 use crate::dag::store::{EntryState, FailureRecord, Store, unix_now};
 use crate::dag::{Plan, PlannedNode};
 use crate::events::{Event, EventSender};
-use crate::exec::RunSummary;
 use crate::spec::SlurmSpec;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -247,62 +249,43 @@ fn outcome_of(
     Err((path, chain.join(": ")))
 }
 
-/// Submits the nodes of `plan` that must run, then waits for them unless `detach`.
-pub fn run_plan(
-    plan: &Plan,
-    statuses: &[NodeStatus],
-    store: &Store,
-    experiment: &str,
-    cfg: &SlurmSpec,
+struct Slurm<'a> {
+    store: &'a Store,
+    experiment: &'a str,
+    cfg: &'a SlurmSpec,
     detach: bool,
-    events: &EventSender,
-) -> Result<RunSummary, SlurmError> {
-    let t0 = Instant::now();
-    let exe = std::env::current_exe().map_err(|e| SlurmError::Store(e.to_string()))?;
-    std::fs::create_dir_all(&store.root).map_err(|e| SlurmError::Store(e.to_string()))?;
-    let home = store
-        .root
-        .canonicalize()
-        .map_err(|e| SlurmError::Store(e.to_string()))?;
-    let mut state = load_state(store, experiment);
-    let states = job_states()?;
-    let mut summary = RunSummary::default();
-    // job of each node in this run (new or still queued/running from an earlier run)
-    let mut job_of: Vec<Option<JobRecord>> = vec![None; plan.nodes.len()];
+    events: &'a EventSender,
+    exe: PathBuf,
+    home: PathBuf,
+    state: SlurmState,
+    /// The job of each dispatched node (new, or still queued/running from an earlier run).
+    job_of: HashMap<usize, JobRecord>,
+    /// Dispatched nodes not yet reported, and those already known to have ended.
+    open: Vec<usize>,
+    ready: Vec<Completion>,
+    started: HashSet<usize>,
+    delay: Duration,
+}
 
-    // Plan order is topological: a node's inputs come before it.
-    for (i, node) in plan.nodes.iter().enumerate() {
-        if statuses[i] == NodeStatus::Cached {
-            summary.cached += 1;
-            let _ = events.send(Event::Cached {
-                id: node.id.clone(),
-                key: node.key.clone(),
-                by_other_run: false,
-            });
-            continue;
-        }
-        if let Some(rec) = state.jobs.get(&node.key)
-            && state_of(&states, &rec.job_id).is_active()
-        {
-            let _ = events.send(Event::Queued {
-                id: node.id.clone(),
-                key: node.key.clone(),
-                reason: format!("still queued or running as slurm job {}", rec.job_id),
-            });
-            job_of[i] = Some(rec.clone());
-            continue;
-        }
+impl Slurm<'_> {
+    fn submit(&mut self, plan: &Plan, i: usize) -> Result<(), SlurmError> {
+        let node = &plan.nodes[i];
         let after: Vec<String> = plan
             .inputs_of(i)
             .into_iter()
-            .filter_map(|j| job_of[j].as_ref().map(|r| r.job_id.clone()))
+            .filter_map(|j| self.job_of.get(&j).map(|r| r.job_id.clone()))
             .collect();
-        let log = home
+        let log = self
+            .home
             .join("logs")
             .join(format!("slurm-{}-%j.out", &node.key[..16]));
-        std::fs::create_dir_all(home.join("logs")).map_err(|e| SlurmError::Store(e.to_string()))?;
+        std::fs::create_dir_all(self.home.join("logs"))
+            .map_err(|e| SlurmError::Store(e.to_string()))?;
         let submitted_unix = unix_now();
-        let out = run_cmd("sbatch", &sbatch_args(node, cfg, &home, &exe, &log, &after))?;
+        let out = run_cmd(
+            "sbatch",
+            &sbatch_args(node, self.cfg, &self.home, &self.exe, &log, &after),
+        )?;
         let job_id = out
             .trim()
             .split(';')
@@ -319,146 +302,178 @@ pub fn run_plan(
             job_id: job_id.clone(),
             submitted_unix,
         };
-        let reason = match &statuses[i] {
-            NodeStatus::ToRun(r) => r.to_string(),
-            NodeStatus::Cached => unreachable!(),
-        };
-        let _ = events.send(Event::Queued {
+        let _ = self.events.send(Event::Queued {
             id: node.id.clone(),
             key: node.key.clone(),
-            reason: format!("{reason}; submitted as slurm job {job_id}"),
+            reason: format!("submitted as slurm job {job_id}"),
         });
-        state.jobs.insert(node.key.clone(), rec.clone());
-        save_state(store, experiment, &state)?;
-        job_of[i] = Some(rec);
+        self.state.jobs.insert(node.key.clone(), rec.clone());
+        save_state(self.store, self.experiment, &self.state)?;
+        self.job_of.insert(i, rec);
+        self.open.push(i);
+        Ok(())
     }
-
-    if detach {
-        summary.seconds = t0.elapsed().as_secs_f64();
-        return Ok(summary);
-    }
-    wait(plan, store, &job_of, summary, t0, events)
 }
 
-fn wait(
-    plan: &Plan,
-    store: &Store,
-    job_of: &[Option<JobRecord>],
-    mut summary: RunSummary,
-    t0: Instant,
-    events: &EventSender,
-) -> Result<RunSummary, SlurmError> {
-    let mut open: Vec<usize> = (0..plan.nodes.len())
-        .filter(|&i| job_of[i].is_some())
-        .collect();
-    let mut started: HashSet<usize> = HashSet::new();
-    let mut skipped: HashSet<usize> = HashSet::new();
-    let mut delay = Duration::from_millis(200);
-    while !open.is_empty() {
-        std::thread::sleep(delay);
-        let states = job_states()?;
-        let mut changed = false;
-        let mut still = Vec::new();
-        for &i in &open {
-            if skipped.contains(&i) {
-                continue;
-            }
+impl Backend for Slurm<'_> {
+    fn readiness(&self) -> Readiness {
+        Readiness::InputsDispatched
+    }
+
+    fn can_start(&self, _plan: &Plan, _group: &[usize]) -> bool {
+        true
+    }
+
+    fn announces_queued(&self) -> bool {
+        true
+    }
+
+    fn detached(&self) -> bool {
+        self.detach
+    }
+
+    fn dispatch(&mut self, plan: &Plan, group: Vec<usize>) -> Result<(), String> {
+        // Job states are read now, before deciding: a job that ended since the plan's statuses
+        // were taken has either left its result (taken from the store) or not (resubmitted).
+        let states = job_states().map_err(|e| e.to_string())?;
+        for i in group {
             let node = &plan.nodes[i];
-            let Some(rec) = &job_of[i] else { continue };
-            match state_of(&states, &rec.job_id) {
-                JobState::Queued(_) => still.push(i),
-                JobState::Running(_) => {
-                    if started.insert(i) {
-                        changed = true;
-                        let _ = events.send(Event::Started {
-                            id: node.id.clone(),
-                            key: node.key.clone(),
-                            kind: node.kind.clone(),
-                        });
-                    }
-                    still.push(i);
+            if let Some(rec) = self.state.jobs.get(&node.key).cloned() {
+                if state_of(&states, &rec.job_id).is_active() {
+                    let _ = self.events.send(Event::Queued {
+                        id: node.id.clone(),
+                        key: node.key.clone(),
+                        reason: format!("still queued or running as slurm job {}", rec.job_id),
+                    });
+                    self.job_of.insert(i, rec);
+                    self.open.push(i);
+                    continue;
                 }
-                JobState::Ended(st) => {
-                    changed = true;
-                    match outcome_of(store, node, rec, &st) {
-                        Ok(seconds) => {
-                            summary.computed += 1;
-                            let _ = events.send(Event::Finished {
+                if matches!(self.store.check(&node.key), EntryState::Valid(_)) {
+                    self.ready.push(Completion {
+                        node: i,
+                        outcome: Outcome::CachedByOther,
+                    });
+                    continue;
+                }
+            }
+            if let Err(e) = self.submit(plan, i) {
+                // A rejected submission fails the node (recorded like any failure).
+                let outcome = record_failure(node, self.store, vec![e.to_string()]);
+                self.ready.push(Completion { node: i, outcome });
+            }
+        }
+        Ok(())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.open.len() + self.ready.len()
+    }
+
+    fn wait(&mut self, plan: &Plan) -> Result<Vec<Completion>, String> {
+        loop {
+            if !self.ready.is_empty() {
+                return Ok(std::mem::take(&mut self.ready));
+            }
+            if self.open.is_empty() {
+                return Ok(Vec::new());
+            }
+            std::thread::sleep(self.delay);
+            let states = job_states().map_err(|e| e.to_string())?;
+            let mut changed = false;
+            let mut still = Vec::new();
+            for &i in &self.open {
+                let node = &plan.nodes[i];
+                let Some(rec) = self.job_of.get(&i) else {
+                    continue;
+                };
+                match state_of(&states, &rec.job_id) {
+                    JobState::Queued(_) => still.push(i),
+                    JobState::Running(_) => {
+                        if self.started.insert(i) {
+                            changed = true;
+                            let _ = self.events.send(Event::Started {
                                 id: node.id.clone(),
                                 key: node.key.clone(),
                                 kind: node.kind.clone(),
-                                seconds,
                             });
                         }
-                        Err((record, error)) => {
-                            summary.failed += 1;
-                            summary.failed_ids.push(node.id.clone());
-                            let _ = events.send(Event::Failed {
-                                id: node.id.clone(),
-                                key: node.key.clone(),
-                                kind: node.kind.clone(),
-                                error,
-                                record,
-                            });
-                            skip_dependents(plan, i, job_of, &mut skipped, &mut summary, events);
-                        }
+                        still.push(i);
+                    }
+                    JobState::Ended(st) => {
+                        changed = true;
+                        let outcome = match outcome_of(self.store, node, rec, &st) {
+                            Ok(seconds) => Outcome::Computed { seconds },
+                            Err((record, error)) => Outcome::Failed { error, record },
+                        };
+                        self.ready.push(Completion { node: i, outcome });
                     }
                 }
             }
+            self.open = still;
+            self.delay = if changed {
+                Duration::from_millis(200)
+            } else {
+                (self.delay.mul_f64(1.5)).min(Duration::from_secs(5))
+            };
         }
-        still.retain(|i| !skipped.contains(i));
-        open = still;
-        delay = if changed {
-            Duration::from_millis(200)
-        } else {
-            (delay.mul_f64(1.5)).min(Duration::from_secs(5))
-        };
     }
-    summary.seconds = t0.elapsed().as_secs_f64();
-    let _ = events.send(Event::RunFinished {
-        computed: summary.computed,
-        cached: summary.cached,
-        failed: summary.failed,
-        skipped: summary.skipped,
-        seconds: summary.seconds,
-    });
-    Ok(summary)
+
+    /// Dependents of a failed node: Slurm would hold them forever on an `afterok` that can no
+    /// longer be satisfied, so their jobs are cancelled.
+    fn abandon(&mut self, _plan: &Plan, nodes: &[usize]) {
+        let jobs: Vec<String> = nodes
+            .iter()
+            .filter_map(|i| self.job_of.get(i).map(|r| r.job_id.clone()))
+            .collect();
+        self.open.retain(|i| !nodes.contains(i));
+        if !jobs.is_empty()
+            && let Err(e) = run_cmd("scancel", &jobs)
+        {
+            let _ = self.events.send(Event::Warning {
+                id: None,
+                message: format!("cannot cancel the dependents' jobs: {e}"),
+            });
+        }
+    }
 }
 
-/// Skips (and cancels the jobs of) every transitive dependent of a failed node; Slurm would
-/// otherwise hold them forever on an afterok that can no longer be satisfied.
-fn skip_dependents(
-    plan: &Plan,
-    failed: usize,
-    job_of: &[Option<JobRecord>],
-    skipped: &mut HashSet<usize>,
-    summary: &mut RunSummary,
+/// Submits the nodes of `plan` that must run, then (unless `detach`) waits for them, growing the
+/// plan from finished results between rounds (each round is submitted when the previous ends).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    plan: &mut Plan,
+    statuses: Vec<NodeStatus>,
+    store: &Store,
+    experiment: &str,
+    cfg: &SlurmSpec,
+    detach: bool,
     events: &EventSender,
-) {
-    let mut to_cancel = Vec::new();
-    let mut stack = plan.dependents(failed);
-    while let Some(d) = stack.pop() {
-        if skipped.insert(d) {
-            summary.skipped += 1;
-            if let Some(r) = &job_of[d] {
-                to_cancel.push(r.job_id.clone());
-            }
-            let _ = events.send(Event::Skipped {
-                id: plan.nodes[d].id.clone(),
-                key: plan.nodes[d].key.clone(),
-                because: plan.nodes[failed].id.clone(),
-            });
-            stack.extend(plan.dependents(d));
-        }
-    }
-    if !to_cancel.is_empty()
-        && let Err(e) = run_cmd("scancel", &to_cancel)
-    {
-        let _ = events.send(Event::Warning {
-            id: Some(plan.nodes[failed].id.clone()),
-            message: format!("cannot cancel the dependents' jobs: {e}"),
-        });
-    }
+    growth: &mut dyn Growth,
+) -> Result<RunSummary, SlurmError> {
+    let exe = std::env::current_exe().map_err(|e| SlurmError::Store(e.to_string()))?;
+    std::fs::create_dir_all(&store.root).map_err(|e| SlurmError::Store(e.to_string()))?;
+    let home = store
+        .root
+        .canonicalize()
+        .map_err(|e| SlurmError::Store(e.to_string()))?;
+    job_states()?;
+    let mut backend = Slurm {
+        store,
+        experiment,
+        cfg,
+        detach,
+        events,
+        exe,
+        home,
+        state: load_state(store, experiment),
+        job_of: HashMap::new(),
+        open: Vec::new(),
+        ready: Vec::new(),
+        started: HashSet::new(),
+        delay: Duration::from_millis(200),
+    };
+    Ok(drive(plan, statuses, &mut backend, growth, events))
 }
 
 /// Cancels the queued/running jobs of `experiment`; returns the cancelled job ids.

@@ -535,4 +535,6 @@ pub struct ToySpec {
     pub nan_on: Vec<i64>,
     pub panic_on: Vec<i64>,
     pub sum: bool,
+    /// Rounds of the live plan: each plans one more square from the previous round's result.
+    pub rounds: u32,
 }

@@ -203,6 +203,9 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
                 None,
             );
         }
+        if t.rounds > 100 {
+            c.fail(&["toy", "rounds"], "`toy.rounds` is over 100", None);
+        }
     }
     for (key, values) in &spec.sweep {
         if values.is_empty() {

@@ -72,6 +72,9 @@ impl NodeKind for ActivationsNode {
     fn version(&self) -> u32 {
         1
     }
+    fn resources(&self, node: &crate::dag::PlannedNode) -> crate::dag::Resources {
+        crate::dag::Resources::heavy(node.hints["device"].as_str())
+    }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let p: Params = ctx.params_as()?;
         let pool: Pool = p.pooling.parse()?;

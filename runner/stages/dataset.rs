@@ -56,6 +56,10 @@ impl NodeKind for DatasetNode {
     fn version(&self) -> u32 {
         1
     }
+    /// Rendering is spread over every core (rayon).
+    fn resources(&self, _node: &crate::dag::PlannedNode) -> crate::dag::Resources {
+        crate::dag::Resources::heavy(None)
+    }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let p: Params = ctx.params_as()?;
         let mut cfg = DatasetConfig::new(&p.concept);

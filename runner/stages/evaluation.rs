@@ -471,6 +471,17 @@ impl NodeKind for EvaluationKind {
     fn version(&self) -> u32 {
         1
     }
+    /// Reading features and DSP judges take one core; a CLAP model takes the machine.
+    fn resources(&self, node: &crate::dag::PlannedNode) -> crate::dag::Resources {
+        let clap = node.params["metrics"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|x| x == "clap"));
+        if clap {
+            crate::dag::Resources::heavy(None)
+        } else {
+            crate::dag::Resources::default()
+        }
+    }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let p: EvalParams = ctx.params_as()?;
         let mut inputs = EvalInputs {

@@ -850,6 +850,9 @@ impl NodeKind for GenerationKind {
     fn version(&self) -> u32 {
         1
     }
+    fn resources(&self, node: &crate::dag::PlannedNode) -> crate::dag::Resources {
+        crate::dag::Resources::heavy(node.hints["model"]["device"].as_str())
+    }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let params: GenParams = ctx.params_as()?;
         let hint: ModelHint = serde_json::from_value(ctx.hints["model"].clone())

@@ -288,6 +288,10 @@ impl NodeKind for ProbeNode {
         // 2: the RFM kernel solve runs in f32 (the fit's dtype), as the reference does.
         2
     }
+    /// The fits' matmuls use candle's and rayon's pools, which span the machine.
+    fn resources(&self, _node: &crate::dag::PlannedNode) -> crate::dag::Resources {
+        crate::dag::Resources::heavy(None)
+    }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let p: Params = ctx.params_as()?;
         let (index, x, cls) = load_layer(ctx.input("activations")?, p.layer)?;

@@ -11,11 +11,18 @@ use super::contract::{ContractError, Output};
 
 use crate::dag::store::Store;
 use crate::dag::{
-    Label, NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
+    Export, Label, NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Results,
+    Round, Stage,
 };
 use crate::spec::ResolvedSpec;
 
 pub struct ToyStage;
+
+/// The node of a live-plan round (0: the node the rounds start from).
+pub struct ToyRound;
+impl Export for ToyRound {
+    type Key = u32;
+}
 
 impl Stage for ToyStage {
     fn name(&self) -> &'static str {
@@ -47,14 +54,80 @@ impl Stage for ToyStage {
                 .hints(json!({ "sleep_ms": toy.sleep_ms }));
             squares.push(plan.add(node)?);
         }
-        if toy.sum {
+        let last = if toy.sum {
             let mut node = NodeSpec::new("toy_sum", "toy_sum", json!({}));
             for (i, r) in squares.into_iter().enumerate() {
                 node = node.input(format!("part{i}"), r);
             }
-            plan.add(node)?;
+            Some(plan.add(node)?)
+        } else {
+            squares.last().copied()
+        };
+        if let Some(r) = last {
+            plan.export::<ToyRound>(&0, r)?;
         }
         Ok(())
+    }
+
+    /// Round r+1 squares (round r's result mod 10) + r + 1, once round r has finished: the live
+    /// plan's smallest example (a stage that plans from typed results).
+    fn plan_round(
+        &self,
+        spec: &ResolvedSpec,
+        plan: &mut PlanBuilder<'_>,
+        results: &dyn Results,
+    ) -> Result<Round, PlanError> {
+        let Some(toy) = &spec.spec.toy else {
+            return Ok(Round::Done);
+        };
+        let planned = plan.imports::<ToyRound>();
+        let Some(&(r, node)) = planned.iter().max_by_key(|(r, _)| *r) else {
+            return Ok(Round::Done);
+        };
+        if r >= toy.rounds {
+            return Ok(Round::Done);
+        }
+        let n = plan.node(node);
+        let Some(dir) = results.output(n) else {
+            return Ok(Round::Waiting(format!(
+                "round {} of ≤ {}; planned when round {r} ({}) finishes",
+                r + 1,
+                toy.rounds,
+                n.id
+            )));
+        };
+        let y = if n.kind == "toy_sum" {
+            ToyTotal::read(&dir).map(|t| t.sum)
+        } else {
+            ToyValue::read(&dir).map(|v| v.y)
+        }
+        .map_err(|e| PlanError::Stage {
+            stage: "toy".into(),
+            message: e.to_string(),
+        })?;
+        let x = (y as i64).rem_euclid(10) + i64::from(r) + 1;
+        let node = NodeSpec::new(
+            format!("toy_square[x={x},round={}]", r + 1),
+            "toy_square",
+            json!({ "x": x, "offset": toy.offset }),
+        )
+        .label(Label {
+            value: Some(x),
+            ..Label::default()
+        })
+        .hints(json!({ "sleep_ms": toy.sleep_ms }));
+        let next = plan.add(node)?;
+        plan.export::<ToyRound>(&(r + 1), next)?;
+        Ok(if r + 1 < toy.rounds {
+            Round::Waiting(format!(
+                "round {} of ≤ {}; planned when round {} finishes",
+                r + 2,
+                toy.rounds,
+                r + 1
+            ))
+        } else {
+            Round::Done
+        })
     }
 
     /// One line per finished `toy_sum` node: exercises the engine's summary hook.
