@@ -11,6 +11,7 @@ pub mod data;
 pub mod eval;
 pub mod events;
 pub mod exec;
+pub mod external;
 pub mod fsx;
 pub mod model;
 pub mod probe;

@@ -86,10 +86,15 @@ fn snapshot_files(dir: &Path) -> Result<Vec<PathBuf>, ClapError> {
 /// blake3 over the snapshot's config, preprocessor config, weights and tokenizer files (names
 /// relative to the snapshot, never its path), so cached scores follow the model, not where it lives.
 pub fn fingerprint(dir: &Path) -> Result<String, ClapError> {
-    Ok(fingerprint::of_files(
-        b"rfmx clap fingerprint v1\0",
-        &snapshot_files(dir)?,
-    )?)
+    Ok(fingerprint::of_files(CLAP_TAG, &snapshot_files(dir)?)?)
+}
+
+const CLAP_TAG: &[u8] = b"rfmx clap fingerprint v1\0";
+
+/// The snapshot as an external input of the evaluation nodes that score with it.
+pub fn external(dir: &Path) -> Result<crate::external::External, ClapError> {
+    crate::external::External::files("CLAP snapshot", CLAP_TAG, snapshot_files(dir)?)
+        .map_err(|e| ClapError::from(crate::model::ModelError::from_external(e)))
 }
 
 pub struct Clap {

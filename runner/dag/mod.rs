@@ -354,6 +354,7 @@ pub struct NodeSpec {
     pub hints: serde_json::Value,
     pub inputs: Vec<InputSpec>,
     pub fingerprint: Option<String>,
+    pub externals: Vec<crate::external::External>,
 }
 
 impl NodeSpec {
@@ -367,7 +368,14 @@ impl NodeSpec {
             hints: serde_json::Value::Null,
             inputs: Vec::new(),
             fingerprint: None,
+            externals: Vec::new(),
         }
+    }
+    /// An input from outside the store (its fingerprint must be in the params or `fingerprint`),
+    /// checked again when the node runs.
+    pub fn external(mut self, e: Option<crate::external::External>) -> Self {
+        self.externals.extend(e);
+        self
     }
     pub fn label(mut self, label: Label) -> Self {
         self.label = label;
@@ -417,6 +425,10 @@ pub struct PlannedNode {
     pub inputs: Vec<InputRef>,
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// Inputs from outside the store, checked again before the node runs (not hashed: their
+    /// fingerprints are, through the params or `fingerprint`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub externals: Vec<crate::external::External>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -560,6 +572,7 @@ impl PlanBuilder<'_> {
             hints: node.hints,
             inputs,
             fingerprint: node.fingerprint,
+            externals: node.externals,
         });
         let deps: Vec<usize> = node.inputs.iter().map(|i| i.node.0).collect();
         for &d in &deps {
@@ -633,20 +646,13 @@ impl PlanBuilder<'_> {
 }
 
 /// Ids of the initial plan, settled once it is complete. Nodes whose ids coincide because they are
-/// the same slot (same kind and label) at several sweep points get their point's sweep label, as
+/// the same slot (same kind and id) at several sweep points get their point's sweep label, as
 /// `id{key=value,...}`; a node whose id coincides with a different slot's (an unrelated node) gets
 /// `#<key prefix>` and leaves the other's id alone. A node's label keeps its sweep assignment only
 /// when its id needed it. No id depends on nodes of other slots.
 fn settle_ids(plan: &mut Plan) -> Result<(), PlanError> {
-    let slot = |n: &PlannedNode| {
-        let mut l = n.label.clone();
-        l.sweep.clear();
-        l.round = 0;
-        (
-            n.kind.clone(),
-            serde_json::to_string(&l).unwrap_or_default(),
-        )
-    };
+    // Nodes of one kind under one id are one slot at several points; another kind is unrelated.
+    let slot = |n: &PlannedNode| n.kind.clone();
     let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, n) in plan.nodes.iter().enumerate() {
         groups.entry(n.id.clone()).or_default().push(i);

@@ -11,22 +11,22 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde_json::{Value, json};
 
-use crate::clap_model::model::{Clap, ClapSource, cosine, fingerprint};
+use crate::clap_model::model::{Clap, ClapSource, cosine, external};
+use crate::external::External;
 
 use super::stats::{self, Estimate, MetricEntry};
 
-/// (the `clap` param of evaluation nodes, their hints) for the spec's `clap_model`.
-pub fn plan_param(clap_model: &str) -> (Option<Value>, Value) {
+/// (the `clap` param of evaluation nodes, their hints, the snapshot as an external input) for the
+/// spec's `clap_model`.
+pub fn plan_param(clap_model: &str) -> (Option<Value>, Value, Option<External>) {
     let source = ClapSource::parse(clap_model);
-    match source
-        .resolve()
-        .and_then(|dir| Ok((fingerprint(&dir)?, dir)))
-    {
-        Ok((fp, dir)) => (
-            Some(json!({ "fingerprint": fp })),
+    match source.resolve().and_then(|dir| Ok((external(&dir)?, dir))) {
+        Ok((e, dir)) => (
+            Some(json!({ "fingerprint": e.fingerprint })),
             json!({ "clap_path": dir.display().to_string() }),
+            Some(e),
         ),
-        Err(e) => (Some(json!({ "missing": e.to_string() })), Value::Null),
+        Err(e) => (Some(json!({ "missing": e.to_string() })), Value::Null, None),
     }
 }
 
@@ -111,7 +111,8 @@ mod tests {
 
     #[test]
     fn a_missing_snapshot_is_reported_with_the_download_and_keys_the_node() {
-        let (param, hints) = plan_param("/nonexistent/clap");
+        let (param, hints, ext) = plan_param("/nonexistent/clap");
+        assert!(ext.is_none());
         let param = param.unwrap();
         let reason = param["missing"].as_str().unwrap();
         assert!(
@@ -139,7 +140,11 @@ mod tests {
     #[test]
     fn a_found_snapshot_keys_the_node_by_content() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/clap/tiny_clap");
-        let (param, hints) = plan_param(dir.to_str().unwrap());
+        let (param, hints, ext) = plan_param(dir.to_str().unwrap());
+        assert_eq!(
+            ext.unwrap().fingerprint,
+            param.as_ref().unwrap()["fingerprint"]
+        );
         let fp = param.unwrap()["fingerprint"].as_str().unwrap().to_string();
         assert_eq!(fp.len(), 64);
         assert_eq!(hints["clap_path"].as_str(), dir.to_str());

@@ -153,6 +153,9 @@ fn prepare(
         )]));
     }
     verify_inputs(&inputs, store).map_err(fail)?;
+    for e in &node.externals {
+        e.check().map_err(|why| fail(vec![why]))?;
+    }
     let tmp = store
         .temp_dir(&node.key)
         .map_err(|e| fail(error_chain(&e)))?;
@@ -322,4 +325,54 @@ pub fn execute_group(
         .into_iter()
         .map(|o| o.unwrap_or(Outcome::CachedByOther))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::external::External;
+
+    #[test]
+    fn an_external_input_changed_after_planning_fails_the_node_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let font = dir.path().join("font.sf2");
+        std::fs::write(&font, "planned bytes").unwrap();
+        let node = PlannedNode {
+            id: "toy_square[x=3]".into(),
+            key: "ab".repeat(32),
+            kind: "toy_square".into(),
+            label: Default::default(),
+            version: 1,
+            params: serde_json::json!({ "x": 3, "offset": 0 }),
+            hints: serde_json::Value::Null,
+            inputs: vec![],
+            fingerprint: None,
+            externals: vec![External::file("SoundFont", &font).unwrap()],
+        };
+        let store = Store {
+            root: dir.path().join("store"),
+        };
+        let registry = crate::registry::default_registry();
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&font, "swapped bytes").unwrap();
+        match execute_node(&node, &store, &registry, &tx) {
+            Outcome::Failed { error, record } => {
+                assert!(error.contains("the SoundFont at"), "{error}");
+                assert!(
+                    error.contains("changed since this node was planned"),
+                    "{error}"
+                );
+                assert!(record.is_file());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(store.check(&node.key), EntryState::Missing));
+        // Put back, the same planned node computes.
+        std::fs::write(&font, "planned bytes").unwrap();
+        assert!(matches!(
+            execute_node(&node, &store, &registry, &tx),
+            Outcome::Computed { .. }
+        ));
+    }
 }

@@ -510,6 +510,7 @@ mod tests {
             hints: serde_json::Value::Null,
             inputs: vec![],
             fingerprint: None,
+            externals: vec![],
         }
     }
 

@@ -30,6 +30,9 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    pub fn from_external(e: crate::external::ExternalError) -> Self {
+        Self::io(e.path, e.source)
+    }
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

@@ -1,73 +1,43 @@
 //! Model fingerprints for cache keys: blake3 over the config and the weight/tokenizer file contents
-//! (file names relative to the snapshot, never its absolute path). Hashing a 2 GB checkpoint takes
-//! seconds, so each file's hash is memoised per process by (path, size, mtime).
+//! (file names relative to the snapshot, never its absolute path), by the one scheme for external
+//! inputs (`crate::external`: each file hashed once per process).
 
-use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
-use std::time::SystemTime;
 
 use super::error::ModelError;
+use crate::external::{External, ExternalError};
 
-type Key = (PathBuf, u64, Option<SystemTime>);
+/// The hash domain of MusicGen snapshots.
+pub const SNAPSHOT_TAG: &[u8] = b"rfmx model fingerprint v1\0";
 
-fn memo() -> &'static Mutex<HashMap<Key, String>> {
-    static MEMO: OnceLock<Mutex<HashMap<Key, String>>> = OnceLock::new();
-    MEMO.get_or_init(Default::default)
+fn model_err(e: ExternalError) -> ModelError {
+    ModelError::from_external(e)
 }
 
-/// blake3 of a file's content (hex), memoised by path, size and modification time.
-pub fn file_hash(path: &Path) -> Result<String, ModelError> {
-    let meta = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?;
-    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    if let Some(h) = memo().lock().expect("fingerprint memo").get(&key) {
-        return Ok(h.clone());
-    }
-    let mut f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| ModelError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let h = hasher.finalize().to_hex().to_string();
-    memo()
-        .lock()
-        .expect("fingerprint memo")
-        .insert(key, h.clone());
-    Ok(h)
-}
-
-/// Fingerprint of a snapshot directory: its config.json, weight files and tokenizer.json.
-pub fn snapshot(dir: &Path, weights: &[PathBuf]) -> Result<String, ModelError> {
+/// The files a snapshot's fingerprint covers: its config.json, weight files and tokenizer.json.
+pub fn snapshot_files(dir: &Path, weights: &[PathBuf]) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = vec![dir.join("config.json")];
     files.extend(weights.iter().cloned());
     let tokenizer = dir.join("tokenizer.json");
     if tokenizer.is_file() {
         files.push(tokenizer);
     }
-    of_files(b"rfmx model fingerprint v1\0", &files)
+    files
+}
+
+/// The snapshot as an external input of the nodes that load it.
+pub fn snapshot_external(dir: &Path, weights: &[PathBuf]) -> Result<External, ModelError> {
+    External::files("model snapshot", SNAPSHOT_TAG, snapshot_files(dir, weights)).map_err(model_err)
+}
+
+/// Fingerprint of a snapshot directory: its config.json, weight files and tokenizer.json.
+pub fn snapshot(dir: &Path, weights: &[PathBuf]) -> Result<String, ModelError> {
+    of_files(SNAPSHOT_TAG, &snapshot_files(dir, weights))
 }
 
 /// blake3 over `tag` and each file's name (never its directory) and content hash, in order.
 pub fn of_files(tag: &[u8], files: &[PathBuf]) -> Result<String, ModelError> {
-    let mut h = blake3::Hasher::new();
-    h.update(tag);
-    for f in files {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        h.update(name.as_bytes());
-        h.update(b"\0");
-        h.update(file_hash(f)?.as_bytes());
-        h.update(b"\0");
-    }
-    Ok(h.finalize().to_hex().to_string())
+    crate::external::of_files(tag, files).map_err(model_err)
 }
 
 /// Fingerprint of the embedded model: everything that determines its weights and tokenizer.

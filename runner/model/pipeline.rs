@@ -170,11 +170,22 @@ fn shared_pipelines() -> &'static Mutex<HashMap<SharedKey, Arc<Pipeline>>> {
 
 impl Pipeline {
     /// Cheap fingerprint for plan-time keys (hashes are memoised per process).
-    pub fn fingerprint_of(source: &ModelSource) -> Result<String, ModelError> {
+    /// The key fingerprint of a model and, for a snapshot, the external input it comes from (the
+    /// embedded model has no files; its fingerprint covers what determines its weights).
+    pub fn identity_of(
+        source: &ModelSource,
+    ) -> Result<(String, Option<crate::external::External>), ModelError> {
         match source.resolve()? {
-            ModelSource::Path(dir) => fingerprint::snapshot(&dir, &weights::weight_files(&dir)?),
-            _ => Ok(fingerprint::embedded(&TinyParts::new().identity())),
+            ModelSource::Path(dir) => {
+                let e = fingerprint::snapshot_external(&dir, &weights::weight_files(&dir)?)?;
+                Ok((e.fingerprint.clone(), Some(e)))
+            }
+            _ => Ok((fingerprint::embedded(&TinyParts::new().identity()), None)),
         }
+    }
+
+    pub fn fingerprint_of(source: &ModelSource) -> Result<String, ModelError> {
+        Ok(Self::identity_of(source)?.0)
     }
 
     /// Loads once per process and shares (Arc) — nodes call this instead of loading per node.

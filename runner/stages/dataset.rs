@@ -14,22 +14,21 @@ use serde_json::{Value, json};
 
 use crate::dag::{NodeCtx, NodeError, NodeKind};
 use crate::data::{DEFAULT_SOUNDFONT, DataError, DatasetConfig};
+use crate::external::External;
 
-/// (params value, hint path) of the SoundFont a dataset renders with: the spec's path, else the
-/// default SoundFont when installed, else none (built-in synth).
-pub fn soundfont_param(spec: Option<&str>) -> (Value, Value) {
+/// (params value, hint path, external input) of the SoundFont a dataset renders with: the spec's
+/// path, else the default SoundFont when installed, else none (built-in synth). Hashed once per
+/// process however many sweep points use it (`crate::external`).
+pub fn soundfont_param(spec: Option<&str>) -> (Value, Value, Option<External>) {
     let path = match spec {
         Some(p) => PathBuf::from(p),
         None if Path::new(DEFAULT_SOUNDFONT).is_file() => PathBuf::from(DEFAULT_SOUNDFONT),
-        None => return (Value::Null, Value::Null),
+        None => return (Value::Null, Value::Null, None),
     };
     let shown = path.display().to_string();
-    match std::fs::read(&path) {
-        Ok(bytes) => (
-            json!({ "blake3": blake3::hash(&bytes).to_hex().to_string() }),
-            json!(shown),
-        ),
-        Err(_) => (json!({ "missing": shown }), json!(shown)),
+    match External::file("SoundFont", &path) {
+        Ok(e) => (json!({ "blake3": e.fingerprint }), json!(shown), Some(e)),
+        Err(_) => (json!({ "missing": shown }), json!(shown), None),
     }
 }
 

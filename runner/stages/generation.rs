@@ -155,14 +155,16 @@ fn stage_err(message: impl Into<String>) -> PlanError {
     }
 }
 
-/// Model fingerprint + hint for a spec's `[model]`.
-pub fn model_of(spec: &Spec) -> Result<(String, ModelHint), PlanError> {
+/// Model fingerprint, hint and external input for a spec's `[model]`.
+pub fn model_of(
+    spec: &Spec,
+) -> Result<(String, ModelHint, Option<crate::external::External>), PlanError> {
     let m = spec
         .model
         .as_ref()
         .ok_or_else(|| stage_err("[steer] needs a [model] section"))?;
     let source = ModelSource::from_spec(&m.name, m.path.as_deref().map(Path::new));
-    let fp = Pipeline::fingerprint_of(&source).map_err(|e| stage_err(e.to_string()))?;
+    let (fp, external) = Pipeline::identity_of(&source).map_err(|e| stage_err(e.to_string()))?;
     Ok((
         fp,
         ModelHint {
@@ -170,6 +172,7 @@ pub fn model_of(spec: &Spec) -> Result<(String, ModelHint), PlanError> {
             path: m.path.clone(),
             device: Some(m.device.clone()),
         },
+        external,
     ))
 }
 
@@ -193,7 +196,7 @@ impl Stage for SteerStage {
         let Some(steer) = s.steer.as_ref().filter(|st| st.enabled) else {
             return Ok(());
         };
-        let (fp, hint) = model_of(s)?;
+        let (fp, hint, model_ext) = model_of(s)?;
         let hints = json!({ "model": hint });
         let pooling = pooling_of(s);
         let seeds = sample_seeds(s, steer.samples);
@@ -226,7 +229,8 @@ impl Stage for SteerStage {
                             ..Label::default()
                         })
                         .hints(hints.clone())
-                        .fingerprint(fp.clone()),
+                        .fingerprint(fp.clone())
+                        .external(model_ext.clone()),
                 )?;
                 baselines.push((p, seed, r));
             }
@@ -238,11 +242,11 @@ impl Stage for SteerStage {
         });
         // The CLAP snapshot enters evaluation keys by content (or by the reason it is missing), so a
         // snapshot that appears or changes re-scores; its path is only a hint.
-        let (clap_param, clap_hints) = match &s.evaluate {
+        let (clap_param, clap_hints, clap_ext) = match &s.evaluate {
             Some(ev) if ev.metrics.contains(&Metric::Clap) => {
                 crate::eval::clap::plan_param(&ev.clap_model)
             }
-            _ => (None, serde_json::Value::Null),
+            _ => (None, serde_json::Value::Null, None),
         };
         let evaluate = |plan: &mut PlanBuilder<'_>,
                         target: &Target,
@@ -291,7 +295,8 @@ impl Stage for SteerStage {
             let params = serde_json::to_value(params).map_err(|e| stage_err(e.to_string()))?;
             let mut node = NodeSpec::new(id, EVAL_KIND, params)
                 .label(node_label)
-                .hints(clap_hints.clone());
+                .hints(clap_hints.clone())
+                .external(clap_ext.clone());
             for (p, seed, r) in gens {
                 node = node.input_in(GEN_ROLE, format!("{p}:{seed}"), *r);
             }
@@ -366,7 +371,8 @@ impl Stage for SteerStage {
                                     ..Label::default()
                                 })
                                 .hints(hints.clone())
-                                .fingerprint(fp.clone());
+                                .fingerprint(fp.clone())
+                                .external(model_ext.clone());
                             for (index, r) in &dirs {
                                 node = node.input_in(DIR_ROLE, index, *r);
                             }

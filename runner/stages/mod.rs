@@ -176,7 +176,7 @@ impl Stage for ProbeStage {
             return Ok(());
         };
         let source = ModelSource::from_spec(&model.name, model.path.as_deref().map(Path::new));
-        let fingerprint = Pipeline::fingerprint_of(&source)
+        let (fingerprint, model_ext) = Pipeline::identity_of(&source)
             .map_err(|e| stage_err(format!("model (model.name / model.path): {e}")))?;
         let n_layers = model_layers(&source)
             .map_err(|e| stage_err(format!("model (model.name / model.path): {e}")))?;
@@ -206,7 +206,7 @@ impl Stage for ProbeStage {
         let seed = s.experiment.seed;
         let pooling = pooling_name(extract.pooling);
         let kind = kind_name(probe.kind);
-        let (sf_param, sf_hint) = dataset::soundfont_param(data.soundfont.as_deref());
+        let (sf_param, sf_hint, sf_ext) = dataset::soundfont_param(data.soundfont.as_deref());
         let steer_layers = s.steer.as_ref().map(|st| json!(st.layers));
         for concept in &data.concepts {
             let c = concept.name();
@@ -235,7 +235,8 @@ impl Stage for ProbeStage {
                     }),
                 )
                 .label(concept_label.clone())
-                .hints(json!({ "soundfont_path": sf_hint })),
+                .hints(json!({ "soundfont_path": sf_hint }))
+                .external(sf_ext.clone()),
             )?;
             let act = plan.add(
                 NodeSpec::new(
@@ -260,7 +261,8 @@ impl Stage for ProbeStage {
                     "fingerprint": fingerprint,
                     "batch": activations::DEFAULT_BATCH,
                 }))
-                .fingerprint(fingerprint.clone()),
+                .fingerprint(fingerprint.clone())
+                .external(model_ext.clone()),
             )?;
             let mut probes = Vec::new();
             for &l in &layers {
