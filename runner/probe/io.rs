@@ -183,6 +183,7 @@ impl ProbeFit {
                     m: v64("M")?,
                     alpha: v64("alpha")?,
                     outputs: man.outputs,
+                    factor: None,
                 })
             }
             super::ProbeKind::Linear => Model::Linear(LinearModel {
