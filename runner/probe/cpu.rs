@@ -331,8 +331,13 @@ fn next_metric<T: Real>(
     n_points: usize,
     tol: f64,
 ) -> Result<Metric<T>> {
-    // Eigenpairs of bᵀb (r×r) — directly, or through the smaller rows×rows Gram b bᵀ.
-    let (sigma, e) = if rows < r {
+    if rows >= r {
+        let mut s = vec![T::ZERO; r * r];
+        gemm::gram_t(b, rows, r, &mut s);
+        return metric_from_gram(&s, r, basis, d, n_points, tol);
+    }
+    // Eigenpairs of bᵀb (r×r) through the smaller rows×rows Gram b bᵀ.
+    let (sigma, e) = {
         let mut gg = vec![T::ZERO; rows * rows];
         gemm::gram_with(gemm::isa(), b, rows, r, &mut gg, Tri::Lower);
         let (sig, u) = eig_lower(&gg, rows)?;
@@ -362,20 +367,41 @@ fn next_metric<T: Real>(
             );
         }
         (sig[..keep].to_vec(), (e, keep))
-    } else {
-        let mut s = vec![T::ZERO; r * r];
-        gemm::gram_t(b, rows, r, &mut s);
-        let (sig, u) = eig_lower(&s, r)?;
-        let keep = keep_count(&sig, tol);
-        let mut e = vec![T::ZERO; r * keep];
-        for i in 0..r {
-            for k in 0..keep {
-                e[i * keep + k] = u[i * r + k];
-            }
-        }
-        (sig[..keep].to_vec(), (e, keep))
     };
     let (e, keep) = e;
+    Ok(finish(sigma, e, keep, r, basis, d, n_points))
+}
+
+/// The next metric from the r×r Gram `s` of the (√λ-scaled) pre-gradients (lower triangle).
+fn metric_from_gram<T: Real>(
+    s: &[T],
+    r: usize,
+    basis: &Metric<T>,
+    d: usize,
+    n_points: usize,
+    tol: f64,
+) -> Result<Metric<T>> {
+    let (sig, u) = eig_lower(s, r)?;
+    let keep = keep_count(&sig, tol);
+    let mut e = vec![T::ZERO; r * keep];
+    for i in 0..r {
+        for k in 0..keep {
+            e[i * keep + k] = u[i * r + k];
+        }
+    }
+    Ok(finish(sig[..keep].to_vec(), e, keep, r, basis, d, n_points))
+}
+
+/// `V' = V e`, `λ' = σ / n_points` normalised by the largest entry of `V' diag(λ') V'ᵀ`.
+fn finish<T: Real>(
+    sigma: Vec<f64>,
+    e: Vec<T>,
+    keep: usize,
+    r: usize,
+    basis: &Metric<T>,
+    d: usize,
+    n_points: usize,
+) -> Metric<T> {
     // V' = V e (d × keep); for the identity basis V' = e.
     let v = match basis {
         Metric::Identity => e,
@@ -398,7 +424,109 @@ fn next_metric<T: Real>(
         })
         .reduce(|| 0.0, f64::max);
     lam.iter_mut().for_each(|l| *l /= mx + 1e-30);
-    Ok(Metric::Factor { v, lam })
+    Metric::Factor { v, lam }
+}
+
+/// Whether the AGOP is cheaper through the n×n route of [`gradient_gram`] than through the
+/// c·n explicit pre-gradients (flop counts of the two).
+fn gram_route(n: usize, r: usize, c: usize) -> bool {
+    let (n, r, c) = (n as f64, r as f64, c as f64);
+    let direct = 2.0 * n * n * c * (r + 1.0) + c * n * r * r;
+    let gram = n * n * n + 2.0 * n * n * (r + c) + n * r * r + n * n * c;
+    gram < direct
+}
+
+/// `Σ_l H_lᵀ H_l` (r×r, lower) for the pre-gradients `H_l = diag(W α_l) Z − W diag(α_l) Z` of all
+/// c outputs without forming them: with `E_l = diag(s_l) − W diag(α_l)`, `S = W A`, it is
+/// `Zᵀ F Z` where `F = Σ_l E_lᵀE_l = diag(Σ_l s_l²) − W∘(S Aᵀ) − (W∘(S Aᵀ))ᵀ + W²∘(A Aᵀ)` — one
+/// n³ product (W², symmetric) and two n²r ones, whatever c. With `centre`, the Gram of the
+/// gradients minus their common mean (`h̄ = Zᵀ u / (c n)`, `u_j = Σ_l s_jl − (W 1)_j α_jl`).
+#[allow(clippy::too_many_arguments)]
+fn gradient_gram<T: Real>(
+    w: &[T],
+    alpha: &[T],
+    z: &[T],
+    n: usize,
+    r: usize,
+    c: usize,
+    centre: bool,
+) -> Vec<T> {
+    // S = W A (n×c) and the row sums W 1, in one product.
+    let mut a1 = vec![T::ONE; n * (c + 1)];
+    a1.par_chunks_mut(c + 1).enumerate().for_each(|(i, row)| {
+        row[..c].copy_from_slice(&alpha[i * c..(i + 1) * c]);
+    });
+    let mut sa = vec![T::ZERO; n * (c + 1)];
+    gemm::matmul(w, n, n, &a1, c + 1, &mut sa);
+    let mut f = vec![T::ZERO; n * n];
+    gemm::gram_with(gemm::isa(), w, n, n, &mut f, Tri::Lower); // W Wᵀ = W²
+    f.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        let (ai, si) = (
+            &alpha[i * c..(i + 1) * c],
+            &sa[i * (c + 1)..i * (c + 1) + c],
+        );
+        for j in 0..=i {
+            let (aj, sj) = (
+                &alpha[j * c..(j + 1) * c],
+                &sa[j * (c + 1)..j * (c + 1) + c],
+            );
+            let (mut aa, mut sa_ij) = (0.0f64, 0.0f64);
+            for l in 0..c {
+                aa += ai[l].to_f64() * aj[l].to_f64();
+                sa_ij += si[l].to_f64() * aj[l].to_f64() + sj[l].to_f64() * ai[l].to_f64();
+            }
+            let mut v = row[j].to_f64() * aa - w[i * n + j].to_f64() * sa_ij;
+            if i == j {
+                v += si.iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>();
+            }
+            row[j] = T::from_f64(v);
+        }
+    });
+    mirror_par(&mut f, n);
+    let mut fz = vec![T::ZERO; n * r];
+    gemm::matmul(&f, n, n, z, r, &mut fz);
+    drop(f);
+    let mut g = vec![T::ZERO; r * r];
+    // SAFETY: sizes as allocated; g is a separate buffer.
+    unsafe {
+        gemm::gemm_with(
+            gemm::isa(),
+            r,
+            r,
+            n,
+            g.as_mut_ptr(),
+            r,
+            Tri::Lower,
+            false,
+            gemm::View::rows_t(z, r),
+            gemm::View::rows(&fz, r),
+            T::ONE,
+        );
+    }
+    if centre {
+        let rows = (c * n) as f64;
+        let u: Vec<f64> = (0..n)
+            .map(|j| {
+                let wsum = sa[j * (c + 1) + c].to_f64();
+                (0..c)
+                    .map(|l| sa[j * (c + 1) + l].to_f64() - wsum * alpha[j * c + l].to_f64())
+                    .sum()
+            })
+            .collect();
+        let mut hbar = vec![0.0f64; r];
+        for (j, uj) in u.iter().enumerate() {
+            for (h, zz) in hbar.iter_mut().zip(&z[j * r..(j + 1) * r]) {
+                *h += uj * zz.to_f64();
+            }
+        }
+        hbar.iter_mut().for_each(|h| *h /= rows);
+        for i in 0..r {
+            for j in 0..=i {
+                g[i * r + j] = T::from_f64(g[i * r + j].to_f64() - rows * hbar[i] * hbar[j]);
+            }
+        }
+    }
+    g
 }
 
 /// How many leading eigenvalues (descending) to keep: drop non-positive ones and the tail whose
@@ -544,67 +672,85 @@ pub fn fit<T: Real>(
             trace.early_stopped = true;
             break;
         }
-        // Pre-gradients of every output at every training row, in the current coordinates:
-        // h_l(x_j) = (W α_l)_j z_j − (W (α_l ∘ z))_j, all outputs in one product.
-        let cr = c * r;
-        let mut q = vec![T::ZERO; n * (cr + c)];
-        q.par_chunks_mut(cr + c).enumerate().for_each(|(i, row)| {
-            let zi = &z[i * r..(i + 1) * r];
-            for l in 0..c {
-                let a = alpha[i * c + l];
-                for (o, &zz) in row[l * r..(l + 1) * r].iter_mut().zip(zi) {
-                    *o = a * zz;
-                }
-                row[cr + l] = a;
-            }
-        });
-        let mut wq = vec![T::ZERO; n * (cr + c)];
-        gemm::matmul(&w, n, n, &q, cr + c, &mut wq);
-        drop(w);
-        drop(q);
-        let rows = c * n;
-        let mut b = vec![T::ZERO; rows * r];
-        b.par_chunks_mut(r.max(1)).enumerate().for_each(|(t, row)| {
-            let (l, j) = (t / n, t % n);
-            let s = wq[j * (cr + c) + cr + l];
-            let zj = &z[j * r..(j + 1) * r];
-            let pj = &wq[j * (cr + c) + l * r..j * (cr + c) + (l + 1) * r];
-            for ((o, &zz), &pp) in row.iter_mut().zip(zj).zip(pj) {
-                *o = s * zz - pp;
-            }
-        });
-        drop(wq);
-        if h.centre {
-            // One mean over all outputs and points (the reference's center_grads).
-            let mut mean = vec![0.0f64; r];
-            for row in b.chunks(r.max(1)) {
-                for (m, v) in mean.iter_mut().zip(row) {
-                    *m += v.to_f64();
+        let use_gram = opt.gradient_gram.unwrap_or_else(|| gram_route(n, r, c));
+        if use_gram {
+            let mut g = gradient_gram(&w, &alpha, &z, n, r, c, h.centre);
+            drop(w);
+            if let Metric::Factor { lam, .. } = &metric {
+                let s: Vec<f64> = lam.iter().map(|&l| l.max(0.0).sqrt()).collect();
+                for i in 0..r {
+                    for j in 0..=i {
+                        g[i * r + j] = T::from_f64(g[i * r + j].to_f64() * s[i] * s[j]);
+                    }
                 }
             }
-            let mean: Vec<T> = mean.iter().map(|m| T::from_f64(m / rows as f64)).collect();
-            b.par_chunks_mut(r.max(1)).for_each(|row| {
-                for (o, &m) in row.iter_mut().zip(&mean) {
-                    *o -= m;
+            drop(z);
+            drop(zv);
+            lap("gradient gram", it);
+            metric = metric_from_gram(&g, r, &metric, d, n, opt.tol())?;
+        } else {
+            // Pre-gradients of every output at every training row, in the current coordinates:
+            // h_l(x_j) = (W α_l)_j z_j − (W (α_l ∘ z))_j, all outputs in one product.
+            let cr = c * r;
+            let mut q = vec![T::ZERO; n * (cr + c)];
+            q.par_chunks_mut(cr + c).enumerate().for_each(|(i, row)| {
+                let zi = &z[i * r..(i + 1) * r];
+                for l in 0..c {
+                    let a = alpha[i * c + l];
+                    for (o, &zz) in row[l * r..(l + 1) * r].iter_mut().zip(zi) {
+                        *o = a * zz;
+                    }
+                    row[cr + l] = a;
                 }
             });
-        }
-        // Gradients are L b with L = V diag(√λ): scale b's columns by √λ so that the basis is V.
-        if let Metric::Factor { lam, .. } = &metric {
-            let s: Vec<T> = lam
-                .iter()
-                .map(|&l| T::from_f64(l.max(0.0).sqrt()))
-                .collect();
-            b.par_chunks_mut(r.max(1)).for_each(|row| {
-                for (o, &sv) in row.iter_mut().zip(&s) {
-                    *o = *o * sv;
+            let mut wq = vec![T::ZERO; n * (cr + c)];
+            gemm::matmul(&w, n, n, &q, cr + c, &mut wq);
+            drop(w);
+            drop(q);
+            let rows = c * n;
+            let mut b = vec![T::ZERO; rows * r];
+            b.par_chunks_mut(r.max(1)).enumerate().for_each(|(t, row)| {
+                let (l, j) = (t / n, t % n);
+                let s = wq[j * (cr + c) + cr + l];
+                let zj = &z[j * r..(j + 1) * r];
+                let pj = &wq[j * (cr + c) + l * r..j * (cr + c) + (l + 1) * r];
+                for ((o, &zz), &pp) in row.iter_mut().zip(zj).zip(pj) {
+                    *o = s * zz - pp;
                 }
             });
+            drop(wq);
+            if h.centre {
+                // One mean over all outputs and points (the reference's center_grads).
+                let mut mean = vec![0.0f64; r];
+                for row in b.chunks(r.max(1)) {
+                    for (m, v) in mean.iter_mut().zip(row) {
+                        *m += v.to_f64();
+                    }
+                }
+                let mean: Vec<T> = mean.iter().map(|m| T::from_f64(m / rows as f64)).collect();
+                b.par_chunks_mut(r.max(1)).for_each(|row| {
+                    for (o, &m) in row.iter_mut().zip(&mean) {
+                        *o -= m;
+                    }
+                });
+            }
+            // Gradients are L b with L = V diag(√λ): scale b's columns by √λ so that the basis is V.
+            if let Metric::Factor { lam, .. } = &metric {
+                let s: Vec<T> = lam
+                    .iter()
+                    .map(|&l| T::from_f64(l.max(0.0).sqrt()))
+                    .collect();
+                b.par_chunks_mut(r.max(1)).for_each(|row| {
+                    for (o, &sv) in row.iter_mut().zip(&s) {
+                        *o = *o * sv;
+                    }
+                });
+            }
+            drop(z);
+            drop(zv);
+            lap("gradients", it);
+            metric = next_metric(&b, rows, r, &metric, d, n, opt.tol())?;
         }
-        drop(z);
-        drop(zv);
-        lap("gradients", it);
-        metric = next_metric(&b, rows, r, &metric, d, n, opt.tol())?;
         if opt.keep_ms {
             trace.ms.push(dense(&metric.to_factor(d)));
         }

@@ -68,6 +68,9 @@ pub struct RfmOptions {
     pub device: Device,
     /// Run the tensor-operation path even on the CPU (the path a GPU takes; for tests).
     pub tensor_path: bool,
+    /// CPU: form the AGOP through the n×n gradient Gram (cheaper for many outputs) or from the
+    /// explicit pre-gradients; `None` picks the cheaper by flop count.
+    pub gradient_gram: Option<bool>,
 }
 
 impl Default for RfmOptions {
@@ -80,6 +83,7 @@ impl Default for RfmOptions {
             keep_ms: false,
             device: Device::Cpu,
             tensor_path: false,
+            gradient_gram: None,
         }
     }
 }
