@@ -91,7 +91,12 @@ pub enum Command {
         set: Vec<String>,
     },
     /// Failed nodes (with their failure records), running nodes (held locks), Slurm jobs and store size
-    Status,
+    Status {
+        /// Also re-hash every store entry against its manifest (slow on a large store) and list the
+        /// corrupt ones
+        #[arg(long)]
+        verify: bool,
+    },
     /// Remove temp dirs of killed runs, stale lock files and store entries no index references
     Gc {
         /// Only print what would be removed

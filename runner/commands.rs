@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command, ExecutorArg, NodeCommand, SpecArgs};
 use crate::dag::status::{NodeStatus, statuses};
 use crate::dag::store::{EntryState, FailureRecord, Index, Store};
-use crate::dag::{Plan, PlannedNode, Registry, build_plan};
+use crate::dag::{Plan, PlannedNode, Registry, StoreResults, build_plan};
 use crate::events::{Event, EventSink, JsonlSink, TerminalSink, spawn_consumers, timestamp};
 use crate::registry::default_registry;
 use crate::spec::{ExecutorKind, LoadedSpec, env_overrides};
@@ -32,7 +32,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Plan { spec } => plan_cmd(&spec, &store, &registry),
         Command::Explain { spec, node } => explain(&spec, &node, &store, &registry),
         Command::Check { specs, set } => check(&specs, &set, &registry),
-        Command::Status => status(&store),
+        Command::Status { verify } => status(&store, verify),
         Command::Gc { dry_run } => gc(&store, dry_run),
         Command::Node {
             command: NodeCommand::Run { key },
@@ -69,9 +69,13 @@ fn load(path: &Path, sets: &[String]) -> Result<LoadedSpec, u8> {
     })
 }
 
-fn load_and_plan(args: &SpecArgs, registry: &Registry) -> Result<(LoadedSpec, Plan), u8> {
+fn load_and_plan(
+    args: &SpecArgs,
+    registry: &Registry,
+    store: &Store,
+) -> Result<(LoadedSpec, Plan), u8> {
     let spec = load(&args.spec, &args.set)?;
-    let plan = build_plan(&spec, registry).map_err(|e| {
+    let plan = build_plan(&spec, registry, &StoreResults(store)).map_err(|e| {
         eprintln!("Error: cannot plan {}: {e}", args.spec.display());
         BAD_INPUT
     })?;
@@ -109,7 +113,7 @@ fn print_plan(plan: &Plan, st: &[NodeStatus]) {
 }
 
 fn plan_cmd(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
-    match load_and_plan(args, registry) {
+    match load_and_plan(args, registry, store) {
         Ok((spec, plan)) => {
             if let Err(code) = require_nodes(&plan, &args.spec) {
                 return code;
@@ -142,7 +146,7 @@ fn run(
     store: &Store,
     registry: &Registry,
 ) -> u8 {
-    let (spec, plan) = match load_and_plan(args, registry) {
+    let (spec, plan) = match load_and_plan(args, registry, store) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -285,7 +289,7 @@ fn slurm_error(e: crate::exec::slurm::SlurmError) -> u8 {
 }
 
 fn cancel(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
-    let (spec, _) = match load_and_plan(args, registry) {
+    let (spec, _) = match load_and_plan(args, registry, store) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -306,7 +310,7 @@ fn cancel(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
 }
 
 fn explain(args: &SpecArgs, query: &str, store: &Store, registry: &Registry) -> u8 {
-    let (spec, plan) = match load_and_plan(args, registry) {
+    let (spec, plan) = match load_and_plan(args, registry, store) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -384,7 +388,7 @@ fn check(specs: &[PathBuf], sets: &[String], registry: &Registry) -> u8 {
             spec: path.clone(),
             set: sets.to_vec(),
         };
-        match load_and_plan(&args, registry) {
+        match load_and_plan(&args, registry, &Store::from_env()) {
             Ok((spec, plan)) => println!(
                 "ok   {}: experiment `{}`, {} sweep point(s), {} node(s)",
                 path.display(),
@@ -424,7 +428,7 @@ fn node_id(store: &Store, key: &str) -> String {
         .map_or_else(|| format!("[{}]", &key[..key.len().min(12)]), |n| n.id)
 }
 
-fn status(store: &Store) -> u8 {
+fn status(store: &Store, verify: bool) -> u8 {
     println!("store: {}", store.root.display());
     let failures = list_json(&store.root.join("failures"));
     println!("failed nodes: {}", failures.len());
@@ -454,7 +458,47 @@ fn status(store: &Store) -> u8 {
         .count();
     slurm_status(store);
     println!("store size: {} entries, {} bytes", entries, store.size());
+    if verify {
+        let corrupt = corrupt_entries(store);
+        println!(
+            "verified every entry's outputs (blake3): {} corrupt",
+            corrupt.len()
+        );
+        for (key, why) in &corrupt {
+            println!(
+                "  {}  [{}]  {why}",
+                node_id(store, key),
+                &key[..key.len().min(12)]
+            );
+        }
+        if !corrupt.is_empty() {
+            println!("  (`rfmx gc` removes them; `rfmx run` recomputes what a spec needs)");
+            return FAILED;
+        }
+    }
     0
+}
+
+/// Every committed entry whose outputs no longer match their manifest (re-hashed), with the reason.
+fn corrupt_entries(store: &Store) -> Vec<(String, String)> {
+    use rayon::prelude::*;
+    let keys: Vec<String> = std::fs::read_dir(store.store_dir())
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    let mut v: Vec<(String, String)> = keys
+        .into_par_iter()
+        .filter(|k| !store.is_locked(k))
+        .filter_map(|k| match store.verify(&k) {
+            EntryState::Corrupt(why) => Some((k, why)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// The recorded Slurm jobs of every experiment with their current state (nothing when none).
@@ -475,14 +519,14 @@ fn slurm_status(store: &Store) {
         let done = state
             .jobs
             .keys()
-            .filter(|k| matches!(store.verify(k), EntryState::Valid(_)))
+            .filter(|k| matches!(store.check(k), EntryState::Valid(_)))
             .count();
         println!(
             "slurm jobs of {exp}: {} recorded, {done} done; the others:",
             state.jobs.len()
         );
         for (key, r) in &state.jobs {
-            if matches!(store.verify(key), EntryState::Valid(_)) {
+            if matches!(store.check(key), EntryState::Valid(_)) {
                 continue;
             }
             let label = match &states {
@@ -534,10 +578,16 @@ fn gc(store: &Store, dry_run: bool) -> u8 {
         if let Some(rest) = name
             .strip_prefix(".tmp-")
             .or_else(|| name.strip_prefix(".trash-"))
+            .or_else(|| name.strip_prefix(".corrupt-"))
         {
             let key = rest.split('-').next().unwrap_or_default();
+            let what = if name.starts_with(".corrupt-") {
+                "corrupt entry moved aside by a run"
+            } else {
+                "temp dir of a killed run"
+            };
             if !store.is_locked(key) {
-                remove(&e.path(), dry_run, "temp dir of a killed run");
+                remove(&e.path(), dry_run, what);
             }
         } else if !referenced.contains(&name) && !store.is_locked(&name) {
             remove(&e.path(), dry_run, "unreferenced store entry");
@@ -558,6 +608,16 @@ fn gc(store: &Store, dry_run: bool) -> u8 {
             if !referenced.contains(&key) && !store.is_locked(&key) && e.path().exists() {
                 remove(&e.path(), dry_run, what);
             }
+        }
+    }
+    // Entries whose bytes no longer match their manifest are never trusted again.
+    for (key, why) in corrupt_entries(store) {
+        if referenced.contains(&key) {
+            remove(
+                &store.entry_dir(&key),
+                dry_run,
+                &format!("corrupt store entry ({why})"),
+            );
         }
     }
     for lock in list_json(&store.root.join("locks")) {

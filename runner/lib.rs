@@ -20,4 +20,3 @@ pub mod spec;
 pub mod stages;
 pub mod steer;
 pub mod stimuli;
-pub mod toy;

@@ -6,9 +6,9 @@ use crate::dag::Registry;
 pub fn default_registry() -> Registry {
     Registry::default()
         // toy: the runner's own test kinds
-        .stage(crate::toy::ToyStage)
-        .kind(crate::toy::ToySquare)
-        .kind(crate::toy::ToySum)
+        .stage(crate::stages::toy::ToyStage)
+        .kind(crate::stages::toy::ToySquare)
+        .kind(crate::stages::toy::ToySum)
         // probe pipeline: dataset -> activations -> probe (per layer) -> directions (per class)
         .stage(crate::stages::ProbeStage)
         .kind(crate::stages::DatasetNode)
@@ -16,9 +16,9 @@ pub fn default_registry() -> Registry {
         .kind(crate::stages::ProbeNode)
         .kind(crate::stages::DirectionsNode)
         // steering + evaluation (after the stages that plan the directions/probe nodes)
-        .stage(crate::steer::stage::SteerStage)
-        .kind(crate::steer::stage::GenerationKind)
-        .kind(crate::eval::stage::EvaluationKind)
+        .stage(crate::stages::generation::SteerStage)
+        .kind(crate::stages::generation::GenerationKind)
+        .kind(crate::stages::evaluation::EvaluationKind)
         // report: planned last (plan_final), after every result node
         .stage(crate::report::ReportStage::default())
         .kind(crate::report::ReportNode)

@@ -10,10 +10,6 @@ use rfmx::report::{Provenance, fixture, render};
 mod common;
 use common::Work;
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/report")
-}
-
 fn provenance() -> Provenance {
     Provenance {
         rfmx_version: "0.0.0-test".into(),
@@ -22,8 +18,9 @@ fn provenance() -> Provenance {
     }
 }
 
-fn render_fixture(out: &Path, png: bool) -> String {
-    let mut input = fixture::load(&fixture_dir(), provenance()).unwrap();
+/// Renders the fixture result set (written into `results` by the node kinds' own writers).
+fn render_fixture(results: &Path, out: &Path, png: bool) -> String {
+    let mut input = fixture::build(results, provenance()).unwrap();
     input.png = png;
     let r = render(&input, out).unwrap();
     assert_eq!((r.missing, r.failed), (1, 1));
@@ -54,8 +51,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn fixture_report_structure() {
-    let dir = tempfile::tempdir().unwrap();
-    let html = render_fixture(dir.path(), false);
+    let (results, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let html = render_fixture(results.path(), dir.path(), false);
     insta::assert_snapshot!("fixture_index_html", html);
     insta::assert_snapshot!("fixture_files", files(dir.path()).join("\n"));
     // Every referenced asset exists.
@@ -69,7 +66,7 @@ fn fixture_report_structure() {
         }
     }
     // Audio bytes are the node's, copied.
-    let base = std::fs::read(fixture_dir().join("nodes/k-gen-base/audio.wav")).unwrap();
+    let base = std::fs::read(results.path().join("nodes/k-gen-base/audio.wav")).unwrap();
     assert_eq!(
         std::fs::read(dir.path().join("assets/audio/k-gen-base.wav")).unwrap(),
         base
@@ -78,8 +75,8 @@ fn fixture_report_structure() {
 
 #[test]
 fn everything_is_escaped() {
-    let dir = tempfile::tempdir().unwrap();
-    let html = render_fixture(dir.path(), false);
+    let (results, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let html = render_fixture(results.path(), dir.path(), false);
     // The fixture's prompt holds `<script>alert("x")</script> & "strings"`; its experiment is
     // `fixture<&>`, and an error message holds `<probe[...]>`.
     assert!(
@@ -103,8 +100,8 @@ fn everything_is_escaped() {
 
 #[test]
 fn fixture_report_content() {
-    let dir = tempfile::tempdir().unwrap();
-    let html = render_fixture(dir.path(), true);
+    let (results, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let html = render_fixture(results.path(), dir.path(), true);
     // Summary: the η = 0 baseline + 8 sweep points (one missing, one failed, marked), 95% CI
     // cells, an unavailable metric.
     assert_eq!(
@@ -237,9 +234,9 @@ fn report_node_renders_once_and_is_published_after_every_run() {
         include_toy: true,
     };
     let registry = Registry::default()
-        .stage(rfmx::toy::ToyStage)
-        .kind(rfmx::toy::ToySquare)
-        .kind(rfmx::toy::ToySum)
+        .stage(rfmx::stages::toy::ToyStage)
+        .kind(rfmx::stages::toy::ToySquare)
+        .kind(rfmx::stages::toy::ToySum)
         .stage(stage.clone())
         .kind(ReportNode);
     let spec = rfmx::spec::load_str(
@@ -250,7 +247,7 @@ fn report_node_renders_once_and_is_published_after_every_run() {
         &[],
     )
     .unwrap();
-    let plan = build_plan(&spec, &registry).unwrap();
+    let plan = build_plan(&spec, &registry, &rfmx::dag::NoResults).unwrap();
     let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(
         ids,

@@ -279,7 +279,7 @@ fn a_corrupted_output_is_detected_and_rebuilt_with_a_warning() {
 
     let plan = String::from_utf8(w.rfmx(&["plan", "s.toml"]).stdout).unwrap();
     assert!(
-        plan.contains("corrupt output (output `value.json` does not match its manifest hash)"),
+        plan.contains("corrupt output (output `value.json` was modified after it was committed)"),
         "{plan}"
     );
     let out = w.rfmx(&["run", "s.toml"]);
@@ -295,6 +295,104 @@ fn a_corrupted_output_is_detected_and_rebuilt_with_a_warning() {
         vec!["toy_square[x=2]"]
     );
     assert_eq!(std::fs::read(&file).unwrap(), original);
+}
+
+impl Work {
+    /// The store key of a node, from `rfmx explain`.
+    fn key_of(&self, spec: &str, id: &str) -> String {
+        let explain = String::from_utf8(self.rfmx(&["explain", spec, id]).stdout).unwrap();
+        explain
+            .lines()
+            .find_map(|l| l.strip_prefix("key       "))
+            .unwrap_or_else(|| panic!("no key for {id}: {explain}"))
+            .trim()
+            .to_string()
+    }
+}
+
+#[test]
+fn a_stealthy_corruption_is_caught_when_a_node_reads_it_and_by_status_verify() {
+    let w = Work::new();
+    w.spec("s.toml", &toy("[1, 2, 3]", ""));
+    ok(&w.rfmx(&["run", "s.toml"]));
+    let key = w.key_of("s.toml", "toy_square[x=2]");
+    // Same length, modification time put back: only re-hashing can tell.
+    let file = w.home().join("store").join(&key).join("out/value.json");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[2] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let plan = String::from_utf8(w.rfmx(&["plan", "s.toml"]).stdout).unwrap();
+    assert!(plan.contains("4 node(s): 4 cached"), "{plan}");
+    let status = w.rfmx(&["status", "--verify"]);
+    assert_eq!(status.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("1 corrupt")
+            && text.contains("toy_square[x=2]")
+            && text.contains("`value.json` does not match its manifest hash"),
+        "{text}"
+    );
+    // A new fan-in node reads x=2: it refuses the corrupt bytes, moves them aside and fails.
+    w.spec("s.toml", &toy("[1, 2, 3, 4]", ""));
+    let out = w.rfmx(&["run", "s.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let status = String::from_utf8(w.rfmx(&["status"]).stdout).unwrap();
+    assert!(
+        status.contains("(toy_square[x=2]) is corrupt in the store")
+            && status.contains("`rfmx run` again recomputes it"),
+        "{status}"
+    );
+    // The next run recomputes x=2 and the sum; nothing else.
+    let out = w.rfmx(&["run", "s.toml"]);
+    ok(&out);
+    assert_eq!(
+        ids_with(&w.run_logs().pop().unwrap(), "finished"),
+        vec!["toy_square[x=2]", "toy_sum"]
+    );
+    ok(&w.rfmx(&["status", "--verify"]));
+    ok(&w.rfmx(&["gc"]));
+    let leftovers: Vec<_> = std::fs::read_dir(w.home().join("store"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_manifest_naming_files_outside_its_entry_is_never_trusted() {
+    let w = Work::new();
+    w.spec("s.toml", &toy("[1, 2]", "sum = false"));
+    ok(&w.rfmx(&["run", "s.toml"]));
+    let key = w.key_of("s.toml", "toy_square[x=1]");
+    let mpath = w.home().join("store").join(&key).join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    let outputs = m["outputs"].as_object_mut().unwrap();
+    let entry = outputs.remove("value.json").unwrap();
+    outputs.insert("../../../s.toml".into(), entry);
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    let plan = String::from_utf8(w.rfmx(&["plan", "s.toml"]).stdout).unwrap();
+    assert!(
+        plan.contains(
+            "corrupt output (output name `../../../s.toml` leaves the entry's out/ folder)"
+        ),
+        "{plan}"
+    );
+    let status = w.rfmx(&["status", "--verify"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("1 corrupt"));
+    ok(&w.rfmx(&["run", "s.toml"]));
+    assert_eq!(
+        ids_with(&w.run_logs().pop().unwrap(), "finished"),
+        vec!["toy_square[x=1]"]
+    );
+    assert!(w.path().join("s.toml").is_file());
 }
 
 #[test]

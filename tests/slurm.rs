@@ -62,15 +62,19 @@ impl Work {
         out
     }
 
+    /// key -> (id, outputs' hashes and sizes); modification times differ between stores.
     fn entries(&self) -> BTreeMap<String, (String, Value)> {
         std::fs::read_dir(self.home().join("store"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.join("manifest.json").is_file())
             .map(|p| {
-                let m: Value =
+                let mut m: Value =
                     serde_json::from_slice(&std::fs::read(p.join("manifest.json")).unwrap())
                         .unwrap();
+                for f in m["outputs"].as_object_mut().unwrap().values_mut() {
+                    f.as_object_mut().unwrap().remove("mtime_ns");
+                }
                 (
                     m["key"].as_str().unwrap().to_string(),
                     (m["id"].as_str().unwrap().to_string(), m["outputs"].clone()),

@@ -1,43 +1,20 @@
-//! The generation node's work on the embedded model, with directions written here in the contract
-//! format (CONTRACT.md: directions.safetensors `layer.<l>` = [k, hidden], scores.json).
+//! The generation node's work on the embedded model, with directions written through the
+//! directions node's own output types (`common::directions`).
 
 #![allow(clippy::needless_range_loop)]
 
 mod common;
+use common::directions::write_directions;
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use rfmx::model::{ModelSource, Pipeline};
 use rfmx::spec::schema::{EtaMode, GateMode, LayerStrategy, Pooling, Schedule};
+use rfmx::stages::generation::{GenParams, GenerationInputs, gate_seed, run_generation};
 use rfmx::steer::gate::Gate;
 use rfmx::steer::layers::layer_weights;
-use rfmx::steer::stage::{GenParams, GenerationInputs, gate_seed, run_generation};
-use serde_json::{Value, json};
-
-pub fn write_directions(dir: &Path, qs: &[(usize, Vec<f32>)], val: &[f64], judge: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let map: std::collections::HashMap<String, Tensor> = qs
-        .iter()
-        .map(|(l, q)| {
-            let n = q.iter().map(|v| v * v).sum::<f32>().sqrt();
-            let q: Vec<f32> = q.iter().map(|v| v / n).collect();
-            let t = Tensor::from_vec(q.clone(), (1, q.len()), &Device::Cpu).unwrap();
-            (format!("layer.{l}"), t)
-        })
-        .collect();
-    candle_core::safetensors::save(&map, dir.join("directions.safetensors")).unwrap();
-    let layers: Vec<Value> = qs
-        .iter()
-        .map(|(l, _)| json!({"layer": l, "val_auc": val[*l], "test_auc": val[*l]}))
-        .collect();
-    std::fs::write(
-        dir.join("scores.json"),
-        json!({"concept": "notes", "class": "C", "layers": layers, "judge_layer": judge})
-            .to_string(),
-    )
-    .unwrap();
-}
+use serde_json::Value;
 
 fn params(eta: f64, target: Option<&str>) -> GenParams {
     GenParams {

@@ -18,8 +18,9 @@ use rfmx::model::musicgen::Pool;
 use rfmx::model::{ModelSource, Pipeline};
 use rfmx::probe::{Features, ProbeConfig, ProbeFit, ProbeKind, Targets, Task};
 use rfmx::spec::schema::{EtaMode, GateMode, LayerStrategy, Pooling, Schedule};
-use rfmx::steer::stage::{GenParams, GenerationInputs, run_generation};
-use serde_json::json;
+use rfmx::stages::generation::{GenParams, GenerationInputs, run_generation};
+mod common;
+use common::directions::write_directions;
 
 const SR: f32 = 32_000.0;
 
@@ -113,25 +114,13 @@ fn target_probe_score_rises_monotonically_with_eta() {
         .collect();
     let tmp = tempfile::tempdir().unwrap();
     let dirs = tmp.path().join("directions");
-    std::fs::create_dir_all(&dirs).unwrap();
-    let mut map = std::collections::HashMap::new();
-    let mut scores = Vec::new();
-    for (l, fit) in fits.iter().enumerate() {
-        let q = probe_direction(fit);
-        map.insert(
-            format!("layer.{l}"),
-            Tensor::from_vec(q.clone(), (1, q.len()), &Device::Cpu).unwrap(),
-        );
-        let auc = fit.val_score();
-        scores.push(json!({"layer": l, "val_auc": auc, "test_auc": fit.test.auc}));
-    }
-    candle_core::safetensors::save(&map, dirs.join("directions.safetensors")).unwrap();
-    std::fs::write(
-        dirs.join("scores.json"),
-        json!({"concept": "notes", "class": "C", "layers": scores, "judge_layer": layers - 1})
-            .to_string(),
-    )
-    .unwrap();
+    let qs: Vec<(usize, Vec<f32>)> = fits
+        .iter()
+        .enumerate()
+        .map(|(l, fit)| (l, probe_direction(fit)))
+        .collect();
+    let aucs: Vec<f64> = fits.iter().map(|f| f.val_score()).collect();
+    write_directions(&dirs, &qs, &aucs, layers - 1);
     eprintln!(
         "probe fits: val AUC per layer {:?} ({:.1}s)",
         fits.iter().map(|f| f.val_score()).collect::<Vec<_>>(),

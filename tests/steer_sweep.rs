@@ -1,6 +1,6 @@
 //! A steering sweep through the engine (plan → run → summary) on the embedded model, with the
-//! directions and probe nodes supplied by a stand-in stage written here in the CONTRACT.md format
-//! (the real ones come from the stages helper). Checks the shared baselines, the node ids, that a
+//! directions and probe nodes supplied by a stand-in stage that writes them through their output
+//! types (`rfmx::stages::contract`). Checks the shared baselines, the node ids, that a
 //! point whose generation blows up (absurd η) is recorded as failed while the others finish, the
 //! metrics (CLAP scored with the tiny fixture snapshot and checked against a direct computation)
 //! and the summary table.
@@ -11,10 +11,15 @@ use candle_core::{Device, Tensor};
 use rfmx::dag::status::statuses;
 use rfmx::dag::store::{Index, Store};
 use rfmx::dag::{
-    NodeCtx, NodeError, NodeKind, NodeSpec, PlanBuilder, PlanError, Registry, Stage, build_plan,
+    Label, NodeCtx, NodeError, NodeKind, NodeSpec, PlanBuilder, PlanError, Registry, Stage,
+    build_plan,
 };
 use rfmx::probe::{Features, ProbeConfig, ProbeKind, Targets, Task};
 use rfmx::spec::ResolvedSpec;
+use rfmx::stages::contract::Output;
+use rfmx::stages::directions::{DirectionLayer, DirectionScores, Judge};
+use rfmx::stages::probe::{Hyper, MulticlassScores, ProbeScores};
+use rfmx::stages::{DirectionsOf, ProbeOf};
 use serde_json::{Value, json};
 
 const CLASSES: [&str; 12] = [
@@ -23,7 +28,7 @@ const CLASSES: [&str; 12] = [
 const HIDDEN: usize = 64;
 const LAYERS: usize = 4;
 
-/// Plans `probe[notes,L<l>,linear]` and `directions[notes:C]` in the contract's formats.
+/// Plans `probe[notes,L<l>,linear]` and `directions[notes:C]` and exports them as the probe stage does.
 struct StandIn;
 
 impl Stage for StandIn {
@@ -36,17 +41,27 @@ impl Stage for StandIn {
         }
         let mut probes = Vec::new();
         for l in 0..LAYERS {
-            probes.push(plan.add(NodeSpec::new(
-                format!("probe[notes,L{l},linear]"),
-                "probe",
-                json!({ "layer": l }),
-            ))?);
+            let r = plan.add(
+                NodeSpec::new(
+                    format!("probe[notes,L{l},linear]"),
+                    "probe",
+                    json!({ "layer": l }),
+                )
+                .label(Label {
+                    concept: Some("notes".into()),
+                    layer: Some(l),
+                    ..Label::default()
+                }),
+            )?;
+            plan.export::<ProbeOf>(&("notes".into(), l), r)?;
+            probes.push(r);
         }
         let mut d = NodeSpec::new("directions[notes:C]", "directions", json!({}));
         for (l, r) in probes.into_iter().enumerate() {
             d = d.input(format!("L{l}"), r);
         }
-        plan.add(d)?;
+        let r = plan.add(d)?;
+        plan.export::<DirectionsOf>(&("notes".into(), "C".into()), r)?;
         Ok(())
     }
 }
@@ -80,10 +95,27 @@ impl NodeKind for FakeProbe {
         };
         let fit = rfmx::probe::fit(&x, &Targets::Classes(labels), &cfg)?;
         fit.save(&ctx.out_dir.join("multiclass"))?;
-        std::fs::write(
-            ctx.out_dir.join("scores.json"),
-            json!({"multiclass": {"classes": CLASSES, "val_acc": fit.val.accuracy}}).to_string(),
-        )?;
+        let hyper = Hyper::Linear { lambda: 1.0 };
+        ProbeScores {
+            concept: "notes".into(),
+            layer: ctx.params["layer"].as_u64().unwrap() as usize,
+            kind: ProbeKind::Linear,
+            split_seed: 0,
+            hidden: HIDDEN,
+            classes: Default::default(),
+            multiclass: MulticlassScores {
+                val_acc: fit.val.accuracy,
+                test_acc: fit.test.accuracy,
+                val_auc: None,
+                test_auc: None,
+                confusion: vec![],
+                classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+                hyper,
+                dir: "multiclass".into(),
+            },
+            regression: None,
+        }
+        .write(ctx.out_dir)?;
         Ok(())
     }
 }
@@ -108,14 +140,27 @@ impl NodeKind for FakeDirections {
             );
         }
         candle_core::safetensors::save(&map, ctx.out_dir.join("directions.safetensors"))?;
-        let layers: Vec<Value> = (0..LAYERS)
-            .map(|l| json!({"layer": l, "val_auc": 0.6 + 0.1 * l as f64, "test_auc": 0.5}))
-            .collect();
-        std::fs::write(
-            ctx.out_dir.join("scores.json"),
-            json!({"concept": "notes", "class": "C", "layers": layers, "judge_layer": 3})
-                .to_string(),
-        )?;
+        DirectionScores {
+            concept: "notes".into(),
+            class: "C".into(),
+            kind: "linear".into(),
+            layers: (0..LAYERS)
+                .map(|l| DirectionLayer {
+                    layer: l,
+                    val_auc: Some(0.6 + 0.1 * l as f64),
+                    test_auc: Some(0.5),
+                    k: 1,
+                })
+                .collect(),
+            judge_layer: 3,
+            judge: Judge {
+                layer: 3,
+                val_acc: None,
+                test_acc: None,
+                probe: "probe[notes,L3,linear]".into(),
+            },
+        }
+        .write(ctx.out_dir)?;
         Ok(())
     }
 }
@@ -162,12 +207,12 @@ fn sweep_runs_records_the_failing_point_and_summarises() {
         .stage(StandIn)
         .kind(FakeProbe)
         .kind(FakeDirections)
-        .stage(rfmx::steer::stage::SteerStage)
-        .kind(rfmx::steer::stage::GenerationKind)
-        .kind(rfmx::eval::stage::EvaluationKind);
+        .stage(rfmx::stages::generation::SteerStage)
+        .kind(rfmx::stages::generation::GenerationKind)
+        .kind(rfmx::stages::evaluation::EvaluationKind);
     let text = SPEC.replace("CLAP_DIR", clap_dir().to_str().unwrap());
     let spec = rfmx::spec::load_str("t.toml", "t", &text, &[], &[]).unwrap();
-    let plan = build_plan(&spec, &registry).unwrap();
+    let plan = build_plan(&spec, &registry, &rfmx::dag::NoResults).unwrap();
     let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
     let gens: Vec<&&str> = ids
         .iter()

@@ -5,8 +5,11 @@
 //!    (bump it when the output of the same params changes) and `run`, a pure function of
 //!    (params, input outputs) that writes files into `ctx.out_dir`.
 //! 2. Implement [`Stage`]: `plan` reads one [`ResolvedSpec`] (one sweep point) and adds nodes with
-//!    [`PlanBuilder::add`]; inputs are [`NodeRef`]s returned by earlier `add`s (possibly by
-//!    earlier stages: find them with [`PlanBuilder::find`]).
+//!    [`PlanBuilder::add`]; inputs are [`NodeRef`]s returned by earlier `add`s. A node another
+//!    stage needs is published with [`PlanBuilder::export`] under a typed [`Export`] key and taken
+//!    with [`PlanBuilder::import`]: stages are wired by typed handles, never by looking ids up.
+//!    Every node carries a structured [`Label`]; its id is for people and logs, and nothing parses
+//!    it back.
 //! 3. Register both in `crate::registry::default_registry` (one line each).
 //!
 //! The engine owns keys, the store, locks, failure records, events and parallelism.
@@ -20,7 +23,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{LoadedSpec, ResolvedSpec};
@@ -42,8 +44,22 @@ pub trait NodeKind: Send + Sync {
 pub trait Stage: Send + Sync {
     fn name(&self) -> &'static str;
     fn plan(&self, spec: &ResolvedSpec, plan: &mut PlanBuilder<'_>) -> Result<(), PlanError>;
-    /// Called once after every sweep point was planned, for nodes that gather across points
-    /// (a report, a cross-point summary): find earlier nodes with [`PlanBuilder::nodes_of_kind`].
+    /// The live plan: called whenever every node planned so far has finished (or was found in the
+    /// store), per sweep point, so that a stage can plan more nodes from finished, typed results
+    /// (read through `results`) — a next round of a search, classes known only after reading a
+    /// dataset. It must be deterministic in (spec, results). Return [`Round::Waiting`] with what
+    /// it waits for while later rounds may follow; `rfmx plan` shows it.
+    fn plan_round(
+        &self,
+        _spec: &ResolvedSpec,
+        _plan: &mut PlanBuilder<'_>,
+        _results: &dyn Results,
+    ) -> Result<Round, PlanError> {
+        Ok(Round::Done)
+    }
+    /// Called once every stage is done planning rounds (for most specs: right after the sweep
+    /// points were planned), for nodes that gather across points (a report): find earlier nodes
+    /// with [`PlanBuilder::nodes_of_kind`].
     fn plan_final(&self, _spec: &LoadedSpec, _plan: &mut PlanBuilder<'_>) -> Result<(), PlanError> {
         Ok(())
     }
@@ -54,13 +70,117 @@ pub trait Stage: Send + Sync {
     }
 }
 
+/// Whether a stage's live planning is finished for a sweep point.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Round {
+    Done,
+    /// More nodes may follow once planned nodes finish: what it waits for, e.g. "round 3 of ≤ 6;
+    /// later rounds planned when round 3 finishes".
+    Waiting(String),
+}
+
+/// Finished results as a planning stage sees them: the output dir of a node that is in the store.
+pub trait Results {
+    fn output(&self, node: &PlannedNode) -> Option<PathBuf>;
+}
+
+/// Results read from a store (entries checked from their manifests).
+pub struct StoreResults<'s>(pub &'s store::Store);
+
+impl Results for StoreResults<'_> {
+    fn output(&self, node: &PlannedNode) -> Option<PathBuf> {
+        matches!(self.0.check(&node.key), store::EntryState::Valid(_))
+            .then(|| self.0.out_dir(&node.key))
+    }
+}
+
+/// No results (planning without a store).
+pub struct NoResults;
+
+impl Results for NoResults {
+    fn output(&self, _node: &PlannedNode) -> Option<PathBuf> {
+        None
+    }
+}
+
 /// One input of a running node: the output directory of a finished node.
 #[derive(Debug, Clone)]
 pub struct NodeInput {
     pub name: String,
+    /// The group the input was wired in with [`NodeSpec::input_in`] (None for a plain input).
+    pub role: Option<String>,
     pub id: String,
     pub key: String,
+    /// The input node's kind and label (what it is, without parsing its id).
+    pub kind: String,
+    pub label: Label,
     pub dir: PathBuf,
+}
+
+/// What a node is about, in structured form: shown by `plan`/`explain`, used by the report to
+/// place results, persisted with the plan. Not part of the cache key (the params are) and never
+/// recovered from an id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Label {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concept: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<String>,
+    /// The probe kind (rfm | linear | mlp).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// A steering target (`concept:class`, `a:x + b:y`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The schedule's label (`constant`, `piecewise#1`, `none` for unsteered points).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta: Option<f64>,
+    /// Index of the prompt in `[steer] prompts`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// A toy node's value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<i64>,
+    /// The sweep assignment of the point that planned the node, kept only when the node differs
+    /// across points (a node shared by every point has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sweep: Vec<(String, serde_json::Value)>,
+    /// The planning round that added it (0 = the initial plan; later rounds are planned from
+    /// finished results).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub round: u32,
+}
+
+fn is_zero(r: &u32) -> bool {
+    *r == 0
+}
+
+impl Label {
+    /// `key=value,...` of the sweep assignment (empty without one).
+    pub fn sweep_text(&self) -> String {
+        self.sweep
+            .iter()
+            .map(|(k, v)| format!("{k}={}", crate::spec::sweep::value_text(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A typed name under which a stage publishes nodes for later stages of the same sweep point (e.g.
+/// the probe stage's directions per (concept, class)); the marker type lives with its producer.
+pub trait Export: 'static {
+    type Key: Serialize + serde::de::DeserializeOwned;
 }
 
 /// What a running node sees.
@@ -93,6 +213,13 @@ impl NodeCtx<'_> {
             .find(|i| i.name == name)
             .map(|i| i.dir.as_path())
             .ok_or_else(|| format!("node {} has no input `{name}`", self.id).into())
+    }
+
+    /// The inputs wired in under `role` ([`NodeSpec::input_in`]), in planning order.
+    pub fn inputs_in<'s>(&'s self, role: &'s str) -> impl Iterator<Item = &'s NodeInput> + 's {
+        self.inputs
+            .iter()
+            .filter(move |i| i.role.as_deref() == Some(role))
     }
 
     /// Appends a line to the node's log file.
@@ -148,14 +275,23 @@ impl Registry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeRef(usize);
 
+/// One input as a stage wires it: its name (hashed into the key), optional role, and the node.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub name: String,
+    pub role: Option<String>,
+    pub node: NodeRef,
+}
+
 /// A node as a stage describes it.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
     pub id: String,
     pub kind: String,
+    pub label: Label,
     pub params: serde_json::Value,
     pub hints: serde_json::Value,
-    pub inputs: Vec<(String, NodeRef)>,
+    pub inputs: Vec<InputSpec>,
     pub fingerprint: Option<String>,
 }
 
@@ -165,14 +301,33 @@ impl NodeSpec {
         NodeSpec {
             id: id.into(),
             kind: kind.into(),
+            label: Label::default(),
             params,
             hints: serde_json::Value::Null,
             inputs: Vec::new(),
             fingerprint: None,
         }
     }
+    pub fn label(mut self, label: Label) -> Self {
+        self.label = label;
+        self
+    }
     pub fn input(mut self, name: impl Into<String>, node: NodeRef) -> Self {
-        self.inputs.push((name.into(), node));
+        self.inputs.push(InputSpec {
+            name: name.into(),
+            role: None,
+            node,
+        });
+        self
+    }
+    /// An input in a group (`role`), named `<role>:<index>` in the key; the node reads the group
+    /// with [`NodeCtx::inputs_in`] and each input's label, never by parsing names.
+    pub fn input_in(mut self, role: &str, index: impl std::fmt::Display, node: NodeRef) -> Self {
+        self.inputs.push(InputSpec {
+            name: format!("{role}:{index}"),
+            role: Some(role.to_string()),
+            node,
+        });
         self
     }
     pub fn hints(mut self, hints: serde_json::Value) -> Self {
@@ -192,6 +347,8 @@ pub struct PlannedNode {
     pub id: String,
     pub key: String,
     pub kind: String,
+    #[serde(default)]
+    pub label: Label,
     pub version: u32,
     pub params: serde_json::Value,
     #[serde(default)]
@@ -204,35 +361,74 @@ pub struct PlannedNode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputRef {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     pub id: String,
     pub key: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub label: Label,
 }
 
-/// Collects nodes from every stage and every sweep point; nodes with equal keys are shared.
-pub struct PlanBuilder<'r> {
-    registry: &'r Registry,
-    nodes: Vec<PlannedNode>,
-    deps: Vec<Vec<usize>>,
+/// The planned DAG of one spec (all sweep points), nodes in a topological order (a node's inputs
+/// come before it). It grows while it runs (see [`Stage::plan_round`]); a node, once planned, never
+/// changes its id, key or inputs.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub nodes: Vec<PlannedNode>,
+    inputs: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
     by_key: HashMap<String, usize>,
-    /// Sweep label of the point that first added each node.
-    labels: Vec<String>,
-    label: String,
-    stage: String,
+    by_id: HashMap<String, usize>,
+    /// Per sweep point: (export namespace, canonical key JSON) -> node.
+    exports: Vec<BTreeMap<(&'static str, String), usize>>,
+    /// What stages still wait for (empty when planning is complete).
+    pub waiting: Vec<String>,
+    /// Whether the final (cross-point) nodes have been planned.
+    pub finalised: bool,
+    /// The last planning round (0 = only the initial plan).
+    pub round: u32,
 }
 
-impl<'r> PlanBuilder<'r> {
-    fn new(registry: &'r Registry) -> Self {
-        PlanBuilder {
-            registry,
-            nodes: Vec::new(),
-            deps: Vec::new(),
-            by_key: HashMap::new(),
-            labels: Vec::new(),
-            label: String::new(),
-            stage: String::new(),
-        }
+impl Plan {
+    /// Indices of the nodes that take node `i` as input.
+    pub fn dependents(&self, i: usize) -> Vec<usize> {
+        self.dependents[i].clone()
     }
 
+    pub fn inputs_of(&self, i: usize) -> Vec<usize> {
+        self.inputs[i].clone()
+    }
+
+    /// Finds a node by exact id, else by unique key prefix (for people at the command line).
+    pub fn find(&self, query: &str) -> Option<usize> {
+        self.by_id.get(query).copied().or_else(|| {
+            let m: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].key.starts_with(query))
+                .collect();
+            (m.len() == 1 && query.len() >= 4).then(|| m[0])
+        })
+    }
+
+    /// Whether planning is complete (no stage waits for results, the final nodes are planned).
+    pub fn complete(&self) -> bool {
+        self.waiting.is_empty() && self.finalised
+    }
+}
+
+/// Adds nodes to a [`Plan`] for one stage at one sweep point; nodes with equal keys are shared.
+pub struct PlanBuilder<'p> {
+    plan: &'p mut Plan,
+    registry: &'p Registry,
+    /// Sweep point index (None for the final, cross-point stage hooks).
+    point: Option<usize>,
+    sweep: Vec<(String, serde_json::Value)>,
+    stage: String,
+    round: u32,
+}
+
+impl PlanBuilder<'_> {
     /// Adds a node (or returns the existing node with the same key).
     pub fn add(&mut self, node: NodeSpec) -> Result<NodeRef, PlanError> {
         let kind = self
@@ -245,10 +441,16 @@ impl<'r> PlanBuilder<'r> {
         let inputs: Vec<InputRef> = node
             .inputs
             .iter()
-            .map(|(name, r)| InputRef {
-                name: name.clone(),
-                id: self.nodes[r.0].id.clone(),
-                key: self.nodes[r.0].key.clone(),
+            .map(|i| {
+                let n = &self.plan.nodes[i.node.0];
+                InputRef {
+                    name: i.name.clone(),
+                    role: i.role.clone(),
+                    id: n.id.clone(),
+                    key: n.key.clone(),
+                    kind: n.kind.clone(),
+                    label: n.label.clone(),
+                }
             })
             .collect();
         let input_keys: Vec<(String, String)> = inputs
@@ -262,30 +464,90 @@ impl<'r> PlanBuilder<'r> {
             &input_keys,
             node.fingerprint.as_deref(),
         );
-        if let Some(&i) = self.by_key.get(&key) {
+        if let Some(&i) = self.plan.by_key.get(&key) {
             return Ok(NodeRef(i));
         }
-        let i = self.nodes.len();
-        self.nodes.push(PlannedNode {
-            id: node.id,
+        let mut label = node.label;
+        label.sweep = self.sweep.clone();
+        label.round = self.round;
+        let mut id = node.id;
+        // Ids of the initial plan are settled once it is complete (`settle_ids`); a node added by a
+        // later round takes its point's label when its id is taken, so no planned id ever changes.
+        if self.round > 0 && self.plan.by_id.contains_key(&id) {
+            let text = label.sweep_text();
+            if !text.is_empty() {
+                id = format!("{id}{{{text}}}");
+            }
+            if self.plan.by_id.contains_key(&id) {
+                return Err(PlanError::DuplicateId { id });
+            }
+        }
+        let i = self.plan.nodes.len();
+        self.plan.nodes.push(PlannedNode {
+            id: id.clone(),
             key: key.clone(),
             kind: node.kind,
+            label,
             version: kind.version(),
             params: node.params,
             hints: node.hints,
             inputs,
             fingerprint: node.fingerprint,
         });
-        self.deps
-            .push(node.inputs.iter().map(|(_, r)| r.0).collect());
-        self.labels.push(self.label.clone());
-        self.by_key.insert(key, i);
+        let deps: Vec<usize> = node.inputs.iter().map(|i| i.node.0).collect();
+        for &d in &deps {
+            self.plan.dependents[d].push(i);
+        }
+        self.plan.inputs.push(deps);
+        self.plan.dependents.push(Vec::new());
+        self.plan.by_key.insert(key, i);
+        self.plan.by_id.entry(id).or_insert(i);
         Ok(NodeRef(i))
     }
 
-    /// Every node of `kind` added so far (all sweep points), in insertion order.
+    /// Publishes a node under a typed key for later stages of this sweep point.
+    pub fn export<E: Export>(&mut self, key: &E::Key, node: NodeRef) -> Result<(), PlanError> {
+        let k = self.export_key::<E>(key)?;
+        let point = self.point.ok_or_else(|| PlanError::Stage {
+            stage: self.stage.clone(),
+            message: "exports belong to a sweep point".into(),
+        })?;
+        self.plan.exports[point].insert(k, node.0);
+        Ok(())
+    }
+
+    /// The node a stage exported under `key` at this sweep point.
+    pub fn import<E: Export>(&self, key: &E::Key) -> Option<NodeRef> {
+        let k = self.export_key::<E>(key).ok()?;
+        let point = self.point?;
+        self.plan.exports[point].get(&k).map(|&i| NodeRef(i))
+    }
+
+    /// Every node exported as `E` at this sweep point, with its key, in key order.
+    pub fn imports<E: Export>(&self) -> Vec<(E::Key, NodeRef)> {
+        let Some(point) = self.point else {
+            return Vec::new();
+        };
+        let ns = std::any::type_name::<E>();
+        self.plan.exports[point]
+            .iter()
+            .filter(|((n, _), _)| *n == ns)
+            .filter_map(|((_, k), &i)| Some((serde_json::from_str(k).ok()?, NodeRef(i))))
+            .collect()
+    }
+
+    fn export_key<E: Export>(&self, key: &E::Key) -> Result<(&'static str, String), PlanError> {
+        let v = serde_json::to_value(key).map_err(|e| PlanError::Stage {
+            stage: self.stage.clone(),
+            message: format!("export key: {e}"),
+        })?;
+        Ok((std::any::type_name::<E>(), key::canonical_json(&v)))
+    }
+
+    /// Every node of `kind` planned so far (all sweep points), in planning order.
     pub fn nodes_of_kind(&self, kind: &str) -> Vec<(NodeRef, &PlannedNode)> {
-        self.nodes
+        self.plan
+            .nodes
             .iter()
             .enumerate()
             .filter(|(_, n)| n.kind == kind)
@@ -293,116 +555,138 @@ impl<'r> PlanBuilder<'r> {
             .collect()
     }
 
-    /// A node added earlier (by any stage) in this sweep point or a shared one, by id.
-    pub fn find(&self, id: &str) -> Option<NodeRef> {
-        self.nodes.iter().rposition(|n| n.id == id).map(NodeRef)
-    }
-
     pub fn node(&self, r: NodeRef) -> &PlannedNode {
-        &self.nodes[r.0]
+        &self.plan.nodes[r.0]
     }
 
-    /// The label of the sweep point being planned (`key=value,...`; empty without a sweep).
-    pub fn sweep_label(&self) -> &str {
-        &self.label
-    }
-
-    fn finish(mut self) -> Result<Plan, PlanError> {
-        // Ids shared by nodes with different keys (they differ across sweep points) get the
-        // label of the point that created them.
-        let mut count: HashMap<&str, usize> = HashMap::new();
-        for n in &self.nodes {
-            *count.entry(n.id.as_str()).or_default() += 1;
-        }
-        let clash: Vec<bool> = self
-            .nodes
-            .iter()
-            .map(|n| count[n.id.as_str()] > 1)
-            .collect();
-        for (i, n) in self.nodes.iter_mut().enumerate() {
-            if clash[i] && !self.labels[i].is_empty() {
-                n.id = format!("{}{{{}}}", n.id, self.labels[i]);
-            }
-        }
-        let mut seen = HashMap::new();
-        for n in &self.nodes {
-            if seen.insert(n.id.clone(), ()).is_some() {
-                return Err(PlanError::DuplicateId { id: n.id.clone() });
-            }
-        }
-        let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
-        for (i, n) in self.nodes.iter_mut().enumerate() {
-            for (input, &d) in n.inputs.iter_mut().zip(&self.deps[i]) {
-                input.id = ids[d].clone();
-            }
-        }
-        let mut graph = DiGraph::new();
-        let idx: Vec<NodeIndex> = (0..self.nodes.len()).map(|i| graph.add_node(i)).collect();
-        for (i, deps) in self.deps.iter().enumerate() {
-            for &d in deps {
-                graph.add_edge(idx[d], idx[i], ());
-            }
-        }
-        Ok(Plan {
-            nodes: self.nodes,
-            graph,
-        })
+    /// The sweep assignment of the point being planned (empty without a sweep).
+    pub fn sweep(&self) -> &[(String, serde_json::Value)] {
+        &self.sweep
     }
 }
 
-/// The planned DAG of one spec (all sweep points), nodes in a topological order.
-#[derive(Debug)]
-pub struct Plan {
-    pub nodes: Vec<PlannedNode>,
-    /// Edges input -> dependent; node weights are indices into `nodes`.
-    pub graph: DiGraph<usize, ()>,
+/// Nodes of the initial plan whose ids coincide (the same slot at several sweep points, with
+/// different keys) get their point's sweep label; a node's label keeps its sweep assignment only
+/// then. Ids of other nodes do not depend on these.
+fn settle_ids(plan: &mut Plan) -> Result<(), PlanError> {
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for n in &plan.nodes {
+        *count.entry(n.id.clone()).or_default() += 1;
+    }
+    for n in &mut plan.nodes {
+        if count[&n.id] > 1 && !n.label.sweep.is_empty() {
+            n.id = format!("{}{{{}}}", n.id, n.label.sweep_text());
+        } else {
+            n.label.sweep.clear();
+        }
+    }
+    plan.by_id.clear();
+    for (i, n) in plan.nodes.iter().enumerate() {
+        if plan.by_id.insert(n.id.clone(), i).is_some() {
+            return Err(PlanError::DuplicateId { id: n.id.clone() });
+        }
+    }
+    refresh_input_refs(plan, 0);
+    Ok(())
 }
 
-impl Plan {
-    /// Indices of the nodes that take node `i` as input.
-    pub fn dependents(&self, i: usize) -> Vec<usize> {
-        self.graph
-            .neighbors_directed(NodeIndex::new(i), petgraph::Direction::Outgoing)
-            .map(|n| self.graph[n])
-            .collect()
-    }
-
-    pub fn inputs_of(&self, i: usize) -> Vec<usize> {
-        self.graph
-            .neighbors_directed(NodeIndex::new(i), petgraph::Direction::Incoming)
-            .map(|n| self.graph[n])
-            .collect()
-    }
-
-    /// Finds a node by exact id, else by unique key prefix.
-    pub fn find(&self, query: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.id == query).or_else(|| {
-            let m: Vec<usize> = (0..self.nodes.len())
-                .filter(|&i| self.nodes[i].key.starts_with(query))
-                .collect();
-            (m.len() == 1 && query.len() >= 4).then(|| m[0])
-        })
+/// Input refs carry their input node's id and label: refresh them from node `from` on.
+fn refresh_input_refs(plan: &mut Plan, from: usize) {
+    for i in from..plan.nodes.len() {
+        for (k, &d) in plan.inputs[i].clone().iter().enumerate() {
+            let (id, label) = (plan.nodes[d].id.clone(), plan.nodes[d].label.clone());
+            let input = &mut plan.nodes[i].inputs[k];
+            input.id = id;
+            input.label = label;
+        }
     }
 }
 
-/// Runs every registered stage on every sweep point.
-pub fn build_plan(spec: &LoadedSpec, registry: &Registry) -> Result<Plan, PlanError> {
-    let mut b = PlanBuilder::new(registry);
-    for point in &spec.points {
-        b.label = point.label.clone();
+fn builder<'p>(
+    plan: &'p mut Plan,
+    registry: &'p Registry,
+    spec: &LoadedSpec,
+    point: Option<usize>,
+    stage: &dyn Stage,
+) -> PlanBuilder<'p> {
+    let sweep = point
+        .map(|p| spec.points[p].point.clone())
+        .unwrap_or_default();
+    let round = plan.round;
+    PlanBuilder {
+        plan,
+        registry,
+        point,
+        sweep,
+        stage: stage.name().to_string(),
+        round,
+    }
+}
+
+/// Plans every sweep point with every stage, then as many rounds as the finished `results`
+/// allow, then (when no stage waits) the final cross-point nodes.
+pub fn build_plan(
+    spec: &LoadedSpec,
+    registry: &Registry,
+    results: &dyn Results,
+) -> Result<Plan, PlanError> {
+    let mut plan = Plan {
+        exports: vec![BTreeMap::new(); spec.points.len()],
+        ..Plan::default()
+    };
+    for p in 0..spec.points.len() {
         for stage in &registry.stages {
-            b.stage = stage.name().to_string();
-            stage.plan(point, &mut b)?;
+            stage.plan(
+                &spec.points[p],
+                &mut builder(&mut plan, registry, spec, Some(p), &**stage),
+            )?;
         }
     }
-    b.label = String::new();
-    for stage in &registry.stages {
-        b.stage = stage.name().to_string();
-        stage.plan_final(spec, &mut b)?;
-    }
-    let plan = b.finish()?;
-    debug_assert!(petgraph::algo::toposort(&plan.graph, None).is_ok());
+    settle_ids(&mut plan)?;
+    while !extend_plan(&mut plan, spec, registry, results)?.is_empty() {}
     Ok(plan)
+}
+
+/// One step of the live plan: asks every stage for the nodes it can plan from `results` (a
+/// round), or, when none waits any more, plans the final nodes. Returns the new nodes' indices
+/// (none: nothing more can be planned until more results exist, or planning is complete).
+pub fn extend_plan(
+    plan: &mut Plan,
+    spec: &LoadedSpec,
+    registry: &Registry,
+    results: &dyn Results,
+) -> Result<Vec<usize>, PlanError> {
+    if plan.complete() {
+        return Ok(Vec::new());
+    }
+    let before = plan.nodes.len();
+    plan.round += 1;
+    let mut waiting = Vec::new();
+    for p in 0..spec.points.len() {
+        for stage in &registry.stages {
+            let mut b = builder(plan, registry, spec, Some(p), &**stage);
+            if let Round::Waiting(what) = stage.plan_round(&spec.points[p], &mut b, results)? {
+                let point = &spec.points[p].label;
+                waiting.push(if point.is_empty() {
+                    format!("{}: {what}", stage.name())
+                } else {
+                    format!("{} {{{point}}}: {what}", stage.name())
+                });
+            }
+        }
+    }
+    plan.waiting = waiting;
+    if plan.nodes.len() == before {
+        plan.round -= 1;
+        if plan.waiting.is_empty() && !plan.finalised {
+            for stage in &registry.stages {
+                stage.plan_final(spec, &mut builder(plan, registry, spec, None, &**stage))?;
+            }
+            plan.finalised = true;
+        }
+    }
+    refresh_input_refs(plan, before);
+    Ok((before..plan.nodes.len()).collect())
 }
 
 #[cfg(test)]
@@ -411,7 +695,7 @@ mod tests {
 
     fn plan(text: &str) -> Plan {
         let spec = crate::spec::load_str("t.toml", "t", text, &[], &[]).unwrap();
-        build_plan(&spec, &crate::registry::default_registry()).unwrap()
+        build_plan(&spec, &crate::registry::default_registry(), &NoResults).unwrap()
     }
 
     fn ids(p: &Plan) -> Vec<&str> {

@@ -57,7 +57,7 @@ pub fn statuses(plan: &Plan, store: &Store, index: &Index) -> Vec<NodeStatus> {
 }
 
 fn status(n: &PlannedNode, store: &Store, index: &Index) -> NodeStatus {
-    match store.verify(&n.key) {
+    match store.check(&n.key) {
         EntryState::Valid(_) => return NodeStatus::Cached,
         EntryState::Corrupt(why) => return NodeStatus::ToRun(Reason::Corrupt(why)),
         EntryState::Missing => {}

@@ -48,6 +48,11 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 pub struct OutputFile {
     pub blake3: String,
     pub bytes: u64,
+    /// Modification time (ns since the epoch) when the file was hashed at commit. With the size it
+    /// lets [`Store::check`] trust an entry without re-hashing it; absent in entries written before
+    /// it was recorded, which are then hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<i128>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,13 +109,54 @@ pub fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Modification time of a file's metadata in ns since the epoch (None where the filesystem has none).
+fn mtime_ns(meta: &std::fs::Metadata) -> Option<i128> {
+    let t = meta.modified().ok()?;
+    Some(match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    })
+}
+
 pub fn hash_file(path: &Path) -> std::io::Result<OutputFile> {
+    let mut f = File::open(path)?;
+    let meta = f.metadata()?;
     let mut h = blake3::Hasher::new();
-    let bytes = std::io::copy(&mut File::open(path)?, &mut h)?;
+    let bytes = std::io::copy(&mut f, &mut h)?;
     Ok(OutputFile {
         blake3: h.finalize().to_hex().to_string(),
         bytes,
+        mtime_ns: mtime_ns(&meta),
     })
+}
+
+/// Why an output name recorded in a manifest cannot be trusted (it must stay inside `out/`).
+fn unsafe_output_name(rel: &str) -> Option<&'static str> {
+    let p = Path::new(rel);
+    if rel.is_empty() {
+        Some("is empty")
+    } else if p.is_absolute() || rel.starts_with('/') || rel.starts_with('\\') {
+        Some("is absolute")
+    } else if p
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        Some("leaves the entry's out/ folder")
+    } else {
+        None
+    }
+}
+
+/// How thoroughly [`Store::entry_state`] looks at an entry's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Manifest, file count, and each output's size and modification time as recorded at commit
+    /// (outputs of entries without recorded times are hashed): what `plan`/`run`/`status` use, so
+    /// that they never re-read the store's bytes.
+    Stat,
+    /// Every output re-hashed with blake3: `status --verify`, `gc`, and a node's inputs before it
+    /// runs.
+    Hash,
 }
 
 impl Store {
@@ -161,8 +207,17 @@ impl Store {
         Ok(dir)
     }
 
-    /// Checks an entry against its manifest's hashes.
+    /// An entry's state from its manifest and the outputs' sizes and modification times (no hashing).
+    pub fn check(&self, key: &str) -> EntryState {
+        self.entry_state(key, Depth::Stat)
+    }
+
+    /// An entry's state with every output re-hashed against its manifest.
     pub fn verify(&self, key: &str) -> EntryState {
+        self.entry_state(key, Depth::Hash)
+    }
+
+    pub fn entry_state(&self, key: &str, depth: Depth) -> EntryState {
         let mpath = self.entry_dir(key).join("manifest.json");
         let text = match std::fs::read(&mpath) {
             Ok(t) => t,
@@ -179,16 +234,47 @@ impl Store {
             Ok(m) => m,
             Err(e) => return EntryState::Corrupt(format!("manifest.json does not parse: {e}")),
         };
+        if manifest.key != key {
+            return EntryState::Corrupt(format!(
+                "manifest.json belongs to key {}",
+                &manifest.key[..manifest.key.len().min(12)]
+            ));
+        }
         let out = self.out_dir(key);
         for (rel, expected) in &manifest.outputs {
-            match hash_file(&out.join(rel)) {
-                Ok(actual) if actual == *expected => {}
-                Ok(_) => {
-                    return EntryState::Corrupt(format!(
-                        "output `{rel}` does not match its manifest hash"
-                    ));
+            if let Some(why) = unsafe_output_name(rel) {
+                return EntryState::Corrupt(format!("output name `{rel}` {why}"));
+            }
+            let path = out.join(rel);
+            let fast = depth == Depth::Stat && expected.mtime_ns.is_some();
+            let state = if fast {
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.len() == expected.bytes && mtime_ns(&m) == expected.mtime_ns => {
+                        Ok(())
+                    }
+                    Ok(m) if m.len() != expected.bytes => Err(format!(
+                        "output `{rel}` has {} bytes, its manifest says {}",
+                        m.len(),
+                        expected.bytes
+                    )),
+                    Ok(_) => Err(format!(
+                        "output `{rel}` was modified after it was committed"
+                    )),
+                    Err(e) => Err(format!("output `{rel}` unreadable: {e}")),
                 }
-                Err(e) => return EntryState::Corrupt(format!("output `{rel}` unreadable: {e}")),
+            } else {
+                match hash_file(&path) {
+                    Ok(actual)
+                        if actual.blake3 == expected.blake3 && actual.bytes == expected.bytes =>
+                    {
+                        Ok(())
+                    }
+                    Ok(_) => Err(format!("output `{rel}` does not match its manifest hash")),
+                    Err(e) => Err(format!("output `{rel}` unreadable: {e}")),
+                }
+            };
+            if let Err(why) = state {
+                return EntryState::Corrupt(why);
             }
         }
         let files = walkdir::WalkDir::new(&out)
@@ -203,6 +289,17 @@ impl Store {
             ));
         }
         EntryState::Valid(Box::new(manifest))
+    }
+
+    /// Moves a corrupt entry out of the way (`store/.corrupt-<key>-<pid>`, removed by `gc`) so that
+    /// the next plan sees it missing and recomputes it.
+    pub fn quarantine(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let entry = self.entry_dir(key);
+        let to = self
+            .store_dir()
+            .join(format!(".corrupt-{key}-{}", std::process::id()));
+        std::fs::rename(&entry, &to).map_err(io("cannot move aside", &entry))?;
+        Ok(to)
     }
 
     /// Hashes the outputs in `tmp/out`, writes the manifest and renames `tmp` to the entry

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::clap_model::model::{Clap, ClapSource, cosine, fingerprint};
 
-use super::stats::{self, Estimate};
+use super::stats::{self, Estimate, MetricEntry};
 
 /// (the `clap` param of evaluation nodes, their hints) for the spec's `clap_model`.
 pub fn plan_param(clap_model: &str) -> (Option<Value>, Value) {
@@ -80,8 +80,8 @@ pub fn metric(
     clips: &[Clip<'_>],
     boot: usize,
     seed: u64,
-) -> (Value, Vec<f64>) {
-    let unavailable = |r: String| (json!({ "unavailable": r }), Vec::new());
+) -> (MetricEntry, Vec<f64>) {
+    let unavailable = |r: String| (MetricEntry::unavailable(r), Vec::new());
     let Some(param) = param else {
         return unavailable("the evaluation node was planned without a CLAP model".into());
     };
@@ -95,9 +95,9 @@ pub fn metric(
     match cosines(&dir, fp, clips, seed) {
         Ok((values, model)) => {
             let e: Estimate = stats::bootstrap_mean(&values, boot, seed);
-            let mut v = e.to_json();
-            if let Some(o) = v.as_object_mut() {
-                o.insert("model".into(), json!(model));
+            let mut v = e.entry();
+            if let MetricEntry::Estimate { model: m, .. } = &mut v {
+                *m = Some(model);
             }
             (v, values)
         }
@@ -127,14 +127,12 @@ mod tests {
             prompt: "piano",
         }];
         let (v, per) = metric(Some(&param), None, &clips, 10, 0);
-        assert_eq!(v["unavailable"].as_str(), Some(reason));
+        assert_eq!(v, MetricEntry::unavailable(reason));
         assert!(per.is_empty());
         let (v, _) = metric(None, None, &clips, 10, 0);
         assert!(
-            v["unavailable"]
-                .as_str()
-                .unwrap()
-                .contains("without a CLAP model")
+            matches!(&v, MetricEntry::Unavailable { unavailable } if unavailable.contains("without a CLAP model")),
+            "{v:?}"
         );
     }
 
@@ -155,8 +153,8 @@ mod tests {
         let param = json!({ "fingerprint": "0".repeat(64) });
         let (v, _) = metric(Some(&param), Some(dir), &clips, 10, 0);
         assert!(
-            v["unavailable"].as_str().unwrap().contains("changed since"),
-            "{v}"
+            matches!(&v, MetricEntry::Unavailable { unavailable } if unavailable.contains("changed since")),
+            "{v:?}"
         );
     }
 }

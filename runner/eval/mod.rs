@@ -1,8 +1,7 @@
 //! Evaluation of steered generations (DESIGN.md §6): distribution distances with bootstrap CIs
-//! (`stats`), model-independent DSP judges (`judges`), CLAP text alignment (`clap`), and the
-//! `evaluation` node kind (`stage`).
+//! (`stats`), model-independent DSP judges (`judges`) and CLAP text alignment (`clap`); the
+//! `evaluation` node kind that uses them is `crate::stages::evaluation`.
 
 pub mod clap;
 pub mod judges;
-pub mod stage;
 pub mod stats;

@@ -206,20 +206,43 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    pub fn to_json(&self) -> serde_json::Value {
-        let f = |v: f64| {
-            if v.is_finite() {
-                serde_json::json!(v)
-            } else {
-                serde_json::Value::Null
-            }
-        };
-        serde_json::json!({
-            "value": f(self.value),
-            "ci_low": f(self.ci_low),
-            "ci_high": f(self.ci_high),
-            "n": self.n,
-        })
+    /// As a metric entry of `metrics.json` (non-finite numbers become null).
+    pub fn entry(&self) -> MetricEntry {
+        let f = |v: f64| v.is_finite().then_some(v);
+        MetricEntry::Estimate {
+            value: f(self.value),
+            ci_low: f(self.ci_low),
+            ci_high: f(self.ci_high),
+            n: self.n,
+            model: None,
+        }
+    }
+}
+
+/// One metric of a sweep point as `metrics.json` records it: an estimate with its bootstrap CI,
+/// or the reason it could not be computed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum MetricEntry {
+    Unavailable {
+        unavailable: String,
+    },
+    Estimate {
+        value: Option<f64>,
+        ci_low: Option<f64>,
+        ci_high: Option<f64>,
+        n: usize,
+        /// The model that scored it (CLAP).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+    },
+}
+
+impl MetricEntry {
+    pub fn unavailable(reason: impl Into<String>) -> MetricEntry {
+        MetricEntry::Unavailable {
+            unavailable: reason.into(),
+        }
     }
 }
 

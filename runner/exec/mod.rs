@@ -57,6 +57,49 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// Keys whose outputs this process has re-hashed and found intact (each input is hashed once per
+/// process, however many nodes read it).
+fn verified() -> &'static std::sync::Mutex<HashSet<(std::path::PathBuf, String)>> {
+    static V: std::sync::OnceLock<std::sync::Mutex<HashSet<(std::path::PathBuf, String)>>> =
+        std::sync::OnceLock::new();
+    V.get_or_init(Default::default)
+}
+
+/// Re-hashes every input a node is about to read. A corrupt input is moved aside (so that the next
+/// run recomputes it) and fails the node with the reason; it is never read.
+fn verify_inputs(inputs: &[NodeInput], store: &Store) -> Result<(), Vec<String>> {
+    for i in inputs {
+        let id = (store.root.clone(), i.key.clone());
+        if verified().lock().is_ok_and(|v| v.contains(&id)) {
+            continue;
+        }
+        match store.verify(&i.key) {
+            EntryState::Valid(_) => {
+                if let Ok(mut v) = verified().lock() {
+                    v.insert(id);
+                }
+            }
+            EntryState::Missing => {
+                return Err(vec![format!(
+                    "input `{}` ({}) is not in the store",
+                    i.name, i.id
+                )]);
+            }
+            EntryState::Corrupt(why) => {
+                let moved = match store.quarantine(&i.key) {
+                    Ok(to) => format!("moved aside to {}", to.display()),
+                    Err(e) => format!("could not move it aside: {e}"),
+                };
+                return Err(vec![format!(
+                    "input `{}` ({}) is corrupt in the store ({why}); {moved}; `rfmx run` again recomputes it",
+                    i.name, i.id
+                )]);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs one node (lock, re-check, compute into a temp dir, commit or record the failure).
 pub fn execute_node(
     node: &PlannedNode,
@@ -91,7 +134,7 @@ pub fn execute_node(
         Ok(l) => l,
         Err(e) => return fail(error_chain(&e)),
     };
-    match store.verify(&node.key) {
+    match store.check(&node.key) {
         EntryState::Valid(_) => return Outcome::CachedByOther,
         EntryState::Corrupt(_) | EntryState::Missing => {}
     }
@@ -105,8 +148,11 @@ pub fn execute_node(
         .iter()
         .map(|i| NodeInput {
             name: i.name.clone(),
+            role: i.role.clone(),
             id: i.id.clone(),
             key: i.key.clone(),
+            kind: i.kind.clone(),
+            label: i.label.clone(),
             dir: store.out_dir(&i.key),
         })
         .collect();
@@ -115,6 +161,9 @@ pub fn execute_node(
             "input `{}` ({}) is not in the store",
             missing.name, missing.id
         )]);
+    }
+    if let Err(chain) = verify_inputs(&inputs, store) {
+        return fail(chain);
     }
     let tmp = match store.temp_dir(&node.key) {
         Ok(t) => t,

@@ -221,7 +221,7 @@ fn outcome_of(
     rec: &JobRecord,
     slurm_state: &str,
 ) -> Result<f64, (PathBuf, String)> {
-    if let EntryState::Valid(m) = store.verify(&node.key) {
+    if let EntryState::Valid(m) = store.check(&node.key) {
         return Ok(m.seconds);
     }
     let path = store.failure_path(&node.key);
@@ -489,6 +489,7 @@ mod tests {
             id: "toy_sum".into(),
             key: "ab".repeat(32),
             kind: "toy_sum".into(),
+            label: Default::default(),
             version: 1,
             params: serde_json::json!({}),
             hints: serde_json::Value::Null,

@@ -1,10 +1,21 @@
-//! Reads node outputs (CONTRACT.md formats only) into a [`ReportData`]. Every file is optional: a
-//! missing or unreadable file becomes a note in the report, never an error.
+//! Reads node outputs, through the kinds' own output types (`crate::stages::contract`), into a
+//! [`ReportData`]. Every file is optional: a missing or unreadable file becomes a note in the
+//! report, never an error.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+
+use crate::dag::Label;
+use crate::eval::stats::MetricEntry;
+use crate::stages::activations::ActivationsIndex;
+use crate::stages::contract::Output;
+use crate::stages::directions::DirectionScores as DirectionsOut;
+use crate::stages::evaluation::Metrics;
+use crate::stages::generation::{GenerationMeta, Trace as TraceOut};
+use crate::stages::probe::ProbeScores as ProbeOut;
+use crate::stages::toy::{ToyTotal, ToyValue};
 
 /// The state of one node whose results the report shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +34,8 @@ pub struct NodeEntry {
     pub id: String,
     pub kind: String,
     pub key: String,
+    /// What the node is about (target, schedule, gate, η, sweep assignment, ...).
+    pub label: Label,
     pub state: NodeState,
     /// Compute time from the node's manifest.
     pub seconds: Option<f64>,
@@ -103,7 +116,11 @@ pub struct ClassScore {
 
 #[derive(Debug, Clone)]
 pub struct ProbeScores {
+    /// The node's own output (for the rules shared with the terminal summary).
+    pub scores: ProbeOut,
     pub node_id: String,
+    /// The pooling of the activations it was fitted on (from its label).
+    pub pooling: String,
     pub concept: String,
     pub layer: i64,
     pub kind: String,
@@ -164,14 +181,6 @@ pub fn label(v: &Value) -> String {
     }
 }
 
-/// The sweep label the engine appends to ids that differ across points (`id{key=value,...}`).
-fn sweep_label(id: &str) -> Option<&str> {
-    id.strip_suffix('}')
-        .and_then(|s| s.rsplit_once('{'))
-        .map(|(_, l)| l)
-        .filter(|l| !l.is_empty())
-}
-
 /// A number in its shortest form: `0` for 0.0, `0.45` for 0.45.
 pub fn number(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 {
@@ -181,82 +190,50 @@ pub fn number(x: f64) -> String {
     }
 }
 
-fn read_json(path: &Path, problems: &mut Vec<String>) -> Option<Value> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            problems.push(format!("cannot read {}: {e}", path.display()));
-            return None;
-        }
-    };
-    match serde_json::from_slice(&bytes) {
+/// A node's output file through its contract type; a file that exists but cannot be read or does
+/// not match its format is noted in `problems`.
+fn read<T: Output>(dir: &Path, problems: &mut Vec<String>) -> Option<T> {
+    let path = dir.join(T::FILE);
+    if !path.exists() {
+        return None;
+    }
+    match T::read(dir) {
         Ok(v) => Some(v),
         Err(e) => {
-            problems.push(format!("{} does not parse: {e}", path.display()));
+            problems.push(e.to_string());
             None
         }
     }
 }
 
-fn f(v: &Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(Value::as_f64).filter(|x| x.is_finite())
-}
-
-fn point_key(p: &Value) -> PointKey {
-    PointKey {
-        target: p.get("target").map(label).unwrap_or_default(),
-        schedule: p.get("schedule").map(label).unwrap_or_default(),
-        cropping: p
-            .get("layers")
-            .or_else(|| p.get("cropping"))
-            .map(label)
-            .unwrap_or_default(),
-        gate: p.get("gate").map(label).unwrap_or_default(),
-    }
-}
-
-/// Parses `kind[<target>|<schedule>|g<gate>|eta<eta>...]` (the steer node ids) for nodes without
-/// outputs, so that a missing sweep point still gets its row.
-fn point_from_id(id: &str) -> (PointKey, Option<f64>) {
-    let inner = id
-        .split_once('[')
-        .and_then(|(_, r)| r.rsplit_once(']'))
-        .map_or("", |(i, _)| i);
-    let parts: Vec<&str> = inner.split('|').collect();
-    let mut key = PointKey {
-        cropping: sweep_label(id).unwrap_or_default().to_string(),
-        ..PointKey::default()
+/// The sweep point a node belongs to, from its label (for nodes without outputs, so that a missing
+/// sweep point still gets its row).
+fn point_from_label(l: &Label) -> (PointKey, Option<f64>) {
+    let key = PointKey {
+        target: l.target.clone().unwrap_or_default(),
+        schedule: l.schedule.clone().unwrap_or_default(),
+        cropping: l.sweep_text(),
+        gate: l.gate.map(number).unwrap_or_default(),
     };
-    let mut eta = None;
-    if let Some(t) = parts.first() {
-        key.target = (*t).to_string();
-    }
-    if let Some(s) = parts.get(1) {
-        key.schedule = (*s).to_string();
-    }
-    for p in parts.iter().skip(2) {
-        if let Some(g) = p.strip_prefix('g') {
-            key.gate = g.parse().map_or_else(|_| g.to_string(), number);
-        } else if let Some(e) = p.strip_prefix("eta") {
-            eta = e.parse().ok();
-        }
-    }
-    (key, eta)
+    (key, l.eta)
 }
 
-fn metric(v: &Value) -> MetricValue {
-    if let Some(r) = v.get("unavailable") {
-        return MetricValue::Unavailable(label(r));
-    }
-    match f(v, "value") {
-        Some(value) => MetricValue::Value {
-            value,
-            ci_low: f(v, "ci_low"),
-            ci_high: f(v, "ci_high"),
-            n: v.get("n").and_then(Value::as_u64),
+fn metric(v: &MetricEntry) -> MetricValue {
+    match v {
+        MetricEntry::Unavailable { unavailable } => MetricValue::Unavailable(unavailable.clone()),
+        MetricEntry::Estimate {
+            value: Some(value),
+            ci_low,
+            ci_high,
+            n,
+            ..
+        } if value.is_finite() => MetricValue::Value {
+            value: *value,
+            ci_low: ci_low.filter(|x| x.is_finite()),
+            ci_high: ci_high.filter(|x| x.is_finite()),
+            n: Some(*n as u64),
         },
-        None => MetricValue::Unavailable("no numeric value".into()),
+        MetricEntry::Estimate { .. } => MetricValue::Unavailable("no numeric value".into()),
     }
 }
 
@@ -280,36 +257,37 @@ pub fn collect(nodes: &[NodeEntry]) -> ReportData {
             "directions" => directions(n, &mut d),
             "activations" => {
                 if let Some(dir) = n.dir()
-                    && let Some(v) = read_json(&dir.join("index.json"), &mut d.problems)
+                    && let Some(v) = read::<ActivationsIndex>(dir, &mut d.problems)
                 {
-                    push_unique(
-                        &mut d.model_descriptions,
-                        v.get("model").map(label).unwrap_or_default(),
-                    );
+                    push_unique(&mut d.model_descriptions, v.model);
                 }
             }
             "dataset" => {
                 // The data store's manifest says which renderer ran; the params say what was asked.
                 let ran = n
                     .dir()
-                    .and_then(|dir| read_json(&dir.join("manifest.json"), &mut d.problems))
-                    .and_then(|m| m.get("renderer").cloned());
+                    .and_then(|dir| read::<crate::data::Manifest>(dir, &mut d.problems))
+                    .map(|m| m.renderer);
                 let r = match ran {
                     Some(r) => renderer(&r),
                     None => soundfont_param(n.params.get("soundfont").unwrap_or(&Value::Null)),
                 };
                 push_unique(&mut d.renderers, r);
             }
-            "toy_square" | "toy_sum" => {
-                if let Some(dir) = n.dir() {
-                    let file = if n.kind == "toy_sum" {
-                        "sum.json"
-                    } else {
-                        "value.json"
-                    };
-                    if let Some(v) = read_json(&dir.join(file), &mut d.problems) {
-                        d.toy.push((n.id.clone(), v.to_string()));
-                    }
+            "toy_square" => {
+                if let Some(dir) = n.dir()
+                    && let Some(v) = read::<ToyValue>(dir, &mut d.problems)
+                {
+                    d.toy
+                        .push((n.id.clone(), serde_json::to_string(&v).unwrap_or_default()));
+                }
+            }
+            "toy_sum" => {
+                if let Some(dir) = n.dir()
+                    && let Some(v) = read::<ToyTotal>(dir, &mut d.problems)
+                {
+                    d.toy
+                        .push((n.id.clone(), serde_json::to_string(&v).unwrap_or_default()));
                 }
             }
             _ => {}
@@ -318,19 +296,15 @@ pub fn collect(nodes: &[NodeEntry]) -> ReportData {
     d
 }
 
-/// `RendererInfo` of the data store manifest: `{kind: soundfont, path, blake3}` | `{kind: builtin, version}`.
-fn renderer(r: &Value) -> String {
-    match r.get("kind").and_then(Value::as_str) {
-        Some("soundfont") => format!(
-            "SoundFont {} (blake3 {})",
-            r.get("path").map(label).unwrap_or_default(),
-            r.get("blake3").map(label).unwrap_or_default()
-        ),
-        Some("builtin") => format!(
-            "built-in synthesiser (version {}), no SoundFont",
-            r.get("version").map(label).unwrap_or_default()
-        ),
-        _ => label(r),
+/// How a dataset was rendered.
+fn renderer(r: &crate::data::RendererInfo) -> String {
+    match r {
+        crate::data::RendererInfo::Soundfont { path, blake3 } => {
+            format!("SoundFont {path} (blake3 {blake3})")
+        }
+        crate::data::RendererInfo::Builtin { version } => {
+            format!("built-in synthesiser (version {version}), no SoundFont")
+        }
     }
 }
 
@@ -361,28 +335,41 @@ fn evaluation(n: &NodeEntry, d: &mut ReportData) {
     };
     let from_file = n
         .dir()
-        .and_then(|dir| read_json(&dir.join("metrics.json"), &mut d.problems));
+        .and_then(|dir| read::<Metrics>(dir, &mut d.problems));
     let (key, eta, metrics, status) = match from_file {
-        Some(v) => {
-            let p = v.get("point").cloned().unwrap_or(Value::Null);
-            let metrics: BTreeMap<String, MetricValue> = v
-                .get("metrics")
-                .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), metric(v))).collect())
-                .unwrap_or_default();
+        Some(m) => {
+            let metrics: BTreeMap<String, MetricValue> = m
+                .metrics
+                .iter()
+                .map(|(k, v)| (k.clone(), metric(v)))
+                .collect();
             // The CLAP model that scored text alignment is named beside the generating model.
-            if let Some(m) = v.pointer("/metrics/clap/model") {
-                push_unique(&mut d.model_descriptions, format!("clap: {}", label(m)));
+            if let Some(MetricEntry::Estimate {
+                model: Some(model), ..
+            }) = m.metrics.get("clap")
+            {
+                push_unique(&mut d.model_descriptions, format!("clap: {model}"));
             }
-            let mut key = point_key(&p);
+            let p = &m.point;
+            let mut key = PointKey {
+                target: p.target.clone(),
+                schedule: p.schedule.clone(),
+                cropping: p.layers.as_ref().map(layers_label).unwrap_or_default(),
+                gate: number(p.gate),
+            };
             if key.cropping.is_empty() {
                 // Points that differ only in a swept knob the point does not name.
-                key.cropping = sweep_label(&n.id).unwrap_or_default().to_string();
+                key.cropping = n.label.sweep_text();
             }
-            (key, f(&p, "eta"), Some(metrics), status)
+            (
+                key,
+                Some(p.eta).filter(|e| e.is_finite()),
+                Some(metrics),
+                status,
+            )
         }
         None => {
-            let (k, e) = point_from_id(&n.id);
+            let (k, e) = point_from_label(&n.label);
             let status = if status == "done" {
                 "no metrics.json"
             } else {
@@ -400,46 +387,53 @@ fn evaluation(n: &NodeEntry, d: &mut ReportData) {
     });
 }
 
+/// A layer strategy as a short label: `top_k(k=2)`, `exponential(kappa=0.95, w0=1)`.
+fn layers_label(l: &crate::spec::schema::LayerStrategy) -> String {
+    serde_json::to_value(l)
+        .map(|v| label(&v))
+        .unwrap_or_default()
+}
+
 fn generation(n: &NodeEntry, d: &mut ReportData) {
     let Some(dir) = n.dir() else {
         return;
     };
-    let meta = read_json(&dir.join("meta.json"), &mut d.problems).unwrap_or(Value::Null);
-    let (id_key, id_eta) = point_from_id(&n.id);
-    let mut point = if meta.is_null() {
-        id_key
-    } else {
-        point_key(&meta)
+    let meta = read::<GenerationMeta>(dir, &mut d.problems);
+    let (label_key, label_eta) = point_from_label(&n.label);
+    let mut point = match &meta {
+        Some(m) => PointKey {
+            target: m.target.clone(),
+            schedule: m.schedule.clone(),
+            cropping: m.layers.as_ref().map(layers_label).unwrap_or_default(),
+            gate: number(m.gate),
+        },
+        None => label_key,
     };
     if point.cropping.is_empty() {
         point.cropping = n
             .params
             .get("layers")
             .map(label)
-            .or_else(|| sweep_label(&n.id).map(str::to_string))
+            .filter(|t| !t.is_empty())
+            .or_else(|| Some(n.label.sweep_text()).filter(|t| !t.is_empty()))
             .unwrap_or_default();
     }
-    let trace = read_json(&dir.join("trace.json"), &mut d.problems).and_then(|t| {
-        let phi: Vec<f64> = t
-            .get("phi")?
-            .as_array()?
-            .iter()
-            .filter_map(Value::as_f64)
-            .collect();
-        let psi: Vec<f64> = t
-            .get("psi")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_else(|| vec![1.0; phi.len()]);
-        Some(Trace {
-            phi_psi: phi.iter().zip(&psi).map(|(a, b)| a * b).collect(),
-        })
+    let trace = read::<TraceOut>(dir, &mut d.problems).map(|t| {
+        let psi = t.psi.open_fraction();
+        Trace {
+            phi_psi: t
+                .phi
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p * psi.get(i).copied().unwrap_or(1.0))
+                .collect(),
+        }
     });
-    let model = meta.get("model").map(label).unwrap_or_default();
+    let model = meta.as_ref().map(|m| m.model.clone()).unwrap_or_default();
     push_unique(
         &mut d.model_descriptions,
-        meta.get("model_description")
-            .map(label)
+        meta.as_ref()
+            .map(|m| m.model_description.clone())
             .unwrap_or_else(|| model.clone()),
     );
     let audio = dir.join("audio.wav");
@@ -448,9 +442,12 @@ fn generation(n: &NodeEntry, d: &mut ReportData) {
         node_id: n.id.clone(),
         audio: audio.is_file().then_some(audio),
         point,
-        eta: f(&meta, "eta").or(id_eta).unwrap_or(0.0),
-        prompt: meta.get("prompt").map(label).unwrap_or_default(),
-        seed: meta.get("seed").map(label).unwrap_or_default(),
+        eta: meta.as_ref().map(|m| m.eta).or(label_eta).unwrap_or(0.0),
+        prompt: meta.as_ref().map(|m| m.prompt.clone()).unwrap_or_default(),
+        seed: meta
+            .as_ref()
+            .map(|m| m.seed.to_string())
+            .unwrap_or_default(),
         model,
         trace,
     });
@@ -460,51 +457,37 @@ fn probe(n: &NodeEntry, d: &mut ReportData) {
     let Some(dir) = n.dir() else {
         return;
     };
-    let Some(v) = read_json(&dir.join("scores.json"), &mut d.problems) else {
+    let Some(v) = read::<ProbeOut>(dir, &mut d.problems) else {
         return;
     };
-    let classes = v
-        .get("classes")
-        .and_then(Value::as_object)
-        .map(|o| {
-            o.iter()
-                .map(|(c, s)| ClassScore {
-                    class: c.clone(),
-                    val_auc: f(s, "val_auc"),
-                    test_auc: f(s, "test_auc"),
-                    test_acc: f(s, "test_acc"),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mc = v.get("multiclass").cloned().unwrap_or(Value::Null);
-    let confusion = mc
-        .get("confusion")
-        .and_then(Value::as_array)
-        .map(|rows| {
-            rows.iter()
-                .map(|r| {
-                    r.as_array()
-                        .map(|r| r.iter().map(|x| x.as_f64().unwrap_or(0.0)).collect())
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     d.probes.push(ProbeScores {
         node_id: n.id.clone(),
-        concept: v.get("concept").map(label).unwrap_or_default(),
-        layer: v.get("layer").and_then(Value::as_i64).unwrap_or(-1),
-        kind: v.get("kind").map(label).unwrap_or_default(),
-        classes,
-        mc_val_acc: f(&mc, "val_acc"),
-        mc_test_acc: f(&mc, "test_acc"),
-        confusion,
-        mc_classes: mc
-            .get("classes")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(label).collect())
+        pooling: n.label.pooling.clone().unwrap_or_default(),
+        concept: v.concept.clone(),
+        layer: v.layer as i64,
+        kind: serde_json::to_value(v.kind)
+            .map(|k| label(&k))
             .unwrap_or_default(),
+        classes: v
+            .classes
+            .iter()
+            .map(|(c, s)| ClassScore {
+                class: c.clone(),
+                val_auc: s.val_auc,
+                test_auc: s.test_auc,
+                test_acc: s.test_acc,
+            })
+            .collect(),
+        mc_val_acc: v.multiclass.val_acc,
+        mc_test_acc: v.multiclass.test_acc,
+        confusion: v
+            .multiclass
+            .confusion
+            .iter()
+            .map(|r| r.iter().map(|&x| x as f64).collect())
+            .collect(),
+        mc_classes: v.multiclass.classes.clone(),
+        scores: v,
     });
 }
 
@@ -512,22 +495,18 @@ fn directions(n: &NodeEntry, d: &mut ReportData) {
     let Some(dir) = n.dir() else {
         return;
     };
-    let Some(v) = read_json(&dir.join("scores.json"), &mut d.problems) else {
+    let Some(v) = read::<DirectionsOut>(dir, &mut d.problems) else {
         return;
     };
     d.directions.push(DirectionScores {
-        concept: v.get("concept").map(label).unwrap_or_default(),
-        class: v.get("class").map(label).unwrap_or_default(),
+        concept: v.concept,
+        class: v.class,
         layers: v
-            .get("layers")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|l| Some((l.get("layer")?.as_i64()?, f(l, "val_auc")?)))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        judge_layer: v.get("judge_layer").and_then(Value::as_i64),
+            .layers
+            .iter()
+            .filter_map(|l| Some((l.layer as i64, l.val_auc?)))
+            .collect(),
+        judge_layer: Some(v.judge_layer as i64),
     });
 }
 
@@ -536,25 +515,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn point_ids_parse_for_missing_nodes() {
-        let (k, eta) = point_from_id("evaluation[notes:C|linear_down|g0.50|eta0.45]{steer.x=1}");
+    fn missing_points_are_placed_by_their_labels() {
+        let l = Label {
+            target: Some("notes:C".into()),
+            schedule: Some("linear_down".into()),
+            gate: Some(0.5),
+            eta: Some(0.45),
+            sweep: vec![("steer.x".into(), serde_json::json!(1))],
+            ..Label::default()
+        };
+        let (k, eta) = point_from_label(&l);
         assert_eq!(k.target, "notes:C");
         assert_eq!(k.schedule, "linear_down");
         assert_eq!(k.gate, "0.5");
-        assert_eq!(point_from_id("evaluation[t|c|g0.0|eta0]").0.gate, "0");
-        assert_eq!(label(&serde_json::json!(0.0)), "0");
+        assert_eq!(k.cropping, "steer.x=1");
         assert_eq!(eta, Some(0.45));
+        assert_eq!(label(&serde_json::json!(0.0)), "0");
         assert_eq!(
             label(&serde_json::json!({"strategy": "top_k", "k": 2})),
             "top_k(k=2)"
         );
         assert_eq!(label(&serde_json::json!({"a": 1, "b": "x"})), "a=1, b=x");
-        assert_eq!(
-            sweep_label("evaluation[a|b]{steer.layers=x}"),
-            Some("steer.layers=x")
-        );
-        assert_eq!(sweep_label("evaluation[a|b]"), None);
-        let (k, eta) = point_from_id("nonsense");
+        let (k, eta) = point_from_label(&Label::default());
         assert_eq!(k, PointKey::default());
         assert_eq!(eta, None);
     }
@@ -567,6 +549,10 @@ mod tests {
             id: "evaluation[t|constant|g0|eta0.3]".into(),
             kind: "evaluation".into(),
             key: "k".into(),
+            label: Label {
+                eta: Some(0.3),
+                ..Label::default()
+            },
             state: NodeState::Done(dir.path().into()),
             seconds: None,
             fingerprint: None,

@@ -1,78 +1,510 @@
-//! Loads a result set written outside the store (fixtures/report/, made by
-//! fixtures/report/make_fixture.py) as a [`ReportInput`]: `results.json` lists the nodes
-//! ({id, kind, key, state: done|missing|failed, dir, seconds, error, fingerprint, params}) and the
-//! spec-derived fields; node outputs live in the listed dirs, in the CONTRACT.md formats.
+//! The report's test result set, written by the node kinds' own output types (so that a change
+//! of a producer's format changes what the report is tested on): one target under two schedules
+//! × four η values with their generations (0.1 s tones) and a shared baseline, four probe layers
+//! of one concept, its directions node, one missing and one failed evaluation, and a prompt that
+//! needs escaping. Used by the snapshot and browser tests; `build` writes it into a fresh dir.
 
 use std::path::Path;
 
-use serde::Deserialize;
+use indexmap::IndexMap;
 
 use super::ReportError;
 use super::collect::{NodeEntry, NodeState};
 use super::render::{Provenance, ReportInput};
+use crate::dag::Label;
+use crate::data::{DatasetConfig, Manifest, RendererInfo};
+use crate::eval::stats::MetricEntry;
+use crate::probe::{ProbeKind, RfmHyper};
+use crate::spec::schema::{EtaMode, GateMode, LayerStrategy, Pooling, Schedule};
+use crate::stages::activations::ActivationsIndex;
+use crate::stages::contract::{ContractError, Output};
+use crate::stages::directions::{DirectionLayer, DirectionScores, Judge};
+use crate::stages::evaluation::{EvalPoint, Metrics, Sample};
+use crate::stages::generation::{GenerationMeta, Trace, TraceTerm};
+use crate::stages::probe::{ClassScores, Hyper, MulticlassScores, ProbeScores};
+use crate::steer::gate::Psi;
 
-#[derive(Deserialize)]
-struct Results {
-    experiment: String,
-    spec: String,
-    model: Option<super::ModelParams>,
-    layers: Option<serde_json::Value>,
-    #[serde(default)]
-    metrics: Vec<String>,
-    nodes: Vec<FixtureNode>,
+const SR: u32 = 32_000;
+const CLASSES: [&str; 3] = ["C", "D", "E"];
+const LAYERS: [usize; 4] = [0, 1, 2, 3];
+const QUALITY: [f64; 4] = [0.55, 0.7, 0.93, 0.81];
+const ETAS: [f64; 4] = [0.15, 0.3, 0.45, 0.6];
+const TARGET: &str = "notes:C";
+pub const PROMPT: &str = r#"calm piano <script>alert("x")</script> & "strings""#;
+const MODEL: &str = "tiny";
+const MODEL_DESCRIPTION: &str =
+    "tiny: embedded seeded model, RANDOM WEIGHTS (seed 0x5eed) — not a trained model";
+const FINGERPRINT: &str = "b3:fixture-tiny-0000";
+
+fn strategy() -> LayerStrategy {
+    LayerStrategy::TopK { k: 2 }
 }
 
-#[derive(Deserialize)]
-struct FixtureNode {
-    id: String,
-    kind: String,
-    key: String,
-    state: String,
-    dir: Option<String>,
-    seconds: Option<f64>,
-    error: Option<String>,
-    fingerprint: Option<String>,
-    #[serde(default)]
-    params: serde_json::Value,
-    cached: Option<bool>,
+fn r4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
 }
 
-/// Reads `dir/results.json`; provenance is fixed (`rfmx_version`, `git_commit` given) so that the
-/// rendering is reproducible.
-pub fn load(dir: &Path, provenance: Provenance) -> Result<ReportInput, ReportError> {
-    let path = dir.join("results.json");
-    let bytes = std::fs::read(&path).map_err(|source| ReportError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let r: Results = serde_json::from_slice(&bytes)
-        .map_err(|e| ReportError::Params(format!("{}: {e}", path.display())))?;
-    let nodes = r
-        .nodes
-        .into_iter()
-        .map(|n| NodeEntry {
-            state: match (n.state.as_str(), &n.dir) {
-                ("done", Some(d)) => NodeState::Done(dir.join(d)),
-                ("failed", _) => NodeState::Failed(n.error.clone().unwrap_or_default()),
-                _ => NodeState::Missing,
-            },
-            id: n.id,
-            kind: n.kind,
-            key: n.key,
-            seconds: n.seconds.filter(|_| n.state == "done"),
-            fingerprint: n.fingerprint,
-            params: n.params,
-            cached: n.cached,
+struct Builder<'a> {
+    root: &'a Path,
+    nodes: Vec<NodeEntry>,
+}
+
+impl Builder<'_> {
+    /// Adds a node; returns its output dir when it is done.
+    fn node(
+        &mut self,
+        id: &str,
+        kind: &str,
+        key: &str,
+        label: Label,
+        state: &str,
+        seconds: f64,
+    ) -> Result<std::path::PathBuf, ContractError> {
+        let dir = self.root.join("nodes").join(key);
+        let state = match state {
+            "done" => {
+                std::fs::create_dir_all(&dir).map_err(|e| ContractError {
+                    path: dir.clone(),
+                    reason: e.to_string(),
+                })?;
+                NodeState::Done(dir.clone())
+            }
+            "missing" => NodeState::Missing,
+            error => NodeState::Failed(error.to_string()),
+        };
+        let done = matches!(state, NodeState::Done(_));
+        self.nodes.push(NodeEntry {
+            id: id.into(),
+            kind: kind.into(),
+            key: key.into(),
+            label,
+            state,
+            seconds: done.then_some(seconds),
+            fingerprint: matches!(kind, "activations" | "generation").then(|| FINGERPRINT.into()),
+            params: serde_json::Value::Null,
+            cached: None,
             started: None,
+        });
+        Ok(dir)
+    }
+}
+
+fn tone(freq: f64) -> Vec<f32> {
+    let n = (SR as f64 * 0.1) as usize;
+    (0..n)
+        .map(|i| {
+            let ramp = ((n - i) as f64 / 400.0).min(1.0);
+            (0.2 * (2.0 * std::f64::consts::PI * freq * i as f64 / SR as f64).sin() * ramp) as f32
         })
-        .collect();
+        .collect()
+}
+
+fn meta(schedule: &str, eta: f64, steered: bool) -> GenerationMeta {
+    GenerationMeta {
+        target: if steered {
+            TARGET.into()
+        } else {
+            "none".into()
+        },
+        schedule: schedule.into(),
+        schedule_spec: None,
+        schedule_constants: None,
+        layers: steered.then(strategy),
+        gate: 1.0,
+        gate_mode: GateMode::PerStep,
+        eta,
+        eta_mode: EtaMode::Absolute,
+        prompt: PROMPT.into(),
+        seed: 0,
+        seconds: 0.1,
+        steps: 10,
+        cfg: 3.0,
+        top_k: 250,
+        temperature: 1.0,
+        pooling: Pooling::Mean,
+        model: MODEL.into(),
+        model_description: MODEL_DESCRIPTION.into(),
+        sample_rate: SR,
+        samples: tone(220.0).len(),
+    }
+}
+
+fn estimate(value: f64, below: f64, above: f64) -> MetricEntry {
+    MetricEntry::Estimate {
+        value: Some(r4(value)),
+        ci_low: Some(r4(value - below)),
+        ci_high: Some(r4(value + above)),
+        n: 8,
+        model: None,
+    }
+}
+
+/// (value, below, above) of probe accuracy and FD.
+fn metrics(schedule: &str, eta: f64, accuracy: (f64, f64, f64), fd: (f64, f64, f64)) -> Metrics {
+    let mut m = IndexMap::new();
+    m.insert(
+        "probe_accuracy".to_string(),
+        estimate(accuracy.0, accuracy.1, accuracy.2),
+    );
+    m.insert("fd".to_string(), estimate(fd.0, fd.1, fd.2));
+    m.insert(
+        "clap".to_string(),
+        MetricEntry::unavailable("CLAP weights not found (<none> in HF cache)"),
+    );
+    Metrics {
+        point: EvalPoint {
+            target: TARGET.into(),
+            schedule: schedule.into(),
+            schedule_spec: None,
+            layers: (eta != 0.0).then(strategy),
+            gate: 1.0,
+            gate_mode: GateMode::PerStep,
+            eta,
+            eta_mode: EtaMode::Absolute,
+            n_generations: 1,
+            n_baselines: 1,
+        },
+        metrics: m,
+        embedding: "fixture embedding".into(),
+        samples: vec![Sample {
+            prompt: PROMPT.into(),
+            seed: 0,
+            values: IndexMap::new(),
+        }],
+    }
+}
+
+fn point_label(schedule: &str, eta: f64) -> Label {
+    Label {
+        target: Some(TARGET.into()),
+        schedule: Some(schedule.into()),
+        gate: Some(1.0),
+        eta: Some(eta),
+        ..Label::default()
+    }
+}
+
+fn write_all(b: &mut Builder<'_>) -> Result<(), ContractError> {
+    let concept = Label {
+        concept: Some("notes".into()),
+        ..Label::default()
+    };
+    let renderer = RendererInfo::Soundfont {
+        path: "/usr/share/sounds/sf2/TimGM6mb.sf2".into(),
+        blake3: "ab12cd34".into(),
+    };
+    let d = b.node(
+        "dataset[notes]",
+        "dataset",
+        "k-dataset",
+        concept.clone(),
+        "done",
+        1.5,
+    )?;
+    Manifest {
+        config: DatasetConfig::new("notes"),
+        concept: crate::data::Concept::Notes,
+        renderer: renderer.clone(),
+        native_rate: 44_100,
+        model_rate: SR,
+        resampler: crate::data::store::RESAMPLER.into(),
+        enumerated: 12,
+        rendered: 12,
+        silent_dropped: 0,
+        kept: 12,
+        per_class: CLASSES.iter().map(|c| (c.to_string(), 4)).collect(),
+    }
+    .write(&d)?;
+    let pooled = Label {
+        pooling: Some("mean".into()),
+        ..concept.clone()
+    };
+    let d = b.node(
+        "activations[notes,mean]",
+        "activations",
+        "k-activations",
+        pooled.clone(),
+        "done",
+        3.25,
+    )?;
+    ActivationsIndex {
+        concept: "notes".into(),
+        n: 12,
+        hidden: 16,
+        layers: LAYERS.to_vec(),
+        pooling: "mean".into(),
+        classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+        labels: (0..12).map(|i| CLASSES[i % 3].to_string()).collect(),
+        programs: vec![0; 12],
+        model: MODEL_DESCRIPTION.into(),
+        model_fingerprint: FINGERPRINT.into(),
+        renderer,
+    }
+    .write(&d)?;
+    let hyper = Hyper::Rfm {
+        rfm: RfmHyper {
+            reg: 1e-3,
+            bandwidth: 10.0,
+            q: 1.0,
+            centre: false,
+            iterations: 5,
+        },
+        best_iter: Some(2),
+    };
+    for (&layer, &q) in LAYERS.iter().zip(&QUALITY) {
+        let d = b.node(
+            &format!("probe[notes,L{layer},rfm]"),
+            "probe",
+            &format!("k-probe-{layer}"),
+            Label {
+                layer: Some(layer),
+                probe: Some("rfm".into()),
+                ..pooled.clone()
+            },
+            "done",
+            0.5 + layer as f64 / 10.0,
+        )?;
+        let classes = CLASSES
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let i = i as f64;
+                let s = ClassScores {
+                    val_auc: Some(r4(q - 0.02 * i)),
+                    test_auc: Some(r4(q - 0.03 * i)),
+                    val_acc: Some(r4(q - 0.04 * i)),
+                    test_acc: Some(r4(q - 0.05 * i)),
+                    n: 8,
+                    hyper: hyper.clone(),
+                    dir: format!("class/{c}"),
+                    k: 1,
+                    direction_correlations: vec![0.5],
+                };
+                (c.to_string(), s)
+            })
+            .collect();
+        let right = (4.0 * q).round() as usize;
+        let confusion = (0..3)
+            .map(|i| {
+                (0..3)
+                    .map(|j| {
+                        if i == j {
+                            right
+                        } else {
+                            (4 - right) / 2 + usize::from(j == (i + 1) % 3 && (4 - right) % 2 == 1)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        ProbeScores {
+            concept: "notes".into(),
+            layer,
+            kind: ProbeKind::Rfm,
+            split_seed: 7,
+            hidden: 16,
+            classes,
+            multiclass: MulticlassScores {
+                val_acc: Some(r4(q - 0.04)),
+                test_acc: Some(r4(q - 0.06)),
+                val_auc: Some(r4(q - 0.01)),
+                test_auc: Some(r4(q - 0.02)),
+                confusion,
+                classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+                hyper: hyper.clone(),
+                dir: "multiclass".into(),
+            },
+            regression: None,
+        }
+        .write(&d)?;
+    }
+    let d = b.node(
+        "directions[notes:C]",
+        "directions",
+        "k-directions",
+        Label {
+            class: Some("C".into()),
+            probe: Some("rfm".into()),
+            ..concept.clone()
+        },
+        "done",
+        0.1,
+    )?;
+    DirectionScores {
+        concept: "notes".into(),
+        class: "C".into(),
+        kind: "rfm".into(),
+        layers: LAYERS
+            .iter()
+            .zip(&QUALITY)
+            .map(|(&layer, &q)| DirectionLayer {
+                layer,
+                val_auc: Some(q),
+                test_auc: Some(r4(q - 0.01)),
+                k: 1,
+            })
+            .collect(),
+        judge_layer: 2,
+        judge: Judge {
+            layer: 2,
+            val_acc: Some(0.89),
+            test_acc: Some(0.87),
+            probe: "probe[notes,L2,rfm]".into(),
+        },
+    }
+    .write(&d)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: crate::audio::AudioError| ContractError {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
+    };
+    let base_label = Label {
+        eta: Some(0.0),
+        prompt: Some(0),
+        seed: Some(0),
+        ..Label::default()
+    };
+    let d = b.node(
+        "generation[baseline|none|g1|eta0|0|s0]",
+        "generation",
+        "k-gen-base",
+        base_label,
+        "done",
+        2.0,
+    )?;
+    let wav = d.join("audio.wav");
+    crate::audio::wav::write_f32(&wav, &tone(220.0), 1, SR).map_err(io(&wav))?;
+    meta("none", 0.0, false).write(&d)?;
+    let d = b.node(
+        &format!("evaluation[{TARGET}|none|g1|eta0]"),
+        "evaluation",
+        "k-eval-base",
+        point_label("none", 0.0),
+        "done",
+        0.2,
+    )?;
+    metrics("none", 0.0, (0.12, 0.07, 0.08), (0.09, 0.02, 0.02)).write(&d)?;
+    for (si, schedule) in ["constant", "linear_down"].iter().enumerate() {
+        for (ei, &eta) in ETAS.iter().enumerate() {
+            let point = format!("{TARGET}|{schedule}|g1|eta{eta}");
+            let key = format!("k-eval-{schedule}-{ei}");
+            let label = point_label(schedule, eta);
+            if si == 1 && ei == 3 {
+                b.node(
+                    &format!("evaluation[{point}]"),
+                    "evaluation",
+                    &key,
+                    label,
+                    "missing",
+                    0.0,
+                )?;
+                continue;
+            }
+            if si == 1 && ei == 2 {
+                let error = "judge probe missing: <probe[notes,L2,rfm]> not found";
+                b.node(
+                    &format!("evaluation[{point}]"),
+                    "evaluation",
+                    &key,
+                    label,
+                    error,
+                    0.0,
+                )?;
+                continue;
+            }
+            let g = b.node(
+                &format!("generation[{point}|0|s0]"),
+                "generation",
+                &format!("k-gen-{schedule}-{ei}"),
+                Label {
+                    prompt: Some(0),
+                    seed: Some(0),
+                    ..label.clone()
+                },
+                "done",
+                2.0 + ei as f64 / 4.0,
+            )?;
+            let wav = g.join("audio.wav");
+            crate::audio::wav::write_f32(&wav, &tone(261.63 * (1.0 + 0.01 * ei as f64)), 1, SR)
+                .map_err(io(&wav))?;
+            let mut m = meta(schedule, eta, true);
+            m.schedule_spec = Some(if si == 0 {
+                Schedule::Constant
+            } else {
+                Schedule::LinearDown
+            });
+            m.write(&g)?;
+            let steps = 10;
+            let phi: Vec<f64> = (0..steps)
+                .map(|t| {
+                    let x = t as f64 / (steps - 1) as f64;
+                    r4(if si == 0 { 1.0 } else { 1.0 - x })
+                })
+                .collect();
+            let eta_lt: Vec<Vec<f64>> = phi
+                .iter()
+                .map(|p| {
+                    LAYERS
+                        .iter()
+                        .map(|&l| if l == 2 { r4(eta * p) } else { 0.0 })
+                        .collect()
+                })
+                .collect();
+            Trace {
+                steps,
+                layers: LAYERS.len(),
+                eta_lt: eta_lt.clone(),
+                phi: phi.clone(),
+                psi: Psi::PerStep(vec![1; steps]),
+                terms: vec![TraceTerm {
+                    target: TARGET.into(),
+                    eta,
+                    weights: vec![0.0, 0.0, 1.0, 0.0],
+                    eta_lt,
+                    phi,
+                    psi: Psi::PerStep(vec![1; steps]),
+                }],
+            }
+            .write(&g)?;
+            let acc = 0.2 + 0.9 * eta - 0.1 * si as f64;
+            let e = b.node(
+                &format!("evaluation[{point}]"),
+                "evaluation",
+                &key,
+                label,
+                "done",
+                0.3,
+            )?;
+            let fd = 0.1 + 0.12 * eta;
+            metrics(schedule, eta, (acc, 0.08, 0.07), (fd, 0.02, 0.03)).write(&e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the result set into `dir` and returns it as a report input; provenance is given so that
+/// the rendering is reproducible.
+pub fn build(dir: &Path, provenance: Provenance) -> Result<ReportInput, ReportError> {
+    let mut b = Builder {
+        root: dir,
+        nodes: Vec::new(),
+    };
+    write_all(&mut b).map_err(|e| ReportError::Params(e.to_string()))?;
     let params = super::ReportParams {
-        experiment: r.experiment,
-        spec: r.spec,
-        model: r.model,
-        layers: r.layers,
-        metrics: r.metrics,
+        experiment: "fixture<&>".into(),
+        spec: format!(
+            "[experiment]\nname = \"fixture<&>\"\n\n[model]\nname = \"tiny\"\n\n[steer]\nprompts = [{}]\neta = {ETAS:?}\n",
+            serde_json::to_string(PROMPT).unwrap_or_default()
+        ),
+        model: Some(super::ModelParams {
+            name: "tiny".into(),
+            path: None,
+        }),
+        layers: serde_json::to_value(strategy()).ok(),
+        metrics: vec!["probe_accuracy".into(), "fd".into(), "clap".into()],
         png: false,
     };
-    Ok(params.input(nodes, provenance))
+    Ok(params.input(b.nodes, provenance))
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dag::store::{EntryState, Store};
 use crate::dag::{
-    InputRef, NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
+    InputRef, Label, NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
 };
 use crate::spec::LoadedSpec;
 use crate::spec::schema::LayerStrategy;
@@ -159,8 +159,11 @@ pub fn report_inputs(plan: &Plan) -> Vec<InputRef> {
         for (i, n) in plan.nodes.iter().filter(|n| n.kind == kind).enumerate() {
             out.push(InputRef {
                 name: format!("{kind}:{i}"),
+                role: Some(kind.to_string()),
                 id: n.id.clone(),
                 key: n.key.clone(),
+                kind: n.kind.clone(),
+                label: n.label.clone(),
             });
         }
     }
@@ -185,7 +188,7 @@ impl Stage for ReportStage {
         let mut real = false;
         for kind in INPUT_KINDS {
             for (i, (r, _)) in plan.nodes_of_kind(kind).into_iter().enumerate() {
-                inputs.push((format!("{kind}:{i}"), r));
+                inputs.push((kind, i, r));
                 real |= !kind.starts_with("toy_");
             }
         }
@@ -197,8 +200,8 @@ impl Stage for ReportStage {
             message: e.to_string(),
         })?;
         let mut node = NodeSpec::new("report", "report", params);
-        for (name, r) in inputs {
-            node = node.input(name, r);
+        for (kind, i, r) in inputs {
+            node = node.input_in(kind, i, r);
         }
         plan.add(node)?;
         Ok(())
@@ -209,7 +212,7 @@ impl Stage for ReportStage {
         let node = plan.nodes.iter().find(|n| n.kind == "report")?;
         let params: ReportParams = serde_json::from_value(node.params.clone()).ok()?;
         let dest = self.reports_root.join(&params.experiment);
-        let result = match store.verify(&node.key) {
+        let result = match store.check(&node.key) {
             EntryState::Valid(_) => publish(&store.out_dir(&node.key), &dest).map(|()| None),
             _ => render_from_store(plan, &params, &node.inputs, store, &dest).map(Some),
         };
@@ -241,10 +244,7 @@ impl NodeKind for ReportNode {
         let nodes: Vec<NodeEntry> = ctx
             .inputs
             .iter()
-            .map(|i| {
-                let kind = i.name.split(':').next().unwrap_or_default().to_string();
-                entry_from_dir(&i.id, &kind, &i.key, &i.dir)
-            })
+            .map(|i| entry_from_dir(&i.id, &i.kind, &i.key, &i.label, &i.dir))
             .collect();
         // The store root is three levels above an input's out dir (store/<key>/out).
         let root = ctx.inputs.first().and_then(|i| i.dir.ancestors().nth(3));
@@ -267,7 +267,7 @@ impl NodeKind for ReportNode {
 }
 
 /// A finished node's entry: its manifest (beside `out/`) gives timings, params and fingerprint.
-fn entry_from_dir(id: &str, kind: &str, key: &str, dir: &Path) -> NodeEntry {
+fn entry_from_dir(id: &str, kind: &str, key: &str, label: &Label, dir: &Path) -> NodeEntry {
     let manifest: Option<serde_json::Value> = dir
         .parent()
         .and_then(|p| std::fs::read(p.join("manifest.json")).ok())
@@ -277,6 +277,7 @@ fn entry_from_dir(id: &str, kind: &str, key: &str, dir: &Path) -> NodeEntry {
         id: id.to_string(),
         kind: kind.to_string(),
         key: key.to_string(),
+        label: label.clone(),
         state: NodeState::Done(dir.to_path_buf()),
         seconds: m.get("seconds").and_then(serde_json::Value::as_f64),
         fingerprint: m
@@ -382,9 +383,11 @@ pub fn entries_from_store(plan: &Plan, inputs: &[InputRef], store: &Store) -> Ve
     inputs
         .iter()
         .map(|i| {
-            let kind = i.name.split(':').next().unwrap_or_default();
-            match store.verify(&i.key) {
-                EntryState::Valid(_) => entry_from_dir(&i.id, kind, &i.key, &store.out_dir(&i.key)),
+            let kind = i.kind.as_str();
+            match store.check(&i.key) {
+                EntryState::Valid(_) => {
+                    entry_from_dir(&i.id, kind, &i.key, &i.label, &store.out_dir(&i.key))
+                }
                 other => {
                     let state = match (other, store.failure(&i.key)) {
                         (_, Some(f)) => NodeState::Failed(f.error_chain.join(": ")),
@@ -397,6 +400,7 @@ pub fn entries_from_store(plan: &Plan, inputs: &[InputRef], store: &Store) -> Ve
                         id: i.id.clone(),
                         kind: kind.to_string(),
                         key: i.key.clone(),
+                        label: i.label.clone(),
                         state,
                         seconds: None,
                         fingerprint: None,
@@ -501,7 +505,7 @@ pub fn report_command(spec_path: &Path, sets: &[String], png: bool, store: &Stor
         }
     };
     let registry = crate::registry::default_registry();
-    let plan = match crate::dag::build_plan(&spec, &registry) {
+    let plan = match crate::dag::build_plan(&spec, &registry, &crate::dag::StoreResults(store)) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("Error: cannot plan {}: {e}", spec_path.display());

@@ -656,37 +656,30 @@ fn probes(
                     layers.len()
                 ),
             )?);
-            // Table 1: the layer with the best judge validation accuracy.
-            let best = layers
-                .iter()
-                .copied()
-                .filter(|p| p.mc_val_acc.is_some())
-                .max_by(|a, b| {
-                    a.mc_val_acc
-                        .unwrap_or(0.0)
-                        .total_cmp(&b.mc_val_acc.unwrap_or(0.0))
-                        .then(b.layer.cmp(&a.layer))
-                });
-            if let Some(b) = best {
-                let auc = mean(b.classes.iter().filter_map(|c| c.test_auc));
-                accs.extend(b.mc_test_acc);
-                aucs.extend(auc);
+            // Table 1: the judge at its layer, by the rule the terminal summary uses too.
+            let scores: Vec<crate::stages::ProbeScores> =
+                layers.iter().map(|p| p.scores.clone()).collect();
+            let pooling = layers[0].pooling.clone();
+            let row = crate::stages::judge::table1_row(&pooling, &scores);
+            if let Some(r) = &row {
+                accs.extend(r.test_acc);
+                aucs.extend(r.mean_test_auc);
                 s.table1.push(Table1Row {
                     concept: concept.to_string(),
-                    kind: b.kind.clone(),
-                    best_layer: b.layer.to_string(),
-                    test_acc: opt(b.mc_test_acc),
-                    mean_test_auc: opt(auc),
-                    layers: layers.len().to_string(),
+                    kind: r.kind.clone(),
+                    best_layer: r.judge_layer.to_string(),
+                    test_acc: opt(r.test_acc),
+                    mean_test_auc: opt(r.mean_test_auc),
+                    layers: r.layers.to_string(),
                 });
             }
-            // The judge: the directions' judge layer, else the best validation layer.
+            // The judge: the directions' judge layer, else the rule's layer.
             let judge_layer = d
                 .directions
                 .iter()
                 .find(|x| x.concept == concept)
                 .and_then(|x| x.judge_layer)
-                .or(best.map(|b| b.layer));
+                .or(row.map(|r| r.judge_layer as i64));
             if let Some(j) = layers.iter().find(|p| Some(p.layer) == judge_layer)
                 && !j.confusion.is_empty()
             {

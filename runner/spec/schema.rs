@@ -524,7 +524,7 @@ pub struct EvaluateSpec {
     pub clap_model: String,
 }
 
-/// The built-in toy node kinds (see `crate::toy`).
+/// The built-in toy node kinds (see `crate::stages::toy`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToySpec {

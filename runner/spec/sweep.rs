@@ -27,12 +27,17 @@ pub fn expand(sweep: &BTreeMap<String, Vec<serde_json::Value>>) -> Vec<Point> {
 pub fn label(point: &Point) -> String {
     point
         .iter()
-        .map(|(k, _, v)| match v {
-            serde_json::Value::String(s) => format!("{k}={s}"),
-            other => format!("{k}={other}"),
-        })
+        .map(|(k, _, v)| format!("{k}={}", value_text(v)))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// A swept value as written in labels: strings bare, other values as compact JSON.
+pub fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

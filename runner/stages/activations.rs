@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{DType, Tensor};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use super::{StageError, save_tensors, write_json};
+use super::contract::Output;
+use super::{StageError, save_tensors};
 use crate::dag::{NodeCtx, NodeError, NodeKind};
 use crate::data::Dataset;
+use crate::data::RendererInfo;
 use crate::model::musicgen::{Pool, parse_device};
 use crate::model::{ModelSource, Pipeline};
 
@@ -36,6 +37,30 @@ struct Params {
     concept: String,
     pooling: String,
     layers: Vec<usize>,
+}
+
+/// `index.json` of an activations node: what the rows of `features.safetensors` are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivationsIndex {
+    pub concept: String,
+    pub n: usize,
+    pub hidden: usize,
+    pub layers: Vec<usize>,
+    pub pooling: String,
+    /// The classes present, in the concept's order.
+    pub classes: Vec<String>,
+    /// Each row's class.
+    pub labels: Vec<String>,
+    /// Each row's GM program.
+    pub programs: Vec<u8>,
+    /// The model that produced the features (a description naming random weights as such).
+    pub model: String,
+    pub model_fingerprint: String,
+    pub renderer: RendererInfo,
+}
+
+impl Output for ActivationsIndex {
+    const FILE: &'static str = "index.json";
 }
 
 pub struct ActivationsNode;
@@ -194,24 +219,20 @@ impl NodeKind for ActivationsNode {
             .into_iter()
             .filter(|c| present.contains(c.as_str()))
             .collect();
-        let labels: Vec<&str> = ds.clips.iter().map(|c| c.class.as_str()).collect();
-        let instruments: Vec<u8> = ds.clips.iter().map(|c| c.program).collect();
-        write_json(
-            &ctx.out_dir.join("index.json"),
-            &json!({
-                "concept": p.concept,
-                "n": n,
-                "hidden": hidden,
-                "layers": p.layers,
-                "pooling": p.pooling,
-                "classes": classes,
-                "labels": labels,
-                "programs": instruments,
-                "model": pipe.description,
-                "model_fingerprint": pipe.fingerprint,
-                "renderer": ds.manifest.renderer,
-            }),
-        )?;
+        ActivationsIndex {
+            concept: p.concept.clone(),
+            n,
+            hidden,
+            layers: p.layers.clone(),
+            pooling: p.pooling.clone(),
+            classes,
+            labels: ds.clips.iter().map(|c| c.class.clone()).collect(),
+            programs: ds.clips.iter().map(|c| c.program).collect(),
+            model: pipe.description.clone(),
+            model_fingerprint: pipe.fingerprint.clone(),
+            renderer: ds.manifest.renderer.clone(),
+        }
+        .write(ctx.out_dir)?;
         Ok(())
     }
 }

@@ -42,6 +42,11 @@ struct Params {
     seed: u64,
 }
 
+/// The dataset node's `manifest.json` is the data store's manifest (what was rendered, how).
+impl super::contract::Output for crate::data::store::Manifest {
+    const FILE: &'static str = "manifest.json";
+}
+
 pub struct DatasetNode;
 
 impl NodeKind for DatasetNode {

@@ -5,10 +5,13 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::{StageError, load_tensors, read_json, save_tensors, write_json};
+use super::contract::Output;
+use super::judge::judge_layer;
+use super::probe::ProbeScores;
+use super::{StageError, load_tensors, save_tensors};
 use crate::dag::{NodeCtx, NodeError, NodeKind};
 
 #[derive(Deserialize)]
@@ -18,6 +21,43 @@ struct Params {
     kind: String,
     layers: Vec<usize>,
     judge_layer: Value,
+}
+
+/// `scores.json` of a directions node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectionScores {
+    pub concept: String,
+    pub class: String,
+    pub kind: String,
+    /// Per probed layer, the class's one-vs-rest probe scores (layer cropping weighs by `val_auc`).
+    pub layers: Vec<DirectionLayer>,
+    /// The concept's judge layer (`crate::stages::judge::judge_layer`, or `[probe] judge_layer`).
+    pub judge_layer: usize,
+    pub judge: Judge,
+}
+
+impl Output for DirectionScores {
+    const FILE: &'static str = "scores.json";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectionLayer {
+    pub layer: usize,
+    pub val_auc: Option<f64>,
+    pub test_auc: Option<f64>,
+    /// Directions kept at this layer (rows of `layer.<l>`).
+    pub k: usize,
+}
+
+/// The multiclass judge's scores at the judge layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judge {
+    pub layer: usize,
+    pub val_acc: Option<f64>,
+    pub test_acc: Option<f64>,
+    /// The judge's probe node (its id, for people).
+    #[serde(default)]
+    pub probe: String,
 }
 
 pub struct DirectionsNode;
@@ -33,27 +73,25 @@ impl NodeKind for DirectionsNode {
         let p: Params = ctx.params_as()?;
         let mut tensors = HashMap::new();
         let mut layers = Vec::new();
-        // (layer, multiclass val acc, multiclass val auc, test acc)
-        let mut judges: Vec<(usize, f64, f64, f64)> = Vec::new();
+        let mut probes = Vec::new();
         for &l in &p.layers {
             let dir = ctx.input(&format!("L{l}"))?.to_path_buf();
-            let scores: Value = read_json(&dir.join("scores.json"))?;
-            if scores["layer"].as_u64() != Some(l as u64) {
+            let scores = ProbeScores::read(&dir)?;
+            if scores.layer != l {
                 return Err(StageError::Format {
-                    path: dir.join("scores.json"),
-                    reason: format!("expected layer {l}, found {}", scores["layer"]),
+                    path: dir.join(ProbeScores::FILE),
+                    reason: format!("expected layer {l}, found {}", scores.layer),
                 }
                 .into());
             }
-            let c = &scores["classes"][&p.class];
-            let Some(sub) = c["dir"].as_str() else {
+            let Some(c) = scores.classes.get(&p.class) else {
                 return Err(StageError::Input(format!(
-                    "the layer-{l} probe of {} has no class `{}` (its classes: {})",
-                    p.concept, p.class, scores["multiclass"]["classes"]
+                    "the layer-{l} probe of {} has no class `{}` (its classes: {:?})",
+                    p.concept, p.class, scores.multiclass.classes
                 ))
                 .into());
             };
-            let path = dir.join(sub).join("directions.safetensors");
+            let path = dir.join(&c.dir).join("directions.safetensors");
             let mut t = load_tensors(&path)?;
             let d = t.remove("directions").ok_or_else(|| StageError::Format {
                 path: path.clone(),
@@ -68,56 +106,40 @@ impl NodeKind for DirectionsNode {
                 .into());
             }
             tensors.insert(format!("layer.{l}"), d);
-            layers.push(json!({
-                "layer": l,
-                "val_auc": c["val_auc"],
-                "test_auc": c["test_auc"],
-                "k": c["k"],
-            }));
-            let m = &scores["multiclass"];
-            judges.push((
-                l,
-                m["val_acc"].as_f64().unwrap_or(f64::NEG_INFINITY),
-                m["val_auc"].as_f64().unwrap_or(f64::NEG_INFINITY),
-                m["test_acc"].as_f64().unwrap_or(f64::NAN),
-            ));
+            layers.push(DirectionLayer {
+                layer: l,
+                val_auc: c.val_auc,
+                test_auc: c.test_auc,
+                k: c.k,
+            });
+            probes.push(scores);
         }
         let judge = match p.judge_layer.as_u64() {
-            Some(l) => judges
-                .iter()
-                .find(|j| j.0 as u64 == l)
-                .copied()
-                .ok_or_else(|| {
-                    StageError::Input(format!("probe.judge_layer {l} was not probed"))
-                })?,
-            // Best validation accuracy; ties: better validation AUC, then the lower layer.
-            None => judges
-                .iter()
-                .copied()
-                .max_by(|a, b| {
-                    a.1.total_cmp(&b.1)
-                        .then(a.2.total_cmp(&b.2))
-                        .then(b.0.cmp(&a.0))
-                })
-                .ok_or_else(|| StageError::Input("no layers".into()))?,
+            Some(l) => probes.iter().find(|s| s.layer as u64 == l).ok_or_else(|| {
+                StageError::Input(format!("probe.judge_layer {l} was not probed"))
+            })?,
+            None => judge_layer(&probes).ok_or_else(|| StageError::Input("no layers".into()))?,
         };
         save_tensors(&ctx.out_dir.join("directions.safetensors"), &tensors)?;
-        write_json(
-            &ctx.out_dir.join("scores.json"),
-            &json!({
-                "concept": p.concept,
-                "class": p.class,
-                "kind": p.kind,
-                "layers": layers,
-                "judge_layer": judge.0,
-                "judge": {
-                    "layer": judge.0,
-                    "val_acc": judge.1,
-                    "test_acc": judge.3,
-                    "probe": format!("probe[{},L{},{}]", p.concept, judge.0, p.kind),
-                },
-            }),
-        )?;
+        DirectionScores {
+            concept: p.concept,
+            class: p.class,
+            kind: p.kind,
+            layers,
+            judge_layer: judge.layer,
+            judge: Judge {
+                layer: judge.layer,
+                val_acc: judge.multiclass.val_acc,
+                test_acc: judge.multiclass.test_acc,
+                probe: ctx
+                    .inputs
+                    .iter()
+                    .find(|i| i.name == format!("L{}", judge.layer))
+                    .map(|i| i.id.clone())
+                    .unwrap_or_default(),
+            },
+        }
+        .write(ctx.out_dir)?;
         Ok(())
     }
 }

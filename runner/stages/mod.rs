@@ -5,17 +5,22 @@
 //! plus the layer-selection weights steering would use.
 
 pub mod activations;
+pub mod contract;
 pub mod dataset;
 pub mod directions;
+pub mod evaluation;
+pub mod generation;
+pub mod judge;
 pub mod probe;
+pub mod toy;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
 use crate::dag::store::Store;
-use crate::dag::{NodeSpec, Plan, PlanBuilder, PlanError, Stage};
+use crate::dag::{Export, Label, NodeSpec, Plan, PlanBuilder, PlanError, Stage};
 use crate::model::musicgen::{MusicgenConfig, TinySpec};
 use crate::model::{ModelError, ModelSource, Pipeline};
 use crate::spec::ResolvedSpec;
@@ -24,7 +29,10 @@ use crate::spec::schema::{AllOr, JudgeLayer, LayerStrategy, Pooling, ProbeKind};
 pub use activations::ActivationsNode;
 pub use dataset::DatasetNode;
 pub use directions::DirectionsNode;
-pub use probe::ProbeNode;
+pub use probe::{ProbeNode, ProbeScores};
+
+use contract::Output;
+use judge::table1_row;
 
 /// Errors of the stage nodes; the engine records the chain in the failure record.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,8 @@ pub enum StageError {
     Format { path: PathBuf, reason: String },
     #[error("{0}")]
     Input(String),
+    #[error(transparent)]
+    Contract(#[from] contract::ContractError),
 }
 
 pub type Result<T> = std::result::Result<T, StageError>;
@@ -57,23 +67,6 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StageError +
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Writes pretty JSON atomically.
-pub(crate) fn write_json(path: &Path, v: &Value) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(v).map_err(|e| StageError::Format {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    crate::fsx::write_atomic(path, &bytes).map_err(io_err(path))
-}
-
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&bytes).map_err(|e| StageError::Format {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
 }
 
 /// Saves f32 tensors as safetensors through a temp sibling + rename.
@@ -144,6 +137,21 @@ pub fn model_layers(source: &ModelSource) -> std::result::Result<usize, ModelErr
 /// The probe pipeline's planner.
 pub struct ProbeStage;
 
+/// The typed handles the probe stage publishes for later stages of the same sweep point.
+/// A concept's `probe` node at a decoder layer (of the point's pooling and probe kind).
+pub struct ProbeOf;
+impl Export for ProbeOf {
+    /// (concept, layer)
+    type Key = (String, usize);
+}
+
+/// A class's `directions` node.
+pub struct DirectionsOf;
+impl Export for DirectionsOf {
+    /// (concept, class)
+    type Key = (String, String);
+}
+
 fn stage_err(message: impl Into<String>) -> PlanError {
     PlanError::Stage {
         stage: "probe".into(),
@@ -210,6 +218,10 @@ impl Stage for ProbeStage {
                 AllOr::All => Value::Null,
                 AllOr::Some(v) => json!(v),
             };
+            let concept_label = Label {
+                concept: Some(c.to_string()),
+                ..Label::default()
+            };
             let ds = plan.add(
                 NodeSpec::new(
                     format!("dataset[{c}]"),
@@ -222,6 +234,7 @@ impl Stage for ProbeStage {
                         "seed": seed,
                     }),
                 )
+                .label(concept_label.clone())
                 .hints(json!({ "soundfont_path": sf_hint })),
             )?;
             let act = plan.add(
@@ -236,6 +249,10 @@ impl Stage for ProbeStage {
                     }),
                 )
                 .input("dataset", ds)
+                .label(Label {
+                    pooling: Some(pooling.to_string()),
+                    ..concept_label.clone()
+                })
                 .hints(json!({
                     "model": model.name,
                     "model_path": model.path,
@@ -261,8 +278,15 @@ impl Stage for ProbeStage {
                             "seed": seed,
                         }),
                     )
-                    .input("activations", act),
+                    .input("activations", act)
+                    .label(Label {
+                        layer: Some(l),
+                        pooling: Some(pooling.to_string()),
+                        probe: Some(kind.to_string()),
+                        ..concept_label.clone()
+                    }),
                 )?;
+                plan.export::<ProbeOf>(&(c.to_string(), l), r)?;
                 probes.push((l, r));
             }
             let data_concept = crate::data::Concept::parse(c)
@@ -283,11 +307,17 @@ impl Stage for ProbeStage {
                         "judge_layer": judge,
                     }),
                 )
+                .label(Label {
+                    class: Some(class.to_string()),
+                    probe: Some(kind.to_string()),
+                    ..concept_label.clone()
+                })
                 .hints(json!({ "steer_layers": steer_layers }));
                 for &(l, r) in &probes {
                     node = node.input(format!("L{l}"), r);
                 }
-                plan.add(node)?;
+                let r = plan.add(node)?;
+                plan.export::<DirectionsOf>(&(c.to_string(), class.to_string()), r)?;
             }
         }
         Ok(())
@@ -298,115 +328,71 @@ impl Stage for ProbeStage {
     }
 }
 
-/// Per (concept, pooling, kind): per-layer mean one-vs-rest AUC and multiclass accuracy.
-#[derive(Debug, Default, Clone)]
-pub struct LayerRow {
-    pub layer: usize,
-    pub val_auc: f64,
-    pub test_auc: f64,
-    pub val_acc: f64,
-    pub test_acc: f64,
-}
-
-fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v.iter().sum::<f64>() / v.len() as f64
+fn fmt3(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.3}"),
+        _ => "-".into(),
     }
 }
 
-/// Reads a finished probe node's `scores.json` into a [`LayerRow`].
-pub fn layer_row(scores: &Value) -> Option<LayerRow> {
-    let classes = scores["classes"].as_object()?;
-    let get = |k: &str| -> Vec<f64> { classes.values().filter_map(|c| c[k].as_f64()).collect() };
-    Some(LayerRow {
-        layer: scores["layer"].as_u64()? as usize,
-        val_auc: mean(&get("val_auc")),
-        test_auc: mean(&get("test_auc")),
-        val_acc: scores["multiclass"]["val_acc"].as_f64().unwrap_or(f64::NAN),
-        test_acc: scores["multiclass"]["test_acc"]
-            .as_f64()
-            .unwrap_or(f64::NAN),
-    })
-}
+/// (concept, pooling, probe kind) and the scores of its layers.
+pub type ProbeGroup = ((String, String, String), Vec<ProbeScores>);
 
-fn fmt3(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.3}")
-    } else {
-        "-".into()
+/// The finished probe nodes' scores grouped by (concept, pooling, kind), layers ascending, in the
+/// order the plan first names each group.
+pub fn probe_groups(plan: &Plan, store: &Store) -> Vec<ProbeGroup> {
+    let mut groups: Vec<ProbeGroup> = Vec::new();
+    for n in plan.nodes.iter().filter(|n| n.kind == "probe") {
+        let Ok(scores) = ProbeScores::read(&store.out_dir(&n.key)) else {
+            continue;
+        };
+        let key = (
+            scores.concept.clone(),
+            n.label.pooling.clone().unwrap_or_else(|| "?".into()),
+            n.label.probe.clone().unwrap_or_else(|| "?".into()),
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(scores),
+            None => groups.push((key, vec![scores])),
+        }
     }
+    for (_, v) in &mut groups {
+        v.sort_by_key(|s| s.layer);
+    }
+    groups
 }
 
 fn summary(plan: &Plan, store: &Store) -> Option<String> {
-    // (concept, pooling, kind) -> rows by layer
-    let mut groups: BTreeMap<(String, String, String), Vec<LayerRow>> = BTreeMap::new();
-    let mut strategy: Option<LayerStrategy> = None;
-    for (i, n) in plan.nodes.iter().enumerate() {
-        if n.kind == "directions" && strategy.is_none() {
-            strategy = serde_json::from_value(n.hints["steer_layers"].clone()).ok();
-        }
-        if n.kind != "probe" {
-            continue;
-        }
-        let Ok(Some(scores)) = store.read_json::<Value>(&store.out_dir(&n.key).join("scores.json"))
-        else {
-            continue;
-        };
-        let Some(row) = layer_row(&scores) else {
-            continue;
-        };
-        let pooling = plan
-            .inputs_of(i)
-            .first()
-            .and_then(|&a| plan.nodes[a].params["pooling"].as_str().map(String::from))
-            .unwrap_or_else(|| "?".into());
-        let key = (
-            n.params["concept"].as_str().unwrap_or("?").to_string(),
-            pooling,
-            n.params["kind"].as_str().unwrap_or("?").to_string(),
-        );
-        groups.entry(key).or_default().push(row);
-    }
+    let groups = probe_groups(plan, store);
     if groups.is_empty() {
         return None;
     }
+    let strategy: Option<LayerStrategy> = plan
+        .nodes
+        .iter()
+        .find(|n| n.kind == "directions")
+        .and_then(|n| serde_json::from_value(n.hints["steer_layers"].clone()).ok());
     let mut out = String::from(
-        "probe summary (Table 1 style): AUC = mean one-vs-rest AUC over classes at the best layer \
-         (by validation AUC); acc = the multiclass judge at its best layer (by validation accuracy)\n",
+        "probe summary (Table 1 style): the multiclass judge at its layer (best validation accuracy; \
+         ties: validation AUC, then the lower layer); AUC = mean one-vs-rest test AUC at that layer\n",
     );
     out.push_str(&format!(
-        "  {:<16}{:<9}{:<8}{:>7}{:>9}{:>10}{:>9}{:>9}{:>10}\n",
-        "concept",
-        "pooling",
-        "kind",
-        "best L",
-        "val AUC",
-        "test AUC",
-        "judge L",
-        "val acc",
-        "test acc"
+        "  {:<16}{:<9}{:<8}{:>8}{:>9}{:>10}{:>10}\n",
+        "concept", "pooling", "kind", "judge L", "val acc", "test acc", "test AUC"
     ));
-    for ((concept, pooling, kind), rows) in &mut groups {
-        rows.sort_by_key(|r| r.layer);
-        let best = rows
-            .iter()
-            .max_by(|a, b| a.val_auc.total_cmp(&b.val_auc).then(b.layer.cmp(&a.layer)))?;
-        let judge = rows
-            .iter()
-            .max_by(|a, b| a.val_acc.total_cmp(&b.val_acc).then(b.layer.cmp(&a.layer)))?;
+    for ((_, pooling, _), layers) in &groups {
+        let Some(r) = table1_row(pooling, layers) else {
+            continue;
+        };
         out.push_str(&format!(
-            "  {:<16}{:<9}{:<8}{:>7}{:>9}{:>10}{:>9}{:>9}{:>10}\n",
-            concept,
-            pooling,
-            kind,
-            best.layer,
-            fmt3(best.val_auc),
-            fmt3(best.test_auc),
-            judge.layer,
-            fmt3(judge.val_acc),
-            fmt3(judge.test_acc)
+            "  {:<16}{:<9}{:<8}{:>8}{:>9}{:>10}{:>10}\n",
+            r.concept,
+            r.pooling,
+            r.kind,
+            r.judge_layer,
+            fmt3(r.val_acc),
+            fmt3(r.test_acc),
+            fmt3(r.mean_test_auc)
         ));
     }
     out.push_str(&layer_selection(&groups, strategy.as_ref()));
@@ -417,10 +403,7 @@ fn summary(plan: &Plan, store: &Store) -> Option<String> {
 /// (`crate::steer::layers::layer_weights`, the same function steering uses). K and (w0, κ) come
 /// from `[steer] layers` where it names that strategy, else K = ⌈L/3⌉ and the authors' w0 = 1,
 /// κ = 0.95.
-fn layer_selection(
-    groups: &BTreeMap<(String, String, String), Vec<LayerRow>>,
-    strategy: Option<&LayerStrategy>,
-) -> String {
+fn layer_selection(groups: &[ProbeGroup], strategy: Option<&LayerStrategy>) -> String {
     use crate::steer::layers::layer_weights;
     let mut out = String::from(
         "\nlayer selection: per-layer validation AUC -> steering weights w_l \
@@ -428,7 +411,10 @@ fn layer_selection(
     );
     let mut header_done = false;
     for ((concept, pooling, kind), rows) in groups {
-        let scores: Vec<f64> = rows.iter().map(|r| r.val_auc).collect();
+        let scores: Vec<f64> = rows
+            .iter()
+            .map(|r| r.mean_class_auc(false).unwrap_or(f64::NAN))
+            .collect();
         let n = rows.len();
         let k = match strategy {
             Some(LayerStrategy::TopK { k }) => (*k).min(n),
@@ -456,7 +442,7 @@ fn layer_selection(
         let exp = layer_weights(&LayerStrategy::Exponential { w0, kappa }, &scores);
         for (i, r) in rows.iter().enumerate() {
             let w = |ws: &std::result::Result<Vec<f64>, _>| match ws {
-                Ok(w) => fmt3(w[i]),
+                Ok(w) => fmt3(Some(w[i])),
                 Err(_) => "-".to_string(),
             };
             out.push_str(&format!(
@@ -465,8 +451,8 @@ fn layer_selection(
                 if i == 0 { pooling.as_str() } else { "" },
                 if i == 0 { kind.as_str() } else { "" },
                 r.layer,
-                fmt3(r.val_auc),
-                fmt3(r.test_auc),
+                fmt3(r.mean_class_auc(false)),
+                fmt3(r.mean_class_auc(true)),
                 w(&top),
                 w(&exp)
             ));
@@ -493,7 +479,12 @@ mod tests {
 
     fn plan(text: &str) -> Plan {
         let spec = crate::spec::load_str("t.toml", "t", text, &[], &[]).unwrap();
-        crate::dag::build_plan(&spec, &crate::registry::default_registry()).unwrap()
+        crate::dag::build_plan(
+            &spec,
+            &crate::registry::default_registry(),
+            &crate::dag::NoResults,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -530,7 +521,12 @@ mod tests {
             &[],
         )
         .unwrap();
-        let e = crate::dag::build_plan(&spec, &crate::registry::default_registry()).unwrap_err();
+        let e = crate::dag::build_plan(
+            &spec,
+            &crate::registry::default_registry(),
+            &crate::dag::NoResults,
+        )
+        .unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("extract.layers") && msg.contains("layer 9"),

@@ -16,10 +16,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::Tensor;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
 
-use super::{StageError, class_dir, load_tensors, read_json, save_tensors, write_json};
+use super::activations::ActivationsIndex;
+use super::contract::{Output, finite};
+use super::{StageError, class_dir, load_tensors, save_tensors};
 use crate::dag::{NodeCtx, NodeError, NodeKind};
 use crate::probe::directions::eigh_desc;
 use crate::probe::metrics::pearson;
@@ -37,22 +39,102 @@ struct Params {
     seed: u64,
 }
 
-/// The activations node's `index.json` (the fields a probe needs).
-#[derive(Deserialize)]
-pub struct Index {
-    pub n: usize,
+/// `scores.json` of a probe node: one layer's probes of one kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeScores {
+    pub concept: String,
+    pub layer: usize,
+    pub kind: ProbeKind,
+    pub split_seed: u64,
     pub hidden: usize,
-    pub layers: Vec<usize>,
+    /// The one-vs-rest probe of each class, in the concept's class order.
+    pub classes: IndexMap<String, ClassScores>,
+    /// The multiclass probe: the concept's judge.
+    pub multiclass: MulticlassScores,
+    /// Tempos (numeric classes): a regression probe on the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression: Option<RegressionScores>,
+}
+
+impl Output for ProbeScores {
+    const FILE: &'static str = "scores.json";
+}
+
+/// A binary one-vs-rest probe (balanced negatives) of one class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScores {
+    pub val_auc: Option<f64>,
+    pub test_auc: Option<f64>,
+    pub val_acc: Option<f64>,
+    pub test_acc: Option<f64>,
+    /// Rows of the one-vs-rest subset.
+    pub n: usize,
+    pub hyper: Hyper,
+    /// Its `ProbeFit` and `directions.safetensors`, relative to the node's output dir.
+    pub dir: String,
+    /// Directions kept.
+    pub k: usize,
+    /// Pearson correlation of each direction's projection with the class indicator (training rows).
+    pub direction_correlations: Vec<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MulticlassScores {
+    pub val_acc: Option<f64>,
+    pub test_acc: Option<f64>,
+    pub val_auc: Option<f64>,
+    pub test_auc: Option<f64>,
+    /// Test-split counts, rows = true class, columns = predicted, in `classes` order.
+    pub confusion: Vec<Vec<usize>>,
     pub classes: Vec<String>,
-    pub labels: Vec<String>,
+    pub hyper: Hyper,
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionScores {
+    pub val_r2: Option<f64>,
+    pub test_r2: Option<f64>,
+    pub val_mse: Option<f64>,
+    pub test_mse: Option<f64>,
+    pub hyper: Hyper,
+    pub dir: String,
+}
+
+/// The hyper-parameters a fit selected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Hyper {
+    Rfm {
+        rfm: crate::probe::RfmHyper,
+        best_iter: Option<usize>,
+    },
+    Linear {
+        lambda: f64,
+    },
+    Mlp {
+        mlp: crate::probe::mlp::MlpConfig,
+    },
+}
+
+impl ProbeScores {
+    /// Mean one-vs-rest AUC over the classes that have one (validation or test).
+    pub fn mean_class_auc(&self, test: bool) -> Option<f64> {
+        let v: Vec<f64> = self
+            .classes
+            .values()
+            .filter_map(|c| if test { c.test_auc } else { c.val_auc })
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
 }
 
 /// Reads one layer's pooled features and the class index of every row.
 pub fn load_layer(
     dir: &std::path::Path,
     layer: usize,
-) -> super::Result<(Index, Features, Vec<usize>)> {
-    let index: Index = read_json(&dir.join("index.json"))?;
+) -> super::Result<(ActivationsIndex, Features, Vec<usize>)> {
+    let index = ActivationsIndex::read(dir)?;
     let path = dir.join("features.safetensors");
     let mut tensors = load_tensors(&path)?;
     let t = tensors
@@ -88,7 +170,7 @@ pub fn load_layer(
 }
 
 /// Every row's label as a number, when every class name is one (tempos: BPM).
-fn numeric_labels(index: &Index) -> Option<Vec<f64>> {
+fn numeric_labels(index: &ActivationsIndex) -> Option<Vec<f64>> {
     index
         .labels
         .iter()
@@ -181,12 +263,19 @@ fn standardised_directions(fit: &ProbeFit, xtr_std: &Features, k: usize) -> Vec<
     }
 }
 
-fn hyper(fit: &ProbeFit) -> Value {
+fn hyper(fit: &ProbeFit) -> Hyper {
     match &fit.model {
-        Model::Rfm(m) => json!({ "rfm": m.hyper, "best_iter": fit.best_iter }),
-        Model::Linear(m) => json!({ "lambda": m.lambda }),
-        Model::Mlp(m) => json!({ "mlp": m.config }),
+        Model::Rfm(m) => Hyper::Rfm {
+            rfm: m.hyper,
+            best_iter: fit.best_iter,
+        },
+        Model::Linear(m) => Hyper::Linear { lambda: m.lambda },
+        Model::Mlp(m) => Hyper::Mlp { mlp: m.config },
     }
+}
+
+fn opt(v: Option<f64>) -> Option<f64> {
+    v.and_then(finite)
 }
 
 pub struct ProbeNode;
@@ -225,7 +314,7 @@ impl NodeKind for ProbeNode {
             None => candle_core::Device::Cpu,
         };
         let total = index.classes.len() as u64 + 1;
-        let mut class_scores = serde_json::Map::new();
+        let mut class_scores = IndexMap::new();
         let mut dirs_seen = BTreeMap::new();
         for (c, class) in index.classes.iter().enumerate() {
             ctx.progress(c as u64, total, &format!("class {class}"));
@@ -277,17 +366,17 @@ impl NodeKind for ProbeNode {
             save_tensors(&out.join("directions.safetensors"), &ts)?;
             class_scores.insert(
                 class.clone(),
-                json!({
-                    "val_auc": fit.val.auc,
-                    "test_auc": fit.test.auc,
-                    "val_acc": fit.val.accuracy,
-                    "test_acc": fit.test.accuracy,
-                    "n": rows.len(),
-                    "hyper": hyper(&fit),
-                    "dir": format!("class/{dir}"),
-                    "k": k,
-                    "direction_correlations": corr,
-                }),
+                ClassScores {
+                    val_auc: opt(fit.val.auc),
+                    test_auc: opt(fit.test.auc),
+                    val_acc: opt(fit.val.accuracy),
+                    test_acc: opt(fit.test.accuracy),
+                    n: rows.len(),
+                    hyper: hyper(&fit),
+                    dir: format!("class/{dir}"),
+                    k,
+                    direction_correlations: corr,
+                },
             );
             ctx.log(&format!(
                 "{class}: val AUC {:?}, test AUC {:?}, {k} direction(s)",
@@ -320,39 +409,37 @@ impl NodeKind for ProbeNode {
                 let fit = crate::probe::fit_on(&x, &Targets::Values(values), &cfg, &device)
                     .map_err(|e| format!("{} regression at layer {}: {e}", p.concept, p.layer))?;
                 fit.save(&ctx.out_dir.join("regression"))?;
-                json!({
-                    "val_r2": fit.val.r2,
-                    "test_r2": fit.test.r2,
-                    "val_mse": fit.val.mse,
-                    "test_mse": fit.test.mse,
-                    "hyper": hyper(&fit),
-                    "dir": "regression",
+                Some(RegressionScores {
+                    val_r2: opt(fit.val.r2),
+                    test_r2: opt(fit.test.r2),
+                    val_mse: opt(fit.val.mse),
+                    test_mse: opt(fit.test.mse),
+                    hyper: hyper(&fit),
+                    dir: "regression".into(),
                 })
             }
-            _ => Value::Null,
+            _ => None,
         };
-        let mut scores = json!({
-            "concept": p.concept,
-            "layer": p.layer,
-            "kind": p.kind,
-            "split_seed": p.seed,
-            "hidden": x.d,
-            "classes": class_scores,
-            "multiclass": {
-                "val_acc": fit.val.accuracy,
-                "test_acc": fit.test.accuracy,
-                "val_auc": fit.val.auc,
-                "test_auc": fit.test.auc,
-                "confusion": confusion,
-                "classes": index.classes,
-                "hyper": hyper(&fit),
-                "dir": "multiclass",
+        let scores = ProbeScores {
+            concept: p.concept.clone(),
+            layer: p.layer,
+            kind: p.kind,
+            split_seed: p.seed,
+            hidden: x.d,
+            classes: class_scores,
+            multiclass: MulticlassScores {
+                val_acc: opt(fit.val.accuracy),
+                test_acc: opt(fit.test.accuracy),
+                val_auc: opt(fit.val.auc),
+                test_auc: opt(fit.test.auc),
+                confusion,
+                classes: index.classes.clone(),
+                hyper: hyper(&fit),
+                dir: "multiclass".into(),
             },
-        });
-        if !regression.is_null() {
-            scores["regression"] = regression;
-        }
-        write_json(&ctx.out_dir.join("scores.json"), &scores)?;
+            regression,
+        };
+        scores.write(ctx.out_dir)?;
         ctx.progress(total, total, "done");
         Ok(())
     }
@@ -473,19 +560,32 @@ mod tests {
             Tensor::from_vec(data, (n, d), &candle_core::Device::Cpu).unwrap(),
         );
         save_tensors(&act.join("features.safetensors"), &ts).unwrap();
-        write_json(
-            &act.join("index.json"),
-            &json!({"n": n, "hidden": d, "layers": [2], "classes": bpms, "labels": labels}),
-        )
+        ActivationsIndex {
+            concept: "tempos".into(),
+            n,
+            hidden: d,
+            layers: vec![2],
+            pooling: "mean".into(),
+            classes: bpms.iter().map(|b| b.to_string()).collect(),
+            labels: labels.iter().map(|b| b.to_string()).collect(),
+            programs: vec![0; n],
+            model: "test".into(),
+            model_fingerprint: "test".into(),
+            renderer: crate::data::RendererInfo::Builtin { version: 1 },
+        }
+        .write(&act)
         .unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir_all(&out).unwrap();
-        let params = json!({"concept": "tempos", "layer": 2, "kind": "linear", "iterations": 2,
-            "trials": 1, "directions_k": 4, "seed": 0});
+        let params = serde_json::json!({"concept": "tempos", "layer": 2, "kind": "linear",
+            "iterations": 2, "trials": 1, "directions_k": 4, "seed": 0});
         let inputs = [crate::dag::NodeInput {
             name: "activations".into(),
+            role: None,
             id: "a".into(),
             key: "k".into(),
+            kind: "activations".into(),
+            label: crate::dag::Label::default(),
             dir: act.clone(),
         }];
         let log_path = dir.path().join("log");
@@ -495,7 +595,7 @@ mod tests {
             id: "probe[tempos,L2,linear]",
             key: "k",
             params: &params,
-            hints: &Value::Null,
+            hints: &serde_json::Value::Null,
             inputs: &inputs,
             out_dir: &out,
             log_path: &log_path,
@@ -503,19 +603,15 @@ mod tests {
             progress: &progress,
         };
         ProbeNode.run(&mut ctx).unwrap();
-        let s: Value = read_json(&out.join("scores.json")).unwrap();
-        let r2 = s["regression"]["test_r2"].as_f64().unwrap();
-        assert!(r2 > 0.9, "{s}");
+        let s = ProbeScores::read(&out).unwrap();
+        let r2 = s.regression.as_ref().unwrap().test_r2.unwrap();
+        assert!(r2 > 0.9, "{s:?}");
         assert!(out.join("regression/probe.json").is_file());
-        assert_eq!(s["multiclass"]["confusion"].as_array().unwrap().len(), 4);
+        assert_eq!(s.multiclass.confusion.len(), 4);
         for b in bpms {
-            let c = &s["classes"][b];
-            assert_eq!(c["k"], 1, "linear probes have one direction: {c}");
-            let t = load_tensors(
-                &out.join(c["dir"].as_str().unwrap())
-                    .join("directions.safetensors"),
-            )
-            .unwrap();
+            let c = &s.classes[b];
+            assert_eq!(c.k, 1, "linear probes have one direction: {c:?}");
+            let t = load_tensors(&out.join(&c.dir).join("directions.safetensors")).unwrap();
             assert_eq!(t["directions"].dims(), &[1, d]);
         }
         // The fastest class's direction points up the BPM feature, the slowest's down.

@@ -64,20 +64,41 @@ impl Gate {
     }
 
     /// For the trace: per step ψ(t) (per_step mode) or per step the per-layer ψ (per_layer mode).
-    pub fn trace(&self) -> serde_json::Value {
+    pub fn trace(&self) -> Psi {
         match self.mode {
-            GateMode::PerStep => serde_json::json!(
+            GateMode::PerStep => Psi::PerStep(
                 self.open
                     .iter()
                     .map(|r| u8::from(r.first().copied().unwrap_or(false)))
-                    .collect::<Vec<_>>()
+                    .collect(),
             ),
-            GateMode::PerLayer => serde_json::json!(
+            GateMode::PerLayer => Psi::PerLayer(
                 self.open
                     .iter()
-                    .map(|r| r.iter().map(|&o| u8::from(o)).collect::<Vec<_>>())
-                    .collect::<Vec<_>>()
+                    .map(|r| r.iter().map(|&o| u8::from(o)).collect())
+                    .collect(),
             ),
+        }
+    }
+}
+
+/// The realised gate draws of a generation: ψ(t) per step, or ψ(t, l) per step and layer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Psi {
+    PerStep(Vec<u8>),
+    PerLayer(Vec<Vec<u8>>),
+}
+
+impl Psi {
+    /// Per step, the fraction of the gate that is open (ψ(t), or its mean over layers).
+    pub fn open_fraction(&self) -> Vec<f64> {
+        match self {
+            Psi::PerStep(v) => v.iter().map(|&o| f64::from(o)).collect(),
+            Psi::PerLayer(v) => v
+                .iter()
+                .map(|r| r.iter().map(|&o| f64::from(o)).sum::<f64>() / r.len().max(1) as f64)
+                .collect(),
         }
     }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 pub mod clap_fixtures;
+pub mod directions;
 pub mod numeric;
 pub mod t5_fixtures;
 

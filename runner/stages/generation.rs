@@ -21,20 +21,25 @@ use serde_json::json;
 
 use crate::dag::store::Store;
 use crate::dag::{
-    NodeCtx, NodeError, NodeKind, NodeRef, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
+    Label, NodeCtx, NodeError, NodeKind, NodeRef, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
 };
-use crate::eval::stage::{EvalParams, KIND as EVAL_KIND, evaluation_id};
 use crate::model::musicgen::{GenerateConfig, LayerHook, MusicgenError, Pool, parse_device};
 use crate::model::{ModelSource, Pipeline};
 use crate::spec::ResolvedSpec;
 use crate::spec::schema::{
     EtaMode, GateMode, LayerStrategy, Metric, Pooling, Schedule, Spec, Target, TargetTerm,
 };
+use crate::stages::contract::Output;
+use crate::stages::directions::DirectionScores;
+use crate::stages::evaluation::{
+    BASE_ROLE, EvalParams, GEN_ROLE, KIND as EVAL_KIND, PROBE_ROLE, evaluation_id,
+};
+use crate::stages::{DirectionsOf, ProbeOf};
 
-use super::gate::Gate;
-use super::inject::{SteerHook, Term};
-use super::layers::layer_weights;
-use super::schedule::{ScheduleConstants, phi};
+use crate::steer::gate::{Gate, Psi};
+use crate::steer::inject::{SteerHook, Term};
+use crate::steer::layers::layer_weights;
+use crate::steer::schedule::{ScheduleConstants, phi};
 
 pub const KIND: &str = "generation";
 pub const STAGE: &str = "steer";
@@ -124,14 +129,16 @@ pub fn generation_id(point: Option<(&Target, &str, f64, f64)>, prompt: usize, se
     }
 }
 
+/// The input role of a term's directions node; the input is named `dir:<concept>:<class>`.
+pub const DIR_ROLE: &str = "dir";
+
 /// `dir:<concept>:<class>` — the input name of a term's directions node.
 pub fn dir_input(t: &TargetTerm) -> String {
-    format!("dir:{}:{}", t.concept, t.class)
+    format!("{DIR_ROLE}:{}", dir_index(t))
 }
 
-/// `directions[<concept>:<class>]` (the stages helper's node id).
-pub fn directions_id(t: &TargetTerm) -> String {
-    format!("directions[{}:{}]", t.concept, t.class)
+fn dir_index(t: &TargetTerm) -> String {
+    format!("{}:{}", t.concept, t.class)
 }
 
 /// The sample seeds of a spec: experiment seed + 0..samples.
@@ -212,6 +219,12 @@ impl Stage for SteerStage {
                     .map_err(|e| stage_err(e.to_string()))?;
                 let r = plan.add(
                     NodeSpec::new(generation_id(None, p, seed), KIND, params)
+                        .label(Label {
+                            eta: Some(0.0),
+                            prompt: Some(p),
+                            seed: Some(seed),
+                            ..Label::default()
+                        })
                         .hints(hints.clone())
                         .fingerprint(fp.clone()),
                 )?;
@@ -268,34 +281,38 @@ impl Stage for SteerStage {
                 _ => "none".to_string(),
             };
             let id = evaluation_id(target, &label, params.gate, eta);
+            let node_label = Label {
+                target: Some(target.to_string()),
+                schedule: Some(label),
+                gate: Some(params.gate),
+                eta: Some(eta),
+                ..Label::default()
+            };
             let params = serde_json::to_value(params).map_err(|e| stage_err(e.to_string()))?;
-            let mut node = NodeSpec::new(id, EVAL_KIND, params).hints(clap_hints.clone());
+            let mut node = NodeSpec::new(id, EVAL_KIND, params)
+                .label(node_label)
+                .hints(clap_hints.clone());
             for (p, seed, r) in gens {
-                node = node.input(format!("gen:{p}:{seed}"), *r);
+                node = node.input_in(GEN_ROLE, format!("{p}:{seed}"), *r);
             }
             for (p, seed, r) in &baselines {
-                node = node.input(format!("base:{p}:{seed}"), *r);
+                node = node.input_in(BASE_ROLE, format!("{p}:{seed}"), *r);
             }
-            for (name, r) in dirs {
-                node = node.input(name.clone(), *r);
+            for (index, r) in dirs {
+                node = node.input_in(DIR_ROLE, index, *r);
             }
-            if let Some(kind) = &probe_kind {
+            if probe_kind.is_some() {
                 for term in &target.terms {
-                    let prefix = format!("probe[{},L", term.concept);
-                    let suffix = format!(",{kind}]");
-                    let mut ids: Vec<String> = plan
-                        .nodes_of_kind("probe")
+                    // In the order of the input names (`<concept>:L<layer>`), as keys hash them.
+                    let mut probes: Vec<(String, NodeRef)> = plan
+                        .imports::<ProbeOf>()
                         .into_iter()
-                        .map(|(_, n)| n.id.clone())
-                        .filter(|id| id.starts_with(&prefix) && id.ends_with(&suffix))
+                        .filter(|((c, _), _)| *c == term.concept.name())
+                        .map(|((c, l), r)| (format!("{c}:L{l}"), r))
                         .collect();
-                    ids.sort();
-                    ids.dedup();
-                    for id in ids {
-                        let layer = &id[prefix.len()..id.len() - suffix.len()];
-                        if let Some(r) = plan.find(&id) {
-                            node = node.input(format!("probe:{}:L{layer}", term.concept), r);
-                        }
+                    probes.sort_by(|a, b| a.0.cmp(&b.0));
+                    for (index, r) in probes {
+                        node = node.input_in(PROBE_ROLE, index, r);
                     }
                 }
             }
@@ -305,15 +322,16 @@ impl Stage for SteerStage {
         for target in &steer.targets {
             let mut dirs = Vec::new();
             for term in &target.terms {
-                let id = directions_id(term);
-                let r = plan.find(&id).ok_or_else(|| {
-                    stage_err(format!(
-                        "target `{target}` needs the directions node `{id}`, which no stage planned \
-                         (is `{}` in data.concepts and a [probe] section present?)",
-                        term.concept
-                    ))
-                })?;
-                dirs.push((dir_input(term), r));
+                let r = plan
+                    .import::<DirectionsOf>(&(term.concept.name().to_string(), term.class.clone()))
+                    .ok_or_else(|| {
+                        stage_err(format!(
+                            "target `{target}` needs the directions node `directions[{}:{}]`, which \
+                             no stage planned (is `{}` in data.concepts and a [probe] section present?)",
+                            term.concept, term.class, term.concept
+                        ))
+                    })?;
+                dirs.push((dir_index(term), r));
             }
             evaluate(plan, target, None, 0.0, &baselines, &dirs)?;
             for (si, schedule) in steer.schedule.iter().enumerate() {
@@ -338,10 +356,19 @@ impl Stage for SteerStage {
                             let id =
                                 generation_id(Some((target, &label, steer.gate, eta)), p, seed);
                             let mut node = NodeSpec::new(id, KIND, params)
+                                .label(Label {
+                                    target: Some(target.to_string()),
+                                    schedule: Some(label.clone()),
+                                    gate: Some(steer.gate),
+                                    eta: Some(eta),
+                                    prompt: Some(p),
+                                    seed: Some(seed),
+                                    ..Label::default()
+                                })
                                 .hints(hints.clone())
                                 .fingerprint(fp.clone());
-                            for (name, r) in &dirs {
-                                node = node.input(name.clone(), *r);
+                            for (index, r) in &dirs {
+                                node = node.input_in(DIR_ROLE, index, *r);
                             }
                             gens.push((p, seed, plan.add(node)?));
                         }
@@ -354,7 +381,7 @@ impl Stage for SteerStage {
     }
 
     fn summary(&self, plan: &Plan, store: &Store) -> Option<String> {
-        crate::eval::stage::summary(plan, store)
+        crate::stages::evaluation::summary(plan, store)
     }
 }
 
@@ -418,18 +445,14 @@ pub fn read_directions(
     if directions.iter().all(Option::is_none) {
         return Err(read_err(&path, "no `layer.<l>` directions"));
     }
-    let spath = dir.join("scores.json");
-    let text = std::fs::read_to_string(&spath).map_err(|e| read_err(&spath, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| read_err(&spath, e))?;
+    let d = DirectionScores::read(dir).map_err(|e| SteerError::Input(e.to_string()))?;
     let mut scores = vec![None; layers];
-    for e in v["layers"].as_array().into_iter().flatten() {
-        if let (Some(l), Some(s)) = (e["layer"].as_u64(), e["val_auc"].as_f64())
-            && (l as usize) < layers
-        {
-            scores[l as usize] = Some(s);
+    for e in &d.layers {
+        if e.layer < layers {
+            scores[e.layer] = e.val_auc;
         }
     }
-    let judge_layer = v["judge_layer"].as_u64().map(|l| l as usize);
+    let judge_layer = Some(d.judge_layer);
     Ok(TermDirections {
         directions,
         scores,
@@ -546,9 +569,75 @@ fn save_layers(path: &Path, layers: &[Option<Tensor>]) -> Result<(), SteerError>
     candle_core::safetensors::save(&map, path).map_err(|e| write_err(path, e))
 }
 
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), SteerError> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| write_err(path, e))?;
-    crate::fsx::write_atomic(path, text.as_bytes()).map_err(|e| write_err(path, e))
+fn write_output<T: Output>(dir: &Path, v: &T) -> Result<(), SteerError> {
+    v.write(dir)
+        .map_err(|e| write_err(&e.path.clone(), e.reason))
+}
+
+/// `meta.json` of a generation node: what was generated, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationMeta {
+    /// The steering target, `none` for an unsteered baseline.
+    pub target: String,
+    /// The schedule's name, `none` for a baseline.
+    pub schedule: String,
+    pub schedule_spec: Option<Schedule>,
+    pub schedule_constants: Option<ScheduleConstants>,
+    pub layers: Option<LayerStrategy>,
+    pub gate: f64,
+    pub gate_mode: GateMode,
+    pub eta: f64,
+    pub eta_mode: EtaMode,
+    pub prompt: String,
+    pub seed: u64,
+    pub seconds: f64,
+    /// Decoder steps (`seconds` × 50 Hz + the delay pattern's 3).
+    pub steps: usize,
+    pub cfg: f64,
+    pub top_k: usize,
+    pub temperature: f64,
+    pub pooling: Pooling,
+    /// The model's label (`tiny`, a hub id or a snapshot path) and its description.
+    pub model: String,
+    pub model_description: String,
+    pub sample_rate: u32,
+    /// Length of `audio.wav` in samples.
+    pub samples: usize,
+}
+
+impl Output for GenerationMeta {
+    const FILE: &'static str = "meta.json";
+}
+
+/// `trace.json` of a generation node: the realised steering strengths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    pub steps: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// `[step][layer]`: Σ over terms of the realised η0·w_l·φ(t)·ψ(t, l) (× mean ‖h_l‖ when
+    /// norm-relative).
+    pub eta_lt: Vec<Vec<f64>>,
+    /// The first term's φ(t) and ψ (zeros for a baseline).
+    pub phi: Vec<f64>,
+    pub psi: Psi,
+    pub terms: Vec<TraceTerm>,
+}
+
+impl Output for Trace {
+    const FILE: &'static str = "trace.json";
+}
+
+/// One target term's share of the trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceTerm {
+    pub target: String,
+    pub eta: f64,
+    /// w_l per decoder layer.
+    pub weights: Vec<f64>,
+    pub eta_lt: Vec<Vec<f64>>,
+    pub phi: Vec<f64>,
+    pub psi: Psi,
 }
 
 /// Everything one generation needs besides the model.
@@ -685,57 +774,69 @@ pub fn run_generation(
         .map(|t| t.map(|t| t.squeeze(0)).transpose())
         .collect::<Result<_, _>>()?;
     save_layers(&out.join("captured.safetensors"), &captured)?;
-    // Trace.
     let total = steer.total_trace();
-    let term_json: Vec<serde_json::Value> = steer
+    let terms: Vec<TraceTerm> = steer
         .terms()
         .iter()
         .zip(steer.trace())
-        .map(|(t, tr)| {
-            json!({ "target": t.label, "eta": t.eta, "weights": t.weights, "eta_lt": tr,
-                    "phi": t.phi, "psi": t.gate.trace() })
+        .map(|(t, tr)| TraceTerm {
+            target: t.label.clone(),
+            eta: t.eta,
+            weights: t.weights.clone(),
+            eta_lt: tr.clone(),
+            phi: t.phi.clone(),
+            psi: t.gate.trace(),
         })
         .collect();
-    let (phi0, psi0) = match steer.terms().first() {
-        Some(t) => (json!(t.phi), t.gate.trace()),
-        None => (json!(vec![0.0; steps]), json!(vec![0; steps])),
+    let (phi0, psi0) = match terms.first() {
+        Some(t) => (t.phi.clone(), t.psi.clone()),
+        None => (vec![0.0; steps], Psi::PerStep(vec![0; steps])),
     };
-    write_json(
-        &out.join("trace.json"),
-        &json!({
-            "steps": steps,
-            "layers": layers,
-            "eta_lt": if total.is_empty() { vec![vec![0.0; layers]; steps] } else { total },
-            "phi": phi0,
-            "psi": psi0,
-            "terms": term_json,
-        }),
+    write_output(
+        out,
+        &Trace {
+            steps,
+            layers,
+            eta_lt: if total.is_empty() {
+                vec![vec![0.0; layers]; steps]
+            } else {
+                total
+            },
+            phi: phi0,
+            psi: psi0,
+            terms,
+        },
     )?;
-    write_json(
-        &out.join("meta.json"),
-        &json!({
-            "target": p.target.clone().unwrap_or_else(|| "none".into()),
-            "schedule": p.schedule.as_ref().map(|s| s.name()).unwrap_or("none"),
-            "schedule_spec": p.schedule,
-            "schedule_constants": p.constants,
-            "layers": p.layers,
-            "gate": p.gate,
-            "gate_mode": p.gate_mode,
-            "eta": p.eta,
-            "eta_mode": p.eta_mode,
-            "prompt": p.prompt,
-            "seed": p.seed,
-            "seconds": p.seconds,
-            "steps": steps,
-            "cfg": p.cfg,
-            "top_k": TOP_K,
-            "temperature": TEMPERATURE,
-            "pooling": p.pooling,
-            "model": model_label,
-            "model_description": pipeline.description,
-            "sample_rate": pipeline.sample_rate(),
-            "samples": samples.len(),
-        }),
+    write_output(
+        out,
+        &GenerationMeta {
+            target: p.target.clone().unwrap_or_else(|| "none".into()),
+            schedule: p
+                .schedule
+                .as_ref()
+                .map(|s| s.name())
+                .unwrap_or("none")
+                .into(),
+            schedule_spec: p.schedule.clone(),
+            schedule_constants: p.constants,
+            layers: p.layers.clone(),
+            gate: p.gate,
+            gate_mode: p.gate_mode,
+            eta: p.eta,
+            eta_mode: p.eta_mode,
+            prompt: p.prompt.clone(),
+            seed: p.seed,
+            seconds: p.seconds,
+            steps,
+            cfg: p.cfg,
+            top_k: TOP_K,
+            temperature: TEMPERATURE,
+            pooling: p.pooling,
+            model: model_label.to_string(),
+            model_description: pipeline.description.clone(),
+            sample_rate: pipeline.sample_rate(),
+            samples: samples.len(),
+        },
     )?;
     Ok(log)
 }

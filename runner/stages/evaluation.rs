@@ -28,11 +28,23 @@ use crate::dag::store::Store;
 use crate::dag::{NodeCtx, NodeError, NodeKind, Plan};
 use crate::probe::{Features, ProbeFit};
 use crate::spec::schema::{Concept, EtaMode, GateMode, LayerStrategy, Metric, Schedule, Target};
+use crate::stages::contract::Output;
+use crate::stages::directions::DirectionScores;
+use crate::stages::probe::ProbeScores;
 
-use super::judges;
-use super::stats::{self, Estimate};
+use crate::eval::judges;
+use crate::eval::stats::{self, Estimate, MetricEntry};
+use crate::stages::generation::GenerationMeta;
+use indexmap::IndexMap;
 
 pub const KIND: &str = "evaluation";
+
+/// Input roles of an evaluation node: the point's generations, their unsteered baselines (both
+/// `<role>:<prompt index>:<seed>`), and the probe nodes of the target's concepts
+/// (`probe:<concept>:L<layer>`, read by their labels). Directions come as `dir:<concept>:<class>`.
+pub const GEN_ROLE: &str = "gen";
+pub const BASE_ROLE: &str = "base";
+pub const PROBE_ROLE: &str = "probe";
 
 /// Bootstrap resamples for means and for the two-sample distances.
 pub const BOOT_MEAN: usize = 1000;
@@ -61,8 +73,8 @@ pub struct EvalParams {
 pub fn evaluation_id(target: &Target, schedule: &str, gate: f64, eta: f64) -> String {
     format!(
         "evaluation[{target}|{schedule}|g{}|eta{}]",
-        crate::steer::stage::fmt_num(gate),
-        crate::steer::stage::fmt_num(eta)
+        crate::stages::generation::fmt_num(gate),
+        crate::stages::generation::fmt_num(eta)
     )
 }
 
@@ -88,11 +100,6 @@ fn read_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| read_err(path, e))?;
-    serde_json::from_str(&text).map_err(|e| read_err(path, e))
-}
-
 /// `layer.<l>` of a per-sample safetensors file as f64.
 fn read_layer(path: &Path, layer: usize) -> Result<Vec<f64>, EvalError> {
     let ts = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| read_err(path, e))?;
@@ -110,8 +117,49 @@ fn layer_count(path: &Path) -> Result<usize, EvalError> {
     Ok(ts.keys().filter(|k| k.starts_with("layer.")).count())
 }
 
-fn unavailable(reason: impl Into<String>) -> Value {
-    json!({ "unavailable": reason.into() })
+fn unavailable(reason: impl Into<String>) -> MetricEntry {
+    MetricEntry::unavailable(reason)
+}
+
+/// `metrics.json` of an evaluation node: one sweep point's metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub point: EvalPoint,
+    /// In the order the spec lists the metrics (per-term and `_captured` entries beside theirs).
+    pub metrics: IndexMap<String, MetricEntry>,
+    /// What the FD/MMD embeddings are.
+    pub embedding: String,
+    /// Per generation: its prompt and seed and its per-sample values.
+    pub samples: Vec<Sample>,
+}
+
+impl Output for Metrics {
+    const FILE: &'static str = "metrics.json";
+}
+
+/// The sweep point an evaluation node scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    pub target: String,
+    /// The schedule's name, `none` for the unsteered point.
+    pub schedule: String,
+    pub schedule_spec: Option<Schedule>,
+    pub layers: Option<LayerStrategy>,
+    pub gate: f64,
+    pub gate_mode: GateMode,
+    pub eta: f64,
+    pub eta_mode: EtaMode,
+    pub n_generations: usize,
+    pub n_baselines: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub prompt: String,
+    pub seed: u64,
+    /// Metric (or judge detail, e.g. `dominant_pitch_class`) -> this generation's value.
+    #[serde(flatten)]
+    pub values: IndexMap<String, Value>,
 }
 
 /// What the node needs: dirs of the point's generations, baselines, directions and probe nodes.
@@ -141,21 +189,17 @@ fn load_judge(
     class: &str,
 ) -> Result<Judge, String> {
     let dir = &inputs.directions[term];
-    let scores = read_json(&dir.join("scores.json")).map_err(|e| e.to_string())?;
-    let layer = scores["judge_layer"]
-        .as_u64()
-        .ok_or("the directions node's scores.json has no judge_layer")? as usize;
+    let layer = DirectionScores::read(dir)
+        .map_err(|e| e.to_string())?
+        .judge_layer;
     let probe = inputs
         .probes
         .get(&(concept.name().to_string(), layer))
         .ok_or_else(|| format!("no probe node for {concept} at the judge layer {layer}"))?;
-    let pscores = read_json(&probe.join("scores.json")).map_err(|e| e.to_string())?;
-    let classes: Vec<String> = pscores["multiclass"]["classes"]
-        .as_array()
-        .ok_or("the probe's scores.json has no multiclass.classes")?
-        .iter()
-        .filter_map(|c| c.as_str().map(String::from))
-        .collect();
+    let classes = ProbeScores::read(probe)
+        .map_err(|e| e.to_string())?
+        .multiclass
+        .classes;
     let class_idx = classes
         .iter()
         .position(|c| c == class)
@@ -183,8 +227,8 @@ fn judge_hits(judge: &Judge, dirs: &[PathBuf], file: &str) -> Result<Vec<f64>, S
         .collect())
 }
 
-fn est(e: Estimate) -> Value {
-    e.to_json()
+fn est(e: Estimate) -> MetricEntry {
+    e.entry()
 }
 
 /// Reads a generation's mono audio.
@@ -197,12 +241,12 @@ fn audio(dir: &Path) -> Result<(Vec<f32>, u32), String> {
 }
 
 /// Computes `metrics.json` for one sweep point.
-pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Value, NodeError> {
+pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Metrics, NodeError> {
     let target: Target = p.target.parse().map_err(EvalError::Input)?;
     if inputs.generations.is_empty() {
         return Err(EvalError::Input("no generations to evaluate".into()).into());
     }
-    let mut metrics = serde_json::Map::new();
+    let mut metrics: IndexMap<String, MetricEntry> = IndexMap::new();
     let mut judges_by_term: Vec<Result<Judge, String>> = Vec::new();
     for (k, term) in target.terms.iter().enumerate() {
         judges_by_term.push(if inputs.directions.len() > k {
@@ -217,17 +261,18 @@ pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Value, NodeError>
         .and_then(|j| j.as_ref().ok())
         .map(|j| j.layer)
         .unwrap_or(n_layers.saturating_sub(1));
-    let mut per_sample: Vec<serde_json::Map<String, Value>> = inputs
+    let mut per_sample: Vec<Sample> = inputs
         .generations
         .iter()
         .map(|d| {
-            let meta = read_json(&d.join("meta.json")).unwrap_or(Value::Null);
-            let mut m = serde_json::Map::new();
-            m.insert("prompt".into(), meta["prompt"].clone());
-            m.insert("seed".into(), meta["seed"].clone());
-            m
+            let meta = GenerationMeta::read(d)?;
+            Ok(Sample {
+                prompt: meta.prompt,
+                seed: meta.seed,
+                values: IndexMap::new(),
+            })
         })
-        .collect();
+        .collect::<Result<_, crate::stages::contract::ContractError>>()?;
     for &metric in &p.metrics {
         let name = metric_name(metric);
         match metric {
@@ -245,7 +290,7 @@ pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Value, NodeError>
                     }) {
                         Ok((hits, cap)) => {
                             for (s, h) in per_sample.iter_mut().zip(&hits) {
-                                s.insert(label.clone(), json!(h));
+                                s.values.insert(label.clone(), json!(h));
                             }
                             if target.terms.len() > 1 {
                                 metrics.insert(
@@ -298,7 +343,7 @@ pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Value, NodeError>
                         Metric::PitchHit => match judges::pitch_class(&term.class) {
                             Some(pc) => {
                                 if let Some(got) = judges::dominant_pitch_class(&x, sr) {
-                                    s.insert("dominant_pitch_class".into(), json!(got));
+                                    s.values.insert("dominant_pitch_class".into(), json!(got));
                                 }
                                 Some(f64::from(u8::from(judges::pitch_hit(&x, sr, pc))))
                             }
@@ -323,7 +368,7 @@ pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Value, NodeError>
                         },
                     };
                     if let Some(v) = v {
-                        s.insert(name.clone(), json!(v));
+                        s.values.insert(name.clone(), json!(v));
                         values.push(v);
                     }
                 }
@@ -366,20 +411,17 @@ pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Value, NodeError>
                 for d in &inputs.generations {
                     audios.push(audio(d)?);
                 }
-                let prompts: Vec<String> = per_sample
-                    .iter()
-                    .map(|s| s["prompt"].as_str().unwrap_or_default().to_string())
-                    .collect();
-                let clips: Vec<super::clap::Clip<'_>> = audios
+                let prompts: Vec<String> = per_sample.iter().map(|s| s.prompt.clone()).collect();
+                let clips: Vec<crate::eval::clap::Clip<'_>> = audios
                     .iter()
                     .zip(&prompts)
-                    .map(|((x, sr), prompt)| super::clap::Clip {
+                    .map(|((x, sr), prompt)| crate::eval::clap::Clip {
                         samples: x,
                         sample_rate: *sr,
                         prompt,
                     })
                     .collect();
-                let (value, cosines) = super::clap::metric(
+                let (value, cosines) = crate::eval::clap::metric(
                     p.clap.as_ref(),
                     inputs.clap_path.clone(),
                     &clips,
@@ -387,32 +429,37 @@ pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Value, NodeError>
                     p.seed,
                 );
                 for (s, c) in per_sample.iter_mut().zip(&cosines) {
-                    s.insert(name.clone(), json!(c));
+                    s.values.insert(name.clone(), json!(c));
                 }
                 metrics.insert(name.clone(), value);
             }
         }
     }
-    Ok(json!({
-        "point": {
-            "target": p.target,
-            "schedule": p.schedule.as_ref().map(|s| s.name()).unwrap_or("none"),
-            "schedule_spec": p.schedule,
-            "layers": p.layers,
-            "gate": p.gate,
-            "gate_mode": p.gate_mode,
-            "eta": p.eta,
-            "eta_mode": p.eta_mode,
-            "n_generations": inputs.generations.len(),
-            "n_baselines": inputs.baselines.len(),
+    Ok(Metrics {
+        point: EvalPoint {
+            target: p.target.clone(),
+            schedule: p
+                .schedule
+                .as_ref()
+                .map(|s| s.name())
+                .unwrap_or("none")
+                .into(),
+            schedule_spec: p.schedule.clone(),
+            layers: p.layers.clone(),
+            gate: p.gate,
+            gate_mode: p.gate_mode,
+            eta: p.eta,
+            eta_mode: p.eta_mode,
+            n_generations: inputs.generations.len(),
+            n_baselines: inputs.baselines.len(),
         },
-        "metrics": metrics,
-        "embedding": format!(
+        metrics,
+        embedding: format!(
             "decoder layer {embed_layer} block output, pooled, of the decoded and re-encoded audio \
              (teacher-forced); FD/MMD compare steered vs unsteered generations of the same prompts and seeds"
         ),
-        "samples": per_sample,
-    }))
+        samples: per_sample,
+    })
 }
 
 pub struct EvaluationKind;
@@ -437,41 +484,40 @@ impl NodeKind for EvaluationKind {
                 .and_then(Value::as_str)
                 .map(PathBuf::from),
         };
-        for i in ctx.inputs {
-            if i.name.starts_with("gen:") {
-                inputs.generations.push(i.dir.clone());
-            } else if i.name.starts_with("base:") {
-                inputs.baselines.push(i.dir.clone());
-            } else if i.name.starts_with("dir:") {
-                inputs.directions.push(i.dir.clone());
-            } else if let Some(rest) = i.name.strip_prefix("probe:")
-                && let Some((concept, layer)) = rest.rsplit_once(":L")
-                && let Ok(l) = layer.parse::<usize>()
-            {
-                inputs
-                    .probes
-                    .insert((concept.to_string(), l), i.dir.clone());
-            }
+        inputs.generations = ctx.inputs_in(GEN_ROLE).map(|i| i.dir.clone()).collect();
+        inputs.baselines = ctx.inputs_in(BASE_ROLE).map(|i| i.dir.clone()).collect();
+        inputs.directions = ctx
+            .inputs_in(crate::stages::generation::DIR_ROLE)
+            .map(|i| i.dir.clone())
+            .collect();
+        for i in ctx.inputs_in(PROBE_ROLE) {
+            let (Some(concept), Some(layer)) = (&i.label.concept, i.label.layer) else {
+                return Err(format!("probe input {} has no concept/layer label", i.id).into());
+            };
+            inputs
+                .probes
+                .insert((concept.clone(), layer), i.dir.clone());
         }
         ctx.progress(0, 1, "evaluating");
-        let v = evaluate(&p, &inputs)?;
-        let path = ctx.out_dir.join("metrics.json");
-        crate::fsx::write_atomic(&path, serde_json::to_string_pretty(&v)?.as_bytes())?;
+        evaluate(&p, &inputs)?.write(ctx.out_dir)?;
         ctx.progress(1, 1, "done");
         Ok(())
     }
 }
 
-fn cell(v: &Value) -> String {
-    if let Some(x) = v["value"].as_f64() {
-        match (v["ci_low"].as_f64(), v["ci_high"].as_f64()) {
+fn cell(v: Option<&MetricEntry>) -> String {
+    match v {
+        Some(MetricEntry::Estimate {
+            value: Some(x),
+            ci_low,
+            ci_high,
+            ..
+        }) => match (ci_low, ci_high) {
             (Some(lo), Some(hi)) => format!("{x:.3} [{lo:.3},{hi:.3}]"),
             _ => format!("{x:.3}"),
-        }
-    } else if v.get("unavailable").is_some() {
-        "n/a".into()
-    } else {
-        "—".into()
+        },
+        Some(MetricEntry::Unavailable { .. }) => "n/a".into(),
+        _ => "—".into(),
     }
 }
 
@@ -492,26 +538,20 @@ pub fn summary(plan: &Plan, store: &Store) -> Option<String> {
             "{:<24} {:<12} {:>5} {:>6}",
             p.target,
             p.schedule.as_ref().map(|s| s.name()).unwrap_or("—"),
-            crate::steer::stage::fmt_num(p.gate),
-            crate::steer::stage::fmt_num(p.eta)
+            crate::stages::generation::fmt_num(p.gate),
+            crate::stages::generation::fmt_num(p.eta)
         );
-        let v: Option<Value> = store
-            .read_json(&store.out_dir(&n.key).join("metrics.json"))
-            .ok()
-            .flatten();
-        match v {
-            Some(v) => {
-                if let Some(m) = v["metrics"].as_object() {
-                    for (k, val) in m {
-                        if !columns.contains(k) {
-                            columns.push(k.clone());
-                        }
-                        if let Some(r) = val["unavailable"].as_str() {
-                            notes.insert(k.clone(), r.to_string());
-                        }
+        match Metrics::read(&store.out_dir(&n.key)).ok() {
+            Some(m) => {
+                for (k, val) in &m.metrics {
+                    if !columns.contains(k) {
+                        columns.push(k.clone());
+                    }
+                    if let MetricEntry::Unavailable { unavailable } = val {
+                        notes.insert(k.clone(), unavailable.clone());
                     }
                 }
-                rows.push((point, Some(v)));
+                rows.push((point, Some(m)));
             }
             None => rows.push((point, None)),
         }
@@ -520,7 +560,7 @@ pub fn summary(plan: &Plan, store: &Store) -> Option<String> {
         .iter()
         .map(|c| {
             rows.iter()
-                .filter_map(|(_, v)| v.as_ref().map(|v| cell(&v["metrics"][c]).chars().count()))
+                .filter_map(|(_, m)| m.as_ref().map(|m| cell(m.metrics.get(c)).chars().count()))
                 .chain([c.chars().count()])
                 .max()
                 .unwrap_or(0)
@@ -534,12 +574,12 @@ pub fn summary(plan: &Plan, store: &Store) -> Option<String> {
         out.push_str(&format!("  {c:>w$}"));
     }
     out.push('\n');
-    for (point, v) in rows {
+    for (point, m) in rows {
         out.push_str(&point);
-        match v {
-            Some(v) => {
+        match m {
+            Some(m) => {
                 for (c, w) in columns.iter().zip(&widths) {
-                    out.push_str(&format!("  {:>w$}", cell(&v["metrics"][c])));
+                    out.push_str(&format!("  {:>w$}", cell(m.metrics.get(c))));
                 }
             }
             None => out.push_str("  (not computed: failed or blocked; see `rfmx status`)"),

@@ -4,11 +4,15 @@
 //! `toy_square[x=v]` writes `value.json` = {x, y = x² + offset} (optionally sleeping, failing, panicking or
 //! producing NaN, which is caught as a non-finite-output failure); `toy_sum` adds every square.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::contract::{ContractError, Output};
+
 use crate::dag::store::Store;
-use crate::dag::{NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage};
+use crate::dag::{
+    Label, NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
+};
 use crate::spec::ResolvedSpec;
 
 pub struct ToyStage;
@@ -36,6 +40,10 @@ impl Stage for ToyStage {
                 params["panic"] = json!(true);
             }
             let node = NodeSpec::new(format!("toy_square[x={x}]"), "toy_square", params)
+                .label(Label {
+                    value: Some(x),
+                    ..Label::default()
+                })
                 .hints(json!({ "sleep_ms": toy.sleep_ms }));
             squares.push(plan.add(node)?);
         }
@@ -56,10 +64,8 @@ impl Stage for ToyStage {
             .iter()
             .filter(|n| n.kind == "toy_sum")
             .filter_map(|n| {
-                let v: serde_json::Value = store
-                    .read_json(&store.out_dir(&n.key).join("sum.json"))
-                    .ok()??;
-                Some(format!("  {:<40}{:>12}", n.id, v["sum"]))
+                let v = ToyTotal::read(&store.out_dir(&n.key)).ok()?;
+                Some(format!("  {:<40}{:>12}", n.id, serde_json::json!(v.sum)))
             })
             .collect();
         (!lines.is_empty()).then(|| format!("toy sums:\n{}", lines.join("\n")))
@@ -84,23 +90,46 @@ pub enum ToyError {
     AskedToFail(i64),
     #[error("non-finite output y = {y} for x = {x}")]
     NonFinite { x: i64, y: f64 },
-    #[error("cannot write {path}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot read input {path}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
 }
 
-fn write(path: &std::path::Path, value: &serde_json::Value) -> Result<(), ToyError> {
-    crate::fsx::write_atomic(path, value.to_string().as_bytes()).map_err(|source| ToyError::Write {
-        path: path.display().to_string(),
-        source,
+/// `value.json` of a `toy_square` node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToyValue {
+    pub x: i64,
+    pub y: f64,
+}
+
+/// `sum.json` of a `toy_sum` node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToyTotal {
+    pub sum: f64,
+    pub parts: usize,
+}
+
+/// The toy outputs are compact JSON (one line), unlike the pipeline's pretty files.
+fn write_compact<T: Serialize>(path: &std::path::Path, v: &T) -> Result<(), ContractError> {
+    let bytes = serde_json::to_vec(v).map_err(|e| ContractError {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    crate::fsx::write_atomic(path, &bytes).map_err(|e| ContractError {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
     })
+}
+
+impl Output for ToyValue {
+    const FILE: &'static str = "value.json";
+    fn write(&self, dir: &std::path::Path) -> Result<(), ContractError> {
+        write_compact(&dir.join(Self::FILE), self)
+    }
+}
+
+impl Output for ToyTotal {
+    const FILE: &'static str = "sum.json";
+    fn write(&self, dir: &std::path::Path) -> Result<(), ContractError> {
+        write_compact(&dir.join(Self::FILE), self)
+    }
 }
 
 pub struct ToySquare;
@@ -136,10 +165,7 @@ impl NodeKind for ToySquare {
             return Err(ToyError::NonFinite { x: p.x, y }.into());
         }
         ctx.log(&format!("x = {}, y = {y}", p.x));
-        write(
-            &ctx.out_dir.join("value.json"),
-            &json!({ "x": p.x, "y": y }),
-        )?;
+        ToyValue { x: p.x, y }.write(ctx.out_dir)?;
         ctx.progress(1, 1, "done");
         Ok(())
     }
@@ -157,18 +183,13 @@ impl NodeKind for ToySum {
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let mut sum = 0.0;
         for input in ctx.inputs {
-            let path = input.dir.join("value.json");
-            let text = std::fs::read_to_string(&path).map_err(|source| ToyError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let v: serde_json::Value = serde_json::from_str(&text)?;
-            sum += v["y"].as_f64().ok_or("value.json has no numeric y")?;
+            sum += ToyValue::read(&input.dir)?.y;
         }
-        write(
-            &ctx.out_dir.join("sum.json"),
-            &json!({ "sum": sum, "parts": ctx.inputs.len() }),
-        )?;
+        ToyTotal {
+            sum,
+            parts: ctx.inputs.len(),
+        }
+        .write(ctx.out_dir)?;
         Ok(())
     }
 }
