@@ -69,6 +69,7 @@ fn args(
         no_standardise: false,
         threads: Some(1),
         f64: false,
+        no_early_stop: false,
     }
 }
 

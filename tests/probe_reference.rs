@@ -1,7 +1,8 @@
 //! RFM parity with the reference (xRFM, float64) on fixtures/rfm (made by fixtures/make_rfm.py):
 //! M after every AGOP update, the kept iteration, predictions and the top eigenvector.
 //! Tolerance: max |ours − ref| ≤ 1e-4 × max |ref| for M (per iteration) and predictions;
-//! top eigenvector equal up to sign within 1e-4 (∞-norm).
+//! top eigenvector equal up to sign within 1e-4 (∞-norm). Both fit paths are checked: the CPU
+//! kernels (factored M) and the tensor-operation path a GPU runs, here on the CPU device.
 
 use candle_core::{DType, Tensor};
 use rfmx::probe::data::{Features, Targets, Task};
@@ -63,7 +64,7 @@ fn cases() -> Vec<(String, Case)> {
         .collect()
 }
 
-fn check(dtype: DType) {
+fn check(dtype: DType, tensor_path: bool) {
     let (n, d) = (200, 16);
     let x = fixture("X.npy");
     let y = fixture("y.npy");
@@ -74,6 +75,8 @@ fn check(dtype: DType) {
     for (name, case) in cases() {
         let opt = RfmOptions {
             dtype,
+            keep_ms: true,
+            tensor_path,
             ..Default::default()
         };
         let (model, trace) = fit_rfm(
@@ -130,10 +133,20 @@ fn check(dtype: DType) {
 
 #[test]
 fn rfm_matches_xrfm_in_f64() {
-    check(DType::F64);
+    check(DType::F64, false);
 }
 
 #[test]
 fn rfm_matches_xrfm_in_f32() {
-    check(DType::F32);
+    check(DType::F32, false);
+}
+
+#[test]
+fn tensor_path_rfm_matches_xrfm_in_f64() {
+    check(DType::F64, true);
+}
+
+#[test]
+fn tensor_path_rfm_matches_xrfm_in_f32() {
+    check(DType::F32, true);
 }

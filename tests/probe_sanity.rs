@@ -217,8 +217,11 @@ fn agop_equals_explicit_sum_of_gradient_outer_products() {
             let xm = mt.apply(&xt).unwrap();
             // Small batches exercise the f64 accumulation across batches.
             let a = kernel::agop(&xt, &xm, &mt, &at, p, centre, 7, None).unwrap();
-            // The fused kernel/weights pass must give the same AGOP as the per-batch tensor path.
-            let (_, w) = kernel::self_kernel_and_weights(&xt, &xm, p).unwrap();
+            // Weights formed once with the kernel matrix (as the device fit does) must give the
+            // same AGOP as the per-batch recomputation.
+            let d2 = kernel::sq_dists_self(&xt, &xm, &mt).unwrap();
+            let k = kernel::kernel_from_sq(&d2, p).unwrap();
+            let w = kernel::grad_weights(&d2, &k, p).unwrap();
             let a_reuse = kernel::agop(&xt, &xm, &mt, &at, p, centre, 7, Some(&w)).unwrap();
             for (u, v) in a.iter().zip(&a_reuse) {
                 assert!((u - v).abs() <= 1e-10 * (1.0 + u.abs()));

@@ -84,6 +84,9 @@ pub struct FitArgs {
     /// Compute the kernel matmuls in f64 (slower; for checks).
     #[arg(long, default_value_t = false)]
     pub f64: bool,
+    /// Run every RFM iteration (no early stop when validation worsens; for benchmarks).
+    #[arg(long, default_value_t = false)]
+    pub no_early_stop: bool,
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +304,12 @@ pub fn config_from(args: &FitArgs, task: Task) -> Result<ProbeConfig> {
             Precision::F64
         } else {
             Precision::F32
+        },
+        // Finite, so that the recorded config stays valid JSON.
+        early_stop_multiplier: if args.no_early_stop {
+            f64::MAX
+        } else {
+            ProbeConfig::default().early_stop_multiplier
         },
         ..ProbeConfig::default()
     })

@@ -2,8 +2,10 @@
 //! that projecting the data on it correlates positively with the target.
 
 use super::data::Features;
+use super::error::{ProbeError, Result};
+use super::gemm::Real;
 use super::metrics::pearson;
-use nalgebra::{DMatrix, SymmetricEigen};
+use super::rfm::MetricFactor;
 use serde::{Deserialize, Serialize};
 
 /// Top-k eigenpairs of M (descending eigenvalue), oriented.
@@ -25,26 +27,87 @@ impl Directions {
     }
 }
 
-/// Eigen-decomposition of the symmetric d×d `m` (f64; nalgebra's symmetric QR). Returns
-/// (eigenvalues descending, eigenvectors as rows in the same order).
+/// Eigenpairs of the symmetric r×r matrix given by its lower triangle (row-major), descending:
+/// (values, r×r row-major matrix whose column k is eigenvector k). faer's self-adjoint solver
+/// (blocked, multi-threaded; nalgebra's unblocked QR took seconds at d = 1024).
+pub fn eigh_lower_desc<T: Real>(s: &[T], r: usize) -> Result<(Vec<f64>, Vec<T>)> {
+    if s.iter().any(|v| !v.is_finite()) {
+        return Err(ProbeError::Numeric(
+            "non-finite entry in a symmetric eigenproblem".into(),
+        ));
+    }
+    T::eigh_lower_desc(s, r)
+        .ok_or_else(|| ProbeError::Numeric("symmetric eigensolver did not converge".into()))
+}
+
+/// Eigen-decomposition of the symmetric d×d `m` (f64). Returns (eigenvalues descending,
+/// eigenvectors as rows in the same order). The identity (an RFM that kept its first iterate)
+/// gives the unit vectors in index order.
 pub fn eigh_desc(m: &[f64], d: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let mat = DMatrix::from_row_slice(d, d, m);
-    let eig = SymmetricEigen::new(mat);
-    let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
-    let vals = order.iter().map(|&i| eig.eigenvalues[i]).collect();
-    let vecs = order
+    let identity = m
         .iter()
-        .map(|&i| eig.eigenvectors.column(i).iter().copied().collect())
-        .collect();
-    (vals, vecs)
+        .enumerate()
+        .all(|(t, &a)| a == if t / d == t % d { 1.0 } else { 0.0 });
+    let unit = |i: usize| {
+        (0..d)
+            .map(|j| f64::from(u8::from(i == j)))
+            .collect::<Vec<f64>>()
+    };
+    if identity {
+        return (vec![1.0; d], (0..d).map(unit).collect());
+    }
+    match eigh_lower_desc(m, d) {
+        Ok((vals, u)) => {
+            let vecs = (0..d)
+                .map(|k| (0..d).map(|i| u[i * d + k]).collect())
+                .collect();
+            (vals, vecs)
+        }
+        // Only a non-finite M gets here; its "directions" are then as meaningless as it is.
+        Err(_) => (vec![f64::NAN; d], (0..d).map(unit).collect()),
+    }
+}
+
+/// Top-`k` directions of an RFM metric, from its factor when it has at least k columns (no d×d
+/// eigenproblem), else from the dense `m`.
+pub fn directions_of(
+    m: &[f64],
+    factor: Option<&MetricFactor>,
+    d: usize,
+    k: usize,
+    x: &Features,
+    target: &[f64],
+) -> Directions {
+    match factor {
+        Some(f) if f.lam.len() >= k.min(d) => {
+            let r = f.lam.len();
+            let mut vals = f.lam.clone();
+            vals.resize(d, 0.0);
+            let vecs = (0..k.min(d))
+                .map(|c| (0..d).map(|i| f.v[i * r + c]).collect())
+                .collect();
+            oriented(vals, vecs, d, k, x, target)
+        }
+        _ => directions(m, d, k, x, target),
+    }
 }
 
 /// Top-`k` directions of `m`, oriented by Pearson correlation of `x · v` with `target`
 /// (the class indicator for classification, the value for regression).
 pub fn directions(m: &[f64], d: usize, k: usize, x: &Features, target: &[f64]) -> Directions {
     let (vals, vecs) = eigh_desc(m, d);
-    let k = k.min(d);
+    oriented(vals, vecs, d, k, x, target)
+}
+
+fn oriented(
+    vals: Vec<f64>,
+    vecs: Vec<Vec<f64>>,
+    d: usize,
+    k: usize,
+    x: &Features,
+    target: &[f64],
+) -> Directions {
+    let k = k.min(d).min(vecs.len());
     let mut vectors = Vec::with_capacity(k * d);
     let mut correlations = Vec::with_capacity(k);
     for v in vecs.into_iter().take(k) {

@@ -1,8 +1,9 @@
 //! The Mahalanobis Laplace-type kernel `k_M(x,z) = exp(-‖x−z‖_M^q / L^q)`, its closed-form
 //! gradients and the AGOP, all as a few dense matmuls (no n×n×d tensor is ever formed).
 //!
-//! Precision: the matmuls run in the tensor dtype (f32 by default, f64 in the parity tests);
-//! the AGOP is accumulated over point batches in f64 and the linear solve is f64 (solve.rs).
+//! These tensor forms run on any candle device (`device.rs`); the CPU fits use the same formulas
+//! on their own kernels (`cpu.rs`). Precision: the matmuls run in the tensor dtype (f32 by
+//! default, f64 in the parity tests); the AGOP is accumulated over point batches in f64.
 
 use super::error::Result;
 use candle_core::{DType, Tensor};
@@ -76,65 +77,6 @@ pub fn sq_dists_self(x: &Tensor, xm: &Tensor, m: &Metric) -> Result<Tensor> {
     Ok((d2 * off)?)
 }
 
-/// Train–train kernel matrix and gradient weights in one pass over the Gram matrix
-/// `X M Xᵀ` (instead of a dozen elementwise tensor passes): returns K as f64 row-major (for
-/// the f64 solve) and W (n×n, compute dtype) with `W_ij = −(q/L^q) K_ij ‖x_i−x_j‖^(q−2)`,
-/// zero on the diagonal and below `DIST_EPS`. Squared distances are clamped at 0; the
-/// diagonal distance is exactly 0 (K_ii = 1).
-pub fn self_kernel_and_weights(
-    x: &Tensor,
-    xm: &Tensor,
-    p: KernelParams,
-) -> Result<(Vec<f64>, Tensor)> {
-    match x.dtype() {
-        DType::F32 => fused::<f32>(x, xm, p),
-        _ => fused::<f64>(
-            x.to_dtype(DType::F64)?.as_ref(),
-            &xm.to_dtype(DType::F64)?,
-            p,
-        )
-        .and_then(|(k, w)| Ok((k, w.to_dtype(x.dtype())?))),
-    }
-}
-
-fn fused<T: candle_core::WithDType>(
-    x: &Tensor,
-    xm: &Tensor,
-    p: KernelParams,
-) -> Result<(Vec<f64>, Tensor)> {
-    use rayon::prelude::*;
-    let n = x.dim(0)?;
-    let norms: Vec<f64> = (xm * x)?.sum(1)?.to_dtype(DType::F64)?.to_vec1()?;
-    let gram: Vec<T> = xm.matmul(&x.t()?)?.flatten_all()?.to_vec1()?;
-    let mut kv = vec![0.0f64; n * n];
-    let mut wv = vec![T::from_f64(0.0); n * n];
-    let inv_lq = 1.0 / p.bandwidth.powf(p.q);
-    let wscale = -p.q * inv_lq;
-    let (half_q, laplace) = (p.q / 2.0, p.q == 1.0);
-    kv.par_chunks_mut(n)
-        .zip(wv.par_chunks_mut(n))
-        .enumerate()
-        .for_each(|(i, (krow, wrow))| {
-            let g = &gram[i * n..(i + 1) * n];
-            for j in 0..n {
-                let d2 = if i == j {
-                    0.0
-                } else {
-                    (norms[i] + norms[j] - 2.0 * g[j].to_f64()).max(0.0)
-                };
-                // ‖·‖^q, and ‖·‖^(q−2) = ‖·‖^q / ‖·‖².
-                let dq = if laplace { d2.sqrt() } else { d2.powf(half_q) };
-                let k = (-dq * inv_lq).exp();
-                krow[j] = k;
-                let dist = if laplace { dq } else { d2.sqrt() };
-                if dist >= DIST_EPS {
-                    wrow[j] = T::from_f64(wscale * k * dq / d2);
-                }
-            }
-        });
-    Ok((kv, Tensor::from_vec(wv, (n, n), x.device())?))
-}
-
 /// `exp(-‖·‖^q / L^q)` applied to squared distances.
 pub fn kernel_from_sq(d2: &Tensor, p: KernelParams) -> Result<Tensor> {
     let dq = d2.powf(p.q / 2.0)?;
@@ -187,7 +129,7 @@ pub fn gradients(
 /// common mean first (xRFM `center_grads`: one mean over outputs and points). Points are
 /// processed in batches of `batch` rows; sums are accumulated in f64. Returns d×d f64 values.
 /// `w_self` may carry the n×n gradient weights of `x` against itself, already computed with the
-/// kernel matrix by `self_kernel_and_weights`; otherwise they are recomputed per batch.
+/// kernel matrix; otherwise they are recomputed per batch.
 #[allow(clippy::too_many_arguments)]
 pub fn agop(
     x: &Tensor,

@@ -5,7 +5,7 @@ use super::data::{Features, Targets, Task};
 use super::error::Result;
 use super::metrics;
 use super::solve;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// λ grid, relative to the mean diagonal of XᵀX (so it is scale-free).
@@ -50,6 +50,19 @@ pub fn fit(
     task: Task,
     n_classes: usize,
 ) -> Result<LinearModel> {
+    fit_on(train, y_train, val, y_val, task, n_classes, &Device::Cpu)
+}
+
+/// `fit` with XᵀX, Xᵀy and the solves on `dev` (f64; the blocked device Cholesky off the CPU).
+pub fn fit_on(
+    train: &Features,
+    y_train: &Targets,
+    val: &Features,
+    y_val: &Targets,
+    task: Task,
+    n_classes: usize,
+    dev: &Device,
+) -> Result<LinearModel> {
     let (n, d) = (train.n, train.d);
     let (c, y) = y_train.matrix(task, n_classes);
     // Centre X and Y so the bias is not penalised.
@@ -69,15 +82,22 @@ pub fn fit(
         .map(|t| train.data[t] as f64 - xm[t % d])
         .collect();
     let yc: Vec<f64> = (0..n * c).map(|t| y[t] - ym[t % c]).collect();
-    let xt = Tensor::from_vec(xc, (n, d), &candle_core::Device::Cpu)?;
-    let yt = Tensor::from_vec(yc, (n, c), &candle_core::Device::Cpu)?;
-    let gram = xt.t()?.matmul(&xt)?.flatten_all()?.to_vec1::<f64>()?;
-    let xty = xt.t()?.matmul(&yt)?.flatten_all()?.to_vec1::<f64>()?;
+    let xt = Tensor::from_vec(xc, (n, d), dev)?;
+    let yt = Tensor::from_vec(yc, (n, c), dev)?;
+    let gram_t = xt.t()?.matmul(&xt)?;
+    let xty_t = xt.t()?.matmul(&yt)?;
+    let gram = gram_t.flatten_all()?.to_vec1::<f64>()?;
+    let xty = xty_t.flatten_all()?.to_vec1::<f64>()?;
     let scale = (0..d).map(|i| gram[i * d + i]).sum::<f64>() / d as f64;
     let mut best: Option<(f64, LinearModel)> = None;
     for rel in LAMBDA_GRID {
         let lambda = rel * scale.max(1e-12);
-        let (w, _) = solve::solve_regularised::<f64>(&gram, d, lambda, &xty, c)?;
+        let w = if dev.is_cpu() {
+            solve::solve_regularised::<f64>(&gram, d, lambda, &xty, c)?.0
+        } else {
+            let (w, _) = super::device::cholesky(&gram_t, lambda, &xty_t)?;
+            w.flatten_all()?.to_vec1::<f64>()?
+        };
         let b: Vec<f64> = (0..c)
             .map(|k| ym[k] - (0..d).map(|j| xm[j] * w[j * c + k]).sum::<f64>())
             .collect();

@@ -78,7 +78,8 @@ impl Net {
                         })
                         .collect();
                     let shape = x_shape(&t);
-                    Ok((t * Tensor::from_vec(mask, shape, &Device::Cpu)?)?)
+                    let mask = Tensor::from_vec(mask, shape, t.device())?;
+                    Ok((t * mask)?)
                 }
                 _ => Ok(t),
             }
@@ -132,7 +133,10 @@ impl MlpModel {
 }
 
 fn predict_net(net: &Net, x: &Features, task: Task) -> Result<Vec<f64>> {
-    let logits = net.forward(&x.to_tensor(DType::F32)?, None)?;
+    let xt = x
+        .to_tensor(DType::F32)?
+        .to_device(net.w1.as_tensor().device())?;
+    let logits = net.forward(&xt, None)?;
     let out = match task {
         Task::Regression => logits,
         Task::Binary => candle_nn::ops::softmax_last_dim(&logits)?.narrow(1, 1, 1)?,
@@ -156,6 +160,7 @@ pub fn fit(
     n_classes: usize,
     cfg: &MlpConfig,
     seed: u64,
+    dev: &Device,
 ) -> Result<MlpModel> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x31F);
     let d = train.d;
@@ -165,7 +170,7 @@ pub fn fit(
         Task::Binary => 2,
         Task::Multiclass => n_classes,
     };
-    let dev = Device::Cpu;
+    let dev = dev.clone();
     let mk = |v: Vec<f32>, s: (usize, usize)| -> Result<Var> {
         Ok(Var::from_tensor(
             &Tensor::from_vec(v, s, &dev)?.squeeze(0)?,
@@ -199,7 +204,7 @@ pub fn fit(
         ],
         params,
     )?;
-    let x_all = train.to_tensor(DType::F32)?;
+    let x_all = train.to_tensor(DType::F32)?.to_device(&dev)?;
     let (labels_u32, values): (Vec<u32>, Vec<f32>) = match y_train {
         Targets::Classes(c) => (c.iter().map(|&k| k as u32).collect(), vec![]),
         Targets::Values(v) => (vec![], v.iter().map(|&a| a as f32).collect()),

@@ -5,9 +5,12 @@
 //! `probe::fit(&features, &targets, &ProbeConfig::default())?.save(dir)?`.
 pub mod bench;
 pub mod cli;
+pub mod cpu;
 pub mod data;
+pub mod device;
 pub mod directions;
 pub mod error;
+pub mod gemm;
 pub mod io;
 pub mod kernel;
 pub mod linear;
@@ -25,7 +28,7 @@ pub use metrics::Scores;
 pub use rfm::{RfmHyper, RfmModel};
 pub use splits::Split;
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
 /// Which probe to fit.
@@ -254,10 +257,29 @@ fn with_threads<T: Send>(
 /// on train, fits the chosen model (RFM: random search or fixed hyper-parameters), scores
 /// validation and test, and extracts the directions of M.
 pub fn fit(features: &Features, targets: &Targets, config: &ProbeConfig) -> Result<ProbeFit> {
-    with_threads(config.threads, || fit_inner(features, targets, config))
+    fit_on(features, targets, config, &Device::Cpu)
 }
 
-fn fit_inner(features: &Features, targets: &Targets, config: &ProbeConfig) -> Result<ProbeFit> {
+/// `fit` with the model fitted on `device` (an execution choice: the result is the same fit up
+/// to rounding, so it is not part of `config`). RFM, linear and MLP fits all run there; splits,
+/// scores and directions stay on the host.
+pub fn fit_on(
+    features: &Features,
+    targets: &Targets,
+    config: &ProbeConfig,
+    device: &Device,
+) -> Result<ProbeFit> {
+    with_threads(config.threads, || {
+        fit_inner(features, targets, config, device)
+    })
+}
+
+fn fit_inner(
+    features: &Features,
+    targets: &Targets,
+    config: &ProbeConfig,
+    device: &Device,
+) -> Result<ProbeFit> {
     let task = config.task;
     data::check_inputs(features, targets, task)?;
     if let Some(h) = &config.fixed {
@@ -283,6 +305,7 @@ fn fit_inner(features: &Features, targets: &Targets, config: &ProbeConfig) -> Re
     let opt = rfm::RfmOptions {
         dtype: config.precision.dtype(),
         early_stop_multiplier: config.early_stop_multiplier,
+        device: device.clone(),
         ..Default::default()
     };
     let mut trials = vec![];
@@ -311,7 +334,9 @@ fn fit_inner(features: &Features, targets: &Targets, config: &ProbeConfig) -> Re
             best_iter = Some(trace.best_iter);
             Model::Rfm(m)
         }
-        ProbeKind::Linear => Model::Linear(linear::fit(&xtr, &ytr, &xva, &yva, task, n_classes)?),
+        ProbeKind::Linear => Model::Linear(linear::fit_on(
+            &xtr, &ytr, &xva, &yva, task, n_classes, device,
+        )?),
         ProbeKind::Mlp => Model::Mlp(mlp::fit(
             &xtr,
             &ytr,
@@ -321,6 +346,7 @@ fn fit_inner(features: &Features, targets: &Targets, config: &ProbeConfig) -> Re
             n_classes,
             &config.mlp,
             config.seed,
+            device,
         )?),
     };
     let mut fit = ProbeFit {
@@ -358,8 +384,9 @@ fn fit_inner(features: &Features, targets: &Targets, config: &ProbeConfig) -> Re
                 .collect(),
             (y, _) => y.as_f64(),
         };
-        fit.directions = Some(directions::directions(
+        fit.directions = Some(directions::directions_of(
             &m.m,
+            m.factor.as_ref(),
             m.d(),
             config.top_k,
             &xtr,

@@ -4,10 +4,10 @@
 
 use super::data::{Features, Targets, Task};
 use super::error::{ProbeError, Result};
-use super::kernel::{self, KernelParams};
+use super::kernel::KernelParams;
 use super::metrics::{self, Scores};
-use super::solve;
-use candle_core::{DType, Device, Tensor};
+use super::{cpu, device};
+use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
 /// One RFM configuration (a point of the random search, or fixed by the user).
@@ -48,16 +48,29 @@ impl RfmHyper {
     }
 }
 
-/// Run-time knobs that do not change the mathematics.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Run-time knobs that do not change the mathematics (beyond rounding and `truncate_tol`).
+#[derive(Debug, Clone)]
 pub struct RfmOptions {
     /// Compute dtype of the big matmuls and of the kernel solve (F32 default, as the reference;
     /// F64 for reference checks).
     pub dtype: DType,
     /// Early stop when validation is worse than best by this factor (reference: 1.1).
     pub early_stop_multiplier: f64,
-    /// Rows of z per AGOP batch (memory bound: batch × n kernel entries per output).
+    /// Rows of z per AGOP batch on a device (memory bound: batch × n kernel entries per output).
     pub agop_batch: usize,
+    /// CPU: drop the trailing eigenvalues of each new M whose sum is at most this fraction of
+    /// its trace (see `cpu.rs`); `None` = 1e-6 in f32, 1e-12 in f64 (below the rounding of the
+    /// distances either way). 0 keeps every positive eigenvalue.
+    pub truncate_tol: Option<f64>,
+    /// Record M after every update in the trace (d×d each; for the reference checks).
+    pub keep_ms: bool,
+    /// Where the fit runs: the CPU kernels, or candle tensor operations on this device.
+    pub device: Device,
+    /// Run the tensor-operation path even on the CPU (the path a GPU takes; for tests).
+    pub tensor_path: bool,
+    /// CPU: form the AGOP through the n×n gradient Gram (cheaper for many outputs) or from the
+    /// explicit pre-gradients; `None` picks the cheaper by flop count.
+    pub gradient_gram: Option<bool>,
 }
 
 impl Default for RfmOptions {
@@ -66,8 +79,38 @@ impl Default for RfmOptions {
             dtype: DType::F32,
             early_stop_multiplier: 1.1,
             agop_batch: 4096,
+            truncate_tol: None,
+            keep_ms: false,
+            device: Device::Cpu,
+            tensor_path: false,
+            gradient_gram: None,
         }
     }
+}
+
+impl RfmOptions {
+    pub(crate) fn tol(&self) -> f64 {
+        self.truncate_tol.unwrap_or(if self.dtype == DType::F64 {
+            1e-12
+        } else {
+            1e-6
+        })
+    }
+
+    /// Whether the fit runs as tensor operations on `device` rather than on the CPU kernels.
+    pub fn on_tensors(&self) -> bool {
+        self.tensor_path || !self.device.is_cpu()
+    }
+}
+
+/// The metric as an eigendecomposition `M = V diag(λ) Vᵀ`, d×r (kept by CPU fits).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricFactor {
+    pub d: usize,
+    /// d×r row-major, orthonormal columns.
+    pub v: Vec<f64>,
+    /// r eigenvalues, descending.
+    pub lam: Vec<f64>,
 }
 
 /// A fitted kernel machine: `f(z) = Σ_i α_i k_M(x_i, z)`.
@@ -81,6 +124,9 @@ pub struct RfmModel {
     /// n×c row-major.
     pub alpha: Vec<f64>,
     pub outputs: usize,
+    /// M as a (possibly truncated) eigendecomposition, when the fit produced one: predictions
+    /// then run in its r coordinates and the directions need no d×d eigenproblem.
+    pub factor: Option<MetricFactor>,
 }
 
 /// What the iterations produced, for diagnostics and the reference checks.
@@ -95,33 +141,8 @@ pub struct RfmTrace {
     pub early_stopped: bool,
     /// The solve needed the reference's fallback regularisation at some iteration.
     pub fallback_reg: bool,
-}
-
-fn to_tensor(v: &[f64], shape: (usize, usize), dtype: DType) -> Result<Tensor> {
-    Ok(Tensor::from_slice(v, shape, &Device::Cpu)?.to_dtype(dtype)?)
-}
-
-struct Fitted {
-    alpha: Vec<f64>,
-    fallback: bool,
-    /// Train–train gradient weights, reused by the AGOP of the same iteration.
-    w: Tensor,
-}
-
-/// α = (K + λI)⁻¹ Y for the current M.
-fn fit_alpha(x: &Tensor, xm: &Tensor, y: &[f64], c: usize, h: &RfmHyper) -> Result<Fitted> {
-    let n = x.dim(0)?;
-    let t0 = std::time::Instant::now();
-    let (kv, w) = kernel::self_kernel_and_weights(x, xm, h.kernel())?;
-    if std::env::var_os("RFMX_PROFILE").is_some() {
-        eprintln!("  kernel matrix: {:.3}s", t0.elapsed().as_secs_f64());
-    }
-    let (alpha, fallback) = if x.dtype() == DType::F64 {
-        solve::solve_regularised::<f64>(&kv, n, h.reg, y, c)?
-    } else {
-        solve::solve_regularised::<f32>(&kv, n, h.reg, y, c)?
-    };
-    Ok(Fitted { alpha, fallback, w })
+    /// Rank of the metric each iteration worked in (d while M = I).
+    pub ranks: Vec<usize>,
 }
 
 impl RfmModel {
@@ -137,14 +158,14 @@ impl RfmModel {
                 got: z.d,
             });
         }
-        let d = self.d();
-        let x = self.centres.to_tensor(dtype)?;
-        let m = kernel::Metric::new(to_tensor(&self.m, (d, d), dtype)?)?;
-        let a = to_tensor(&self.alpha, (self.centres.n, self.outputs), dtype)?;
-        let xm = m.apply(&x)?;
-        let zt = z.to_tensor(dtype)?;
-        let p = kernel::predict(&zt, &x, &xm, &m, &a, self.hyper.kernel())?;
-        Ok(p.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+        if let Some(f) = &self.factor {
+            let (c, p) = (self.outputs, self.hyper.kernel());
+            return Ok(match dtype {
+                DType::F64 => cpu::predict::<f64>(&self.centres, f, &self.alpha, c, p, z),
+                _ => cpu::predict::<f32>(&self.centres, f, &self.alpha, c, p, z),
+            });
+        }
+        device::predict(self, z, dtype, &Device::Cpu)
     }
 
     pub fn predict(&self, z: &Features) -> Result<Vec<f64>> {
@@ -164,6 +185,32 @@ pub fn fit_rfm(
     h: &RfmHyper,
     opt: &RfmOptions,
 ) -> Result<(RfmModel, RfmTrace)> {
+    fit_rfm_shared(
+        train,
+        y_train,
+        val,
+        y_val,
+        task,
+        n_classes,
+        h,
+        opt,
+        &mut cpu::Shared::default(),
+    )
+}
+
+/// `fit_rfm` reusing the work in `shared` (the search's fits all see the same rows).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_rfm_shared(
+    train: &Features,
+    y_train: &Targets,
+    val: &Features,
+    y_val: &Targets,
+    task: Task,
+    n_classes: usize,
+    h: &RfmHyper,
+    opt: &RfmOptions,
+    shared: &mut cpu::Shared,
+) -> Result<(RfmModel, RfmTrace)> {
     h.validate()?;
     if val.d != train.d {
         return Err(ProbeError::DimMismatch {
@@ -171,28 +218,8 @@ pub fn fit_rfm(
             got: val.d,
         });
     }
-    let (n, d) = (train.n, train.d);
     let (c, y) = y_train.matrix(task, n_classes);
-    let x = train.to_tensor(opt.dtype)?;
-    let mut m = vec![0.0; d * d];
-    for i in 0..d {
-        m[i * d + i] = 1.0;
-    }
-    let mut trace = RfmTrace {
-        ms: vec![],
-        val: vec![],
-        best_iter: 0,
-        early_stopped: false,
-        fallback_reg: false,
-    };
-    let mut best: Option<(f64, Vec<f64>, Vec<f64>)> = None; // (score, alpha, M)
-
-    let val_t = val.to_tensor(opt.dtype)?;
-    let eval = |xm: &Tensor, m: &kernel::Metric, alpha: &Tensor| -> Result<f64> {
-        let p = kernel::predict(&val_t, &x, xm, m, alpha, h.kernel())?;
-        let pred = p.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-        Ok(metrics::score(task, &pred, c, y_val).selection(task))
-    };
+    let score = |pred: &[f64]| metrics::score(task, pred, c, y_val).selection(task);
     // The reference compares raw metrics: "worse by ×1.1" means mse > best·1.1 or
     // auc < best/1.1; `selection` negates MSE, so undo that here.
     let worse = |s: f64, b: f64| -> bool {
@@ -201,56 +228,23 @@ pub fn fit_rfm(
             _ => s < b / opt.early_stop_multiplier,
         }
     };
-
-    // RFMX_PROFILE=1 prints per-phase wall times to stderr (for the benchmark).
-    let profile = std::env::var_os("RFMX_PROFILE").is_some();
-    let mut clock = std::time::Instant::now();
-    let mut lap = |what: &str, it: usize| {
-        if profile {
-            eprintln!("rfm it {it} {what}: {:.3}s", clock.elapsed().as_secs_f64());
-            clock = std::time::Instant::now();
-        }
+    let (alpha, m, factor, trace) = if opt.on_tensors() {
+        let (alpha, m, trace) = device::fit(train, &y, c, val, &score, &worse, h, opt)?;
+        (alpha, m, None, trace)
+    } else {
+        let f = match opt.dtype {
+            DType::F64 => cpu::fit::<f64>(train, &y, c, val, &score, &worse, h, opt, shared)?,
+            _ => cpu::fit::<f32>(train, &y, c, val, &score, &worse, h, opt, shared)?,
+        };
+        let d = train.d;
+        let m = match &f.factor {
+            Some(factor) => cpu::dense(factor),
+            None => (0..d * d)
+                .map(|t| if t / d == t % d { 1.0 } else { 0.0 })
+                .collect(),
+        };
+        (f.alpha, m, f.factor, f.trace)
     };
-    for it in 0..=h.iterations {
-        let mt = kernel::Metric::new(to_tensor(&m, (d, d), opt.dtype)?)?;
-        let xm = mt.apply(&x)?;
-        lap("x·M", it);
-        let fitted = fit_alpha(&x, &xm, &y, c, h)?;
-        lap("kernel + solve", it);
-        trace.fallback_reg |= fitted.fallback;
-        let at = to_tensor(&fitted.alpha, (n, c), opt.dtype)?;
-        let s = eval(&xm, &mt, &at)?;
-        lap("validation", it);
-        trace.val.push(s);
-        // Strict improvement, as the reference (`current > best`); NaN never improves.
-        if best.as_ref().is_none_or(|b| s > b.0) && !s.is_nan() {
-            best = Some((s, fitted.alpha.clone(), m.clone()));
-            trace.best_iter = it;
-        }
-        if it == h.iterations {
-            break; // the reference's final refit after the last update
-        }
-        if best.as_ref().is_some_and(|b| worse(s, b.0)) {
-            trace.early_stopped = true;
-            break;
-        }
-        let mut a = kernel::agop(
-            &x,
-            &xm,
-            &mt,
-            &at,
-            h.kernel(),
-            h.centre,
-            opt.agop_batch,
-            Some(&fitted.w),
-        )?;
-        kernel::normalise(&mut a);
-        lap("agop", it);
-        m = a;
-        trace.ms.push(m.clone());
-    }
-    let (_, alpha, m) = best
-        .ok_or_else(|| ProbeError::Numeric("validation score was NaN at every iteration".into()))?;
     Ok((
         RfmModel {
             hyper: *h,
@@ -258,6 +252,7 @@ pub fn fit_rfm(
             m,
             alpha,
             outputs: c,
+            factor,
         },
         trace,
     ))

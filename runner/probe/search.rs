@@ -53,9 +53,21 @@ pub fn search(
     let mut best: Option<(f64, RfmModel, RfmTrace)> = None;
     let mut log = Vec::with_capacity(trials);
     let mut last_err = None;
+    // Every trial starts from M = I on the same rows: their Gram matrices are formed once.
+    let mut shared = super::cpu::Shared::default();
     for _ in 0..trials.max(1) {
         let h = sample(&mut rng, iterations);
-        match rfm::fit_rfm(train, y_train, val, y_val, task, n_classes, &h, opt) {
+        match rfm::fit_rfm_shared(
+            train,
+            y_train,
+            val,
+            y_val,
+            task,
+            n_classes,
+            &h,
+            opt,
+            &mut shared,
+        ) {
             Ok((model, trace)) => {
                 let s = trace.val[trace.best_iter];
                 log.push(Trial {

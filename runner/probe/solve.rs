@@ -1,63 +1,26 @@
-//! Symmetric positive-definite solves: a blocked right-looking Cholesky whose trailing updates (the
-//! O(n³) part) run as in-place multi-threaded GEMMs (the `gemm` crate that candle's CPU matmul
-//! uses), in f64 or — like the reference's float32 `torch.linalg.cholesky` — in f32, which halves
-//! the dominant cost of a large RFM fit.
+//! Symmetric positive-definite solves on the CPU: a blocked right-looking Cholesky whose trailing
+//! updates (the O(n³) part) run as in-place multi-threaded GEMMs on the kernel set chosen at run
+//! time (`gemm.rs`; one lower-triangle product per panel where the kernels allow it), in f64 or —
+//! like the reference's float32 solve — in f32, which halves the dominant cost of a large RFM fit.
+//! (faer's Cholesky would pick AVX-512 by itself whenever present; this one follows the same
+//! run-time choice and `RFMX_ISA` cap as every other probe product.)
 
 use super::error::{ProbeError, Result};
 
-/// The two precisions the factorisation runs in.
-pub trait Real:
-    Copy
-    + PartialOrd
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-    + std::ops::SubAssign
-    + std::fmt::LowerExp
-    + 'static
-{
-    const ZERO: Self;
-    const ONE: Self;
-    fn sqrt(self) -> Self;
-    fn is_finite(self) -> bool;
-    fn from_f64(v: f64) -> Self;
-    fn to_f64(self) -> f64;
-}
-
-macro_rules! real {
-    ($t:ty) => {
-        impl Real for $t {
-            const ZERO: Self = 0.0;
-            const ONE: Self = 1.0;
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            fn is_finite(self) -> bool {
-                <$t>::is_finite(self)
-            }
-            fn from_f64(v: f64) -> Self {
-                v as $t
-            }
-            fn to_f64(self) -> f64 {
-                self as f64
-            }
-        }
-    };
-}
-real!(f32);
-real!(f64);
+pub use super::gemm::Real;
+use super::gemm::{Isa, Tri, View, gemm_with, isa};
 
 const BLOCK: usize = 192;
 
 /// `dst (m×k2, row stride ld) −= lhs (m×kb, row stride ld) · rhsᵀ` where rhs is k2×kb with row
 /// stride ld; all three are disjoint regions of one row-major buffer starting at the given
-/// offsets.
+/// offsets. `tri` = Lower (square blocks only) updates just the lower triangle.
 ///
 /// # Safety
 /// The three regions must lie inside `a` and must not overlap.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sub_outer<T: Real>(
+    isa: Isa,
     a: *mut T,
     ld: usize,
     dst: usize,
@@ -66,41 +29,65 @@ unsafe fn sub_outer<T: Real>(
     m: usize,
     k2: usize,
     kb: usize,
+    tri: Tri,
 ) {
     let ld = ld as isize;
-    // SAFETY: the caller guarantees bounds and disjointness; gemm reads lhs/rhs and
+    // SAFETY: the caller guarantees bounds and disjointness; the product reads lhs/rhs and
     // read-modify-writes dst only.
     unsafe {
-        gemm::gemm(
+        gemm_with(
+            isa,
             m,
             k2,
             kb,
             a.add(dst),
-            1,
-            ld,
+            ld as usize,
+            tri,
             true,
-            a.add(lhs) as *const T,
-            1,
-            ld,
-            a.add(rhs) as *const T,
-            ld, // rhsᵀ: column j of rhsᵀ is row j of rhs
-            1,
-            T::ONE,
+            View {
+                ptr: a.add(lhs) as *const T,
+                rs: ld,
+                cs: 1,
+            },
+            // rhsᵀ: column j of rhsᵀ is row j of rhs
+            View {
+                ptr: a.add(rhs) as *const T,
+                rs: 1,
+                cs: ld,
+            },
             T::ZERO - T::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
         );
     }
 }
 
 /// In-place lower Cholesky factor of the row-major n×n matrix `a` (the strict upper triangle is
-/// left unspecified). Right-looking, blocked: diagonal blocks unblocked, the panel by
+/// left unspecified; only the lower one is read). With the AVX-512 kernel set, faer's own
+/// parallel factorisation (which runs AVX-512 kernels by itself, and measured faster than the
+/// blocked one below); otherwise the blocked one on the chosen kernel set, so that an AVX2 cap
+/// holds for the solve too.
+pub fn cholesky_in_place<T: Real>(a: &mut [T], n: usize) -> Result<()> {
+    if a.len() != n * n {
+        return Err(ProbeError::Shape(format!(
+            "{} values are not a {n}×{n} matrix",
+            a.len()
+        )));
+    }
+    if isa() == Isa::Avx512 {
+        // SAFETY: `a` is the whole n×n matrix, borrowed mutably.
+        return unsafe { T::llt_par(a.as_mut_ptr(), n, n) }.map_err(|j| {
+            ProbeError::Numeric(format!(
+                "kernel matrix is not positive definite (pivot {j})"
+            ))
+        });
+    }
+    blocked_cholesky(a, n, isa())
+}
+
+/// The blocked factorisation on the kernel set `isa` (see `cholesky_in_place`). Right-looking, blocked: diagonal blocks unblocked, the panel by
 /// multiplication with the inverse of the diagonal block, the trailing lower triangle by
 /// in-place GEMMs on column blocks (half the flops of a full square update, no copies).
 /// Fails if a pivot is not positive.
-pub fn cholesky_in_place<T: Real>(a: &mut [T], n: usize) -> Result<()> {
+pub fn blocked_cholesky<T: Real>(a: &mut [T], n: usize, isa: Isa) -> Result<()> {
     if a.len() != n * n {
         return Err(ProbeError::Shape(format!(
             "{} values are not a {n}×{n} matrix",
@@ -110,26 +97,13 @@ pub fn cholesky_in_place<T: Real>(a: &mut [T], n: usize) -> Result<()> {
     let mut k0 = 0;
     while k0 < n {
         let kb = BLOCK.min(n - k0);
-        // 1. Unblocked factorisation of the diagonal block.
-        for j in k0..k0 + kb {
-            let mut diag = a[j * n + j];
-            for p in k0..j {
-                diag -= a[j * n + p] * a[j * n + p];
-            }
-            if !diag.is_finite() || diag <= T::ZERO {
-                return Err(ProbeError::Numeric(format!(
-                    "kernel matrix is not positive definite (pivot {j} = {diag:e})"
-                )));
-            }
-            let ljj = diag.sqrt();
-            a[j * n + j] = ljj;
-            for i in j + 1..k0 + kb {
-                let mut v = a[i * n + j];
-                for p in k0..j {
-                    v -= a[i * n + p] * a[j * n + p];
-                }
-                a[i * n + j] = v / ljj;
-            }
+        // 1. The diagonal block, by faer's kernel on the strided block in place.
+        // SAFETY: the kb×kb block at (k0, k0) lies inside `a`, borrowed mutably here.
+        if let Err(p) = unsafe { T::llt_block(a.as_mut_ptr().add(k0 * n + k0), kb, n) } {
+            let j = k0 + p;
+            return Err(ProbeError::Numeric(format!(
+                "kernel matrix is not positive definite (pivot {j})"
+            )));
         }
         let rest = n - k0 - kb;
         if rest == 0 {
@@ -157,31 +131,46 @@ pub fn cholesky_in_place<T: Real>(a: &mut [T], n: usize) -> Result<()> {
         // SAFETY: dst is the panel region of `a` (rows k0+kb.., columns k0..k0+kb); the inputs
         // are the separate buffers a21 (rest×kb) and inv (kb×kb), used as inv ᵀ.
         unsafe {
-            gemm::gemm(
+            gemm_with(
+                isa,
                 rest,
                 kb,
                 kb,
                 a.as_mut_ptr().add((k0 + kb) * n + k0),
-                1,
-                n as isize,
+                n,
+                Tri::Full,
                 false,
-                a21.as_ptr(),
-                1,
-                kb as isize,
-                inv.as_ptr(),
-                kb as isize,
-                1,
-                T::ZERO,
+                View::rows(&a21, kb),
+                View::rows_t(&inv, kb),
                 T::ONE,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
             );
         }
         // 3. Trailing update of the lower triangle, by column blocks:
         //    A[r, c] -= L21[r] · L21[c] for rows r ≥ the block's first column.
         let base = k0 + kb;
+        if isa != Isa::Portable {
+            // One product that writes only the lower triangle of the trailing block.
+            // SAFETY: dst = rows/columns base.. (right of and below the panel); lhs and rhs are
+            // the panel rows base.., columns k0..k0+kb, disjoint from the destination columns.
+            unsafe {
+                sub_outer(
+                    isa,
+                    a.as_mut_ptr(),
+                    n,
+                    base * n + base,
+                    base * n + k0,
+                    base * n + k0,
+                    rest,
+                    rest,
+                    kb,
+                    Tri::Lower,
+                );
+            }
+            k0 += kb;
+            continue;
+        }
+        // The portable kernels write full blocks: update by column blocks so that only the
+        // diagonal blocks spill into the upper triangle.
         let mut c0 = 0;
         while c0 < rest {
             let cb = BLOCK.min(rest - c0);
@@ -191,6 +180,7 @@ pub fn cholesky_in_place<T: Real>(a: &mut [T], n: usize) -> Result<()> {
             // columns k0..k0+kb are disjoint from the destination columns.
             unsafe {
                 sub_outer(
+                    isa,
                     a.as_mut_ptr(),
                     n,
                     (base + c0) * n + base + c0,
@@ -199,6 +189,7 @@ pub fn cholesky_in_place<T: Real>(a: &mut [T], n: usize) -> Result<()> {
                     rows,
                     cb,
                     kb,
+                    Tri::Full,
                 );
             }
             c0 += cb;
@@ -208,23 +199,31 @@ pub fn cholesky_in_place<T: Real>(a: &mut [T], n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Solves `L Lᵀ X = B` for the row-major n×c right-hand side `b` in place.
+/// Solves `L Lᵀ X = B` for the row-major n×c right-hand side `b` in place (all c columns in
+/// one sweep over L, reading L by rows only).
 pub fn cholesky_solve<T: Real>(l: &[T], n: usize, b: &mut [T], c: usize) {
-    for col in 0..c {
-        for i in 0..n {
-            let mut v = b[i * c + col];
-            let row = &l[i * n..i * n + i];
-            for (p, &lv) in row.iter().enumerate() {
-                v -= lv * b[p * c + col];
+    // L y = b: row i needs the rows p < i already solved.
+    for i in 0..n {
+        let (done, rest) = b.split_at_mut(i * c);
+        let row = &mut rest[..c];
+        for (p, &lv) in l[i * n..i * n + i].iter().enumerate() {
+            for (v, &s) in row.iter_mut().zip(&done[p * c..p * c + c]) {
+                *v -= lv * s;
             }
-            b[i * c + col] = v / l[i * n + i];
         }
-        for i in (0..n).rev() {
-            let mut v = b[i * c + col];
-            for p in i + 1..n {
-                v -= l[p * n + i] * b[p * c + col];
+        let inv = T::ONE / l[i * n + i];
+        row.iter_mut().for_each(|v| *v = *v * inv);
+    }
+    // Lᵀ x = y, column-oriented: once x_i is known, remove its share from the rows above.
+    for i in (0..n).rev() {
+        let (head, rest) = b.split_at_mut(i * c);
+        let row = &mut rest[..c];
+        let inv = T::ONE / l[i * n + i];
+        row.iter_mut().for_each(|v| *v = *v * inv);
+        for (p, &lv) in l[i * n..i * n + i].iter().enumerate() {
+            for (v, &s) in head[p * c..p * c + c].iter_mut().zip(row.iter()) {
+                *v -= lv * s;
             }
-            b[i * c + col] = v / l[i * n + i];
         }
     }
 }
@@ -299,11 +298,43 @@ mod tests {
         }
     }
 
+    /// The blocked factorisation on every kernel set this CPU has equals faer's (the two paths
+    /// `cholesky_in_place` chooses between).
+    #[test]
+    fn blocked_and_faer_factorisations_agree_on_every_kernel_set() {
+        let n = 2 * BLOCK + 45;
+        let mut k = vec![0.0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                k[i * n + j] =
+                    (-((i as f64 - j as f64).abs()) / 5.0).exp() + if i == j { 0.5 } else { 0.0 };
+            }
+        }
+        let mut want = k.clone();
+        // SAFETY: the whole matrix, borrowed mutably.
+        unsafe { f64::llt_par(want.as_mut_ptr(), n, n) }.unwrap();
+        for set in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            if set > crate::probe::gemm::detected() {
+                continue;
+            }
+            let mut got = k.clone();
+            blocked_cholesky(&mut got, n, set).unwrap();
+            for i in 0..n {
+                for j in 0..=i {
+                    let (a, b) = (got[i * n + j], want[i * n + j]);
+                    assert!((a - b).abs() < 1e-10, "{set:?} ({i},{j}): {a} vs {b}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn indefinite_matrix_is_an_error_not_a_panic() {
         let mut a = vec![1.0f64, 2.0, 2.0, 1.0];
         assert!(cholesky_in_place(&mut a, 2).is_err());
         let mut a = vec![1.0f32, 2.0, 2.0, 1.0];
         assert!(cholesky_in_place(&mut a, 2).is_err());
+        let mut a = vec![1.0f64, 2.0, 2.0, 1.0];
+        assert!(blocked_cholesky(&mut a, 2, Isa::Portable).is_err());
     }
 }

@@ -310,6 +310,13 @@ impl NodeKind for ProbeNode {
             top_k: p.directions_k,
             ..ProbeConfig::default()
         };
+        // `[model] device` arrives as an execution hint (not part of the key): the fits run there,
+        // the CPU when absent.
+        let device = match ctx.hints.get("device").and_then(|v| v.as_str()) {
+            Some(spec) => crate::model::musicgen::parse_device(spec)
+                .map_err(|e| StageError::Input(format!("probe device `{spec}`: {e}")))?,
+            None => candle_core::Device::Cpu,
+        };
         let total = index.classes.len() as u64 + 1;
         let mut class_scores = IndexMap::new();
         let mut dirs_seen = BTreeMap::new();
@@ -322,7 +329,7 @@ impl NodeKind for ProbeNode {
                 task: Task::Binary,
                 ..base.clone()
             };
-            let fit = crate::probe::fit(&xs, &y, &cfg)
+            let fit = crate::probe::fit_on(&xs, &y, &cfg, &device)
                 .map_err(|e| format!("{} class {class} at layer {}: {e}", p.concept, p.layer))?;
             let dir = class_dir(class);
             if let Some(other) = dirs_seen.insert(dir.clone(), class.clone()) {
@@ -385,7 +392,7 @@ impl NodeKind for ProbeNode {
             task: Task::Multiclass,
             ..base.clone()
         };
-        let fit = crate::probe::fit(&x, &Targets::Classes(cls.clone()), &cfg)
+        let fit = crate::probe::fit_on(&x, &Targets::Classes(cls.clone()), &cfg, &device)
             .map_err(|e| format!("{} multiclass at layer {}: {e}", p.concept, p.layer))?;
         fit.save(&ctx.out_dir.join("multiclass"))?;
         let k = index.classes.len();
@@ -403,7 +410,7 @@ impl NodeKind for ProbeNode {
                     task: Task::Regression,
                     ..base
                 };
-                let fit = crate::probe::fit(&x, &Targets::Values(values), &cfg)
+                let fit = crate::probe::fit_on(&x, &Targets::Values(values), &cfg, &device)
                     .map_err(|e| format!("{} regression at layer {}: {e}", p.concept, p.layer))?;
                 fit.save(&ctx.out_dir.join("regression"))?;
                 Some(RegressionScores {

@@ -1,0 +1,668 @@
+//! Dense products for the CPU probe fits, with the instruction set chosen at run time.
+//!
+//! On x86-64 the products run on the AVX-512 or AVX2 kernels of `private-gemm-x86` (the GEMM
+//! behind faer), which can also write only the lower triangle of a symmetric result (a Gram
+//! matrix for half the flops). Elsewhere, or on x86-64 without AVX2/FMA, they run on the `gemm`
+//! crate. Which kernel set runs is decided once per process:
+//!
+//! - `RFMX_ISA=avx512|avx2|portable` caps it (the cap never enables what the CPU lacks);
+//! - otherwise, where the CPU has both AVX-512 and AVX2, a short timed comparison of the two on a
+//!   Gram-shaped product picks the faster (on CPUs that split 512-bit operations in two, AVX2
+//!   can win) and the verdict is cached per CPU model in `<cache>/rfmx/isa.json` (`$RFMX_CACHE_DIR`,
+//!   else `$XDG_CACHE_HOME`, else `~/.cache`), so later processes skip the measurement.
+
+use std::sync::OnceLock;
+
+/// The two precisions the probe kernels run in.
+pub trait Real:
+    Copy
+    + PartialOrd
+    + Send
+    + Sync
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::SubAssign
+    + std::ops::AddAssign
+    + std::fmt::LowerExp
+    + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+    fn sqrt(self) -> Self;
+    fn is_finite(self) -> bool;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    /// Eigenpairs of the symmetric r×r matrix given by its lower triangle (row-major), in
+    /// descending order: (values, r×r row-major matrix whose column k is eigenvector k).
+    fn eigh_lower_desc(s: &[Self], r: usize) -> Option<(Vec<f64>, Vec<Self>)>;
+    fn exp(self) -> Self;
+    fn powf(self, e: Self) -> Self;
+    fn max(self, o: Self) -> Self;
+    /// Lower Cholesky factor, in place and single-threaded, of the n×n block at `a` with row
+    /// stride `ld` (faer's blocked kernel); `Err(pivot)` if a pivot is not positive.
+    ///
+    /// # Safety
+    /// The block must lie in memory this call may read and write exclusively.
+    unsafe fn llt_block(a: *mut Self, n: usize, ld: usize) -> std::result::Result<(), usize>;
+    /// `llt_block` on the current rayon pool's threads (for a whole matrix).
+    ///
+    /// # Safety
+    /// As `llt_block`.
+    unsafe fn llt_par(a: *mut Self, n: usize, ld: usize) -> std::result::Result<(), usize>;
+    #[cfg(target_arch = "x86_64")]
+    const PG: private_gemm_x86::DType;
+}
+
+/// # Safety
+/// See [`Real::llt_block`].
+unsafe fn faer_llt<T: faer::traits::ComplexField>(
+    a: *mut T,
+    n: usize,
+    ld: usize,
+    threads: usize,
+) -> std::result::Result<(), usize> {
+    use faer::linalg::cholesky::llt::factor;
+    // SAFETY: the caller's contract; a row-major block is a matrix with (row, col) strides (ld, 1).
+    let m = unsafe { faer::MatMut::from_raw_parts_mut(a, n, n, ld as isize, 1) };
+    let par = if threads > 1 {
+        faer::Par::rayon(threads)
+    } else {
+        faer::Par::Seq
+    };
+    let mut mem = faer::dyn_stack::MemBuffer::new(factor::cholesky_in_place_scratch::<T>(
+        n,
+        par,
+        Default::default(),
+    ));
+    factor::cholesky_in_place(
+        m,
+        Default::default(),
+        par,
+        faer::dyn_stack::MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map(|_| ())
+    .map_err(|e| match e {
+        factor::LltError::NonPositivePivot { index } => index,
+    })
+}
+
+fn faer_eigh<T: faer::traits::RealField + Copy>(s: &[T], r: usize) -> Option<(Vec<T>, Vec<T>)> {
+    let m = faer::Mat::<T>::from_fn(
+        r,
+        r,
+        |i, j| {
+            if i >= j { s[i * r + j] } else { s[j * r + i] }
+        },
+    );
+    let e = m.self_adjoint_eigen(faer::Side::Lower).ok()?;
+    let vals: Vec<T> = (0..r).map(|k| e.S().column_vector()[r - 1 - k]).collect();
+    let u = e.U();
+    let mut vecs = Vec::with_capacity(r * r);
+    for i in 0..r {
+        for k in 0..r {
+            vecs.push(u[(i, r - 1 - k)]);
+        }
+    }
+    Some((vals, vecs))
+}
+
+macro_rules! real {
+    ($t:ty, $pg:ident) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            fn powf(self, e: Self) -> Self {
+                <$t>::powf(self, e)
+            }
+            fn max(self, o: Self) -> Self {
+                <$t>::max(self, o)
+            }
+            unsafe fn llt_block(
+                a: *mut Self,
+                n: usize,
+                ld: usize,
+            ) -> std::result::Result<(), usize> {
+                // SAFETY: forwarded contract.
+                unsafe { faer_llt(a, n, ld, 1) }
+            }
+            unsafe fn llt_par(a: *mut Self, n: usize, ld: usize) -> std::result::Result<(), usize> {
+                // SAFETY: forwarded contract.
+                unsafe { faer_llt(a, n, ld, rayon::current_num_threads()) }
+            }
+            fn eigh_lower_desc(s: &[Self], r: usize) -> Option<(Vec<f64>, Vec<Self>)> {
+                let (v, u) = faer_eigh(s, r)?;
+                Some((v.into_iter().map(|a| a as f64).collect(), u))
+            }
+            #[cfg(target_arch = "x86_64")]
+            const PG: private_gemm_x86::DType = private_gemm_x86::DType::$pg;
+        }
+    };
+}
+real!(f32, F32);
+real!(f64, F64);
+
+/// The kernel set the products run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// The `gemm` crate (its own AVX2/FMA dispatch where present; the only choice off x86-64).
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Isa> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "portable" | "none" => Some(Isa::Portable),
+            "avx2" => Some(Isa::Avx2),
+            "avx512" | "avx-512" => Some(Isa::Avx512),
+            _ => None,
+        }
+    }
+}
+
+/// The best kernel set this CPU supports.
+pub fn detected() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
+
+/// How the kernel set in use was chosen (for benchmark reports).
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub isa: Isa,
+    pub detected: Isa,
+    pub reason: String,
+}
+
+static CHOICE: OnceLock<Choice> = OnceLock::new();
+
+/// The kernel set in use (decided on first call; see the module doc).
+pub fn isa() -> Isa {
+    choice().isa
+}
+
+pub fn choice() -> &'static Choice {
+    CHOICE.get_or_init(choose)
+}
+
+fn choose() -> Choice {
+    let detected = detected();
+    if let Some(v) = std::env::var_os("RFMX_ISA") {
+        let v = v.to_string_lossy();
+        return match Isa::parse(&v) {
+            Some(cap) => Choice {
+                isa: cap.min(detected),
+                detected,
+                reason: format!("RFMX_ISA={v}"),
+            },
+            None => Choice {
+                isa: detected,
+                detected,
+                reason: format!("RFMX_ISA={v} not understood (avx512|avx2|portable): detected"),
+            },
+        };
+    }
+    if detected != Isa::Avx512 {
+        return Choice {
+            isa: detected,
+            detected,
+            reason: "detected".into(),
+        };
+    }
+    let key = cpu_key();
+    let file = cache_file();
+    if let Some(isa) = file.as_deref().and_then(|f| cached(f, &key)) {
+        return Choice {
+            isa,
+            detected,
+            reason: "measured earlier on this CPU model (cached)".into(),
+        };
+    }
+    let (isa, t512, t2) = measure();
+    if let Some(f) = &file {
+        store(f, &key, isa);
+    }
+    Choice {
+        isa,
+        detected,
+        reason: format!(
+            "measured: avx512 {:.2} ms, avx2 {:.2} ms",
+            t512 * 1e3,
+            t2 * 1e3
+        ),
+    }
+}
+
+fn cpu_key() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{model} / {} threads", rayon::current_num_threads())
+}
+
+fn cache_file() -> Option<std::path::PathBuf> {
+    let env = |k: &str| std::env::var_os(k).map(std::path::PathBuf::from);
+    let base = env("RFMX_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|p| p.join("rfmx")))
+        .or_else(|| env("HOME").map(|h| h.join(".cache").join("rfmx")))?;
+    Some(base.join("isa.json"))
+}
+
+fn cached(file: &std::path::Path, key: &str) -> Option<Isa> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+    Isa::parse(v.get(key)?.as_str()?)
+}
+
+/// Best effort: a failure to cache only means measuring again next time.
+fn store(file: &std::path::Path, key: &str, isa: Isa) {
+    let mut v: serde_json::Value = std::fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    if !v.is_object() {
+        v = serde_json::json!({});
+    }
+    v[key] = serde_json::json!(isa.name());
+    let Some(dir) = file.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = dir.join(format!("isa.json.{}.tmp", std::process::id()));
+    if std::fs::write(&tmp, v.to_string()).is_ok() && std::fs::rename(&tmp, file).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Times a Gram-shaped f32 product (the dominant shape of an RFM fit) on both kernel sets,
+/// alternating, and returns the faster with each one's median time.
+fn measure() -> (Isa, f64, f64) {
+    let (n, k) = (384, 512);
+    let a: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 7919 % 1009) as f32) / 1009.0 - 0.5)
+        .collect();
+    let mut c = vec![0f32; n * n];
+    let mut time = |isa: Isa| {
+        let t = std::time::Instant::now();
+        gram_with(isa, &a, n, k, &mut c, Tri::Full);
+        t.elapsed().as_secs_f64()
+    };
+    time(Isa::Avx512);
+    time(Isa::Avx2);
+    let (mut t512, mut t2) = (vec![], vec![]);
+    for _ in 0..5 {
+        t512.push(time(Isa::Avx512));
+        t2.push(time(Isa::Avx2));
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a5, a2) = (med(t512), med(t2));
+    // AVX-512 unless AVX2 is clearly faster: the difference must beat the timer's noise.
+    let isa = if a2 < 0.95 * a5 {
+        Isa::Avx2
+    } else {
+        Isa::Avx512
+    };
+    (isa, a5, a2)
+}
+
+/// Which part of a square result to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tri {
+    Full,
+    /// The lower triangle with the diagonal; the strict upper triangle is left as it was.
+    Lower,
+}
+
+/// A strided view: element (i, j) at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub struct View<T> {
+    pub ptr: *const T,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+impl<T> View<T> {
+    /// Row-major matrix with `ld` elements per row.
+    pub fn rows(data: &[T], ld: usize) -> Self {
+        Self {
+            ptr: data.as_ptr(),
+            rs: ld as isize,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with `ld` elements per row.
+    pub fn rows_t(data: &[T], ld: usize) -> Self {
+        Self {
+            ptr: data.as_ptr(),
+            rs: 1,
+            cs: ld as isize,
+        }
+    }
+}
+
+/// `dst = (accumulate ? dst : 0) + alpha · lhs · rhs` for an m×n `dst` (row stride `ld`),
+/// m×k `lhs` and k×n `rhs`, on the kernel set `isa`, threaded over the current rayon pool.
+///
+/// # Safety
+/// Every element the views and `dst` address must be in bounds, and `dst` must not overlap the
+/// inputs.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_with<T: Real>(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    ld: usize,
+    tri: Tri,
+    accumulate: bool,
+    lhs: View<T>,
+    rhs: View<T>,
+    alpha: T,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Portable {
+        use private_gemm_x86 as pg;
+        let instr = if isa == Isa::Avx512 {
+            pg::InstrSet::Avx512
+        } else {
+            pg::InstrSet::Avx256
+        };
+        // Small products are not worth waking the pool for.
+        let threads = if m * n * k < 64 * 64 * 64 { 1 } else { threads };
+        // SAFETY: bounds and aliasing are the caller's contract; alpha outlives the call.
+        unsafe {
+            pg::gemm(
+                T::PG,
+                pg::IType::U64,
+                instr,
+                m,
+                n,
+                k,
+                dst as *mut (),
+                ld as isize,
+                1,
+                std::ptr::null(),
+                std::ptr::null(),
+                match tri {
+                    Tri::Full => pg::DstKind::Full,
+                    Tri::Lower => pg::DstKind::Lower,
+                },
+                if accumulate {
+                    pg::Accum::Add
+                } else {
+                    pg::Accum::Replace
+                },
+                lhs.ptr as *const (),
+                lhs.rs,
+                lhs.cs,
+                false,
+                std::ptr::null(),
+                0,
+                rhs.ptr as *const (),
+                rhs.rs,
+                rhs.cs,
+                false,
+                &alpha as *const T as *const (),
+                threads,
+            );
+        }
+        return;
+    }
+    // The portable kernels always write the full block (for a Gram the upper triangle is
+    // simply filled too).
+    let _ = tri;
+    // SAFETY: as above; gemm's (dst, lhs, rhs) take column stride first.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            ld as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            T::ONE,
+            alpha,
+            false,
+            false,
+            false,
+            if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            },
+        );
+    }
+}
+
+/// `out (n×n) = a aᵀ` for the row-major n×k `a`, writing `tri` of `out`.
+pub fn gram_with<T: Real>(isa: Isa, a: &[T], n: usize, k: usize, out: &mut [T], tri: Tri) {
+    assert!(a.len() >= n * k && out.len() >= n * n);
+    // SAFETY: sizes checked above; `out` is a separate buffer.
+    unsafe {
+        gemm_with(
+            isa,
+            n,
+            n,
+            k,
+            out.as_mut_ptr(),
+            n,
+            tri,
+            false,
+            View::rows(a, k),
+            View::rows_t(a, k),
+            T::ONE,
+        )
+    }
+}
+
+/// `out (m×n) = a bᵀ` for row-major a (m×k) and b (n×k).
+pub fn matmul_nt<T: Real>(a: &[T], m: usize, k: usize, b: &[T], n: usize, out: &mut [T]) {
+    assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
+    // SAFETY: sizes checked above; `out` is a separate buffer.
+    unsafe {
+        gemm_with(
+            isa(),
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            n,
+            Tri::Full,
+            false,
+            View::rows(a, k),
+            View::rows_t(b, k),
+            T::ONE,
+        )
+    }
+}
+
+/// `out (m×n) = a b` for row-major a (m×k) and b (k×n).
+pub fn matmul<T: Real>(a: &[T], m: usize, k: usize, b: &[T], n: usize, out: &mut [T]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+    // SAFETY: sizes checked above; `out` is a separate buffer.
+    unsafe {
+        gemm_with(
+            isa(),
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            n,
+            Tri::Full,
+            false,
+            View::rows(a, k),
+            View::rows(b, n),
+            T::ONE,
+        )
+    }
+}
+
+/// `out (m×m) = aᵀ a` (lower triangle) for the row-major k×m `a`.
+pub fn gram_t<T: Real>(a: &[T], k: usize, m: usize, out: &mut [T]) {
+    assert!(a.len() >= k * m && out.len() >= m * m);
+    // SAFETY: sizes checked above; `out` is a separate buffer.
+    unsafe {
+        gemm_with(
+            isa(),
+            m,
+            m,
+            k,
+            out.as_mut_ptr(),
+            m,
+            Tri::Lower,
+            false,
+            View::rows_t(a, m),
+            View::rows(a, m),
+            T::ONE,
+        )
+    }
+}
+
+/// Copies the lower triangle of the row-major n×n `a` onto its upper triangle.
+pub fn mirror_lower<T: Copy>(a: &mut [T], n: usize) {
+    for i in 0..n {
+        for j in i + 1..n {
+            a[i * n + j] = a[j * n + i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f64], m: usize, k: usize, b: &[f64], n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    fn data(len: usize, seed: usize) -> Vec<f64> {
+        (0..len)
+            .map(|i| (((i + seed) * 7919 % 1013) as f64) / 1013.0 - 0.5)
+            .collect()
+    }
+
+    /// Every kernel set this CPU can run gives the same products (f64 and f32), Full and Lower,
+    /// replacing and accumulating.
+    #[test]
+    fn every_available_kernel_set_agrees_with_a_naive_product() {
+        let (m, k, n) = (70, 130, 90);
+        let a = data(m * k, 1);
+        let b = data(k * n, 2);
+        let want = naive(&a, m, k, &b, n);
+        let sets: Vec<Isa> = [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&s| s <= detected())
+            .collect();
+        assert!(
+            sets.contains(&isa()),
+            "the chosen set {:?} must run here",
+            isa()
+        );
+        for &set in &sets {
+            let mut c = vec![1.0f64; m * n];
+            unsafe {
+                gemm_with(
+                    set,
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    n,
+                    Tri::Full,
+                    true,
+                    View::rows(&a, k),
+                    View::rows(&b, n),
+                    2.0,
+                );
+            }
+            for (x, w) in c.iter().zip(&want) {
+                assert!((x - (1.0 + 2.0 * w)).abs() < 1e-10, "{set:?}: {x} vs {w}");
+            }
+            let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+            let mut g = vec![7.0f32; m * m];
+            gram_with(set, &a32, m, k, &mut g, Tri::Lower);
+            let at: Vec<f64> = (0..k * m).map(|t| a[(t % m) * k + t / m]).collect();
+            let gw = naive(&a, m, k, &at, m);
+            for i in 0..m {
+                for j in 0..m {
+                    let v = g[i * m + j] as f64;
+                    if j <= i {
+                        assert!((v - gw[i * m + j]).abs() < 1e-4, "{set:?} ({i},{j})");
+                    } else if set != Isa::Portable {
+                        assert_eq!(v, 7.0, "{set:?}: upper triangle must be untouched");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn isa_names_round_trip_and_the_cap_never_exceeds_the_cpu() {
+        for s in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            assert_eq!(Isa::parse(s.name()), Some(s));
+        }
+        assert!(isa() <= detected());
+    }
+}
