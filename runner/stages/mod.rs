@@ -281,6 +281,7 @@ impl Stage for ProbeStage {
                         }),
                     )
                     .input("activations", act)
+                    .hints(json!({ "device": model.device }))
                     .label(Label {
                         layer: Some(l),
                         pooling: Some(pooling.to_string()),

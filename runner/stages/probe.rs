@@ -286,11 +286,13 @@ impl NodeKind for ProbeNode {
     }
     fn version(&self) -> u32 {
         // 2: the RFM kernel solve runs in f32 (the fit's dtype), as the reference does.
-        2
+        // 3: run-time dispatched GEMM kernels and the metric kept as a truncated eigendecomposition
+        //    change fits in their last digits.
+        3
     }
-    /// The fits' matmuls use candle's and rayon's pools, which span the machine.
-    fn resources(&self, _node: &crate::dag::PlannedNode) -> crate::dag::Resources {
-        crate::dag::Resources::heavy(None)
+    /// The fits' matmuls span the machine's cores, or run on the `[model] device` GPU.
+    fn resources(&self, node: &crate::dag::PlannedNode) -> crate::dag::Resources {
+        crate::dag::Resources::heavy(node.hints["device"].as_str())
     }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let p: Params = ctx.params_as()?;
