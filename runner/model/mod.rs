@@ -8,6 +8,7 @@ pub(crate) mod fingerprint;
 pub mod hub;
 pub mod musicgen;
 mod pipeline;
+pub mod random_small;
 mod seeded;
 pub mod text;
 pub mod weights;

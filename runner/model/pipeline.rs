@@ -13,7 +13,7 @@ use super::encodec::{Encodec, EncodecConfig};
 use super::error::ModelError;
 use super::musicgen::{Condition, Layout, MusicgenConfig, MusicgenModel, TinySpec};
 use super::text::{self, TextEncoder};
-use super::{fingerprint, hub, weights};
+use super::{fingerprint, hub, random_small, weights};
 
 /// MusicGen's audio rate (the EnCodec 32 kHz codec).
 pub const SAMPLE_RATE: u32 = 32_000;
@@ -25,6 +25,8 @@ pub enum ModelSource {
     Auto,
     /// The embedded seeded model: random weights, no download.
     Tiny,
+    /// The embedded seeded model at musicgen-small's dimensions: random weights, no download.
+    RandomSmall,
     /// A repo id looked up in the local HF cache, e.g. `facebook/musicgen-small`.
     Hub(String),
     /// A `save_pretrained` snapshot directory.
@@ -47,6 +49,7 @@ impl ModelSource {
         match s.trim() {
             "auto" | "" => ModelSource::Auto,
             "tiny" => ModelSource::Tiny,
+            "random-small" => ModelSource::RandomSmall,
             s if Path::new(s).is_dir() || !hub::looks_like_repo_id(s) => {
                 ModelSource::Path(PathBuf::from(s))
             }
@@ -54,11 +57,12 @@ impl ModelSource {
         }
     }
 
-    /// Resolves `Auto`/`Hub` to a concrete `Tiny` or `Path` (error for a missing explicit hub id:
+    /// Resolves `Auto`/`Hub` to a concrete `Tiny`, `RandomSmall` or `Path` (error for a missing explicit hub id:
     /// where it looked + the download command; a `Path` must hold a config.json).
     pub fn resolve(&self) -> Result<ModelSource, ModelError> {
         match self {
             ModelSource::Tiny => Ok(ModelSource::Tiny),
+            ModelSource::RandomSmall => Ok(ModelSource::RandomSmall),
             ModelSource::Path(p) => {
                 if p.join("config.json").is_file() {
                     Ok(ModelSource::Path(p.clone()))
@@ -89,11 +93,12 @@ impl ModelSource {
         }
     }
 
-    /// "tiny", the repo id or the snapshot path: for node ids and metadata (cache keys use the
+    /// "tiny", "random-small", the repo id or the snapshot path: for node ids and metadata (cache keys use the
     /// fingerprint, which never contains a path).
     pub fn label(&self) -> String {
         match self {
             ModelSource::Tiny => "tiny".into(),
+            ModelSource::RandomSmall => "random-small".into(),
             ModelSource::Hub(id) => id.clone(),
             ModelSource::Path(p) => p.display().to_string(),
             ModelSource::Auto => match hub::find_snapshot(hub::DEFAULT_HUB_ID) {
@@ -173,7 +178,22 @@ impl Pipeline {
     pub fn fingerprint_of(source: &ModelSource) -> Result<String, ModelError> {
         match source.resolve()? {
             ModelSource::Path(dir) => fingerprint::snapshot(&dir, &weights::weight_files(&dir)?),
+            ModelSource::RandomSmall => Ok(fingerprint::embedded(&random_small::identity())),
             _ => Ok(fingerprint::embedded(&TinyParts::new().identity())),
+        }
+    }
+
+    /// Decoder layers of a source, without loading its weights (a snapshot: its config.json).
+    pub fn num_layers_of(source: &ModelSource) -> Result<usize, ModelError> {
+        match source.resolve()? {
+            ModelSource::Path(dir) => {
+                let path = dir.join("config.json");
+                let cfg = MusicgenConfig::from_file(&path)
+                    .map_err(|e| ModelError::snapshot(&dir, e.to_string()))?;
+                Ok(cfg.decoder.num_hidden_layers)
+            }
+            ModelSource::RandomSmall => Ok(random_small::decoder_spec().num_hidden_layers),
+            _ => Ok(TinyParts::new().decoder.num_hidden_layers),
         }
     }
 
@@ -203,6 +223,7 @@ impl Pipeline {
     pub fn load(source: &ModelSource, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         match source.resolve()? {
             ModelSource::Path(dir) => Self::load_dir(&dir, device, dtype),
+            ModelSource::RandomSmall => Self::random_small(device, dtype),
             _ => Self::tiny(device, dtype),
         }
     }
@@ -224,6 +245,20 @@ impl Pipeline {
             ),
             fingerprint: fingerprint::embedded(&parts.identity()),
             source: ModelSource::Tiny,
+            decoder,
+            codec,
+            text,
+        })
+    }
+
+    /// The embedded model at musicgen-small's dimensions (see [`random_small`]): random weights
+    /// drawn on load.
+    pub fn random_small(device: &Device, dtype: DType) -> Result<Self, ModelError> {
+        let (decoder, text, codec) = random_small::build(device, dtype)?;
+        Ok(Self {
+            description: random_small::description(),
+            fingerprint: fingerprint::embedded(&random_small::identity()),
+            source: ModelSource::RandomSmall,
             decoder,
             codec,
             text,

@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 
 use crate::dag::store::Store;
 use crate::dag::{NodeSpec, Plan, PlanBuilder, PlanError, Stage};
-use crate::model::musicgen::{MusicgenConfig, TinySpec};
 use crate::model::{ModelError, ModelSource, Pipeline};
 use crate::spec::ResolvedSpec;
 use crate::spec::schema::{AllOr, JudgeLayer, LayerStrategy, Pooling, ProbeKind};
@@ -131,14 +130,7 @@ pub fn kind_name(k: ProbeKind) -> &'static str {
 
 /// Decoder layers of a model source (tiny: the embedded spec; a snapshot: its config.json).
 pub fn model_layers(source: &ModelSource) -> std::result::Result<usize, ModelError> {
-    match source.resolve()? {
-        ModelSource::Path(dir) => {
-            let cfg = MusicgenConfig::from_file(&dir.join("config.json"))
-                .map_err(|e| ModelError::snapshot(&dir, e.to_string()))?;
-            Ok(cfg.decoder.num_hidden_layers)
-        }
-        _ => Ok(TinySpec::default().num_hidden_layers),
-    }
+    Pipeline::num_layers_of(source)
 }
 
 /// The probe pipeline's planner.

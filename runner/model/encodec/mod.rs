@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use config::{EncodecConfig, PadMode};
+pub(crate) use seeded::init as seeded_init;
 pub use weights::{fold, fold_weight_norm, load_safetensors_dir};
 
 use quantizer::ResidualVq;
