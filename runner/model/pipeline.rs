@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::Value;
 
+use super::cache::LruCache;
 use super::encodec::{Encodec, EncodecConfig};
 use super::error::ModelError;
 use super::musicgen::{Condition, Layout, MusicgenConfig, MusicgenModel, TinySpec};
@@ -161,16 +162,21 @@ pub struct Pipeline {
     pub description: String,
     /// Hex; config + weight-file hashes (memoised by path/size/mtime).
     pub fingerprint: String,
-    /// The resolved source (`Tiny` or `Path`).
+    /// The resolved source (`Tiny`, `RandomSmall` or `Path`).
     pub source: ModelSource,
+    /// Bytes of the weights as loaded (the model cache's size bound).
+    pub weight_bytes: usize,
     text: TextEncoder,
 }
 
 type SharedKey = (ModelSource, String, String);
 
-fn shared_pipelines() -> &'static Mutex<HashMap<SharedKey, Arc<Pipeline>>> {
-    static SHARED: OnceLock<Mutex<HashMap<SharedKey, Arc<Pipeline>>>> = OnceLock::new();
-    SHARED.get_or_init(Default::default)
+/// Models kept loaded per process (a run rarely uses more than one model and one CLAP).
+const SHARED_MODELS: usize = 2;
+
+fn shared_pipelines() -> &'static LruCache<SharedKey, Pipeline> {
+    static SHARED: OnceLock<LruCache<SharedKey, Pipeline>> = OnceLock::new();
+    SHARED.get_or_init(|| LruCache::new(SHARED_MODELS, usize::MAX))
 }
 
 impl Pipeline {
@@ -197,7 +203,9 @@ impl Pipeline {
         }
     }
 
-    /// Loads once per process and shares (Arc) — nodes call this instead of loading per node.
+    /// Loads once per process and shares (Arc): nodes call this instead of loading per node.
+    /// Loading one model does not block users of another; the [`SHARED_MODELS`] most recently
+    /// used models stay loaded.
     pub fn shared(
         source: &ModelSource,
         device: &Device,
@@ -209,14 +217,11 @@ impl Pipeline {
             format!("{:?}", device.location()),
             format!("{dtype:?}"),
         );
-        // Held while loading: two nodes asking at once load the model once.
-        let mut map = shared_pipelines().lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = map.get(&key) {
-            return Ok(p.clone());
-        }
-        let p = Arc::new(Self::load(&resolved, device, dtype)?);
-        map.insert(key, p.clone());
-        Ok(p)
+        shared_pipelines().get_or_load(
+            &key,
+            |p| p.weight_bytes,
+            || Self::load(&resolved, device, dtype),
+        )
     }
 
     /// Loads without sharing.
@@ -245,6 +250,7 @@ impl Pipeline {
             ),
             fingerprint: fingerprint::embedded(&parts.identity()),
             source: ModelSource::Tiny,
+            weight_bytes: decoder.weight_bytes(),
             decoder,
             codec,
             text,
@@ -259,6 +265,7 @@ impl Pipeline {
             description: random_small::description(),
             fingerprint: fingerprint::embedded(&random_small::identity()),
             source: ModelSource::RandomSmall,
+            weight_bytes: decoder.weight_bytes(),
             decoder,
             codec,
             text,
@@ -293,7 +300,18 @@ impl Pipeline {
             ));
         }
         let files = weights::weight_files(dir)?;
-        let tensors = weights::load_tensors(&files)?;
+        // The decoder in the asked dtype; T5 and EnCodec always in f32 (see TextEncoder::load).
+        let tensors = weights::load_tensors_as(&files, &|name: &str| {
+            if name.starts_with("text_encoder.") || name.starts_with("audio_encoder.") {
+                Some(DType::F32)
+            } else {
+                Some(dtype)
+            }
+        })?;
+        let weight_bytes = tensors
+            .values()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum();
         let decoder = MusicgenModel::new(
             cfg.clone(),
             VarBuilder::from_tensors(tensors.clone(), dtype, device),
@@ -340,6 +358,7 @@ impl Pipeline {
             ),
             fingerprint: fingerprint::snapshot(dir, &files)?,
             source: ModelSource::Path(dir.to_path_buf()),
+            weight_bytes,
             decoder,
             codec,
             text,

@@ -118,8 +118,10 @@ pub struct ProbeScores {
 pub struct DirectionScores {
     pub concept: String,
     pub class: String,
-    /// (layer, val_auc)
+    /// (layer, val_auc) of the layers with a usable direction
     pub layers: Vec<(i64, f64)>,
+    /// Layers whose direction is degenerate (weight 0 in layer cropping), with the reason.
+    pub degenerate: Vec<(i64, String)>,
     pub judge_layer: Option<i64>,
 }
 
@@ -523,7 +525,19 @@ fn directions(n: &NodeEntry, d: &mut ReportData) {
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
+                    .filter(|l| l.get("degenerate").is_none())
                     .filter_map(|l| Some((l.get("layer")?.as_i64()?, f(l, "val_auc")?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        degenerate: v
+            .get("layers")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| {
+                        Some((l.get("layer")?.as_i64()?, l.get("degenerate").map(label)?))
+                    })
                     .collect()
             })
             .unwrap_or_default(),

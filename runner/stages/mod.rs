@@ -263,7 +263,9 @@ impl Stage for ProbeStage {
                 JudgeLayer::Best => json!("best"),
                 JudgeLayer::Layer(l) => json!(l),
             };
-            for class in data_concept.classes() {
+            // Directions only when something uses them: steering, or a spec that asks.
+            let wanted = probe.directions || s.steer.as_ref().is_some_and(|st| st.enabled);
+            for class in data_concept.classes().into_iter().filter(|_| wanted) {
                 let mut node = NodeSpec::new(
                     format!("directions[{c}:{class}]"),
                     "directions",
@@ -510,6 +512,18 @@ mod tests {
         assert!(p.nodes[act].fingerprint.is_some());
         let d = p.find("directions[chords:aug]").unwrap();
         assert_eq!(p.inputs_of(d).len(), 2);
+    }
+
+    #[test]
+    fn a_probe_only_spec_plans_directions_only_when_asked() {
+        let base = "[model]\nname = \"tiny\"\n[data]\nconcepts = [\"chords\"]\nper_class = 4\n\
+                    [extract]\nlayers = [1]\n[steer]\nenabled = false\ntargets = [\"chords:major\"]\n";
+        let count = |p: &Plan| p.nodes.iter().filter(|n| n.kind == "directions").count();
+        let p = plan(base);
+        assert_eq!(count(&p), 0);
+        assert!(p.find("probe[chords,L1,rfm]").is_some());
+        let p = plan(&format!("{base}[probe]\ndirections = true\n"));
+        assert_eq!(count(&p), 4, "one per chord class");
     }
 
     #[test]
