@@ -3,6 +3,7 @@
 //! reflect-pad, does not trim transposed convolutions the way HF does, and cannot parse HF's config.json.
 
 mod config;
+mod conv;
 mod quantizer;
 mod seanet;
 mod seeded;
