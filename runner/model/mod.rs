@@ -7,6 +7,7 @@ pub mod encodec;
 mod error;
 pub(crate) mod fingerprint;
 pub mod hub;
+pub mod kernels;
 pub mod musicgen;
 mod pipeline;
 pub mod random_small;

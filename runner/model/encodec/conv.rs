@@ -1,5 +1,5 @@
-//! EnCodec's convolutions, ELU and reflect padding on the CPU: convolutions as one GEMM per kernel
-//! tap, reading the input in place.
+//! EnCodec's convolutions and reflect padding on the CPU: convolutions as one GEMM per kernel tap,
+//! reading the input in place.
 //!
 //! candle's CPU `conv1d` first materialises the im2col matrix (`[B, L_out, C_in * K]`: 100 MB for
 //! one 4 s clip at the first residual block, 1.6 GB for a batch of 16) and its `conv_transpose1d`
@@ -175,50 +175,6 @@ pub fn conv_transpose1d(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) ->
     Ok(Tensor::from_vec(out, (b, cout, lout), x.device())?)
 }
 
-/// `ELU(x) = x` for `x > 0`, else `expm1(x)` (alpha 1). candle's CPU `elu` costs about 7 ns per
-/// value (a branchy scalar `exp`), a tenth of EnCodec's time at 32 kHz; this loop is branch-free
-/// and vectorises (see [`expm1`]).
-pub fn elu(x: &Tensor) -> Result<Tensor> {
-    if !(matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32) {
-        return Ok(x.elu(1.0)?);
-    }
-    let mut v = with_f32(x, |s| Ok(s.to_vec()))?;
-    for a in v.iter_mut() {
-        let e = expm1(a.min(0.0));
-        *a = if *a > 0.0 { *a } else { e };
-    }
-    Ok(Tensor::from_vec(v, x.shape(), x.device())?)
-}
-
-/// `e^x - 1` for `x <= 0` to within 2 ulp of the correctly rounded value (checked against f64 in the
-/// tests below), written without branches or calls so that a loop over it vectorises: `x = n ln 2 + r`
-/// with `|r| <= ln 2 / 2` (Cody-Waite split of ln 2), `expm1(r)` by its degree-8 Taylor polynomial
-/// (remainder < 2e-10 on that interval), then `expm1(x) = 2^n expm1(r) + (2^n - 1)`, exact in the
-/// last step for n = 0 (small x keep their relative precision). Below -88 the result is -1.
-#[inline(always)]
-pub fn expm1(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.max(-88.0);
-    // Round to nearest by the 1.5 * 2^23 trick: `f32::round` is a libm call on baseline x86-64
-    // and would keep the loop scalar.
-    const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    // r + r^2/2! + ... + r^8/8!, Horner.
-    let p = 1.0 / 40320.0;
-    let p = p * r + 1.0 / 5040.0;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let em1 = r + r * r * p;
-    // 2^n for n in [-127, 0], built from the exponent bits.
-    let scale = f32::from_bits((((n as i32) + 127).max(0) as u32) << 23);
-    scale * em1 + (scale - 1.0)
-}
-
 /// torch's reflect padding of the last dimension (`pad < len`), by slice copies.
 pub fn reflect_pad(x: &Tensor, left: usize, right: usize) -> Result<Tensor> {
     let dims = x.dims().to_vec();
@@ -262,47 +218,6 @@ pub fn reflect_pad(x: &Tensor, left: usize, right: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expm1_is_within_two_ulp_of_the_exact_value_on_the_negative_axis() {
-        let mut x = -100.0f32;
-        let mut worst = 0.0f64;
-        while x <= 0.0 {
-            let got = expm1(x) as f64;
-            let want = (x as f64).exp_m1();
-            let ulp = (want.abs() as f32).max(f32::MIN_POSITIVE);
-            let ulp = (f32::from_bits(ulp.to_bits() + 1) - ulp) as f64;
-            worst = worst.max((got - want).abs() / ulp);
-            // Dense near 0 (where relative precision is the point), coarse far out.
-            x += if x > -1.0 { 1e-4 } else { 7e-3 };
-        }
-        for x in [0.0f32, -0.0, -1e-30, -1e-7, -f32::MIN_POSITIVE] {
-            let want = (x as f64).exp_m1();
-            assert!(
-                ((expm1(x) as f64) - want).abs() <= want.abs() * 2.5e-7,
-                "{x}"
-            );
-        }
-        assert!(worst <= 2.0, "worst error {worst} ulp");
-    }
-
-    #[test]
-    fn elu_matches_the_definition() {
-        let xs = [-3.0f32, -0.5, -1e-6, 0.0, 1e-6, 2.0];
-        let t = Tensor::new(&xs[..], &Device::Cpu).unwrap();
-        let got = elu(&t).unwrap().to_vec1::<f32>().unwrap();
-        for (x, g) in xs.iter().zip(got) {
-            let want = if *x > 0.0 {
-                *x as f64
-            } else {
-                (*x as f64).exp_m1()
-            };
-            assert!(
-                (g as f64 - want).abs() <= 2e-7 * want.abs().max(1e-6),
-                "{x}: {g}"
-            );
-        }
-    }
 
     #[test]
     fn convolutions_match_candle_on_a_batch() {

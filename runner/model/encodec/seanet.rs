@@ -209,7 +209,7 @@ impl ResnetBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for conv in &self.convs {
-            h = conv.forward(&super::conv::elu(&h)?)?;
+            h = conv.forward(&crate::model::kernels::elu(&h)?)?;
         }
         let skip = match &self.shortcut {
             Some(s) => s.forward(x)?,
@@ -344,7 +344,7 @@ impl Seanet {
                 Layer::ConvTr(c) => c.forward(&h)?,
                 Layer::Res(r) => r.forward(&h)?,
                 Layer::Lstm(l) => l.forward(&h)?,
-                Layer::Elu => super::conv::elu(&h)?,
+                Layer::Elu => crate::model::kernels::elu(&h)?,
             };
         }
         Ok(h)

@@ -508,7 +508,9 @@ impl MusicgenModel {
             }
             // FFN with exact GELU.
             let h = layer.final_ln.forward(&x)?;
-            let h = layer.fc2.forward(&layer.fc1.forward(&h)?.gelu_erf()?)?;
+            let h = layer
+                .fc2
+                .forward(&crate::model::kernels::gelu_erf(&layer.fc1.forward(&h)?)?)?;
             x = (x + h)?;
             if let Some(y) = hook.on_block_output(i, step, &x)? {
                 if y.dims() != x.dims() {
