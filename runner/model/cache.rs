@@ -121,11 +121,6 @@ impl<K: Eq + Hash + Clone, V> LruCache<K, V> {
             .filter(|e| Self::is_loaded(e))
             .count()
     }
-
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -60,13 +60,16 @@ impl SimpleBackend for SeededBackend {
 /// Records the name and shape of every tensor a model asks for, handing out zeros (lazily
 /// allocated pages, so recording a full-size model costs next to nothing). Building a model once
 /// against it lists exactly the weights [`seeded_map`] must draw.
+/// (name, shape) of each weight asked for.
+type Seen = Vec<(String, Vec<usize>)>;
+
 #[derive(Default, Clone)]
 pub struct RecordingBackend {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<usize>)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
 }
 
 impl RecordingBackend {
-    pub fn take(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn take(&self) -> Seen {
         std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
