@@ -2,13 +2,18 @@
 //! Reference: fixtures/bench_musicgen.py (transformers, same dimensions and thread count);
 //! fixtures/bench_musicgen.sh runs both back to back.
 //!
+//! EnCodec at facebook/encodec_32khz's shapes (seeded weights): encoding and decoding 4 s clips one
+//! at a time and in batches.
+//!
 //! `cargo bench --bench musicgen` with env RFMX_BENCH_STEPS (250), RFMX_BENCH_FRAMES (200),
-//! RFMX_BENCH_BATCHES ("1,4"), RFMX_BENCH_REPEATS (1), RFMX_BENCH_WHAT ("gen,extract"),
+//! RFMX_BENCH_BATCHES ("1,4"), RFMX_BENCH_REPEATS (1), RFMX_BENCH_WHAT ("gen,extract,codec"),
+//! RFMX_BENCH_CODEC_BATCHES ("1,16"), RFMX_BENCH_CODEC_SECONDS (4),
 //! RFMX_BENCH_DEVICE ("cpu"). Threads: RAYON_NUM_THREADS. Prints one JSON line per measurement.
 
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
+use rfmx::model::encodec::{Encodec, EncodecConfig};
 use rfmx::model::musicgen::{GenerateConfig, NoHook, Pool, TinySpec, parse_device, parse_dtype};
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
@@ -23,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let frames: usize = env("RFMX_BENCH_FRAMES", 200);
     let repeats: usize = env("RFMX_BENCH_REPEATS", 1);
     let batches: String = env("RFMX_BENCH_BATCHES", "1,4".to_string());
-    let what: String = env("RFMX_BENCH_WHAT", "gen,extract".to_string());
+    let what: String = env("RFMX_BENCH_WHAT", "gen,extract,codec".to_string());
     let device = parse_device(&env("RFMX_BENCH_DEVICE", "cpu".to_string()))?;
     let dtype = parse_dtype(&env("RFMX_BENCH_DTYPE", "auto".to_string()), &device)?;
     // musicgen-small decoder; text states already at decoder width (no projection), like the reference.
@@ -110,6 +115,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "{{\"impl\": \"rfmx\", \"task\": \"extract\", \"batch\": 1, \"frames\": {frames}, \"seconds\": {dt}, \"tokens_per_s\": {}}}",
                 frames as f64 / dt
             );
+        }
+    }
+    if what.contains("codec") {
+        let codec = Encodec::seeded(EncodecConfig::encodec_32khz(), 0, &device)?;
+        let secs: f64 = env("RFMX_BENCH_CODEC_SECONDS", 4.0);
+        let samples = (secs * 32000.0) as usize;
+        let batches: String = env("RFMX_BENCH_CODEC_BATCHES", "1,16".to_string());
+        for b in batches.split(',').map(|s| s.trim().parse::<usize>()) {
+            let b = b?;
+            let audio = (Tensor::randn(0f32, 1.0, (b, 1, samples), &device)? * 0.1)?;
+            for r in 0..=repeats {
+                let t = Instant::now();
+                let codes = codec.encode(&audio)?;
+                let de = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                codec.decode(&codes)?;
+                let dd = t.elapsed().as_secs_f64();
+                if r == 0 {
+                    continue; // warm-up
+                }
+                for (task, s) in [("encode", de), ("decode", dd)] {
+                    println!(
+                        "{{\"impl\": \"rfmx\", \"task\": \"{task}\", \"batch\": {b}, \"seconds_audio\": {secs}, \"seconds\": {s}, \"seconds_per_clip\": {}}}",
+                        s / b as f64
+                    );
+                }
+            }
         }
     }
     Ok(())

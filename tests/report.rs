@@ -135,7 +135,10 @@ fn fixture_report_content() {
     assert!(html.contains(
         "<td>notes</td><td>rfm</td><td class=\"num\">2</td><td class=\"num\">0.870</td>"
     ));
-    assert!(html.contains("<td>notes:C</td><td>2, 3</td><td class=\"num\">2</td>"));
+    // Layer 0's direction is degenerate in the fixture: not selected, marked with its reason.
+    assert!(html.contains(
+        "<td>notes:C</td><td>2, 3; degenerate, weight 0: 0 (zero or non-finite direction (the probe found no signal))</td><td class=\"num\">2</td>"
+    ));
     assert!(html.contains("judge probe at layer 2"));
     // Plots: η curves for the two numeric metrics, probe layers, traces; PNG copies on request.
     for name in ["eta_probe_accuracy", "eta_fd", "probe_notes", "traces"] {

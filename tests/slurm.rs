@@ -204,7 +204,7 @@ fn slurm_failing_node_has_its_record_siblings_finish_and_only_it_is_resubmitted(
         .unwrap()
         .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
         .collect();
-    assert_eq!(failures.len(), 1);
+    assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0]["id"], "toy_square[x=2]");
     assert!(
         failures[0]["error_chain"][0]

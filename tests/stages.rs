@@ -345,7 +345,18 @@ fn steering_can_be_switched_off_for_a_probe_only_spec() {
         "{on}"
     );
     let off = ok(&w.rfmx(&["plan", spec, "--set", "steer.enabled=false"]));
-    assert!(off.contains("directions[chords:major]"), "{off}");
+    // Nothing steers, so no directions either, unless the spec asks for them.
+    assert!(!off.contains("directions["), "{off}");
+    let asked = ok(&w.rfmx(&[
+        "plan",
+        spec,
+        "--set",
+        "steer.enabled=false",
+        "--set",
+        "probe.directions=true",
+    ]));
+    assert!(asked.contains("directions[chords:major]"), "{asked}");
+    assert!(!asked.contains("generation["), "{asked}");
     assert!(
         !off.contains("generation[") && !off.contains("evaluation["),
         "{off}"

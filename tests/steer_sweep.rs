@@ -150,8 +150,10 @@ impl NodeKind for FakeDirections {
                     val_auc: Some(0.6 + 0.1 * l as f64),
                     test_auc: Some(0.5),
                     k: 1,
+                    degenerate: None,
                 })
                 .collect(),
+            degenerate_layers: vec![],
             judge_layer: 3,
             judge: Judge {
                 layer: 3,

@@ -382,6 +382,10 @@ impl Backend for Slurm<'_> {
             let states = job_states().map_err(|e| e.to_string())?;
             let mut changed = false;
             let mut still = Vec::new();
+            // In plan order, so that a job Slurm ended because its input's job failed in this same
+            // poll (an afterok that can never hold) is left to the skip, not recorded as a failure.
+            self.open.sort_unstable();
+            let mut failed_now: HashSet<usize> = HashSet::new();
             for &i in &self.open {
                 let node = &plan.nodes[i];
                 let Some(rec) = self.job_of.get(&i) else {
@@ -402,9 +406,18 @@ impl Backend for Slurm<'_> {
                     }
                     JobState::Ended(st) => {
                         changed = true;
+                        if plan.inputs_of(i).iter().any(|d| failed_now.contains(d))
+                            && !matches!(self.store.check(&node.key), EntryState::Valid(_))
+                        {
+                            failed_now.insert(i);
+                            continue;
+                        }
                         let outcome = match outcome_of(self.store, node, rec, &st) {
                             Ok(seconds) => Outcome::Computed { seconds },
-                            Err((record, error)) => Outcome::Failed { error, record },
+                            Err((record, error)) => {
+                                failed_now.insert(i);
+                                Outcome::Failed { error, record }
+                            }
                         };
                         self.ready.push(Completion { node: i, outcome });
                     }

@@ -3,17 +3,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::Value;
 
+use super::cache::LruCache;
 use super::encodec::{Encodec, EncodecConfig};
 use super::error::ModelError;
 use super::musicgen::{Condition, Layout, MusicgenConfig, MusicgenModel, TinySpec};
 use super::text::{self, TextEncoder};
-use super::{fingerprint, hub, weights};
+use super::{fingerprint, hub, random_small, weights};
 
 /// MusicGen's audio rate (the EnCodec 32 kHz codec).
 pub const SAMPLE_RATE: u32 = 32_000;
@@ -25,6 +26,8 @@ pub enum ModelSource {
     Auto,
     /// The embedded seeded model: random weights, no download.
     Tiny,
+    /// The embedded seeded model at musicgen-small's dimensions: random weights, no download.
+    RandomSmall,
     /// A repo id looked up in the local HF cache, e.g. `facebook/musicgen-small`.
     Hub(String),
     /// A `save_pretrained` snapshot directory.
@@ -47,6 +50,7 @@ impl ModelSource {
         match s.trim() {
             "auto" | "" => ModelSource::Auto,
             "tiny" => ModelSource::Tiny,
+            "random-small" => ModelSource::RandomSmall,
             s if Path::new(s).is_dir() || !hub::looks_like_repo_id(s) => {
                 ModelSource::Path(PathBuf::from(s))
             }
@@ -54,11 +58,12 @@ impl ModelSource {
         }
     }
 
-    /// Resolves `Auto`/`Hub` to a concrete `Tiny` or `Path` (error for a missing explicit hub id:
+    /// Resolves `Auto`/`Hub` to a concrete `Tiny`, `RandomSmall` or `Path` (error for a missing explicit hub id:
     /// where it looked + the download command; a `Path` must hold a config.json).
     pub fn resolve(&self) -> Result<ModelSource, ModelError> {
         match self {
             ModelSource::Tiny => Ok(ModelSource::Tiny),
+            ModelSource::RandomSmall => Ok(ModelSource::RandomSmall),
             ModelSource::Path(p) => {
                 if p.join("config.json").is_file() {
                     Ok(ModelSource::Path(p.clone()))
@@ -89,11 +94,12 @@ impl ModelSource {
         }
     }
 
-    /// "tiny", the repo id or the snapshot path: for node ids and metadata (cache keys use the
+    /// "tiny", "random-small", the repo id or the snapshot path: for node ids and metadata (cache keys use the
     /// fingerprint, which never contains a path).
     pub fn label(&self) -> String {
         match self {
             ModelSource::Tiny => "tiny".into(),
+            ModelSource::RandomSmall => "random-small".into(),
             ModelSource::Hub(id) => id.clone(),
             ModelSource::Path(p) => p.display().to_string(),
             ModelSource::Auto => match hub::find_snapshot(hub::DEFAULT_HUB_ID) {
@@ -156,20 +162,24 @@ pub struct Pipeline {
     pub description: String,
     /// Hex; config + weight-file hashes (memoised by path/size/mtime).
     pub fingerprint: String,
-    /// The resolved source (`Tiny` or `Path`).
+    /// The resolved source (`Tiny`, `RandomSmall` or `Path`).
     pub source: ModelSource,
+    /// Bytes of the weights as loaded (the model cache's size bound).
+    pub weight_bytes: usize,
     text: TextEncoder,
 }
 
 type SharedKey = (ModelSource, String, String);
 
-fn shared_pipelines() -> &'static Mutex<HashMap<SharedKey, Arc<Pipeline>>> {
-    static SHARED: OnceLock<Mutex<HashMap<SharedKey, Arc<Pipeline>>>> = OnceLock::new();
-    SHARED.get_or_init(Default::default)
+/// Models kept loaded per process (a run rarely uses more than one model and one CLAP).
+const SHARED_MODELS: usize = 2;
+
+fn shared_pipelines() -> &'static LruCache<SharedKey, Pipeline> {
+    static SHARED: OnceLock<LruCache<SharedKey, Pipeline>> = OnceLock::new();
+    SHARED.get_or_init(|| LruCache::new(SHARED_MODELS, usize::MAX))
 }
 
 impl Pipeline {
-    /// Cheap fingerprint for plan-time keys (hashes are memoised per process).
     /// The key fingerprint of a model and, for a snapshot, the external input it comes from (the
     /// embedded model has no files; its fingerprint covers what determines its weights).
     pub fn identity_of(
@@ -180,6 +190,9 @@ impl Pipeline {
                 let e = fingerprint::snapshot_external(&dir, &weights::weight_files(&dir)?)?;
                 Ok((e.fingerprint.clone(), Some(e)))
             }
+            ModelSource::RandomSmall => {
+                Ok((fingerprint::embedded(&random_small::identity()), None))
+            }
             _ => Ok((fingerprint::embedded(&TinyParts::new().identity()), None)),
         }
     }
@@ -188,7 +201,23 @@ impl Pipeline {
         Ok(Self::identity_of(source)?.0)
     }
 
-    /// Loads once per process and shares (Arc) — nodes call this instead of loading per node.
+    /// Decoder layers of a source, without loading its weights (a snapshot: its config.json).
+    pub fn num_layers_of(source: &ModelSource) -> Result<usize, ModelError> {
+        match source.resolve()? {
+            ModelSource::Path(dir) => {
+                let path = dir.join("config.json");
+                let cfg = MusicgenConfig::from_file(&path)
+                    .map_err(|e| ModelError::snapshot(&dir, e.to_string()))?;
+                Ok(cfg.decoder.num_hidden_layers)
+            }
+            ModelSource::RandomSmall => Ok(random_small::decoder_spec().num_hidden_layers),
+            _ => Ok(TinyParts::new().decoder.num_hidden_layers),
+        }
+    }
+
+    /// Loads once per process and shares (Arc): nodes call this instead of loading per node.
+    /// Loading one model does not block users of another; the [`SHARED_MODELS`] most recently
+    /// used models stay loaded.
     pub fn shared(
         source: &ModelSource,
         device: &Device,
@@ -200,20 +229,18 @@ impl Pipeline {
             format!("{:?}", device.location()),
             format!("{dtype:?}"),
         );
-        // Held while loading: two nodes asking at once load the model once.
-        let mut map = shared_pipelines().lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = map.get(&key) {
-            return Ok(p.clone());
-        }
-        let p = Arc::new(Self::load(&resolved, device, dtype)?);
-        map.insert(key, p.clone());
-        Ok(p)
+        shared_pipelines().get_or_load(
+            &key,
+            |p| p.weight_bytes,
+            || Self::load(&resolved, device, dtype),
+        )
     }
 
     /// Loads without sharing.
     pub fn load(source: &ModelSource, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         match source.resolve()? {
             ModelSource::Path(dir) => Self::load_dir(&dir, device, dtype),
+            ModelSource::RandomSmall => Self::random_small(device, dtype),
             _ => Self::tiny(device, dtype),
         }
     }
@@ -235,6 +262,22 @@ impl Pipeline {
             ),
             fingerprint: fingerprint::embedded(&parts.identity()),
             source: ModelSource::Tiny,
+            weight_bytes: decoder.weight_bytes(),
+            decoder,
+            codec,
+            text,
+        })
+    }
+
+    /// The embedded model at musicgen-small's dimensions (see [`random_small`]): random weights
+    /// drawn on load.
+    pub fn random_small(device: &Device, dtype: DType) -> Result<Self, ModelError> {
+        let (decoder, text, codec) = random_small::build(device, dtype)?;
+        Ok(Self {
+            description: random_small::description(),
+            fingerprint: fingerprint::embedded(&random_small::identity()),
+            source: ModelSource::RandomSmall,
+            weight_bytes: decoder.weight_bytes(),
             decoder,
             codec,
             text,
@@ -269,7 +312,18 @@ impl Pipeline {
             ));
         }
         let files = weights::weight_files(dir)?;
-        let tensors = weights::load_tensors(&files)?;
+        // The decoder in the asked dtype; T5 and EnCodec always in f32 (see TextEncoder::load).
+        let tensors = weights::load_tensors_as(&files, &|name: &str| {
+            if name.starts_with("text_encoder.") || name.starts_with("audio_encoder.") {
+                Some(DType::F32)
+            } else {
+                Some(dtype)
+            }
+        })?;
+        let weight_bytes = tensors
+            .values()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum();
         let decoder = MusicgenModel::new(
             cfg.clone(),
             VarBuilder::from_tensors(tensors.clone(), dtype, device),
@@ -316,6 +370,7 @@ impl Pipeline {
             ),
             fingerprint: fingerprint::snapshot(dir, &files)?,
             source: ModelSource::Path(dir.to_path_buf()),
+            weight_bytes,
             decoder,
             codec,
             text,

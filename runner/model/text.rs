@@ -151,7 +151,7 @@ pub fn tiny_config(d_model: usize) -> t5::Config {
     }
 }
 
-fn tiny_init(name: &str, dims: &[usize]) -> (f32, f32) {
+pub(crate) fn tiny_init(name: &str, dims: &[usize]) -> (f32, f32) {
     if name.ends_with("layer_norm.weight") {
         (1.0, 0.1)
     } else if name.ends_with("relative_attention_bias.weight") {

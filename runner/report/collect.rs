@@ -135,8 +135,10 @@ pub struct ProbeScores {
 pub struct DirectionScores {
     pub concept: String,
     pub class: String,
-    /// (layer, val_auc)
+    /// (layer, val_auc) of the layers with a usable direction
     pub layers: Vec<(i64, f64)>,
+    /// Layers whose direction is degenerate (weight 0 in layer cropping), with the reason.
+    pub degenerate: Vec<(i64, String)>,
     pub judge_layer: Option<i64>,
 }
 
@@ -504,7 +506,13 @@ fn directions(n: &NodeEntry, d: &mut ReportData) {
         layers: v
             .layers
             .iter()
+            .filter(|l| l.degenerate.is_none())
             .filter_map(|l| Some((l.layer as i64, l.val_auc?)))
+            .collect(),
+        degenerate: v
+            .layers
+            .iter()
+            .filter_map(|l| Some((l.layer as i64, l.degenerate.clone()?)))
             .collect(),
         judge_layer: Some(v.judge_layer as i64),
     });

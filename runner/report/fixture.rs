@@ -341,9 +341,13 @@ fn write_all(b: &mut Builder<'_>) -> Result<(), ContractError> {
                 layer,
                 val_auc: Some(q),
                 test_auc: Some(r4(q - 0.01)),
-                k: 1,
+                // Layer 0's probe found nothing: a degenerate layer, marked and given weight 0.
+                k: usize::from(layer != 0),
+                degenerate: (layer == 0)
+                    .then(|| "zero or non-finite direction (the probe found no signal)".into()),
             })
             .collect(),
+        degenerate_layers: vec![0],
         judge_layer: 2,
         judge: Judge {
             layer: 2,

@@ -601,13 +601,25 @@ fn probes(
             }
             s.selections.push(Selection {
                 direction: format!("{}:{}", dir.concept, dir.class),
-                layers: if input.layers.is_none() {
-                    "no [steer] layers in the spec".into()
-                } else {
-                    sel.iter()
-                        .map(|l| l.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                layers: {
+                    let mut text = if input.layers.is_none() {
+                        "no [steer] layers in the spec".to_string()
+                    } else {
+                        sel.iter()
+                            .map(|l| l.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    // Degenerate layers have no direction: weight 0, shown so nobody wonders.
+                    if !dir.degenerate.is_empty() {
+                        let list: Vec<String> = dir
+                            .degenerate
+                            .iter()
+                            .map(|(l, why)| format!("{l} ({why})"))
+                            .collect();
+                        text.push_str(&format!("; degenerate, weight 0: {}", list.join(", ")));
+                    }
+                    text
                 },
                 judge: dir
                     .judge_layer

@@ -162,6 +162,9 @@ pub struct ProbeSpec {
     pub directions_k: usize,
     /// The layer whose multiclass probe is the evaluation judge.
     pub judge_layer: JudgeLayer,
+    /// Plan the `directions` nodes even when nothing steers (they are planned whenever `[steer]`
+    /// is enabled; a probe-only spec otherwise skips them).
+    pub directions: bool,
 }
 
 /// `"best"` (the layer with the best multiclass validation accuracy) or a layer index.

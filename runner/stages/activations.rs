@@ -70,7 +70,9 @@ impl NodeKind for ActivationsNode {
         "activations"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the vectorised exact-erf GELU and the per-tap EnCodec convolutions change the
+        //    features in their last digits.
+        2
     }
     fn resources(&self, node: &crate::dag::PlannedNode) -> crate::dag::Resources {
         crate::dag::Resources::heavy(node.hints["device"].as_str())

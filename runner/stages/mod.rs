@@ -21,7 +21,6 @@ use serde_json::{Value, json};
 
 use crate::dag::store::Store;
 use crate::dag::{Export, Label, NodeSpec, Plan, PlanBuilder, PlanError, Stage};
-use crate::model::musicgen::{MusicgenConfig, TinySpec};
 use crate::model::{ModelError, ModelSource, Pipeline};
 use crate::spec::ResolvedSpec;
 use crate::spec::schema::{AllOr, JudgeLayer, LayerStrategy, Pooling, ProbeKind};
@@ -124,14 +123,7 @@ pub fn kind_name(k: ProbeKind) -> &'static str {
 
 /// Decoder layers of a model source (tiny: the embedded spec; a snapshot: its config.json).
 pub fn model_layers(source: &ModelSource) -> std::result::Result<usize, ModelError> {
-    match source.resolve()? {
-        ModelSource::Path(dir) => {
-            let cfg = MusicgenConfig::from_file(&dir.join("config.json"))
-                .map_err(|e| ModelError::snapshot(&dir, e.to_string()))?;
-            Ok(cfg.decoder.num_hidden_layers)
-        }
-        _ => Ok(TinySpec::default().num_hidden_layers),
-    }
+    Pipeline::num_layers_of(source)
 }
 
 /// The probe pipeline's planner.
@@ -298,7 +290,9 @@ impl Stage for ProbeStage {
                 JudgeLayer::Best => json!("best"),
                 JudgeLayer::Layer(l) => json!(l),
             };
-            for class in data_concept.classes() {
+            // Directions only when something uses them: steering, or a spec that asks.
+            let wanted = probe.directions || s.steer.as_ref().is_some_and(|st| st.enabled);
+            for class in data_concept.classes().into_iter().filter(|_| wanted) {
                 let mut node = NodeSpec::new(
                     format!("directions[{c}:{class}]"),
                     "directions",
@@ -512,6 +506,18 @@ mod tests {
         assert!(p.nodes[act].fingerprint.is_some());
         let d = p.find("directions[chords:aug]").unwrap();
         assert_eq!(p.inputs_of(d).len(), 2);
+    }
+
+    #[test]
+    fn a_probe_only_spec_plans_directions_only_when_asked() {
+        let base = "[model]\nname = \"tiny\"\n[data]\nconcepts = [\"chords\"]\nper_class = 4\n\
+                    [extract]\nlayers = [1]\n[steer]\nenabled = false\ntargets = [\"chords:major\"]\n";
+        let count = |p: &Plan| p.nodes.iter().filter(|n| n.kind == "directions").count();
+        let p = plan(base);
+        assert_eq!(count(&p), 0);
+        assert!(p.find("probe[chords,L1,rfm]").is_some());
+        let p = plan(&format!("{base}[probe]\ndirections = true\n"));
+        assert_eq!(count(&p), 4, "one per chord class");
     }
 
     #[test]

@@ -31,8 +31,10 @@ pub fn write_directions(dir: &Path, qs: &[(usize, Vec<f32>)], val: &[f64], judge
                 val_auc: Some(val[l]),
                 test_auc: Some(val[l]),
                 k: 1,
+                degenerate: None,
             })
             .collect(),
+        degenerate_layers: vec![],
         judge_layer: judge,
         judge: Judge {
             layer: judge,

@@ -3,6 +3,7 @@
 //! reflect-pad, does not trim transposed convolutions the way HF does, and cannot parse HF's config.json.
 
 mod config;
+mod conv;
 mod quantizer;
 mod seanet;
 mod seeded;
@@ -15,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use config::{EncodecConfig, PadMode};
+pub(crate) use seeded::init as seeded_init;
 pub use weights::{fold, fold_weight_norm, load_safetensors_dir};
 
 use quantizer::ResidualVq;

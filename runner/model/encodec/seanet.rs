@@ -21,16 +21,8 @@ fn pad1d(x: &Tensor, left: usize, right: usize, mode: PadMode) -> Result<Tensor>
             let len = x.dim(D::Minus1)?;
             let extra = if len <= max_pad { max_pad - len + 1 } else { 0 };
             let x = x.pad_with_zeros(D::Minus1, 0, extra)?;
-            let n = len + extra;
-            // indices of torch's reflect: x[left], .., x[1], x[0..n], x[n-2], .., x[n-1-right]
-            let idx: Vec<u32> = (0..left)
-                .map(|i| (left - i) as u32)
-                .chain((0..n).map(|i| i as u32))
-                .chain((0..right).map(|i| (n - 2 - i) as u32))
-                .collect();
-            let idx = Tensor::from_vec(idx, left + n + right, x.device())?;
-            let padded = x.index_select(&idx, D::Minus1)?;
-            padded.narrow(D::Minus1, 0, left + n + right - extra)?
+            let padded = super::conv::reflect_pad(&x, left, right)?;
+            padded.narrow(D::Minus1, 0, left + len + extra + right - extra)?
         }
     })
 }
@@ -78,8 +70,7 @@ impl Conv1d {
             let right = padding_total / 2;
             pad1d(x, padding_total - right, right + extra, self.pad_mode)?
         };
-        let y = x.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
-        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1))?)?)
+        super::conv::conv1d(&x, &self.weight, &self.bias, self.stride, self.dilation)
     }
 }
 
@@ -111,16 +102,7 @@ impl ConvTranspose1d {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let padding_total = self.weight.dim(2)? - self.stride;
-        // candle 0.11's CPU conv_transpose1d mixes up batch items when B > 1 (tests/codec_seeded.rs
-        // `codec_batch_matches_single_items` catches it), so run it one item at a time.
-        let items = (0..x.dim(0)?)
-            .map(|i| {
-                x.narrow(0, i, 1)?
-                    .conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let y = Tensor::cat(&items, 0)?;
-        let y = y.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
+        let y = super::conv::conv_transpose1d(x, &self.weight, &self.bias, self.stride)?;
         let right = if self.causal {
             (padding_total as f64 * self.trim_right_ratio).ceil() as usize
         } else {
@@ -134,7 +116,7 @@ impl ConvTranspose1d {
 
 /// `EncodecLSTM`: a stacked LSTM over time with a skip connection around it.
 pub struct Lstm {
-    /// per layer: (W_ih^T [C, 4C], W_hh^T [C, 4C], b_ih + b_hh [4C])
+    /// per layer: (W_ih^T [C, 4C], W_hh [4C, C], b_ih + b_hh [4C])
     layers: Vec<(Tensor, Tensor, Tensor)>,
     dim: usize,
 }
@@ -148,10 +130,9 @@ impl Lstm {
                     .get((4 * dim, dim), &format!("weight_ih_l{l}"))?
                     .t()?
                     .contiguous()?;
-                let w_hh = vb
-                    .get((4 * dim, dim), &format!("weight_hh_l{l}"))?
-                    .t()?
-                    .contiguous()?;
+                // Kept as stored, [4C, C]: W_hh . h^T streams the rows once per step (half the
+                // time of h . W_hh^T on a transposed copy for one clip).
+                let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
                 let b = (vb.get(4 * dim, &format!("bias_ih_l{l}"))?
                     + vb.get(4 * dim, &format!("bias_hh_l{l}"))?)?;
                 Ok((w_ih, w_hh, b))
@@ -177,7 +158,7 @@ impl Lstm {
             let mut cell = h.clone();
             let mut outs = Vec::with_capacity(t);
             for step in 0..t {
-                let gates = (xw.narrow(1, step, 1)?.squeeze(1)? + h.matmul(w_hh)?)?;
+                let gates = (xw.narrow(1, step, 1)?.squeeze(1)? + w_hh.matmul(&h.t()?)?.t()?)?;
                 // torch's gate order: input, forget, cell, output
                 let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h_dim)?)?;
                 let f = candle_nn::ops::sigmoid(&gates.narrow(1, h_dim, h_dim)?)?;
@@ -228,7 +209,7 @@ impl ResnetBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for conv in &self.convs {
-            h = conv.forward(&h.elu(1.0)?)?;
+            h = conv.forward(&crate::model::kernels::elu(&h)?)?;
         }
         let skip = match &self.shortcut {
             Some(s) => s.forward(x)?,
@@ -363,7 +344,7 @@ impl Seanet {
                 Layer::ConvTr(c) => c.forward(&h)?,
                 Layer::Res(r) => r.forward(&h)?,
                 Layer::Lstm(l) => l.forward(&h)?,
-                Layer::Elu => h.elu(1.0)?,
+                Layer::Elu => crate::model::kernels::elu(&h)?,
             };
         }
         Ok(h)

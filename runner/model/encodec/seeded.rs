@@ -9,7 +9,7 @@ pub fn backend(seed: u64) -> SeededBackend {
     SeededBackend::new(DOMAIN, seed, init)
 }
 
-fn init(name: &str, dims: &[usize]) -> (f32, f32) {
+pub(crate) fn init(name: &str, dims: &[usize]) -> (f32, f32) {
     // PyTorch-like scales keep activations O(1) through the stack; later RVQ stages get smaller
     // codebooks because they quantise what the earlier ones left over.
     let bound = if name.ends_with("codebook.embed") {

@@ -275,6 +275,31 @@ impl MusicgenModel {
     pub fn config(&self) -> &MusicgenConfig {
         &self.cfg
     }
+
+    /// Bytes of the decoder's weights (embeddings, blocks, heads, text projection).
+    pub fn weight_bytes(&self) -> usize {
+        let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let lin = |l: &Linear| t(&l.w) + l.b.as_ref().map_or(0, t);
+        let ln = |l: &LayerNorm| t(l.weight()) + l.bias().map_or(0, t);
+        let att = |a: &Attention| lin(&a.q) + lin(&a.k) + lin(&a.v) + lin(&a.o);
+        self.embed.iter().map(|e| t(e.embeddings())).sum::<usize>()
+            + self
+                .layers
+                .iter()
+                .map(|l| {
+                    att(&l.self_attn)
+                        + att(&l.cross_attn)
+                        + lin(&l.fc1)
+                        + lin(&l.fc2)
+                        + ln(&l.self_ln)
+                        + ln(&l.cross_ln)
+                        + ln(&l.final_ln)
+                })
+                .sum::<usize>()
+            + ln(&self.layer_norm)
+            + self.lm_heads.iter().map(lin).sum::<usize>()
+            + self.enc_to_dec.as_ref().map_or(0, lin)
+    }
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -483,7 +508,9 @@ impl MusicgenModel {
             }
             // FFN with exact GELU.
             let h = layer.final_ln.forward(&x)?;
-            let h = layer.fc2.forward(&layer.fc1.forward(&h)?.gelu_erf()?)?;
+            let h = layer
+                .fc2
+                .forward(&crate::model::kernels::gelu_erf(&layer.fc1.forward(&h)?)?)?;
             x = (x + h)?;
             if let Some(y) = hook.on_block_output(i, step, &x)? {
                 if y.dims() != x.dims() {

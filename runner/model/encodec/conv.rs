@@ -1,0 +1,271 @@
+//! EnCodec's convolutions and reflect padding on the CPU: convolutions as one GEMM per kernel tap,
+//! reading the input in place.
+//!
+//! candle's CPU `conv1d` first materialises the im2col matrix (`[B, L_out, C_in * K]`: 100 MB for
+//! one 4 s clip at the first residual block, 1.6 GB for a batch of 16) and its `conv_transpose1d`
+//! mixes up batch items when B > 1 (tests/codec_seeded.rs `codec_batch_matches_single_items`).
+//! Here `y[o, t] = b[o] + sum_k W_k[o, :] . x[:, t * stride + k * dilation]` is K accumulating
+//! GEMMs (the gemm crate, which takes arbitrary strides, so tap `k`'s input is a strided view of
+//! `x` and nothing is copied), and the transposed convolution is the same with a strided output.
+//! Sums run in a different order than torch's, so values match to float rounding (the parity
+//! tests' tolerances), not bit for bit. Other devices and dtypes use candle's kernels.
+
+use candle_core::{DType, Device, Storage, Tensor};
+
+use super::EncodecError;
+
+type Result<T> = std::result::Result<T, EncodecError>;
+
+fn parallelism(work: usize) -> gemm::Parallelism {
+    // Small products lose more to thread hand-off than they gain.
+    let threads = rayon::current_num_threads();
+    if threads > 1 && work > 1 << 20 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of `t` (on the CPU).
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Err(EncodecError::Input("expected a CPU tensor".into()));
+    };
+    let data = cpu.as_slice::<f32>()?;
+    f(&data[layout.start_offset()..layout.start_offset() + t.elem_count()])
+}
+
+fn fast_path(x: &Tensor, w: &Tensor) -> bool {
+    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && w.dtype() == DType::F32
+}
+
+/// `x` [B, C_in, L] (already padded), `w` [C_out, C_in, K], `bias` [C_out] -> [B, C_out, L_out].
+pub fn conv1d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    dilation: usize,
+) -> Result<Tensor> {
+    if !fast_path(x, w) {
+        let y = x.conv1d(w, 0, stride, dilation, 1)?;
+        return Ok(y.broadcast_add(&bias.reshape((1, (), 1))?)?);
+    }
+    let (b, cin, len) = x.dims3()?;
+    let (cout, cin_w, k) = w.dims3()?;
+    let span = (k - 1) * dilation + 1;
+    if cin != cin_w || len < span {
+        return Err(EncodecError::Input(format!(
+            "conv1d: input {:?} against kernel {:?}",
+            x.dims(),
+            w.dims()
+        )));
+    }
+    let lout = (len - span) / stride + 1;
+    let bias = bias.to_vec1::<f32>()?;
+    let mut out = vec![0f32; b * cout * lout];
+    for (o, row) in out.chunks_mut(lout).enumerate() {
+        row.fill(bias[o % cout]);
+    }
+    with_f32(x, |xs| {
+        with_f32(w, |ws| {
+            for (item, dst) in out.chunks_mut(cout * lout).enumerate() {
+                let src = &xs[item * cin * len..(item + 1) * cin * len];
+                for tap in 0..k {
+                    // SAFETY: every index the strides reach is inside `dst` ([cout, lout] row-major),
+                    // `ws` ([cout, cin, k]: row o*cin*k, column i*k, offset tap) and `src`
+                    // ([cin, len]: row i*len, column t*stride, offset tap*dilation, with
+                    // (lout-1)*stride + tap*dilation < len).
+                    unsafe {
+                        gemm::gemm(
+                            cout,
+                            lout,
+                            cin,
+                            dst.as_mut_ptr(),
+                            1,
+                            lout as isize,
+                            true,
+                            ws.as_ptr().add(tap),
+                            k as isize,
+                            (cin * k) as isize,
+                            src.as_ptr().add(tap * dilation),
+                            stride as isize,
+                            len as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            parallelism(cout * lout * cin),
+                        );
+                    }
+                }
+            }
+            Ok(())
+        })
+    })?;
+    Ok(Tensor::from_vec(out, (b, cout, lout), x.device())?)
+}
+
+/// `x` [B, C_in, L], `w` [C_in, C_out, K], `bias` [C_out] -> [B, C_out, (L - 1) * stride + K]
+/// (no padding trimmed: the caller trims as EnCodec does).
+pub fn conv_transpose1d(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) -> Result<Tensor> {
+    if !fast_path(x, w) {
+        // candle's CPU kernel mixes up batch items when B > 1: one item at a time.
+        let items = (0..x.dim(0)?)
+            .map(|i| x.narrow(0, i, 1)?.conv_transpose1d(w, 0, 0, stride, 1, 1))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let y = Tensor::cat(&items, 0)?;
+        return Ok(y.broadcast_add(&bias.reshape((1, (), 1))?)?);
+    }
+    let (b, cin, len) = x.dims3()?;
+    let (cin_w, cout, k) = w.dims3()?;
+    if cin != cin_w || len == 0 {
+        return Err(EncodecError::Input(format!(
+            "conv_transpose1d: input {:?} against kernel {:?}",
+            x.dims(),
+            w.dims()
+        )));
+    }
+    let lout = (len - 1) * stride + k;
+    let bias = bias.to_vec1::<f32>()?;
+    let mut out = vec![0f32; b * cout * lout];
+    for (o, row) in out.chunks_mut(lout).enumerate() {
+        row.fill(bias[o % cout]);
+    }
+    with_f32(x, |xs| {
+        with_f32(w, |ws| {
+            for (item, dst) in out.chunks_mut(cout * lout).enumerate() {
+                let src = &xs[item * cin * len..(item + 1) * cin * len];
+                for tap in 0..k {
+                    // y[o, t*stride + tap] += sum_i w[i, o, tap] x[i, t].
+                    // SAFETY: `dst` is [cout, lout] with column t*stride + tap <= (len-1)*stride + k-1
+                    // < lout; `ws` is [cin, cout, k] read as lhs (o, i) at o*k + i*cout*k + tap;
+                    // `src` is [cin, len].
+                    unsafe {
+                        gemm::gemm(
+                            cout,
+                            len,
+                            cin,
+                            dst.as_mut_ptr().add(tap),
+                            stride as isize,
+                            lout as isize,
+                            true,
+                            ws.as_ptr().add(tap),
+                            (cout * k) as isize,
+                            k as isize,
+                            src.as_ptr(),
+                            1,
+                            len as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            parallelism(cout * len * cin),
+                        );
+                    }
+                }
+            }
+            Ok(())
+        })
+    })?;
+    Ok(Tensor::from_vec(out, (b, cout, lout), x.device())?)
+}
+
+/// torch's reflect padding of the last dimension (`pad < len`), by slice copies.
+pub fn reflect_pad(x: &Tensor, left: usize, right: usize) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let len = *dims
+        .last()
+        .ok_or_else(|| EncodecError::Input("reflect_pad of a scalar".into()))?;
+    if left >= len.max(1) || right >= len.max(1) {
+        return Err(EncodecError::Input(format!(
+            "reflect padding ({left}, {right}) needs a longer input than {len}"
+        )));
+    }
+    if !(matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32) {
+        let idx: Vec<u32> = (0..left)
+            .map(|i| (left - i) as u32)
+            .chain((0..len).map(|i| i as u32))
+            .chain((0..right).map(|i| (len - 2 - i) as u32))
+            .collect();
+        let idx = Tensor::from_vec(idx, left + len + right, x.device())?;
+        return Ok(x.index_select(&idx, candle_core::D::Minus1)?);
+    }
+    let out_len = left + len + right;
+    let rows = x.elem_count() / len.max(1);
+    let mut out = vec![0f32; rows * out_len];
+    with_f32(x, |s| {
+        for (src, dst) in s.chunks(len).zip(out.chunks_mut(out_len)) {
+            for i in 0..left {
+                dst[i] = src[left - i];
+            }
+            dst[left..left + len].copy_from_slice(src);
+            for i in 0..right {
+                dst[left + len + i] = src[len - 2 - i];
+            }
+        }
+        Ok(())
+    })?;
+    let mut shape = dims;
+    *shape.last_mut().expect("checked above") = out_len;
+    Ok(Tensor::from_vec(out, shape, x.device())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn convolutions_match_candle_on_a_batch() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (3, 5, 40), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.3, (7, 5, 4), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, 7, &dev).unwrap();
+        for (stride, dil) in [(1, 1), (2, 1), (1, 3), (4, 1)] {
+            let got = conv1d(&x, &w, &b, stride, dil).unwrap();
+            let want = x
+                .conv1d(&w, 0, stride, dil, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 7, 1)).unwrap())
+                .unwrap();
+            let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(
+                d.to_scalar::<f32>().unwrap() < 1e-5,
+                "stride {stride} dil {dil}"
+            );
+        }
+        let wt = Tensor::randn(0f32, 0.3, (5, 7, 6), &dev).unwrap();
+        for stride in [1, 3] {
+            let got = conv_transpose1d(&x, &wt, &b, stride).unwrap();
+            for i in 0..3 {
+                // candle's own kernel, one item at a time (its batched CPU kernel is wrong).
+                let want = x
+                    .narrow(0, i, 1)
+                    .unwrap()
+                    .conv_transpose1d(&wt, 0, 0, stride, 1, 1)
+                    .unwrap()
+                    .broadcast_add(&b.reshape((1, 7, 1)).unwrap())
+                    .unwrap();
+                let d = (got.narrow(0, i, 1).unwrap() - want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap();
+                assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "stride {stride}");
+            }
+        }
+    }
+
+    #[test]
+    fn reflect_pad_matches_torch() {
+        let x = Tensor::new(&[[1f32, 2., 3., 4.]], &Device::Cpu).unwrap();
+        let y = reflect_pad(&x, 2, 3).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(y, vec![vec![3., 2., 1., 2., 3., 4., 3., 2., 1.]]);
+        assert!(reflect_pad(&x, 4, 0).is_err());
+    }
+}
