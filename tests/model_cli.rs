@@ -1,4 +1,4 @@
-//! `rfmx generate`, `rfmx encode` and `rfmx decode` through the binary (issue 9): files and shapes,
+//! `rfmx generate`, `rfmx encode` and `rfmx decode` through the binary: files and shapes,
 //! determinism against the library, parity with transformers on the tiny MusicGen snapshot written by
 //! fixtures/make_t5.py, missing models, and bad flags (clear error, nothing written).
 

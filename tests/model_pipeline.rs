@@ -1,4 +1,4 @@
-//! The model pipeline (issue 9): the embedded tiny model end to end (text -> T5 -> conditioning ->
+//! The model pipeline: the embedded tiny model end to end (text -> T5 -> conditioning ->
 //! CFG generation -> EnCodec audio), model sources, snapshot loading in every weight layout, and
 //! parity with transformers on the tiny MusicGen written by fixtures/make_t5.py.
 

@@ -1,5 +1,5 @@
 //! The probe pipeline end to end through the binary on the embedded tiny model: dataset ->
-//! activations -> probe (per layer) -> directions, with the CONTRACT.md output formats, caching,
+//! activations -> probe (per layer) -> directions, with the node output formats (docs/contracts.md), caching,
 //! partial re-runs and the summary table.
 
 use std::collections::HashMap;

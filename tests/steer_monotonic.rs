@@ -1,7 +1,7 @@
-//! Issue 4: on the embedded model, the target probe's score on the activations captured during
+//! On the embedded model, the target probe's score on the activations captured during
 //! generation rises monotonically with η over a fixed seed set.
 //!
-//! The target probe is fitted here the way the probe stage fits it (CONTRACT.md): pooled decoder
+//! The target probe is fitted here the way the probe stage fits it (docs/contracts.md): pooled decoder
 //! activations of labelled audio (pure tones, pitch class C vs G, several octaves and timbres) →
 //! a binary linear probe per layer on standardised features; its direction in raw residual space
 //! is the probe's gradient `w/σ`, normalised. Steering injects that direction at every layer

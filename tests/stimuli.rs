@@ -1,4 +1,4 @@
-//! Listening-test stimulus sets (issue 5): build from synthesised tones, loudness and blinding
+//! Listening-test stimulus sets (docs/design.md §7): build from synthesised tones, loudness and blinding
 //! checks on the written files, balanced orders, analysis of synthetic results, bad input, the
 //! `generations` source on a hand-made store, the CLI, and the stats against scipy fixtures.
 

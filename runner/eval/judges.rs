@@ -1,4 +1,4 @@
-//! Model-independent DSP judges of generated audio (DESIGN.md §6), built on `crate::audio`.
+//! Model-independent DSP judges of generated audio (docs/design.md §6), built on `crate::audio`.
 //!
 //! - pitch hit: the strongest chroma pitch class is the target note's pitch class.
 //! - chord hit: the three strongest chroma pitch classes form a triad of the target quality

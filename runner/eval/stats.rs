@@ -1,4 +1,4 @@
-//! Distribution distances between embedding sets and bootstrap confidence intervals (DESIGN.md §6).
+//! Distribution distances between embedding sets and bootstrap confidence intervals (docs/design.md §6).
 //!
 //! - Fréchet distance: `‖μx − μy‖² + tr Σx + tr Σy − 2 tr (Σx Σy)^½` with unbiased covariances
 //!   (n − 1). The cross term is computed symmetrically as `tr (Σx^½ Σy Σx^½)^½` (same eigenvalues as

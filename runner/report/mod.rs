@@ -1,9 +1,10 @@
-//! Plots and a self-contained HTML report per spec (issue 11).
+//! Plots and a self-contained HTML report per spec (docs/design.md §7).
 //!
 //! - [`ReportStage`] plans one `report` node in `plan_final` with every result node of the plan as
 //!   input (datasets, activations, probes, directions, generations, evaluations, toy nodes).
 //! - [`ReportNode`] renders `index.html` + `assets/` (SVG plots, copied audio, stylesheet) into its
-//!   output dir. It reads ONLY the node formats of CONTRACT.md, and tolerates missing files.
+//!   output dir. It reads node outputs only through their output types (docs/contracts.md) and tolerates
+//!   missing files.
 //! - After `rfmx run`, [`ReportStage::summary`] publishes the report to `reports/<experiment>/`
 //!   (temp dir + rename for `assets/`, temp file + rename for `index.html`): a copy of the report
 //!   node's output, or, when the node could not run (a failed input), a report rendered from

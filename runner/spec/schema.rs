@@ -1,4 +1,4 @@
-//! The spec's Rust types: exactly the tables of DESIGN.md §1 plus `[executor]` and `[toy]`.
+//! The spec's Rust types: exactly the tables of docs/design.md §1 plus `[executor]` and `[toy]`.
 //!
 //! Every struct denies unknown fields; defaults live in `defaults.toml` (the lowest layer), not here,
 //! so that a field missing from both is a bug in the defaults file rather than a silent value.

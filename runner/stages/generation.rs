@@ -1,4 +1,4 @@
-//! The `generation` node kind and the steering stage that plans it (CONTRACT.md, steer helper).
+//! The `generation` node kind and the steering stage that plans it (docs/contracts.md).
 //!
 //! One node per sweep point × target × schedule × η × prompt × sample seed; η = 0 is the shared
 //! unsteered baseline of a prompt/seed (no direction inputs, no steering params, so every target,

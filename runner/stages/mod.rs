@@ -1,4 +1,4 @@
-//! The probe pipeline's stages (DESIGN.md §2, CONTRACT.md "stages helper"): per concept a
+//! The probe pipeline's stages (docs/design.md §2, docs/contracts.md): per concept a
 //! `dataset` node, an `activations` node (dataset × model × pooling), one `probe` node per
 //! (layer × probe kind) and one `directions` node per class, planned from the spec sections
 //! `[model] [data] [extract] [probe]`. The summary after a run is a Table-1-style probe table

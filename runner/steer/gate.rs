@@ -1,4 +1,4 @@
-//! The Bernoulli gate ψ_p(t) (DESIGN.md §3): steering is on at a step with probability `p`, drawn
+//! The Bernoulli gate ψ_p(t) (docs/design.md §3): steering is on at a step with probability `p`, drawn
 //! once per step (the paper; default) or independently per layer per step (the authors' code).
 //!
 //! The gate is drawn up front for the whole run from its own seeded stream, so it does not depend on

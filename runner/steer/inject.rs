@@ -1,5 +1,5 @@
 //! The steering hook: `h_l ← h_l + Σ_terms η_l(t) · q_l` with `η_l(t) = η0 · w_l · φ(t) · ψ(t, l)`
-//! (DESIGN.md §3), added to every position and batch row of the step (both guidance branches).
+//! (docs/design.md §3), added to every position and batch row of the step (both guidance branches).
 //!
 //! Each term of a multi-direction target ("notes:C + chords:maj") has its own η0, layer weights,
 //! schedule and gate. With norm-relative η the coefficient is further multiplied by the mean L2 norm

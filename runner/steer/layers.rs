@@ -1,5 +1,5 @@
 //! Layer cropping: how the steering strength is spread over decoder layers from the per-layer
-//! probe validation scores (DESIGN.md §3).
+//! probe validation scores (docs/design.md §3).
 
 use crate::spec::schema::LayerStrategy;
 

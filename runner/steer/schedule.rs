@@ -1,4 +1,4 @@
-//! Steering schedules φ(t) over generation steps (DESIGN.md §3).
+//! Steering schedules φ(t) over generation steps (docs/design.md §3).
 //!
 //! Every schedule is parameterised by the run's step count `T` (the authors hard-code T = 1500):
 //! - constant: 1
@@ -13,7 +13,7 @@
 
 use crate::spec::schema::Schedule;
 
-/// The schedules' free constants (DESIGN.md §3 values by default; `[steer] exp_down_ratio`,
+/// The schedules' free constants (docs/design.md §3 values by default; `[steer] exp_down_ratio`,
 /// `exp_down_steps`, `logistic_width` in the spec).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScheduleConstants {

@@ -1,4 +1,4 @@
-//! Listening-test stimulus sets (issue 5): blinded, loudness-matched clips with a rating page
+//! Listening-test stimulus sets (docs/design.md §7): blinded, loudness-matched clips with a rating page
 //! (`rfmx stimuli SPEC`), and the analysis of the subjects' results (`rfmx stimuli analyze`).
 //!
 //! Layout of `reports/<name>/`:

@@ -1,7 +1,7 @@
 //! Resolving each (condition, target) cell to source audio files.
 //!
 //! `files` conditions list WAV paths; `generations` conditions select `generation[...]` nodes of an
-//! experiment from the store index by their `meta.json` (CONTRACT.md), so the same spec works on
+//! experiment from the store index by their `meta.json` (docs/contracts.md), so the same spec works on
 //! fixture audio now and on steered generations once they exist.
 
 use super::spec::{ConditionSpec, ListeningSpec, SourceKind, TargetSpec};

@@ -144,7 +144,7 @@ pub struct ConditionSpec {
 pub enum SourceKind {
     /// WAV files given by path.
     Files,
-    /// `generation[...]` nodes of an experiment in the rfmx store (CONTRACT.md: `audio.wav` +
+    /// `generation[...]` nodes of an experiment in the rfmx store (docs/contracts.md: `audio.wav` +
     /// `meta.json`).
     Generations,
 }
