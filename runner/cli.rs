@@ -24,7 +24,7 @@ The cache lives in ./.rfmx (or $RFMX_HOME). Exit codes: 0 ok, 1 some nodes faile
 #[derive(Debug, Parser)]
 #[command(
     name = "rfmx",
-    version,
+    version = crate::VERSION,
     about = "One TOML spec in, a reproducible MusicRFM experiment out",
     long_about = "rfmx turns one TOML spec into a reproducible MusicRFM experiment (steering MusicGen with \
                   Recursive Feature Machine concept directions), cached node by node so that changing one \

@@ -38,7 +38,7 @@ pub fn main(cli: Cli) -> ExitCode {
             command: NodeCommand::Run { key },
         } => node_run(&key, &store, &registry),
         Command::Report { spec, png } => {
-            crate::report::report_command(&spec.spec, &spec.set, png, &store)
+            report_command(&spec.spec, &spec.set, png, &store, &registry)
         }
         Command::Data(args) => tool_exit(crate::data::cli::run(args)),
         Command::Probe(args) => tool_exit(crate::probe::cli::run(&args)),
@@ -700,6 +700,62 @@ fn node_run(key: &str, store: &Store, registry: &Registry) -> u8 {
         crate::exec::Outcome::Failed { error, record } => {
             eprintln!("FAILED {}: {error} (record {})", node.id, record.display());
             FAILED
+        }
+    }
+}
+
+/// `rfmx report SPEC`: renders from whatever results exist (missing ones marked) into
+/// `reports/<experiment>/`.
+fn report_command(
+    spec_path: &Path,
+    sets: &[String],
+    png: bool,
+    store: &Store,
+    registry: &Registry,
+) -> u8 {
+    let spec = match crate::spec::load(spec_path, sets, &crate::spec::env_overrides()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint!("{}", e.render(RENDER_WIDTH));
+            return 2;
+        }
+    };
+    let plan = match build_plan(&spec, registry, &StoreResults(store)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Error: cannot plan {}: {e}", spec_path.display());
+            return 2;
+        }
+    };
+    // The report node's inputs, or (toy plans) every result node of the plan.
+    let inputs = match plan.nodes.iter().find(|n| n.kind == "report") {
+        Some(node) => node.inputs.clone(),
+        None => crate::report::report_inputs(&plan),
+    };
+    if inputs.is_empty() {
+        eprintln!(
+            "Error: {}",
+            crate::report::ReportError::NoReport(spec_path.display().to_string())
+        );
+        return 2;
+    }
+    let mut params = crate::report::report_params(&spec);
+    params.png = png;
+    let dest = PathBuf::from("reports").join(spec.experiment());
+    match crate::report::render_from_store(&plan, &params, &inputs, store, &dest) {
+        Ok(r) => {
+            println!(
+                "report: {} ({} result node(s): {} missing, {} failed)",
+                dest.join("index.html").display(),
+                r.nodes,
+                r.missing,
+                r.failed
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{:?}", miette::Report::new(e));
+            1
         }
     }
 }

@@ -21,3 +21,14 @@ pub mod spec;
 pub mod stages;
 pub mod steer;
 pub mod stimuli;
+
+/// The git commit this binary was built from (`<12 hex>[-dirty]`, or "unknown" outside a git
+/// checkout), recorded by build.rs.
+pub const GIT_COMMIT: &str = env!("RFMX_GIT_COMMIT");
+/// `rfmx --version`: the crate version and the commit.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("RFMX_GIT_COMMIT"),
+    ")"
+);

@@ -16,7 +16,7 @@ pub fn default_registry() -> Registry {
         .kind(crate::stages::ProbeNode)
         .kind(crate::stages::DirectionsNode)
         // steering + evaluation (after the stages that plan the directions/probe nodes)
-        .stage(crate::stages::generation::SteerStage)
+        .stage(crate::stages::steer::SteerStage)
         .kind(crate::stages::generation::GenerationKind)
         .kind(crate::stages::evaluation::EvaluationKind)
         // report: planned last (plan_final), after every result node

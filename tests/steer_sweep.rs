@@ -209,7 +209,7 @@ fn sweep_runs_records_the_failing_point_and_summarises() {
         .stage(StandIn)
         .kind(FakeProbe)
         .kind(FakeDirections)
-        .stage(rfmx::stages::generation::SteerStage)
+        .stage(rfmx::stages::steer::SteerStage)
         .kind(rfmx::stages::generation::GenerationKind)
         .kind(rfmx::stages::evaluation::EvaluationKind);
     let text = SPEC.replace("CLAP_DIR", clap_dir().to_str().unwrap());

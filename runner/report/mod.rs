@@ -495,57 +495,6 @@ pub fn publish(from: &Path, dest: &Path) -> Result<(), ReportError> {
     result
 }
 
-/// `rfmx report SPEC`: renders from whatever results exist (missing ones marked) into
-/// `reports/<experiment>/`.
-pub fn report_command(spec_path: &Path, sets: &[String], png: bool, store: &Store) -> u8 {
-    let spec = match crate::spec::load(spec_path, sets, &crate::spec::env_overrides()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprint!("{}", e.render(crate::commands::RENDER_WIDTH));
-            return 2;
-        }
-    };
-    let registry = crate::registry::default_registry();
-    let plan = match crate::dag::build_plan(&spec, &registry, &crate::dag::StoreResults(store)) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("Error: cannot plan {}: {e}", spec_path.display());
-            return 2;
-        }
-    };
-    // The report node's inputs, or (toy plans) every result node of the plan.
-    let inputs = match plan.nodes.iter().find(|n| n.kind == "report") {
-        Some(node) => node.inputs.clone(),
-        None => report_inputs(&plan),
-    };
-    if inputs.is_empty() {
-        eprintln!(
-            "Error: {}",
-            ReportError::NoReport(spec_path.display().to_string())
-        );
-        return 2;
-    }
-    let mut params = report_params(&spec);
-    params.png = png;
-    let dest = PathBuf::from("reports").join(spec.experiment());
-    match render_from_store(&plan, &params, &inputs, store, &dest) {
-        Ok(r) => {
-            println!(
-                "report: {} ({} result node(s): {} missing, {} failed)",
-                dest.join("index.html").display(),
-                r.nodes,
-                r.missing,
-                r.failed
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("{:?}", miette::Report::new(e));
-            1
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

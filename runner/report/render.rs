@@ -44,20 +44,11 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// This build's version and the working directory's git commit.
+    /// This build's version and the git commit it was built from (recorded by build.rs).
     pub fn current(run_log: Option<String>) -> Provenance {
-        let git = std::process::Command::new("git")
-            .args(["describe", "--always", "--dirty", "--abbrev=12"])
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
         Provenance {
             rfmx_version: env!("CARGO_PKG_VERSION").into(),
-            git_commit: git.unwrap_or_else(|| "unknown (not run inside a git checkout)".into()),
+            git_commit: crate::GIT_COMMIT.into(),
             run_log,
         }
     }
