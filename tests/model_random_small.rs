@@ -87,7 +87,7 @@ fn random_small_probe_matrix_end_to_end() {
         "matrix.toml",
         "[experiment]\nname = \"matrix\"\n\
          [model]\nname = \"random-small\"\ndevice = \"cpu\"\n\
-         [data]\nconcepts = [\"chords\"]\ninstruments = [0]\nper_class = 3\n\
+         [data]\nconcepts = [\"chords\"]\ninstruments = [0]\nper_class = 4\n\
          [extract]\nlayers = [0, 11, 23]\n\
          [probe]\niterations = 2\ntrials = 2\ndirections_k = 2\ndirections = true\n\
          [steer]\nenabled = false\ntargets = [\"chords:major\"]\n\

@@ -361,4 +361,13 @@ fn steering_can_be_switched_off_for_a_probe_only_spec() {
         !off.contains("generation[") && !off.contains("evaluation["),
         "{off}"
     );
+    // A probe-only spec of another concept need not name steering targets: the default target
+    // (notes:C) is not validated against `data.concepts` when nothing steers.
+    let probe_only = w.spec(
+        "probe_only.toml",
+        "[experiment]\nname = \"probe_only\"\n[model]\nname = \"tiny\"\n\
+         [data]\nconcepts = [\"chords\"]\ninstruments = [0]\nper_class = 4\n\
+         [steer]\nenabled = false\n",
+    );
+    ok(&w.rfmx(&["check", probe_only.to_str().unwrap()]));
 }

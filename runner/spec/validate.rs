@@ -143,6 +143,19 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
                 "`data.per_class` must be at least 1",
                 Some("or \"all\""),
             );
+        } else if let AllOr::Some(n @ 1..=3) = d.per_class
+            && spec.probe.is_some()
+        {
+            // Probes cut every class 70/15/15 (docs/design.md §3): below 4 clips a class has no
+            // validation row and every probe node would fail after extraction.
+            c.fail(
+                &["data", "per_class"],
+                format!(
+                    "`data.per_class = {n}` leaves the probes no validation rows: each class is \
+                     split 70/15/15, which needs at least 4 clips per class"
+                ),
+                Some("set per_class = 4 or more (or \"all\")"),
+            );
         }
     }
     if let Some(e) = &spec.extract
@@ -231,7 +244,8 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
 
 fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>) {
     c.non_empty(&["steer", "targets"], &s.targets);
-    if let Some(d) = data.filter(|d| !d.concepts.is_empty()) {
+    // Targets of a switched-off `[steer]` plan nothing; a probe-only spec keeps the default.
+    if let Some(d) = data.filter(|d| s.enabled && !d.concepts.is_empty()) {
         for (i, t) in s.targets.iter().enumerate() {
             if let Some(term) = t
                 .terms
