@@ -77,7 +77,7 @@ fn json(path: &std::path::Path) -> Value {
 
 /// The pooling ablation (mean/last/max x rfm/linear/mlp) and layer selection on random-small, a few
 /// clips per class: every probe kind gives finite metrics at every layer, and every class gets
-/// directions -- non-degenerate, or the documented degenerate-layer warning. Extracting 48 clips at
+/// directions -- non-degenerate, or the documented degenerate-layer warning. Extracting 16 clips at
 /// d = 1024 three times takes about 6 minutes in a release build on 2 busy cores (far longer in a
 /// debug one), hence ignored by default and run by name from .ci/run.
 #[test]
