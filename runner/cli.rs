@@ -130,6 +130,9 @@ pub enum Command {
     Decode(crate::model::cli::DecodeArgs),
     /// CLAP text–audio cosines: score WAV clips against texts (the `clap` metric's model)
     Clap(crate::clap_model::cli::ClapArgs),
+    /// Time guided generation and teacher-forced extraction of a model on a device (JSON lines;
+    /// the measurements behind `plan --estimate`, used by fixtures/bench_gpu.sh)
+    Calibrate(crate::estimate::cli::CalibrateArgs),
     /// Low-level node operations (used by Slurm workers)
     #[command(hide = true)]
     Node {

@@ -47,6 +47,13 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Encode(args) => crate::model::cli::exit(crate::model::cli::encode(&args)),
         Command::Decode(args) => crate::model::cli::exit(crate::model::cli::decode(&args)),
         Command::Clap(args) => crate::clap_model::cli::run(&args),
+        Command::Calibrate(args) => match crate::estimate::cli::run(&args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                crate::estimate::exit_code(&e)
+            }
+        },
     };
     ExitCode::from(code)
 }
@@ -138,10 +145,7 @@ fn plan_cmd(args: &SpecArgs, estimate: bool, store: &Store, registry: &Registry)
                     Ok(e) => print!("{}", e.render()),
                     Err(e) => {
                         eprintln!("Error: {e}");
-                        return match e {
-                            crate::estimate::EstimateError::Device { .. } => 2,
-                            _ => 1,
-                        };
+                        return crate::estimate::exit_code(&e);
                     }
                 }
             }

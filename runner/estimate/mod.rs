@@ -7,6 +7,7 @@
 //! measured.
 
 pub mod calibrate;
+pub mod cli;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,14 @@ pub enum EstimateError {
     Io { path: PathBuf, msg: String },
     #[error("cannot estimate node {node}: {msg}")]
     Node { node: String, msg: String },
+}
+
+/// 2 for a device, dtype or model this build or machine cannot use (user input), else 1.
+pub fn exit_code(e: &EstimateError) -> u8 {
+    match e {
+        EstimateError::Device { .. } => 2,
+        _ => 1,
+    }
 }
 
 impl EstimateError {
