@@ -161,3 +161,35 @@ fn estimate_on_a_device_this_build_lacks_is_a_user_error() {
     assert!(err.contains("cannot calibrate on `cuda`"), "{err}");
     assert!(!w.home().join("calibration").exists() || calibration_files(&w.home()).is_empty());
 }
+
+/// The GPU benchmark's dry mode runs the whole script on the CPU at toy size with this build's
+/// binary: every rfmx flag it uses exists, and the table has its rows. (Its table is formatted by
+/// `$PYTHON`, default python3, standard library only.)
+#[test]
+fn gpu_bench_script_dry_run_prints_its_table() {
+    let w = common::Work::new();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/bench_gpu.sh");
+    let o = std::process::Command::new("bash")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_rfmx"))
+        .env("BENCH_DRY", "1")
+        .env("BENCH_DIR", w.path().join("bench"))
+        .env("RFMX_HOME", w.home())
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    for row in [
+        "| generation steps/s, batch 1 | tiny | f32 |",
+        "| generation steps/s, batch 16 | tiny | f32 |",
+        "| extraction 4 s clips/s, batch 16 | tiny | f32 |",
+        "| probe stage s, one layer, 13 probes x 2 it | n=240 d=32 | f32 |",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row `{row}` in\n{out}"));
+        // The rfmx column holds a positive number.
+        let rfmx: f64 = line.split('|').nth(5).unwrap().trim().parse().unwrap();
+        assert!(rfmx > 0.0, "{line}");
+    }
+}
