@@ -20,7 +20,7 @@ use crate::model::{ModelSource, Pipeline};
 use crate::probe::{Features, ProbeConfig, RfmHyper, Targets, Task};
 
 /// Bumped whenever a measurement changes meaning: older files are measured again.
-pub const CALIBRATION_VERSION: u32 = 1;
+pub const CALIBRATION_VERSION: u32 = 2;
 
 /// Rows of the two small RFM fits; the cost model's two coefficients are solved from them.
 pub const RFM_ROWS: [usize; 2] = [256, 1024];
@@ -56,8 +56,11 @@ pub struct ModelCalibration {
     /// EnCodec encode and decode, seconds per audio second.
     pub encode_s: f64,
     pub decode_s: f64,
-    /// RFM fits at the model's width: (rows given to the fit, seconds per iteration).
+    /// Binary RFM fits at the model's width: (rows given to the fit, seconds per iteration).
     pub rfm_points: Vec<(usize, f64)>,
+    /// A 12-class multiclass fit's time per iteration over the binary one's, on the larger rows
+    /// (more outputs: wider solves and AGOP products).
+    pub rfm_multiclass: f64,
     /// FD and MMD² with their bootstrap CIs between two sets of `eval_samples` rows of `hidden`.
     pub eval_samples: usize,
     pub fd_s: f64,
@@ -208,8 +211,11 @@ pub fn measure_model(target: &ModelTarget) -> Result<ModelCalibration, EstimateE
 
     let rfm_points = RFM_ROWS
         .iter()
-        .map(|&n| Ok((n, rfm_iteration(n, hidden, &device)?)))
+        .map(|&n| Ok((n, rfm_iteration(n, hidden, 2, &device)?)))
         .collect::<Result<Vec<_>, EstimateError>>()?;
+    let big = RFM_ROWS[RFM_ROWS.len() - 1];
+    let rfm_multiclass = rfm_iteration(big, hidden, MULTICLASS, &device)?
+        / rfm_points[rfm_points.len() - 1].1.max(f64::MIN_POSITIVE);
     let (fd_s, mmd_s, pitch_s) = eval_costs(target.eval_samples.max(2), hidden)?;
 
     Ok(ModelCalibration {
@@ -229,6 +235,7 @@ pub fn measure_model(target: &ModelTarget) -> Result<ModelCalibration, EstimateE
         encode_s,
         decode_s,
         rfm_points,
+        rfm_multiclass,
         eval_samples: target.eval_samples.max(2),
         fd_s,
         mmd_s,
@@ -237,17 +244,29 @@ pub fn measure_model(target: &ModelTarget) -> Result<ModelCalibration, EstimateE
     })
 }
 
-/// Seconds per iteration of a binary RFM fit on `n` rows of width `d` (fixed hyper-parameters, no
-/// early stop), through the probe stage's own entry point.
-fn rfm_iteration(n: usize, d: usize, device: &Device) -> Result<f64, EstimateError> {
+/// Classes of the multiclass calibration fit (the notes concept's).
+const MULTICLASS: usize = 12;
+
+/// Seconds per iteration of an RFM fit with `classes` classes (2: binary) on `n` rows of width `d`
+/// (fixed hyper-parameters, no early stop), through the probe stage's own entry point.
+fn rfm_iteration(
+    n: usize,
+    d: usize,
+    classes: usize,
+    device: &Device,
+) -> Result<f64, EstimateError> {
     let mut rng = ChaCha8Rng::seed_from_u64(n as u64);
     let data: Vec<f32> = (0..n * d)
         .map(|_| StandardNormal.sample(&mut rng))
         .collect();
     let x = Features::new(n, d, data).map_err(EstimateError::measure)?;
-    let y = Targets::Classes((0..n).map(|i| i % 2).collect());
+    let y = Targets::Classes((0..n).map(|i| i % classes).collect());
     let cfg = ProbeConfig {
-        task: Task::Binary,
+        task: if classes == 2 {
+            Task::Binary
+        } else {
+            Task::Multiclass
+        },
         iterations: RFM_ITERS,
         fixed: Some(RfmHyper {
             reg: 1e-3,

@@ -111,8 +111,8 @@ fn data_size(n: &PlannedNode) -> Result<DataSize, EstimateError> {
 /// The RFM cost of one iteration on `n` training rows of width `d`: `a·(n²d + n³/3 + n d²) +
 /// b·d³` — distances, kernel and gradients (n²d), the Cholesky solve (n³/3), projecting rows on
 /// M's eigenbasis (n d²) and M's eigendecomposition (d³). `a` and `b` are solved from the two
-/// calibration fits; when that gives a negative coefficient (timing noise at small n) the whole
-/// sum is scaled from the larger fit alone.
+/// calibration fits; when timing noise makes one negative, it is set to 0 and the other is fitted
+/// to the larger fit alone.
 pub fn rfm_iteration_seconds(points: &[(usize, f64)], d: usize, rows: usize) -> f64 {
     let g = |rows: usize| {
         let n = 0.7 * rows as f64; // the 70 % training split
@@ -120,22 +120,26 @@ pub fn rfm_iteration_seconds(points: &[(usize, f64)], d: usize, rows: usize) -> 
         n * n * d + n * n * n / 3.0 + n * d * d
     };
     let e = (d as f64).powi(3);
-    let ratio = |(r, t): (usize, f64)| t * (g(rows) + e) / (g(r) + e);
-    match points {
-        [] => 0.0,
-        [p] => ratio(*p),
-        [p1, p2, ..] => {
-            let (g1, g2) = (g(p1.0), g(p2.0));
-            let det = g1 * e - g2 * e;
-            let a = (p1.1 * e - p2.1 * e) / det;
-            let b = (g1 * p2.1 - g2 * p1.1) / det;
-            if det.abs() > 0.0 && a >= 0.0 && b >= 0.0 {
-                a * g(rows) + b * e
+    let (a, b) = match points {
+        [] => return 0.0,
+        [(r, t)] => (t / (g(*r) + e), t / (g(*r) + e)),
+        [(r1, t1), (r2, t2), ..] => {
+            let (g1, g2) = (g(*r1), g(*r2));
+            let det = (g1 - g2) * e;
+            let a = (t1 - t2) * e / det;
+            let b = (g1 * t2 - g2 * t1) / det;
+            if det == 0.0 || !(a.is_finite() && b.is_finite()) {
+                (t2 / (g2 + e), t2 / (g2 + e))
+            } else if b < 0.0 {
+                (t2 / g2, 0.0)
+            } else if a < 0.0 {
+                (0.0, t2 / e)
             } else {
-                ratio(*p2)
+                (a, b)
             }
         }
-    }
+    };
+    a * g(rows) + b * e
 }
 
 fn bytes_of(dtype: &str) -> u64 {
@@ -400,18 +404,22 @@ fn node_cost(
                 let iters = n.params["iterations"].as_u64().unwrap_or(1) as f64;
                 // One-vs-rest probes on the class and as many negatives; the multiclass judge (and
                 // the tempo regression) on every clip.
-                let mut rows: Vec<usize> = d
+                // (rows, cost factor): binary fits as calibrated, the multiclass judge by the
+                // calibrated multiclass/binary ratio.
+                let mut rows: Vec<(usize, f64)> = d
                     .per_class
                     .iter()
-                    .map(|&p| 2 * p.min(d.clips - p))
+                    .map(|&p| (2 * p.min(d.clips - p), 1.0))
                     .collect();
-                rows.push(d.clips);
+                rows.push((d.clips, c.rfm_multiclass.max(1.0)));
                 if d.cfg.concept == "tempos" {
-                    rows.push(d.clips);
+                    rows.push((d.clips, 1.0));
                 }
                 let t: f64 = rows
                     .iter()
-                    .map(|&r| trials * iters * rfm_iteration_seconds(&c.rfm_points, c.hidden, r))
+                    .map(|&(r, f)| {
+                        f * trials * iters * rfm_iteration_seconds(&c.rfm_points, c.hidden, r)
+                    })
                     .sum();
                 let ntr = (0.7 * d.clips as f64) as u64;
                 let h = c.hidden as u64;
@@ -577,11 +585,15 @@ mod tests {
                 truth(rows)
             );
         }
-        // Noise that makes a coefficient negative falls back to scaling the larger fit.
-        let noisy = [(256, 1.0), (1024, 0.5)];
-        let got = rfm_iteration_seconds(&noisy, d, 1024);
+        // Noise that makes a coefficient negative: it is dropped and the larger fit is matched.
+        let slower_small = [(256, 1.0), (1024, 0.5)];
+        let got = rfm_iteration_seconds(&slower_small, d, 1024);
         assert!((got - 0.5).abs() < 1e-12);
-        assert!(rfm_iteration_seconds(&noisy, d, 7000) > 0.5);
+        assert!((rfm_iteration_seconds(&slower_small, d, 7000) - 0.5).abs() < 1e-12);
+        let no_constant = [(256, 1e-9), (1024, truth(1024))];
+        let got = rfm_iteration_seconds(&no_constant, d, 1024);
+        assert!((got / truth(1024) - 1.0).abs() < 1e-9);
+        assert!(rfm_iteration_seconds(&no_constant, d, 7000) > truth(1024));
     }
 
     #[test]
