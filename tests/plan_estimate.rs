@@ -193,3 +193,34 @@ fn gpu_bench_script_dry_run_prints_its_table() {
         assert!(rfmx > 0.0, "{line}");
     }
 }
+
+#[test]
+fn kinds_partly_modelled_say_what_they_leave_out() {
+    let w = common::Work::new();
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/specs/pooling_ablation.toml");
+    let out = stdout(&w.rfmx(&["plan", spec, "--estimate"]));
+    // RFM probes are estimated; the linear ones of the ablation are counted but left out.
+    let probe = row(&out, "probe");
+    assert!(probe.contains("not included: linear probes"), "{probe}");
+    assert!(!probe.contains(" — "), "{probe}");
+}
+
+#[test]
+fn calibrate_refuses_bad_flags_with_exit_2() {
+    let w = common::Work::new();
+    for args in [
+        &["calibrate", "--what", "everything"][..],
+        &["calibrate", "--batches", "0"],
+        &["calibrate", "--model", "no/such-model-here"],
+    ] {
+        let o = w.rfmx(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            o.stdout.is_empty() || !String::from_utf8_lossy(&o.stdout).contains("generate_cfg")
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Error: cannot calibrate"),
+            "{args:?}"
+        );
+    }
+}

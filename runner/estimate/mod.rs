@@ -295,6 +295,8 @@ pub fn estimate(
     };
 
     let mut kinds: Vec<KindEstimate> = Vec::new();
+    // Per kind: nodes not modelled and why (e.g. linear probes beside RFM ones).
+    let mut unmodelled: Vec<(usize, String)> = Vec::new();
     for (i, n) in plan.nodes.iter().enumerate() {
         if !to_run[i] {
             continue;
@@ -305,26 +307,34 @@ pub fn estimate(
                 kinds.push(KindEstimate {
                     kind: n.kind.clone(),
                     count: 0,
-                    seconds: Some(0.0),
-                    peak_bytes: Some(0),
+                    seconds: None,
+                    peak_bytes: None,
                     scaling: String::new(),
                 });
+                unmodelled.push((0, String::new()));
                 kinds.len() - 1
             }
         };
         let k = &mut kinds[slot];
         k.count += 1;
         let (cost, scaling) = node_cost(n, model.as_ref(), render.as_ref(), data_of(n), &by_key);
-        k.scaling = scaling;
         match cost {
             Some((s, b)) => {
-                k.seconds = k.seconds.map(|t| t + s);
-                k.peak_bytes = k.peak_bytes.map(|p| p.max(b));
+                k.seconds = Some(k.seconds.unwrap_or(0.0) + s);
+                k.peak_bytes = Some(k.peak_bytes.unwrap_or(0).max(b));
+                k.scaling = scaling;
             }
             None => {
-                k.seconds = None;
-                k.peak_bytes = None;
+                unmodelled[slot].0 += 1;
+                unmodelled[slot].1 = scaling;
             }
+        }
+    }
+    for (k, (missing, why)) in kinds.iter_mut().zip(unmodelled) {
+        if missing == k.count {
+            k.scaling = why;
+        } else if missing > 0 {
+            k.scaling = format!("{} ({missing} not included: {why})", k.scaling);
         }
     }
     if kinds.iter().any(|k| k.kind == "evaluation")
@@ -338,7 +348,7 @@ pub fn estimate(
     {
         notes.push("CLAP scoring is not calibrated: evaluation times leave it out".into());
     }
-    let total_seconds = kinds.iter().filter_map(|k| k.seconds).sum();
+    let total_seconds = kinds.iter().filter_map(|k| k.seconds).sum::<f64>() + 0.0;
     let peak_bytes = kinds.iter().filter_map(|k| k.peak_bytes).max().unwrap_or(0);
     Ok(Estimate {
         kinds,
@@ -499,7 +509,8 @@ fn node_cost(
 
 /// `45 s`, `12 min 3 s`, `3 h 12 min`, `2 d 4 h`.
 pub fn human(s: f64) -> String {
-    let s = s.max(0.0);
+    // An empty f64 sum is -0.0.
+    let s = if s > 0.0 { s } else { 0.0 };
     if s < 60.0 {
         format!("{s:.1} s")
     } else if s < 3600.0 {
@@ -602,5 +613,6 @@ mod tests {
         assert_eq!(human(725.0), "12 min 5 s");
         assert_eq!(human(3.5 * 3600.0), "3 h 30 min");
         assert_eq!(human(50.0 * 3600.0), "2 d 2 h");
+        assert_eq!(human(-0.0), "0.0 s");
     }
 }
