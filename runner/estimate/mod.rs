@@ -157,49 +157,82 @@ fn input_key<'a>(n: &'a PlannedNode, name: &str) -> Option<&'a str> {
         .map(|i| i.key.as_str())
 }
 
-/// The model the plan's model nodes name: (source, device, dtype, fingerprint).
-fn model_target(plan: &Plan) -> Option<ModelTarget> {
-    let eval_samples = plan
-        .nodes
-        .iter()
-        .find(|n| n.kind == "evaluation")
-        .map_or(4, |n| {
-            n.inputs
-                .iter()
-                .filter(|i| i.role.as_deref() == Some("gen"))
-                .count()
-        });
+/// The model a model node (activations or generation) runs: source, device, dtype, fingerprint.
+fn target_of(n: &PlannedNode, eval_samples: usize) -> Option<ModelTarget> {
     let str_of = |v: &Value| v.as_str().map(String::from);
-    for n in &plan.nodes {
-        let (name, path, device, dtype) = match n.kind.as_str() {
-            "activations" => (
-                str_of(&n.hints["model"]),
-                str_of(&n.hints["model_path"]),
-                str_of(&n.hints["device"]),
-                str_of(&n.params["dtype"]),
-            ),
-            "generation" => (
-                str_of(&n.hints["model"]["name"]),
-                str_of(&n.hints["model"]["path"]),
-                str_of(&n.hints["model"]["device"]),
-                str_of(&n.params["dtype"]),
-            ),
-            _ => continue,
-        };
-        let name = name.unwrap_or_else(|| "tiny".into());
-        return Some(ModelTarget {
-            source: crate::model::ModelSource::from_spec(&name, path.as_deref().map(Path::new)),
-            device: device.unwrap_or_else(|| "cpu".into()),
-            dtype: dtype.unwrap_or_else(|| "f32".into()),
-            fingerprint: n.fingerprint.clone().unwrap_or_default(),
-            eval_samples,
-        });
-    }
-    None
+    let (name, path, device) = match n.kind.as_str() {
+        "activations" => (
+            str_of(&n.hints["model"]),
+            str_of(&n.hints["model_path"]),
+            str_of(&n.hints["device"]),
+        ),
+        "generation" => (
+            str_of(&n.hints["model"]["name"]),
+            str_of(&n.hints["model"]["path"]),
+            str_of(&n.hints["model"]["device"]),
+        ),
+        _ => return None,
+    };
+    let name = name.unwrap_or_else(|| "tiny".into());
+    Some(ModelTarget {
+        source: crate::model::ModelSource::from_spec(&name, path.as_deref().map(Path::new)),
+        device: device.unwrap_or_else(|| "cpu".into()),
+        dtype: str_of(&n.params["dtype"]).unwrap_or_else(|| "f32".into()),
+        fingerprint: n.fingerprint.clone().unwrap_or_default(),
+        eval_samples,
+    })
 }
 
-/// Estimates the nodes of `plan` flagged in `to_run`, calibrating (or reading the calibration
-/// cached under `store_root/calibration/`) first.
+/// The node whose model `n` depends on: itself (activations, generation), its activations input
+/// (probe) or its first generation (evaluation).
+fn model_node<'a>(
+    n: &'a PlannedNode,
+    by_key: &HashMap<&str, &'a PlannedNode>,
+) -> Option<&'a PlannedNode> {
+    match n.kind.as_str() {
+        "activations" | "generation" => Some(n),
+        "probe" => by_key.get(input_key(n, "activations")?).copied(),
+        "evaluation" => {
+            let first = n.inputs.iter().find(|i| i.role.as_deref() == Some("gen"))?;
+            by_key.get(first.key.as_str()).copied()
+        }
+        _ => None,
+    }
+}
+
+/// Reads or measures the calibration of `target`; returns it, its file and whether it was
+/// measured now.
+fn calibration_of(
+    target: &ModelTarget,
+    dir: &Path,
+) -> Result<(ModelCalibration, PathBuf, bool), EstimateError> {
+    let bad = |spec: &str, e: crate::model::musicgen::MusicgenError| EstimateError::Device {
+        spec: spec.to_string(),
+        msg: e.to_string(),
+    };
+    let device =
+        crate::model::musicgen::parse_device(&target.device).map_err(|e| bad(&target.device, e))?;
+    let dtype = crate::model::musicgen::parse_dtype(&target.dtype, &device)
+        .map_err(|e| bad(&target.dtype, e))?;
+    let dtype = format!("{dtype:?}").to_lowercase();
+    let threads = rayon::current_num_threads();
+    let label = calibrate::device_label(&device);
+    let path = calibrate::model_file(dir, &label, threads, &target.fingerprint, &dtype);
+    let (c, fresh) = calibrate::cached(
+        &path,
+        |c: &ModelCalibration| c.version,
+        || {
+            calibrate::measure_model(&ModelTarget {
+                dtype: dtype.clone(),
+                ..target.clone()
+            })
+        },
+    )?;
+    Ok((c, path, fresh))
+}
+
+/// Estimates the nodes of `plan` flagged in `to_run`, calibrating (or reading the calibrations
+/// cached under `store_root/calibration/`: one per device, model and dtype the plan uses) first.
 pub fn estimate(
     plan: &Plan,
     to_run: &[bool],
@@ -214,48 +247,55 @@ pub fn estimate(
         plan.nodes.iter().map(|n| (n.key.as_str(), n)).collect();
     let mut calibration = Vec::new();
     let mut notes = Vec::new();
-    let model = match model_target(plan) {
-        Some(target) => {
-            let bad =
-                |spec: &str, e: crate::model::musicgen::MusicgenError| EstimateError::Device {
-                    spec: spec.to_string(),
-                    msg: e.to_string(),
-                };
-            let device = crate::model::musicgen::parse_device(&target.device)
-                .map_err(|e| bad(&target.device, e))?;
-            let dtype = crate::model::musicgen::parse_dtype(&target.dtype, &device)
-                .map_err(|e| bad(&target.dtype, e))?;
-            let dtype = format!("{dtype:?}").to_lowercase();
-            let threads = rayon::current_num_threads();
-            let label = calibrate::device_label(&device);
-            let path = calibrate::model_file(&dir, &label, threads, &target.fingerprint, &dtype);
-            let (c, fresh) = calibrate::cached(
-                &path,
-                |c: &ModelCalibration| c.version,
-                || {
-                    calibrate::measure_model(&ModelTarget {
-                        dtype: dtype.clone(),
-                        ..target.clone()
-                    })
-                },
-            )?;
-            calibration.push(format!(
-                "model: {} on {} ({} thread(s)), {}: {} ({})",
-                c.model,
-                c.device,
-                c.threads,
-                c.dtype,
-                if fresh {
-                    format!("measured now in {}", human(c.seconds))
-                } else {
-                    "cached".into()
-                },
-                path.display()
-            ));
-            Some(c)
+    let eval_samples = plan
+        .nodes
+        .iter()
+        .find(|n| n.kind == "evaluation")
+        .map_or(4, |n| {
+            n.inputs
+                .iter()
+                .filter(|i| i.role.as_deref() == Some("gen"))
+                .count()
+        });
+    // Node index -> its model's calibration (index into `models`), one per (model, device, dtype).
+    let mut models: Vec<ModelCalibration> = Vec::new();
+    let mut seen: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut model_of: HashMap<usize, usize> = HashMap::new();
+    for (i, n) in plan.nodes.iter().enumerate() {
+        let Some(target) = to_run[i]
+            .then(|| model_node(n, &by_key))
+            .flatten()
+            .and_then(|m| target_of(m, eval_samples))
+        else {
+            continue;
+        };
+        let id = (
+            target.fingerprint.clone(),
+            target.device.clone(),
+            target.dtype.clone(),
+        );
+        if let Some(&slot) = seen.get(&id) {
+            model_of.insert(i, slot);
+            continue;
         }
-        None => None,
-    };
+        let (c, path, fresh) = calibration_of(&target, &dir)?;
+        calibration.push(format!(
+            "model: {} on {} ({} thread(s)), {}: {} ({})",
+            c.model,
+            c.device,
+            c.threads,
+            c.dtype,
+            if fresh {
+                format!("measured now in {}", human(c.seconds))
+            } else {
+                "cached".into()
+            },
+            path.display()
+        ));
+        seen.insert(id, models.len());
+        model_of.insert(i, models.len());
+        models.push(c);
+    }
     let mut sizes: HashMap<&str, DataSize> = HashMap::new();
     let mut render: Option<RenderCalibration> = None;
     for n in plan.nodes.iter().filter(|n| n.kind == "dataset") {
@@ -317,7 +357,8 @@ pub fn estimate(
         };
         let k = &mut kinds[slot];
         k.count += 1;
-        let (cost, scaling) = node_cost(n, model.as_ref(), render.as_ref(), data_of(n), &by_key);
+        let model = model_of.get(&i).map(|&m| &models[m]);
+        let (cost, scaling) = node_cost(n, model, render.as_ref(), data_of(n), &by_key);
         match cost {
             Some((s, b)) => {
                 k.seconds = Some(k.seconds.unwrap_or(0.0) + s);
