@@ -22,15 +22,37 @@ use crate::probe::{Features, ProbeConfig, RfmHyper, Targets, Task};
 /// Bumped whenever a measurement changes meaning: older files are measured again.
 pub const CALIBRATION_VERSION: u32 = 2;
 
-/// Rows of the two small RFM fits; the cost model's two coefficients are solved from them.
-pub const RFM_ROWS: [usize; 2] = [256, 1024];
+/// The sizes a calibration measures at. On the CPU cost is linear in the work, so small shapes
+/// suffice; a GPU is launch-bound at small shapes, so it measures at the shapes the nodes run
+/// (16 clips of 4 s per extraction batch) and RFM fits large enough to load it.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Rows of the two binary RFM fits; the cost model's two coefficients are solved from them.
+    rfm_rows: [usize; 2],
+    /// Clips (one batch) and seconds per clip for EnCodec and the teacher-forced forward.
+    clips: usize,
+    clip_seconds: f64,
+}
+
+fn sizes(device: &Device) -> Sizes {
+    if device.is_cpu() {
+        Sizes {
+            rfm_rows: [256, 1024],
+            clips: 2,
+            clip_seconds: 1.0,
+        }
+    } else {
+        Sizes {
+            rfm_rows: [1024, 4096],
+            clips: crate::stages::activations::DEFAULT_BATCH,
+            clip_seconds: crate::data::CLIP_SECS,
+        }
+    }
+}
 /// Iterations per calibration fit (the per-iteration time is the fit's time over this).
 const RFM_ITERS: usize = 2;
 /// Decoder steps timed (after one warm-up generation of the same length).
 const STEPS: usize = 12;
-/// Teacher-forced extraction and EnCodec timed on this many clips of this many seconds.
-const CLIPS: usize = 2;
-const CLIP_SECONDS: f64 = 1.0;
 
 /// What one device, model and dtype measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,23 +204,25 @@ pub fn measure_model(target: &ModelTarget) -> Result<ModelCalibration, EstimateE
     })? / gen_cfg.steps as f64;
 
     // Noise is as costly to encode as music: EnCodec's work depends only on the length.
-    let samples = (CLIP_SECONDS * pipe.sample_rate() as f64) as usize;
+    let size = sizes(&device);
+    let (clips, seconds) = (size.clips, size.clip_seconds);
+    let samples = (seconds * pipe.sample_rate() as f64) as usize;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let audio: Vec<f32> = (0..CLIPS * samples)
+    let audio: Vec<f32> = (0..clips * samples)
         .map(|_| rng.random_range(-0.5f32..0.5))
         .collect();
     let audio =
-        Tensor::from_vec(audio, (CLIPS, 1, samples), &device).map_err(EstimateError::measure)?;
+        Tensor::from_vec(audio, (clips, 1, samples), &device).map_err(EstimateError::measure)?;
     let mut codes = None;
     let encode_s = timed(&device, || {
         codes = Some(pipe.encode_audio(&audio).map_err(EstimateError::measure)?);
         Ok(())
-    })? / (CLIPS as f64 * CLIP_SECONDS);
+    })? / (clips as f64 * seconds);
     let codes = codes.ok_or_else(|| EstimateError::Measure("no codes encoded".into()))?;
     let frames = codes.dim(2).map_err(EstimateError::measure)?;
     let decode_s = timed(&device, || {
         pipe.decode_codes(&codes).map_err(EstimateError::measure)
-    })? / (CLIPS as f64 * CLIP_SECONDS);
+    })? / (clips as f64 * seconds);
     let extract_frame_s = timed(&device, || {
         let pooled = dec
             .extract_pooled(&codes, &[Pool::Mean])
@@ -207,13 +231,14 @@ pub fn measure_model(target: &ModelTarget) -> Result<ModelCalibration, EstimateE
         pooled[0]
             .to_device(&Device::Cpu)
             .map_err(EstimateError::measure)
-    })? / (CLIPS * frames) as f64;
+    })? / (clips * frames) as f64;
 
-    let rfm_points = RFM_ROWS
+    let rfm_points = size
+        .rfm_rows
         .iter()
         .map(|&n| Ok((n, rfm_iteration(n, hidden, 2, &device)?)))
         .collect::<Result<Vec<_>, EstimateError>>()?;
-    let big = RFM_ROWS[RFM_ROWS.len() - 1];
+    let big = size.rfm_rows[1];
     let rfm_multiclass = rfm_iteration(big, hidden, MULTICLASS, &device)?
         / rfm_points[rfm_points.len() - 1].1.max(f64::MIN_POSITIVE);
     let (fd_s, mmd_s, pitch_s) = eval_costs(target.eval_samples.max(2), hidden)?;
