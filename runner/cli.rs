@@ -9,6 +9,7 @@ Examples:
   rfmx run specs/toy.toml                       run (or resume) every node of a spec
   rfmx run specs/toy.toml --set toy.values=[1,2,3,4] --jobs 4
   rfmx plan specs/toy.toml                      each node: cached / to run, and why
+  rfmx plan specs/notes_sweep.toml --estimate   + time and memory per node kind, and the total
   rfmx explain specs/toy.toml 'toy_square[x=3]' one node's params, inputs, key, outputs
   rfmx check specs/*.toml                       validate specs (exit 2 on any problem)
   rfmx run specs/toy.toml --executor slurm --detach   submit to Slurm and return
@@ -73,6 +74,10 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         spec: SpecArgs,
+        /// Also estimate, per node kind, the time and peak memory of the nodes to run on the
+        /// spec's device (calibrated once per device, model and dtype; cached in the store)
+        #[arg(long)]
+        estimate: bool,
     },
     /// Print one node's params, inputs, cache key and outputs
     Explain {
@@ -125,6 +130,9 @@ pub enum Command {
     Decode(crate::model::cli::DecodeArgs),
     /// CLAP text–audio cosines: score WAV clips against texts (the `clap` metric's model)
     Clap(crate::clap_model::cli::ClapArgs),
+    /// Time guided generation and teacher-forced extraction of a model on a device (JSON lines;
+    /// the measurements behind `plan --estimate`, used by fixtures/bench_gpu.sh)
+    Calibrate(crate::estimate::cli::CalibrateArgs),
     /// Low-level node operations (used by Slurm workers)
     #[command(hide = true)]
     Node {

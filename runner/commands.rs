@@ -29,7 +29,7 @@ pub fn main(cli: Cli) -> ExitCode {
             detach,
         } => run(&spec, jobs, dry_run, executor, detach, &store, &registry),
         Command::Cancel { spec } => cancel(&spec, &store, &registry),
-        Command::Plan { spec } => plan_cmd(&spec, &store, &registry),
+        Command::Plan { spec, estimate } => plan_cmd(&spec, estimate, &store, &registry),
         Command::Explain { spec, node } => explain(&spec, &node, &store, &registry),
         Command::Check { specs, set } => check(&specs, &set, &registry),
         Command::Status { verify } => status(&store, verify),
@@ -47,6 +47,13 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Encode(args) => crate::model::cli::exit(crate::model::cli::encode(&args)),
         Command::Decode(args) => crate::model::cli::exit(crate::model::cli::decode(&args)),
         Command::Clap(args) => crate::clap_model::cli::run(&args),
+        Command::Calibrate(args) => match crate::estimate::cli::run(&args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                crate::estimate::exit_code(&e)
+            }
+        },
     };
     ExitCode::from(code)
 }
@@ -121,7 +128,7 @@ fn print_plan(plan: &Plan, st: &[NodeStatus]) {
     }
 }
 
-fn plan_cmd(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
+fn plan_cmd(args: &SpecArgs, estimate: bool, store: &Store, registry: &Registry) -> u8 {
     match load_and_plan(args, registry, store) {
         Ok((spec, plan)) => {
             if let Err(code) = require_nodes(&plan, &args.spec) {
@@ -129,6 +136,19 @@ fn plan_cmd(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
             }
             let st = statuses(&plan, store, &store.index(spec.experiment()));
             print_plan(&plan, &st);
+            if estimate {
+                let to_run: Vec<bool> = st
+                    .iter()
+                    .map(|s| !matches!(s, NodeStatus::Cached))
+                    .collect();
+                match crate::estimate::estimate(&plan, &to_run, &store.root) {
+                    Ok(e) => print!("{}", e.render()),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        return crate::estimate::exit_code(&e);
+                    }
+                }
+            }
             0
         }
         Err(code) => code,

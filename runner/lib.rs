@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod dag;
 pub mod data;
+pub mod estimate;
 pub mod eval;
 pub mod events;
 pub mod exec;

@@ -60,47 +60,7 @@ impl NodeKind for DatasetNode {
         crate::dag::Resources::heavy(None)
     }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
-        let p: Params = ctx.params_as()?;
-        let mut cfg = DatasetConfig::new(&p.concept);
-        cfg.per_class = p.per_class;
-        cfg.seed = p.seed;
-        cfg.native = false;
-        cfg.instruments = match p.instruments {
-            None => None,
-            Some(v) => Some(
-                v.iter()
-                    .map(|&x| {
-                        u8::try_from(x).ok().filter(|x| *x < 128).ok_or_else(|| {
-                            format!("data.instruments: GM program {x} is outside 0..=127")
-                        })
-                    })
-                    .collect::<Result<Vec<u8>, String>>()?,
-            ),
-        };
-        match &p.soundfont {
-            None => cfg.builtin_synth = true,
-            Some(sf) => {
-                let path = ctx
-                    .hints
-                    .get("soundfont_path")
-                    .and_then(Value::as_str)
-                    .or_else(|| sf.get("missing").and_then(Value::as_str))
-                    .ok_or("dataset node: SoundFont param without a soundfont_path hint")?;
-                let path = PathBuf::from(path);
-                let renderer = crate::data::Renderer::soundfont(&path)?;
-                if let (Some(want), crate::data::RendererInfo::Soundfont { blake3, .. }) =
-                    (sf.get("blake3").and_then(Value::as_str), renderer.info())
-                    && want != blake3
-                {
-                    return Err(DataError::SoundFont {
-                        path,
-                        reason: "the file changed since the run was planned; run again".into(),
-                    }
-                    .into());
-                }
-                cfg.soundfont = Some(path);
-            }
-        }
+        let cfg = dataset_config(ctx.params, ctx.hints)?;
         ctx.log(&format!("building {}", serde_json::to_string(&cfg)?));
         let progress = ctx.progress;
         let ds = crate::data::build(&cfg, ctx.out_dir, &|done, total| {
@@ -115,4 +75,51 @@ impl NodeKind for DatasetNode {
         ));
         Ok(())
     }
+}
+
+/// The data configuration a dataset node builds, from its params and hints (the SoundFont's path
+/// is a hint; a file that changed since planning is refused). Shared with the estimate
+/// (docs/design.md §9), which counts and times the same clips.
+pub fn dataset_config(params: &Value, hints: &Value) -> Result<DatasetConfig, NodeError> {
+    let p: Params = serde_json::from_value(params.clone())?;
+    let mut cfg = DatasetConfig::new(&p.concept);
+    cfg.per_class = p.per_class;
+    cfg.seed = p.seed;
+    cfg.native = false;
+    cfg.instruments = match p.instruments {
+        None => None,
+        Some(v) => Some(
+            v.iter()
+                .map(|&x| {
+                    u8::try_from(x).ok().filter(|x| *x < 128).ok_or_else(|| {
+                        format!("data.instruments: GM program {x} is outside 0..=127")
+                    })
+                })
+                .collect::<Result<Vec<u8>, String>>()?,
+        ),
+    };
+    match &p.soundfont {
+        None => cfg.builtin_synth = true,
+        Some(sf) => {
+            let path = hints
+                .get("soundfont_path")
+                .and_then(Value::as_str)
+                .or_else(|| sf.get("missing").and_then(Value::as_str))
+                .ok_or("dataset node: SoundFont param without a soundfont_path hint")?;
+            let path = PathBuf::from(path);
+            let renderer = crate::data::Renderer::soundfont(&path)?;
+            if let (Some(want), crate::data::RendererInfo::Soundfont { blake3, .. }) =
+                (sf.get("blake3").and_then(Value::as_str), renderer.info())
+                && want != blake3
+            {
+                return Err(DataError::SoundFont {
+                    path,
+                    reason: "the file changed since the run was planned; run again".into(),
+                }
+                .into());
+            }
+            cfg.soundfont = Some(path);
+        }
+    }
+    Ok(cfg)
 }

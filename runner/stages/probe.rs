@@ -498,6 +498,25 @@ mod tests {
         assert!(r.iter().all(|&c| c > 0.0), "{r:?}");
     }
 
+    /// On the CPU a probe node's fits span every core through the global rayon pool, so the node
+    /// must claim every core (the local executor then runs it alone: nodes × threads ≤ cores).
+    #[test]
+    fn probe_nodes_claim_every_core_on_the_cpu() {
+        use crate::dag::{Cpus, NodeKind, PlannedNode};
+        let node = |device: &str| -> PlannedNode {
+            serde_json::from_value(serde_json::json!({
+                "id": "probe[notes,L0,rfm]", "key": "k", "kind": "probe", "version": 3,
+                "params": {}, "hints": {"device": device}, "inputs": [],
+            }))
+            .unwrap()
+        };
+        let cpu = ProbeNode.resources(&node("cpu"));
+        assert_eq!((cpu.cpus, cpu.gpu), (Cpus::All, false));
+        // A GPU node holds the GPU and one core; one GPU node runs at a time.
+        let gpu = ProbeNode.resources(&node("cuda:0"));
+        assert_eq!((gpu.cpus, gpu.gpu), (Cpus::One, true));
+    }
+
     #[test]
     fn linear_and_mlp_directions_find_the_informative_feature() {
         let (x, y) = problem(120, 6, 0.05);
