@@ -224,43 +224,41 @@ fn standardised_directions(fit: &ProbeFit, xtr_std: &Features, k: usize) -> Vec<
             vec![(0..d).map(|j| m.w[j * m.outputs]).collect()]
         }
         Model::Mlp(m) => {
-            // AGOP of logit(class 1) − logit(class 0): g(x) = W1ᵀ (1[W1 x + b1 > 0] ⊙ (w2₁ − w2₀)).
-            let h = m.config.hidden;
-            let last = m.logits - 1;
-            let dw: Vec<f64> = (0..h)
-                .map(|j| m.w2[last * h + j] as f64 - if last > 0 { m.w2[j] as f64 } else { 0.0 })
-                .collect();
-            let mut agop = vec![0.0f64; d * d];
-            for i in 0..xtr_std.n {
-                let x = xtr_std.row(i);
-                let mut g = vec![0.0f64; d];
-                for (j, dwj) in dw.iter().enumerate() {
-                    let w = &m.w1[j * d..(j + 1) * d];
-                    let pre: f64 = m.b1[j] as f64
-                        + w.iter()
-                            .zip(x)
-                            .map(|(a, b)| *a as f64 * *b as f64)
-                            .sum::<f64>();
-                    if pre > 0.0 {
-                        for (gk, wk) in g.iter_mut().zip(w) {
-                            *gk += *wk as f64 * dwj;
-                        }
-                    }
-                }
-                for (a, &ga) in g.iter().enumerate() {
-                    if ga == 0.0 {
-                        continue;
-                    }
-                    let row = &mut agop[a * d..(a + 1) * d];
-                    for (r, &gb) in row.iter_mut().zip(&g) {
-                        *r += ga * gb;
-                    }
-                }
-            }
+            let agop = mlp_agop(m, xtr_std);
             let (_, vecs) = eigh_desc(&agop, d);
             vecs.into_iter().take(k.min(d)).collect()
         }
     }
+}
+
+/// AGOP of logit(class 1) − logit(class 0) of a binary one-hidden-layer ReLU network over the rows
+/// of `x`: with g(x) = W1ᵀ (1[W1 x + b1 > 0] ⊙ Δw2), Σᵢ g(xᵢ) g(xᵢ)ᵀ = GᵀG where G = A W1 and
+/// A = 1[X W1ᵀ + b1 > 0] ⊙ Δw2 (n×h). Three GEMMs in f64 instead of n rank-one updates: at
+/// d = 2048 and n = 7000 the per-row loop was minutes per class (docs/design.md §3).
+fn mlp_agop(m: &crate::probe::mlp::MlpModel, x: &Features) -> Vec<f64> {
+    use crate::probe::gemm::{gram_t, matmul, matmul_nt, mirror_lower};
+    let (n, d, h) = (x.n, m.d, m.config.hidden);
+    let last = m.logits - 1;
+    let dw: Vec<f64> = (0..h)
+        .map(|j| m.w2[last * h + j] as f64 - if last > 0 { m.w2[j] as f64 } else { 0.0 })
+        .collect();
+    let xs: Vec<f64> = (0..n)
+        .flat_map(|i| x.row(i).iter().map(|&v| v as f64))
+        .collect();
+    let w1: Vec<f64> = m.w1.iter().map(|&v| v as f64).collect();
+    let mut a = vec![0.0f64; n * h];
+    matmul_nt(&xs, n, d, &w1, h, &mut a);
+    for row in a.chunks_exact_mut(h) {
+        for ((v, b), dwj) in row.iter_mut().zip(&m.b1).zip(&dw) {
+            *v = if *v + *b as f64 > 0.0 { *dwj } else { 0.0 };
+        }
+    }
+    let mut g = vec![0.0f64; n * d];
+    matmul(&a, n, h, &w1, d, &mut g);
+    let mut agop = vec![0.0f64; d * d];
+    gram_t(&g, n, d, &mut agop);
+    mirror_lower(&mut agop, d);
+    agop
 }
 
 fn hyper(fit: &ProbeFit) -> Hyper {
@@ -454,6 +452,62 @@ impl NodeKind for ProbeNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-row definition the GEMM form of `mlp_agop` must equal: Σᵢ g(xᵢ) g(xᵢ)ᵀ with
+    /// g(x) = W1ᵀ (1[W1 x + b1 > 0] ⊙ Δw2).
+    #[test]
+    fn mlp_agop_equals_the_sum_of_per_row_gradient_outer_products() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (n, d, h) = (37, 19, 23);
+        let mut r =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random::<f32>() - 0.5).collect() };
+        let x = Features::new(n, d, r(n * d)).unwrap();
+        let m = crate::probe::mlp::MlpModel {
+            config: crate::probe::mlp::MlpConfig {
+                hidden: h,
+                ..Default::default()
+            },
+            d,
+            logits: 2,
+            task: Task::Binary,
+            w1: r(h * d),
+            b1: r(h),
+            w2: r(2 * h),
+            b2: r(2),
+        };
+        let fast = mlp_agop(&m, &x);
+        let dw: Vec<f64> = (0..h)
+            .map(|j| m.w2[h + j] as f64 - m.w2[j] as f64)
+            .collect();
+        let mut slow = vec![0.0f64; d * d];
+        for i in 0..n {
+            let mut g = vec![0.0f64; d];
+            for (j, dwj) in dw.iter().enumerate() {
+                let w = &m.w1[j * d..(j + 1) * d];
+                let pre: f64 = m.b1[j] as f64
+                    + w.iter()
+                        .zip(x.row(i))
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>();
+                if pre > 0.0 {
+                    g.iter_mut()
+                        .zip(w)
+                        .for_each(|(gk, wk)| *gk += *wk as f64 * dwj);
+                }
+            }
+            for a in 0..d {
+                for b in 0..d {
+                    slow[a * d + b] += g[a] * g[b];
+                }
+            }
+        }
+        let scale = slow.iter().fold(0.0f64, |s, v| s.max(v.abs()));
+        assert!(scale > 0.0);
+        for (f, s) in fast.iter().zip(&slow) {
+            assert!((f - s).abs() <= 1e-12 * scale, "{f} vs {s}");
+        }
+    }
 
     /// n rows of d features; the class is the sign of feature 0, whose raw scale is `scale`.
     fn problem(n: usize, d: usize, scale: f32) -> (Features, Vec<usize>) {
