@@ -307,6 +307,9 @@ fn renderer(r: &crate::data::RendererInfo) -> String {
         crate::data::RendererInfo::Builtin { version } => {
             format!("built-in synthesiser (version {version}), no SoundFont")
         }
+        crate::data::RendererInfo::Folder { files, fingerprint } => {
+            format!("folder of {files} audio file(s) (blake3 {fingerprint})")
+        }
     }
 }
 

@@ -137,6 +137,37 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
                 }
             }
         }
+        if let Some(src) = &d.source {
+            if src.path.trim().is_empty() {
+                c.fail(
+                    &["data", "source", "path"],
+                    "`data.source.path` is empty",
+                    Some("the folder holding the audio files and the labels CSV"),
+                );
+            }
+            if c.finite(&["data", "source", "clip_seconds"], src.clip_seconds)
+                && !(src.clip_seconds > 0.0 && src.clip_seconds <= 600.0)
+            {
+                c.fail(
+                    &["data", "source", "clip_seconds"],
+                    format!(
+                        "`data.source.clip_seconds` must be in (0, 600], found {}",
+                        src.clip_seconds
+                    ),
+                    Some("the paper's clips are 4 s"),
+                );
+            }
+            if let Some(h) = src.hop_seconds
+                && c.finite(&["data", "source", "hop_seconds"], h)
+                && h <= 0.0
+            {
+                c.fail(
+                    &["data", "source", "hop_seconds"],
+                    format!("`data.source.hop_seconds` must be positive, found {h}"),
+                    Some("leave it out for one clip per file"),
+                );
+            }
+        }
         if d.per_class == AllOr::Some(0) {
             c.fail(
                 &["data", "per_class"],

@@ -201,6 +201,17 @@ impl Stage for ProbeStage {
         let kind = kind_name(probe.kind);
         let (sf_param, sf_hint, sf_ext) = dataset::soundfont_param(data.soundfont.as_deref());
         let steer_layers = s.steer.as_ref().map(|st| json!(st.layers));
+        // A folder source is validated once, before any node is planned: a bad CSV or file is a
+        // plan error (exit 2 from `check`, `plan` and `run`), never a half-built dataset.
+        let folder = match &data.source {
+            Some(src) => {
+                let (dir, csv) = src.paths();
+                let labels = crate::data::folder::read_labels(&dir, &csv, &data.concepts)
+                    .map_err(|e| stage_err(e.to_string()))?;
+                Some((src, labels))
+            }
+            None => None,
+        };
         for concept in &data.concepts {
             let c = concept.name();
             let per_class = match data.per_class {
@@ -215,8 +226,11 @@ impl Stage for ProbeStage {
                 concept: Some(c.to_string()),
                 ..Label::default()
             };
-            let ds = plan.add(
-                NodeSpec::new(
+            let ds_node = match &folder {
+                Some((src, labels)) => {
+                    dataset::folder_node(*concept, src, labels).map_err(stage_err)?
+                }
+                None => NodeSpec::new(
                     format!("dataset[{c}]"),
                     "dataset",
                     json!({
@@ -227,10 +241,10 @@ impl Stage for ProbeStage {
                         "seed": seed,
                     }),
                 )
-                .label(concept_label.clone())
                 .hints(json!({ "soundfont_path": sf_hint }))
                 .external(sf_ext.clone()),
-            )?;
+            };
+            let ds = plan.add(ds_node.label(concept_label.clone()))?;
             let act = plan.add(
                 NodeSpec::new(
                     format!("activations[{c},{pooling}]"),
@@ -293,7 +307,12 @@ impl Stage for ProbeStage {
             };
             // Directions only when something uses them: steering, or a spec that asks.
             let wanted = probe.directions || s.steer.as_ref().is_some_and(|st| st.enabled);
-            for class in data_concept.classes().into_iter().filter(|_| wanted) {
+            // A folder dataset has directions for the classes its CSV names.
+            let classes = match &folder {
+                Some((_, labels)) => labels.classes_of(data_concept),
+                None => data_concept.classes(),
+            };
+            for class in classes.into_iter().filter(|_| wanted) {
                 let mut node = NodeSpec::new(
                     format!("directions[{c}:{class}]"),
                     "directions",
