@@ -209,6 +209,9 @@ pub struct ProbeSpec {
     /// Plan the `directions` nodes even when nothing steers (they are planned whenever `[steer]`
     /// is enabled; a probe-only spec otherwise skips them).
     pub directions: bool,
+    /// Datasets the probes are also scored on (transfer, docs/design.md §5): folder sources.
+    #[serde(default)]
+    pub evaluate_on: Vec<DataSource>,
 }
 
 /// `"best"` (the layer with the best multiclass validation accuracy) or a layer index.

@@ -31,6 +31,7 @@ const FOLDER_TAG: &[u8] = b"rfmx folder dataset audio\0";
 /// their files' content (not by the CSV's other columns, so relabelling one concept re-extracts
 /// only that concept).
 pub fn folder_node(
+    id: String,
     concept: Concept,
     src: &DataSource,
     labels: &FolderLabels,
@@ -46,13 +47,9 @@ pub fn folder_node(
         rows,
         fingerprint: ext.fingerprint.clone(),
     };
-    Ok(NodeSpec::new(
-        format!("dataset[{concept}]"),
-        "dataset",
-        json!({ "folder": cfg }),
-    )
-    .hints(json!({ "folder": labels.folder.display().to_string() }))
-    .external(Some(ext)))
+    Ok(NodeSpec::new(id, "dataset", json!({ "folder": cfg }))
+        .hints(json!({ "folder": labels.folder.display().to_string() }))
+        .external(Some(ext)))
 }
 
 /// (params value, hint path, external input) of the SoundFont a dataset renders with: the spec's
