@@ -448,3 +448,46 @@ fn check_validates_the_csv_against_the_folder_with_exit_2() {
     assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(err.contains("bad.toml") && err.contains("folder"), "{err}");
 }
+
+#[test]
+fn transfer_scores_probes_fitted_on_syntheory_on_the_folder() {
+    let w = common::Work::new();
+    let music = copy_fixture(w.path());
+    let body = format!(
+        "[experiment]\nname = \"xfer\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
+         [data]\nconcepts = [\"keys\"]\ninstruments = [0, 24]\nper_class = 4\n\
+         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n\
+         evaluate_on = [{{ kind = \"folder\", path = \"{}\" }}]\n\
+         [steer]\nenabled = false\ntargets = [\"keys:C major\"]\n",
+        music.display()
+    );
+    let spec = w.spec("xfer.toml", &body);
+    let out = w.rfmx(&["run", spec.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("keys : SynTheory -> folder"), "{stdout}");
+    let plan = plan_of(&body);
+    let node = &plan.nodes[plan.find("transfer[keys,mean,rfm,evaluate_on[0]]").unwrap()];
+    let dir = w.home().join("store").join(&node.key).join("out");
+    use rfmx::stages::contract::Output;
+    let t = rfmx::stages::transfer::TransferScores::read(&dir).unwrap();
+    assert_eq!((t.concept.as_str(), t.n, t.unseen), ("keys", 8, 0));
+    assert_eq!(t.test_classes.len(), 8);
+    assert_eq!(t.layers.iter().map(|l| l.layer).collect::<Vec<_>>(), [0, 1]);
+    for l in &t.layers {
+        let (a, lo, hi) = (l.accuracy.unwrap(), l.ci_low.unwrap(), l.ci_high.unwrap());
+        assert!((0.0..=1.0).contains(&a) && lo <= a && a <= hi, "{l:?}");
+        assert_eq!(l.n, 8);
+        // accuracy is a count of hits over 8 clips
+        assert!(((a * 8.0) - (a * 8.0).round()).abs() < 1e-9, "{a}");
+    }
+    let html = std::fs::read_to_string(w.path().join("reports/xfer/index.html")).unwrap();
+    assert!(
+        html.contains("Transfer: probes fitted on one dataset"),
+        "no transfer block"
+    );
+}
