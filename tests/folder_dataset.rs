@@ -423,7 +423,12 @@ fn dataset_keys_follow_the_files_and_their_own_concepts_labels() {
 fn check_validates_the_csv_against_the_folder_with_exit_2() {
     let w = common::Work::new();
     let music = copy_fixture(w.path());
-    let spec = w.spec("folder.toml", &folder_spec(&music, "\"keys\""));
+    // A relative folder path is relative to the spec file, not to the working directory.
+    std::fs::create_dir(w.path().join("specs")).unwrap();
+    let spec = w.spec(
+        "specs/folder.toml",
+        &folder_spec(Path::new("../music"), "\"keys\""),
+    );
     let ok = w.rfmx(&["check", spec.to_str().unwrap()]);
     assert!(
         ok.status.success(),

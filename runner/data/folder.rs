@@ -233,7 +233,7 @@ pub fn read_labels(
     };
     if !folder.is_dir() {
         p.file(format!(
-            "data.source.path: `{}` is not a directory",
+            "`{}` is not a directory (the folder of data.source or probe.evaluate_on; relative paths are relative to the spec file)",
             folder.display()
         ));
         p.finish()?;

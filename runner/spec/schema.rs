@@ -137,7 +137,7 @@ pub struct DataSpec {
 #[serde(deny_unknown_fields)]
 pub struct DataSource {
     pub kind: DataSourceKind,
-    /// The folder of audio files (relative paths: to the working directory, like `data.soundfont`).
+    /// The folder of audio files; a relative path is relative to the spec file's directory.
     pub path: String,
     /// The labels CSV, relative to `path` unless absolute.
     #[serde(default = "default_labels")]
