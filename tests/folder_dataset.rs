@@ -496,3 +496,43 @@ fn transfer_scores_probes_fitted_on_syntheory_on_the_folder() {
         "no transfer block"
     );
 }
+
+#[test]
+fn steering_on_a_folder_uses_directions_and_judges_fitted_on_it() {
+    let work = tempfile::tempdir().unwrap();
+    let music = copy_fixture(work.path());
+    let spec = folder_spec(&music, "\"keys\"")
+        .replace(
+            "enabled = false\n",
+            "eta = [0.3]\nsamples = 1\nseconds = 1\n",
+        )
+        .replace(
+            "[steer]\n",
+            "[evaluate]\nmetrics = [\"probe_accuracy\"]\n[steer]\n",
+        );
+    let plan = plan_of(&spec);
+    let dirs: Vec<String> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.kind == "directions")
+        .map(|n| n.label.class.clone().unwrap())
+        .collect();
+    // One directions node per class the CSV names, none for the 16 keys it lacks.
+    assert_eq!(dirs.len(), 8, "{dirs:?}");
+    assert!(dirs.contains(&"C major".to_string()));
+    let eval = plan.nodes.iter().find(|n| n.kind == "evaluation").unwrap();
+    let inputs: Vec<&str> = plan
+        .inputs_of(plan.find(&eval.id).unwrap())
+        .iter()
+        .map(|&i| plan.nodes[i].id.as_str())
+        .collect();
+    // The judge is the probe fitted on the folder's own clips.
+    assert!(
+        inputs.iter().any(|i| i.starts_with("probe[keys,")),
+        "{inputs:?}"
+    );
+    let probe = plan.find("probe[keys,L0,rfm]").unwrap();
+    let act = plan.inputs_of(probe)[0];
+    let ds = plan.inputs_of(act)[0];
+    assert!(plan.nodes[ds].params.get("folder").is_some());
+}

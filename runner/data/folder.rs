@@ -67,71 +67,6 @@ impl FolderLabels {
 
 /// Splits CSV text into records of fields with the 1-based line each record starts on
 /// (RFC 4180: `"` quotes, `""` escapes, quoted fields may hold commas and newlines).
-/// A CSV record: the line it starts on and its fields.
-type Record = (usize, Vec<String>);
-
-fn parse_csv(text: &str) -> Result<Vec<Record>, (usize, String)> {
-    let mut records = Vec::new();
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let (mut line, mut start_line) = (1, 1);
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => quoted = false,
-                '\n' => {
-                    line += 1;
-                    field.push(c);
-                }
-                _ => field.push(c),
-            }
-            continue;
-        }
-        match c {
-            '"' if field.trim().is_empty() => {
-                field.clear();
-                quoted = true;
-                any = true;
-            }
-            '"' => return Err((line, "a quote inside an unquoted field".into())),
-            ',' => {
-                fields.push(std::mem::take(&mut field));
-                any = true;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                if any || !field.trim().is_empty() {
-                    fields.push(std::mem::take(&mut field));
-                    records.push((start_line, std::mem::take(&mut fields)));
-                }
-                field.clear();
-                any = false;
-                line += 1;
-                start_line = line;
-            }
-            _ => {
-                field.push(c);
-                any = true;
-            }
-        }
-    }
-    if quoted {
-        return Err((start_line, "a quoted field is never closed".into()));
-    }
-    if any || !field.trim().is_empty() {
-        fields.push(field);
-        records.push((start_line, fields));
-    }
-    Ok(records)
-}
-
 /// Problems found while validating, each with the CSV line (when one applies).
 struct Problems {
     csv: PathBuf,
@@ -247,9 +182,11 @@ pub fn read_labels(
         reason: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let records = parse_csv(text).map_err(|(line, reason)| DataError::Folder {
-        csv: csv.to_path_buf(),
-        problems: vec![format!("{}:{line}: {reason}", csv.display())],
+    let records = crate::stimuli::csv::parse_with_lines(text).map_err(|(line, reason)| {
+        DataError::Folder {
+            csv: csv.to_path_buf(),
+            problems: vec![format!("{}:{line}: {reason}", csv.display())],
+        }
     })?;
     let Some(((hline, header), rows)) = records.split_first() else {
         p.file(format!(
@@ -557,7 +494,8 @@ mod tests {
 
     #[test]
     fn csv_records_keep_their_lines_quotes_and_embedded_commas() {
-        let r = parse_csv(
+        let parse = crate::stimuli::csv::parse_with_lines;
+        let r = parse(
             "file,keys\n\"a, b.wav\",C major\r\n\n\"x\"\"y.wav\",\"A\nminor\"\nlast.wav,D minor",
         )
         .unwrap();
@@ -572,10 +510,10 @@ mod tests {
         );
         assert_eq!(r[3].0, 6);
         assert!(
-            parse_csv("file\n\"open")
+            parse("file\n\"open")
                 .unwrap_err()
                 .1
-                .contains("never closed")
+                .contains("unterminated")
         );
     }
 
