@@ -536,3 +536,18 @@ fn steering_on_a_folder_uses_directions_and_judges_fitted_on_it() {
     let ds = plan.inputs_of(act)[0];
     assert!(plan.nodes[ds].params.get("folder").is_some());
 }
+
+#[test]
+fn specs_without_folders_resolve_as_before() {
+    // The resolved spec is part of the report's key: the new keys appear only when used.
+    let plain = "[model]\nname = \"tiny\"\n[data]\nconcepts = [\"notes\"]\n";
+    let r = rfmx::spec::load_str("p.toml", "p", plain, &[], &[])
+        .unwrap()
+        .resolved_toml();
+    assert!(!r.contains("evaluate_on") && !r.contains("source"), "{r}");
+    let with = format!("{plain}[probe]\nevaluate_on = [{{ kind = \"folder\", path = \"m\" }}]\n");
+    let r = rfmx::spec::load_str("p.toml", "p", &with, &[], &[])
+        .unwrap()
+        .resolved_toml();
+    assert!(r.contains("evaluate_on"), "{r}");
+}

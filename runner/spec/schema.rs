@@ -210,7 +210,9 @@ pub struct ProbeSpec {
     /// is enabled; a probe-only spec otherwise skips them).
     pub directions: bool,
     /// Datasets the probes are also scored on (transfer, docs/design.md §5): folder sources.
-    #[serde(default)]
+    /// Left out of the resolved spec when empty, so that the report keys of specs without
+    /// transfer stay what they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evaluate_on: Vec<DataSource>,
 }
 
