@@ -131,6 +131,8 @@ struct TransferRow {
     ci: String,
     n: usize,
     in_domain: String,
+    /// Tempos: "R² [lo, hi] (in-domain R²)"; empty otherwise.
+    r2: String,
 }
 
 fn transfer_blocks(d: &collect::ReportData) -> Vec<TransferBlock> {
@@ -152,6 +154,15 @@ fn transfer_blocks(d: &collect::ReportData) -> Vec<TransferBlock> {
                     ci: format!("[{}, {}]", opt(r.ci_low), opt(r.ci_high)),
                     n: r.n,
                     in_domain: opt(r.in_domain_test_accuracy),
+                    r2: r.r2.as_ref().map_or_else(String::new, |g| {
+                        format!(
+                            "{} [{}, {}] (in-domain {})",
+                            opt(g.r2),
+                            opt(g.ci_low),
+                            opt(g.ci_high),
+                            opt(g.in_domain_test_r2)
+                        )
+                    }),
                 })
                 .collect(),
         })

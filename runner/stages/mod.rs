@@ -504,7 +504,7 @@ fn transfer_block(plan: &Plan, store: &Store) -> String {
         ));
         for r in &t.layers {
             out.push_str(&format!(
-                "    L{:<4} accuracy {:>6} [{}, {}]  n {:<5} in-domain {}\n",
+                "    L{:<4} accuracy {:>6} [{}, {}]  n {:<5} in-domain {}",
                 r.layer,
                 fmt3(r.accuracy),
                 fmt3(r.ci_low),
@@ -512,6 +512,16 @@ fn transfer_block(plan: &Plan, store: &Store) -> String {
                 r.n,
                 fmt3(r.in_domain_test_accuracy)
             ));
+            if let Some(g) = &r.r2 {
+                out.push_str(&format!(
+                    "  R² {} [{}, {}] (in-domain {})",
+                    fmt3(g.r2),
+                    fmt3(g.ci_low),
+                    fmt3(g.ci_high),
+                    fmt3(g.in_domain_test_r2)
+                ));
+            }
+            out.push('\n');
         }
     }
     out

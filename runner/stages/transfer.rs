@@ -56,6 +56,43 @@ pub struct TransferLayer {
     pub n: usize,
     /// The same probes' accuracy on their own test split, for comparison.
     pub in_domain_test_accuracy: Option<f64>,
+    /// Tempos: the regression probe's R² on the test set's BPM with its bootstrap 95 % CI, and
+    /// its in-domain test R² (absent for other concepts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r2: Option<RegressionTransfer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionTransfer {
+    pub r2: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub n: usize,
+    pub in_domain_test_r2: Option<f64>,
+}
+
+/// R² of `pred` against `y` with a percentile-bootstrap 95 % CI over rows (resamples whose R² is
+/// undefined, e.g. all one BPM, are skipped).
+fn r2_with_ci(pred: &[f64], y: &[f64], seed: u64) -> (f64, f64, f64) {
+    use rand::{Rng, SeedableRng};
+    let r2 = crate::probe::metrics::r2;
+    let value = r2(pred, y);
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let mut stats: Vec<f64> = (0..BOOTSTRAP_REPS)
+        .map(|_| {
+            let idx: Vec<usize> = (0..y.len()).map(|_| rng.random_range(0..y.len())).collect();
+            let p: Vec<f64> = idx.iter().map(|&i| pred[i]).collect();
+            let t: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
+            r2(&p, &t)
+        })
+        .filter(|v| v.is_finite())
+        .collect();
+    if stats.is_empty() || !value.is_finite() {
+        return (value, f64::NAN, f64::NAN);
+    }
+    stats.sort_by(f64::total_cmp);
+    let q = |f: f64| stats[((stats.len() - 1) as f64 * f).round() as usize];
+    (value, q(0.025), q(0.975))
 }
 
 impl Output for TransferScores {
@@ -117,6 +154,28 @@ impl NodeKind for TransferNode {
                 .collect();
             let e = crate::eval::stats::bootstrap_mean(&hits, BOOTSTRAP_REPS, p.seed ^ l as u64);
             let f = |v: f64| v.is_finite().then_some(v);
+            // Tempo labels are numbers: the regression probe is scored on every row, seen BPM
+            // or not (a regression can name an unseen tempo).
+            let values: Option<Vec<f64>> = index
+                .labels
+                .iter()
+                .map(|c| c.parse::<f64>().ok().filter(|v| v.is_finite()))
+                .collect();
+            let r2 = match (&scores.regression, values) {
+                (Some(reg), Some(y)) if !y.is_empty() => {
+                    let fit = ProbeFit::load(&probe.join(&reg.dir))?;
+                    let pred = fit.predict(&x)?;
+                    let (v, lo, hi) = r2_with_ci(&pred, &y, p.seed ^ l as u64);
+                    Some(RegressionTransfer {
+                        r2: f(v),
+                        ci_low: f(lo),
+                        ci_high: f(hi),
+                        n: y.len(),
+                        in_domain_test_r2: reg.test_r2,
+                    })
+                }
+                _ => None,
+            };
             layers.push(TransferLayer {
                 layer: l,
                 accuracy: f(e.value),
@@ -124,6 +183,7 @@ impl NodeKind for TransferNode {
                 ci_high: f(e.ci_high),
                 n: hits.len(),
                 in_domain_test_accuracy: scores.multiclass.test_acc,
+                r2,
             });
         }
         let best_layer = layers
