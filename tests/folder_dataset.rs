@@ -346,6 +346,16 @@ fn every_bad_input_is_an_error_naming_the_file_and_row() {
             vec!["labels.csv:10", "without `..`"],
         ),
         (
+            "empty CSV",
+            Box::new(|m| std::fs::write(m.join("labels.csv"), "\n").unwrap()),
+            vec!["labels.csv: empty; expected a header"],
+        ),
+        (
+            "no CSV",
+            Box::new(|m| std::fs::remove_file(m.join("labels.csv")).unwrap()),
+            vec!["labels.csv", "No such file"],
+        ),
+        (
             "tempo not a number",
             Box::new(|m| edit_csv(m, |t| t.replace("C major,C,120", "C major,C,fast"))),
             vec!["labels.csv:2", "tempo `fast` is not a number"],

@@ -127,8 +127,13 @@ fn check_label(concept: Concept, label: &str) -> Result<String, String> {
     let hint = did_you_mean(label, &names)
         .map(|c| format!("; did you mean `{c}`?"))
         .unwrap_or_default();
-    let shown = if names.len() > 30 {
-        format!("{} classes", names.len())
+    let shown = if names.len() > 12 {
+        format!(
+            "{} classes, {} … {}",
+            names.len(),
+            names[0],
+            names[names.len() - 1]
+        )
     } else {
         names.join(", ")
     };
@@ -189,13 +194,13 @@ pub fn read_labels(
         }
     })?;
     let Some(((hline, header), rows)) = records.split_first() else {
-        p.file(format!(
-            "{}: empty; expected a header `file,<concept>,...` and one row per audio file",
-            csv.display()
-        ));
-        return p
-            .finish()
-            .map(|()| unreachable!("finish errs on a problem"));
+        return Err(DataError::Folder {
+            csv: csv.to_path_buf(),
+            problems: vec![format!(
+                "{}: empty; expected a header `file,<concept>,...` and one row per audio file",
+                csv.display()
+            )],
+        });
     };
     let header: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
     if header.first().map(String::as_str) != Some(FILE_COLUMN) {

@@ -79,7 +79,7 @@ pub enum DataError {
     Format { path: PathBuf, reason: String },
     /// A folder dataset's labels CSV or files are not usable; every problem names its file and
     /// CSV line (`data::folder`).
-    #[error("data.source: the folder dataset of {} is not usable:\n  {}", csv.display(), problems.join("\n  "))]
+    #[error("the folder dataset of {} is not usable:\n  {}", csv.display(), problems.join("\n  "))]
     Folder { csv: PathBuf, problems: Vec<String> },
     #[error(transparent)]
     Decode(#[from] crate::audio::decode::DecodeError),

@@ -208,7 +208,7 @@ impl Stage for ProbeStage {
             Some(src) => {
                 let (dir, csv) = src.paths();
                 let labels = crate::data::folder::read_labels(&dir, &csv, &data.concepts)
-                    .map_err(|e| stage_err(e.to_string()))?;
+                    .map_err(|e| stage_err(format!("data.source: {e}")))?;
                 Some((src, labels))
             }
             None => None,
