@@ -15,6 +15,7 @@ pub fn default_registry() -> Registry {
         .kind(crate::stages::ActivationsNode)
         .kind(crate::stages::ProbeNode)
         .kind(crate::stages::DirectionsNode)
+        .kind(crate::stages::transfer::TransferNode)
         // steering + evaluation (after the stages that plan the directions/probe nodes)
         .stage(crate::stages::steer::SteerStage)
         .kind(crate::stages::generation::GenerationKind)

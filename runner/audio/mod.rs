@@ -1,6 +1,7 @@
 //! Audio I/O and DSP judges shared by the data and evaluation stages.
 
 pub mod chroma;
+pub mod decode;
 pub mod onset;
 pub mod pitch;
 pub mod resample;

@@ -15,7 +15,7 @@ pub struct DataArgs {
 pub enum DataCommand {
     /// Render a concept's clips to WAV (32 kHz mono; --native adds 44.1 kHz stereo) + labels.csv.
     Export {
-        /// notes, intervals, scales, chords, progressions, tempos, time_signatures
+        /// notes, intervals, scales, chords, progressions, tempos, time_signatures, keys
         concept: String,
         #[arg(long)]
         per_class: Option<usize>,

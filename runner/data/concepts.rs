@@ -1,4 +1,4 @@
-//! Enumeration of SynTheory's seven concepts: every clip's MIDI, class and label fields, in the
+//! Enumeration of SynTheory's seven concepts and rfmx's `keys`: every clip's MIDI, class and label fields, in the
 //! original's row order. Nothing is rendered here.
 
 use super::instruments::{GM_NAMES, family, tonal_programs};
@@ -10,7 +10,8 @@ pub const SAMPLE_RATE: u32 = 44_100;
 pub const CLIP_SECS: f64 = 4.0;
 const MELODIC_CHANNEL: u8 = 2;
 
-/// The seven SynTheory concepts (also the spec's `data.concepts` / target names).
+/// The seven SynTheory concepts plus `keys` (24 classes, 12 tonics × major/minor, the concept of
+/// MusicBench's key labels; not in SynTheory), also the spec's `data.concepts` / target names.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -23,10 +24,11 @@ pub enum Concept {
     Progressions,
     Tempos,
     TimeSignatures,
+    Keys,
 }
 
 impl Concept {
-    pub const ALL: [Concept; 7] = [
+    pub const ALL: [Concept; 8] = [
         Concept::Notes,
         Concept::Intervals,
         Concept::Scales,
@@ -34,10 +36,11 @@ impl Concept {
         Concept::Progressions,
         Concept::Tempos,
         Concept::TimeSignatures,
+        Concept::Keys,
     ];
 
     /// Names in [`Concept::ALL`]'s order.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "notes",
         "intervals",
         "scales",
@@ -45,6 +48,7 @@ impl Concept {
         "progressions",
         "tempos",
         "time_signatures",
+        "keys",
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +80,9 @@ impl Concept {
             Concept::TimeSignatures => TIME_SIGNATURES
                 .iter()
                 .map(|(n, d)| format!("{n}/{d}"))
+                .collect(),
+            Concept::Keys => (0..12)
+                .flat_map(|pc| theory::KEY_MODES.map(|m| theory::key_label(pc, m)))
                 .collect(),
         }
     }
@@ -304,6 +311,36 @@ pub fn enumerate(concept: Concept, seed: u64) -> Enumeration {
                             ),
                         ];
                         add(&mut e, label.clone(), p, fields, groups.clone());
+                    }
+                }
+            }
+        }
+        Concept::Keys => {
+            // Per key two 4 s clips that establish it: a cadence (2 beats a chord) and the
+            // scale (a beat a note), on every tonal program.
+            for (pc, name) in NOTE_NAMES.iter().enumerate() {
+                for mode in theory::KEY_MODES {
+                    let label = theory::key_label(pc, mode);
+                    let cadence: Vec<Timed> = theory::key_cadence(pc as i32, mode)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, c)| (2 * i as u32, 2 * i as u32 + 2, c))
+                        .collect();
+                    let scale: Vec<Timed> = theory::key_scale(pc as i32, mode)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, n)| (i as u32, i as u32 + 1, vec![n]))
+                        .collect();
+                    for (style, groups) in [("CADENCE", cadence), ("SCALE", scale)] {
+                        for &p in &programs {
+                            let fields = vec![
+                                ("key_note_name", name.to_string()),
+                                ("key_note_pitch_class", pc.to_string()),
+                                ("mode", mode.to_string()),
+                                ("play_style_name", style.to_string()),
+                            ];
+                            add(&mut e, label.clone(), p, fields, groups.clone());
+                        }
                     }
                 }
             }

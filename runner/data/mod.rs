@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod concepts;
+pub mod folder;
 pub mod instruments;
 pub mod midi;
 pub mod render;
@@ -27,7 +28,7 @@ pub const MODEL_RATE: u32 = 32_000;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error(
-        "data.concept: unknown concept '{0}' (expected one of notes, intervals, scales, chords, progressions, tempos, time_signatures)"
+        "data.concept: unknown concept '{0}' (expected one of notes, intervals, scales, chords, progressions, tempos, time_signatures, keys)"
     )]
     UnknownConcept(String),
     #[error("data.classes: unknown class '{class}' for concept {concept} (classes: {known})")]
@@ -76,6 +77,12 @@ pub enum DataError {
     },
     #[error("{path}: {reason}")]
     Format { path: PathBuf, reason: String },
+    /// A folder dataset's labels CSV or files are not usable; every problem names its file and
+    /// CSV line (`data::folder`).
+    #[error("the folder dataset of {} is not usable:\n  {}", csv.display(), problems.join("\n  "))]
+    Folder { csv: PathBuf, problems: Vec<String> },
+    #[error(transparent)]
+    Decode(#[from] crate::audio::decode::DecodeError),
 }
 
 /// What to build; field names are the spec keys under `[data]`.

@@ -13,8 +13,18 @@ pub const DEFAULT_SOUNDFONT: &str = "/usr/share/sounds/sf2/TimGM6mb.sf2";
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RendererInfo {
-    Soundfont { path: String, blake3: String },
-    Builtin { version: u32 },
+    Soundfont {
+        path: String,
+        blake3: String,
+    },
+    Builtin {
+        version: u32,
+    },
+    /// A folder of the user's audio (`data::folder`): how many files, and their fingerprint.
+    Folder {
+        files: usize,
+        fingerprint: String,
+    },
 }
 
 #[derive(Clone)]

@@ -152,7 +152,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
     }
 }
 
-struct Blob {
+/// An f32 blob written to a temp sibling and renamed into place by `commit`.
+pub(super) struct Blob {
     tmp: PathBuf,
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
@@ -160,7 +161,7 @@ struct Blob {
 }
 
 impl Blob {
-    fn create(path: PathBuf) -> Result<Blob, DataError> {
+    pub(super) fn create(path: PathBuf) -> Result<Blob, DataError> {
         let tmp = crate::fsx::temp_sibling(&path);
         let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         Ok(Blob {
@@ -170,14 +171,19 @@ impl Blob {
             len: 0,
         })
     }
-    fn append(&mut self, x: &[f32]) -> Result<u64, DataError> {
+    pub(super) fn append(&mut self, x: &[f32]) -> Result<u64, DataError> {
         let at = self.len;
         let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.file.write_all(&bytes).map_err(io(&self.tmp))?;
         self.len += x.len() as u64;
         Ok(at)
     }
-    fn commit(self) -> Result<(), DataError> {
+    /// Drops the temp file (a failed build leaves nothing behind).
+    pub(super) fn abort(self) {
+        drop(self.file);
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+    pub(super) fn commit(self) -> Result<(), DataError> {
         let f = self.file.into_inner().map_err(|e| DataError::Io {
             path: self.tmp.clone(),
             source: e.into_error(),
@@ -284,9 +290,9 @@ pub fn build(cfg: &DatasetConfig, dir: &Path, progress: Progress) -> Result<Data
     let (concept, e, rendered, silent, kept) = match result {
         Ok(v) => v,
         Err(err) => {
-            let _ = std::fs::remove_file(&b32.tmp);
-            if let Some(b) = &b44 {
-                let _ = std::fs::remove_file(&b.tmp);
+            b32.abort();
+            if let Some(b) = b44 {
+                b.abort();
             }
             return Err(err);
         }
@@ -308,6 +314,16 @@ pub fn build(cfg: &DatasetConfig, dir: &Path, progress: Progress) -> Result<Data
         kept: records.len(),
         per_class: kept,
     };
+    write_dataset(dir, manifest, records)
+}
+
+/// Writes `clips.json`, `labels.csv` and last `manifest.json` (each temp + rename, so a directory
+/// with a manifest is complete) and returns the dataset.
+pub(super) fn write_dataset(
+    dir: &Path,
+    manifest: Manifest,
+    records: Vec<ClipRecord>,
+) -> Result<Dataset, DataError> {
     let write = |name: &str, bytes: &[u8]| {
         crate::fsx::write_atomic(&dir.join(name), bytes).map_err(io(&dir.join(name)))
     };

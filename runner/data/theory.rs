@@ -141,6 +141,41 @@ pub fn progression_label(mode: &str, degrees: &[usize; 4]) -> String {
     )
 }
 
+/// The `keys` concept's modes: major, and minor (harmonic minor, so that V has a leading tone).
+pub const KEY_MODES: [&str; 2] = ["major", "minor"];
+
+/// A key's class name, `C major` … `B minor` (MusicBench's spelling).
+pub fn key_label(tonic_pc: usize, mode: &str) -> String {
+    format!("{} {mode}", NOTE_NAMES[tonic_pc % 12])
+}
+
+/// A cadence that establishes the key: I–IV–V–I (major) or i–iv–V–i (minor, V major with the
+/// leading tone), close triads above the tonic with the chord root an octave below as bass.
+/// MIDI notes per chord.
+pub fn key_cadence(tonic_pc: i32, mode: &str) -> Vec<Vec<i32>> {
+    let t = tonic_midi(tonic_pc);
+    let third = if mode == "minor" { 3 } else { 4 };
+    let sixth = if mode == "minor" { 8 } else { 9 };
+    vec![
+        vec![t - 12, t, t + third, t + 7],
+        vec![t - 7, t + 5, t + sixth, t + 12],
+        vec![t - 5, t + 7, t + 11, t + 14],
+        vec![t - 12, t, t + third, t + 7],
+    ]
+}
+
+/// The key's scale up one octave from the tonic (minor: harmonic minor), eight MIDI notes.
+pub fn key_scale(tonic_pc: i32, mode: &str) -> Vec<i32> {
+    let t = tonic_midi(tonic_pc);
+    let off = mode_offsets(if mode == "minor" {
+        "harmonicMinor"
+    } else {
+        "major"
+    })
+    .expect("known mode");
+    off.iter().map(|o| t + o).chain([t + 12]).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,7 +72,10 @@ struct DataSize {
     clips: usize,
     per_class: Vec<usize>,
     mean_seconds: f64,
-    cfg: crate::data::DatasetConfig,
+    concept: String,
+    /// The SynTheory rendering config; None for a folder of the user's audio (decoded, not
+    /// rendered).
+    cfg: Option<crate::data::DatasetConfig>,
 }
 
 fn node_err(n: &PlannedNode, e: impl std::fmt::Display) -> EstimateError {
@@ -83,6 +86,29 @@ fn node_err(n: &PlannedNode, e: impl std::fmt::Display) -> EstimateError {
 }
 
 fn data_size(n: &PlannedNode) -> Result<DataSize, EstimateError> {
+    if let Some(folder) = n.params.get("folder") {
+        // One clip per file (windowed files give more: a lower bound then).
+        let f: crate::data::folder::FolderConfig =
+            serde_json::from_value(folder.clone()).map_err(|e| node_err(n, e))?;
+        let mut per_class: Vec<usize> = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for (_, class) in &f.rows {
+            match seen.iter().position(|c| c == class) {
+                Some(i) => per_class[i] += 1,
+                None => {
+                    seen.push(class);
+                    per_class.push(1);
+                }
+            }
+        }
+        return Ok(DataSize {
+            clips: f.rows.len(),
+            per_class,
+            mean_seconds: f.clip_seconds,
+            concept: f.concept.clone(),
+            cfg: None,
+        });
+    }
     let cfg =
         crate::stages::dataset::dataset_config(&n.params, &n.hints).map_err(|e| node_err(n, e))?;
     let concept = crate::data::Concept::parse(&cfg.concept)
@@ -104,7 +130,8 @@ fn data_size(n: &PlannedNode) -> Result<DataSize, EstimateError> {
         clips,
         per_class,
         mean_seconds: samples as f64 / clips.max(1) as f64 / crate::data::SAMPLE_RATE as f64,
-        cfg,
+        concept: cfg.concept.clone(),
+        cfg: Some(cfg),
     })
 }
 
@@ -305,14 +332,14 @@ pub fn estimate(
             .iter()
             .zip(to_run)
             .any(|(m, &run)| run && m.key == n.key);
-        if wanted && render.is_none() {
-            let tag = calibrate::render_tag(&size.cfg);
+        if let Some(cfg) = size.cfg.as_ref().filter(|_| wanted && render.is_none()) {
+            let tag = calibrate::render_tag(cfg);
             let threads = rayon::current_num_threads();
             let path = dir.join(format!("render-{tag}-t{threads}.json"));
             let (r, fresh) = calibrate::cached(
                 &path,
                 |r: &RenderCalibration| r.version,
-                || calibrate::measure_render(&size.cfg, &dir),
+                || calibrate::measure_render(cfg, &dir),
             )?;
             calibration.push(format!(
                 "renderer: {}, {} clips: {} ({})",
@@ -411,6 +438,9 @@ fn node_cost(
     let f32b = 4u64;
     match (n.kind.as_str(), model) {
         ("dataset", _) => {
+            if n.params.get("folder").is_some() {
+                return (None, "a folder of audio: decoding is not calibrated".into());
+            }
             let cost = match (render, data) {
                 (Some(r), Some(d)) => {
                     // Clips render in batches of 16 per thread; only one batch is in memory.
@@ -463,7 +493,7 @@ fn node_cost(
                     .map(|&p| (2 * p.min(d.clips - p), 1.0))
                     .collect();
                 rows.push((d.clips, c.rfm_multiclass.max(1.0)));
-                if d.cfg.concept == "tempos" {
+                if d.concept == "tempos" {
                     rows.push((d.clips, 1.0));
                 }
                 let t: f64 = rows

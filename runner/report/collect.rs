@@ -156,6 +156,8 @@ pub struct ReportData {
     pub renderers: Vec<String>,
     /// Outputs of the runner's toy nodes: (id, value).
     pub toy: Vec<(String, String)>,
+    /// Transfer blocks: probes scored on another dataset (docs/design.md §5).
+    pub transfers: Vec<crate::stages::transfer::TransferScores>,
     /// Files that exist but could not be read.
     pub problems: Vec<String>,
 }
@@ -257,6 +259,13 @@ pub fn collect(nodes: &[NodeEntry]) -> ReportData {
             "generation" => generation(n, &mut d),
             "probe" => probe(n, &mut d),
             "directions" => directions(n, &mut d),
+            "transfer" => {
+                if let Some(dir) = n.dir()
+                    && let Some(v) = read(dir, &mut d.problems)
+                {
+                    d.transfers.push(v);
+                }
+            }
             "activations" => {
                 if let Some(dir) = n.dir()
                     && let Some(v) = read::<ActivationsIndex>(dir, &mut d.problems)
@@ -306,6 +315,9 @@ fn renderer(r: &crate::data::RendererInfo) -> String {
         }
         crate::data::RendererInfo::Builtin { version } => {
             format!("built-in synthesiser (version {version}), no SoundFont")
+        }
+        crate::data::RendererInfo::Folder { files, fingerprint } => {
+            format!("folder of {files} audio file(s) (blake3 {fingerprint})")
         }
     }
 }

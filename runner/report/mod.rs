@@ -30,11 +30,12 @@ pub use collect::{NodeEntry, NodeState};
 pub use render::{Provenance, Rendered, ReportInput, render};
 
 /// The node kinds whose outputs the report reads, in section order.
-pub const INPUT_KINDS: [&str; 8] = [
+pub const INPUT_KINDS: [&str; 9] = [
     "dataset",
     "activations",
     "probe",
     "directions",
+    "transfer",
     "generation",
     "evaluation",
     "toy_square",

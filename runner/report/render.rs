@@ -112,6 +112,63 @@ struct Table1Row {
     layers: String,
 }
 
+/// One train -> test block of the transfer table (docs/design.md §5).
+#[derive(Serialize)]
+struct TransferBlock {
+    concept: String,
+    train: String,
+    test: String,
+    n: usize,
+    unseen: usize,
+    best_layer: String,
+    rows: Vec<TransferRow>,
+}
+
+#[derive(Serialize)]
+struct TransferRow {
+    layer: usize,
+    accuracy: String,
+    ci: String,
+    n: usize,
+    in_domain: String,
+    /// Tempos: "R² [lo, hi] (in-domain R²)"; empty otherwise.
+    r2: String,
+}
+
+fn transfer_blocks(d: &collect::ReportData) -> Vec<TransferBlock> {
+    d.transfers
+        .iter()
+        .map(|t| TransferBlock {
+            concept: t.concept.clone(),
+            train: t.train.clone(),
+            test: t.test.clone(),
+            n: t.n,
+            unseen: t.unseen,
+            best_layer: t.best_layer.map(|l| l.to_string()).unwrap_or_default(),
+            rows: t
+                .layers
+                .iter()
+                .map(|r| TransferRow {
+                    layer: r.layer,
+                    accuracy: opt(r.accuracy),
+                    ci: format!("[{}, {}]", opt(r.ci_low), opt(r.ci_high)),
+                    n: r.n,
+                    in_domain: opt(r.in_domain_test_accuracy),
+                    r2: r.r2.as_ref().map_or_else(String::new, |g| {
+                        format!(
+                            "{} [{}, {}] (in-domain {})",
+                            opt(g.r2),
+                            opt(g.ci_low),
+                            opt(g.ci_high),
+                            opt(g.in_domain_test_r2)
+                        )
+                    }),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 #[derive(Serialize)]
 struct Selection {
     direction: String,
@@ -192,6 +249,7 @@ struct Page {
     selections: Vec<Selection>,
     table1: Vec<Table1Row>,
     table1_mean: Vec<Table1Row>,
+    transfer: Vec<TransferBlock>,
     confusions: Vec<Confusion>,
     trace_figures: Vec<Figure>,
     clips: Vec<ClipRow>,
@@ -1016,6 +1074,7 @@ pub fn render(input: &ReportInput, out_dir: &Path) -> Result<Rendered, ReportErr
         selections: probe.selections,
         table1: probe.table1,
         table1_mean: probe.table1_mean,
+        transfer: transfer_blocks(&d),
         confusions: probe.confusions,
         trace_figures: traces(&d, &figs)?,
         clips: clips(&d, &audio_dir)?,

@@ -98,7 +98,22 @@ pub fn load(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "spec".into());
-    load_str(&path.display().to_string(), &stem, &text, sets, env)
+    let mut loaded = load_str(&path.display().to_string(), &stem, &text, sets, env)?;
+    // Folder datasets are named relative to the spec file (docs/design.md §5), so a spec and its
+    // audio move together and check from any working directory.
+    let dir = path.parent().unwrap_or(Path::new(""));
+    for spec in
+        std::iter::once(&mut loaded.base).chain(loaded.points.iter_mut().map(|p| &mut p.spec))
+    {
+        let data = spec.data.iter_mut().filter_map(|d| d.source.as_mut());
+        let eval = spec.probe.iter_mut().flat_map(|p| p.evaluate_on.iter_mut());
+        for src in data.chain(eval) {
+            if Path::new(&src.path).is_relative() {
+                src.path = dir.join(&src.path).display().to_string();
+            }
+        }
+    }
+    Ok(loaded)
 }
 
 /// One figment layer, named so that errors can tell where a value came from.

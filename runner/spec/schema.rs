@@ -81,7 +81,7 @@ pub struct ModelSpec {
     pub device: String,
 }
 
-/// The seven SynTheory concepts: the data stage's type, so that a spec can only name classes
+/// The seven SynTheory concepts and `keys`: the data stage's type, so that a spec can only name classes
 /// the generators produce.
 pub use crate::data::Concept;
 
@@ -127,6 +127,50 @@ pub struct DataSpec {
     pub per_class: AllOr<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soundfont: Option<String>,
+    /// Absent: SynTheory, generated. `{ kind = "folder", ... }`: the user's labelled audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DataSource>,
+}
+
+/// Where a dataset comes from other than the SynTheory generator (docs/design.md §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    pub kind: DataSourceKind,
+    /// The folder of audio files; a relative path is relative to the spec file's directory.
+    pub path: String,
+    /// The labels CSV, relative to `path` unless absolute.
+    #[serde(default = "default_labels")]
+    pub labels: String,
+    /// Every clip's length: shorter files are zero-padded, longer ones cut (or windowed).
+    #[serde(default = "default_clip_seconds")]
+    pub clip_seconds: f64,
+    /// Absent: one clip from each file's start; else windows every `hop_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop_seconds: Option<f64>,
+}
+
+fn default_labels() -> String {
+    "labels.csv".into()
+}
+
+fn default_clip_seconds() -> f64 {
+    crate::data::CLIP_SECS
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSourceKind {
+    Folder,
+}
+
+impl DataSource {
+    /// (folder, labels CSV) as paths.
+    pub fn paths(&self) -> (std::path::PathBuf, std::path::PathBuf) {
+        let folder = std::path::PathBuf::from(&self.path);
+        let labels = folder.join(&self.labels);
+        (folder, labels)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +209,11 @@ pub struct ProbeSpec {
     /// Plan the `directions` nodes even when nothing steers (they are planned whenever `[steer]`
     /// is enabled; a probe-only spec otherwise skips them).
     pub directions: bool,
+    /// Datasets the probes are also scored on (transfer, docs/design.md §5): folder sources.
+    /// Left out of the resolved spec when empty, so that the report keys of specs without
+    /// transfer stay what they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluate_on: Vec<DataSource>,
 }
 
 /// `"best"` (the layer with the best multiclass validation accuracy) or a layer index.

@@ -61,6 +61,44 @@ impl Checker {
     }
 }
 
+/// `data.source` and each `probe.evaluate_on[i]`: a folder source's path and lengths.
+fn check_source(c: &mut Checker, prefix: &[&str], src: &DataSource) {
+    let at = |key: &'static str| -> Vec<&str> { [prefix, &[key]].concat() };
+    if src.path.trim().is_empty() {
+        c.fail(
+            &at("path"),
+            format!("`{}.path` is empty", prefix.join(".")),
+            Some("the folder holding the audio files and the labels CSV"),
+        );
+    }
+    if c.finite(&at("clip_seconds"), src.clip_seconds)
+        && !(src.clip_seconds > 0.0 && src.clip_seconds <= 600.0)
+    {
+        c.fail(
+            &at("clip_seconds"),
+            format!(
+                "`{}.clip_seconds` must be in (0, 600], found {}",
+                prefix.join("."),
+                src.clip_seconds
+            ),
+            Some("the paper's clips are 4 s"),
+        );
+    }
+    if let Some(h) = src.hop_seconds
+        && c.finite(&at("hop_seconds"), h)
+        && h <= 0.0
+    {
+        c.fail(
+            &at("hop_seconds"),
+            format!(
+                "`{}.hop_seconds` must be positive, found {h}",
+                prefix.join(".")
+            ),
+            Some("leave it out for one clip per file"),
+        );
+    }
+}
+
 /// Checks one fully layered spec (a sweep point or the base).
 pub fn validate(spec: &Spec) -> Vec<Problem> {
     let mut c = Checker {
@@ -137,6 +175,9 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
                 }
             }
         }
+        if let Some(src) = &d.source {
+            check_source(&mut c, &["data", "source"], src);
+        }
         if d.per_class == AllOr::Some(0) {
             c.fail(
                 &["data", "per_class"],
@@ -164,6 +205,10 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
         c.non_empty(&["extract", "layers"], layers);
     }
     if let Some(p) = &spec.probe {
+        for (i, src) in p.evaluate_on.iter().enumerate() {
+            let i = i.to_string();
+            check_source(&mut c, &["probe", "evaluate_on", &i], src);
+        }
         if p.iterations == 0 {
             c.fail(
                 &["probe", "iterations"],

@@ -6,15 +6,51 @@
 //! SoundFont enters the key by content: `{"blake3": hash}` (its path is an execution hint), or
 //! `{"missing": path}` when the file cannot be read at plan time (the node then fails naming
 //! `data.soundfont`), or null for the built-in synthesizer.
+//!
+//! A folder dataset (`[data] source = { kind = "folder" }`, docs/design.md §5) is the same kind
+//! with params `{folder: FolderConfig}`: the concept, clip/hop lengths, the CSV's (file, class)
+//! rows of that concept, and the fingerprint of those files (an [`External`] checked again before
+//! the node runs). The folder's path is a hint; the key holds relative names and content only.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::dag::NodeSpec;
 use crate::dag::{NodeCtx, NodeError, NodeKind};
-use crate::data::{DEFAULT_SOUNDFONT, DataError, DatasetConfig};
+use crate::data::folder::{FolderConfig, FolderLabels};
+use crate::data::{Concept, DEFAULT_SOUNDFONT, DataError, DatasetConfig};
 use crate::external::External;
+use crate::spec::schema::DataSource;
+
+/// The hash domain of a folder dataset's audio files (`crate::external::of_files`).
+const FOLDER_TAG: &[u8] = b"rfmx folder dataset audio\0";
+
+/// The `dataset[<concept>]` node of a folder source: keyed by the concept's labelled rows and
+/// their files' content (not by the CSV's other columns, so relabelling one concept re-extracts
+/// only that concept).
+pub fn folder_node(
+    id: String,
+    concept: Concept,
+    src: &DataSource,
+    labels: &FolderLabels,
+) -> Result<NodeSpec, String> {
+    let rows = labels.rows_of(concept);
+    let files = rows.iter().map(|(f, _)| labels.folder.join(f)).collect();
+    let ext = External::files("audio folder", FOLDER_TAG, files)
+        .map_err(|e| format!("data.source: cannot read {e}"))?;
+    let cfg = FolderConfig {
+        concept: concept.name().to_string(),
+        clip_seconds: src.clip_seconds,
+        hop_seconds: src.hop_seconds,
+        rows,
+        fingerprint: ext.fingerprint.clone(),
+    };
+    Ok(NodeSpec::new(id, "dataset", json!({ "folder": cfg }))
+        .hints(json!({ "folder": labels.folder.display().to_string() }))
+        .external(Some(ext)))
+}
 
 /// (params value, hint path, external input) of the SoundFont a dataset renders with: the spec's
 /// path, else the default SoundFont when installed, else none (built-in synth). Hashed once per
@@ -60,6 +96,32 @@ impl NodeKind for DatasetNode {
         crate::dag::Resources::heavy(None)
     }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
+        if let Some(folder) = ctx.params.get("folder") {
+            let cfg: FolderConfig = serde_json::from_value(folder.clone())
+                .map_err(|e| format!("bad params for {}: {e}", ctx.id))?;
+            let dir = ctx
+                .hints
+                .get("folder")
+                .and_then(Value::as_str)
+                .ok_or("dataset node: folder params without a folder hint")?;
+            ctx.log(&format!(
+                "decoding {} file(s) of {} from {dir}",
+                cfg.rows.len(),
+                cfg.concept
+            ));
+            let progress = ctx.progress;
+            let ds =
+                crate::data::folder::build(&cfg, Path::new(dir), ctx.out_dir, &|done, total| {
+                    progress(done as u64, total as u64, "decoding files")
+                })?;
+            ctx.log(&format!(
+                "{} clips kept ({} all-zero dropped) from {} files",
+                ds.manifest.kept,
+                ds.manifest.silent_dropped,
+                cfg.rows.len()
+            ));
+            return Ok(());
+        }
         let cfg = dataset_config(ctx.params, ctx.hints)?;
         ctx.log(&format!("building {}", serde_json::to_string(&cfg)?));
         let progress = ctx.progress;

@@ -14,6 +14,7 @@ pub mod judge;
 pub mod probe;
 pub mod steer;
 pub mod toy;
+pub mod transfer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -201,6 +202,27 @@ impl Stage for ProbeStage {
         let kind = kind_name(probe.kind);
         let (sf_param, sf_hint, sf_ext) = dataset::soundfont_param(data.soundfont.as_deref());
         let steer_layers = s.steer.as_ref().map(|st| json!(st.layers));
+        // A folder source is validated once, before any node is planned: a bad CSV or file is a
+        // plan error (exit 2 from `check`, `plan` and `run`), never a half-built dataset.
+        let folder = match &data.source {
+            Some(src) => {
+                let (dir, csv) = src.paths();
+                let labels = crate::data::folder::read_labels(&dir, &csv, &data.concepts)
+                    .map_err(|e| stage_err(format!("data.source: {e}")))?;
+                Some((src, labels))
+            }
+            None => None,
+        };
+        let eval_sets = probe
+            .evaluate_on
+            .iter()
+            .map(|src| {
+                let (dir, csv) = src.paths();
+                crate::data::folder::read_labels(&dir, &csv, &data.concepts)
+                    .map(|labels| (src, labels))
+                    .map_err(|e| stage_err(format!("probe.evaluate_on: {e}")))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         for concept in &data.concepts {
             let c = concept.name();
             let per_class = match data.per_class {
@@ -215,8 +237,12 @@ impl Stage for ProbeStage {
                 concept: Some(c.to_string()),
                 ..Label::default()
             };
-            let ds = plan.add(
-                NodeSpec::new(
+            let ds_node = match &folder {
+                Some((src, labels)) => {
+                    dataset::folder_node(format!("dataset[{c}]"), *concept, src, labels)
+                        .map_err(stage_err)?
+                }
+                None => NodeSpec::new(
                     format!("dataset[{c}]"),
                     "dataset",
                     json!({
@@ -227,13 +253,13 @@ impl Stage for ProbeStage {
                         "seed": seed,
                     }),
                 )
-                .label(concept_label.clone())
                 .hints(json!({ "soundfont_path": sf_hint }))
                 .external(sf_ext.clone()),
-            )?;
-            let act = plan.add(
+            };
+            let ds = plan.add(ds_node.label(concept_label.clone()))?;
+            let activations_node = |id: String, ds| {
                 NodeSpec::new(
-                    format!("activations[{c},{pooling}]"),
+                    id,
                     "activations",
                     json!({
                         "concept": c,
@@ -255,8 +281,9 @@ impl Stage for ProbeStage {
                     "batch": activations::DEFAULT_BATCH,
                 }))
                 .fingerprint(fingerprint.clone())
-                .external(model_ext.clone()),
-            )?;
+                .external(model_ext.clone())
+            };
+            let act = plan.add(activations_node(format!("activations[{c},{pooling}]"), ds))?;
             let mut probes = Vec::new();
             for &l in &layers {
                 let r = plan.add(
@@ -285,6 +312,42 @@ impl Stage for ProbeStage {
                 plan.export::<ProbeOf>(&(c.to_string(), l), r)?;
                 probes.push((l, r));
             }
+            // Transfer (docs/design.md §5): the same probes scored on each `evaluate_on` set,
+            // extracted with the same model, pooling and layers.
+            for (i, (src, labels)) in eval_sets.iter().enumerate() {
+                let test = format!("evaluate_on[{i}]");
+                let ds = plan.add(
+                    dataset::folder_node(format!("dataset[{c},{test}]"), *concept, src, labels)
+                        .map_err(stage_err)?
+                        .label(concept_label.clone()),
+                )?;
+                let act = plan.add(activations_node(
+                    format!("activations[{c},{pooling},{test}]"),
+                    ds,
+                ))?;
+                let mut node = NodeSpec::new(
+                    format!("transfer[{c},{pooling},{kind},{test}]"),
+                    "transfer",
+                    json!({ "concept": c, "layers": layers, "seed": seed }),
+                )
+                .input("activations", act)
+                .label(Label {
+                    pooling: Some(pooling.to_string()),
+                    probe: Some(kind.to_string()),
+                    ..concept_label.clone()
+                })
+                .hints(json!({
+                    "train": match &data.source {
+                        Some(src) => format!("folder {}", src.path),
+                        None => "SynTheory".to_string(),
+                    },
+                    "test": format!("folder {}", src.path),
+                }));
+                for &(l, r) in &probes {
+                    node = node.input(format!("L{l}"), r);
+                }
+                plan.add(node)?;
+            }
             let data_concept = crate::data::Concept::parse(c)
                 .ok_or_else(|| stage_err(format!("data.concepts: unknown concept `{c}`")))?;
             let judge = match probe.judge_layer {
@@ -293,7 +356,12 @@ impl Stage for ProbeStage {
             };
             // Directions only when something uses them: steering, or a spec that asks.
             let wanted = probe.directions || s.steer.as_ref().is_some_and(|st| st.enabled);
-            for class in data_concept.classes().into_iter().filter(|_| wanted) {
+            // A folder dataset has directions for the classes its CSV names.
+            let classes = match &folder {
+                Some((_, labels)) => labels.classes_of(data_concept),
+                None => data_concept.classes(),
+            };
+            for class in classes.into_iter().filter(|_| wanted) {
                 let mut node = NodeSpec::new(
                     format!("directions[{c}:{class}]"),
                     "directions",
@@ -394,7 +462,69 @@ fn summary(plan: &Plan, store: &Store) -> Option<String> {
         ));
     }
     out.push_str(&layer_selection(&groups, strategy.as_ref()));
+    out.push_str(&transfer_block(plan, store));
     Some(out.trim_end().to_string())
+}
+
+/// The finished transfer nodes' scores, in plan order.
+pub fn transfer_scores(plan: &Plan, store: &Store) -> Vec<transfer::TransferScores> {
+    plan.nodes
+        .iter()
+        .filter(|n| n.kind == "transfer")
+        .filter_map(|n| transfer::TransferScores::read(&store.out_dir(&n.key)).ok())
+        .collect()
+}
+
+/// Transfer rows (docs/design.md §5): train set -> test set, test accuracy per layer with its
+/// bootstrap 95 % CI beside the probes' in-domain test accuracy.
+fn transfer_block(plan: &Plan, store: &Store) -> String {
+    let all = transfer_scores(plan, store);
+    if all.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\ntransfer: probes fitted on the train set, scored on the test set (accuracy, bootstrap 95 % CI; \
+         in-domain = the same probe on its own test split)\n",
+    );
+    for t in &all {
+        out.push_str(&format!(
+            "  {} : {} -> {} ({} clips{}{})\n",
+            t.concept,
+            t.train,
+            t.test,
+            t.n,
+            if t.unseen > 0 {
+                format!(", {} of classes the probes never saw, not scored", t.unseen)
+            } else {
+                String::new()
+            },
+            t.best_layer
+                .map(|l| format!(", best layer {l}"))
+                .unwrap_or_default()
+        ));
+        for r in &t.layers {
+            out.push_str(&format!(
+                "    L{:<4} accuracy {:>6} [{}, {}]  n {:<5} in-domain {}",
+                r.layer,
+                fmt3(r.accuracy),
+                fmt3(r.ci_low),
+                fmt3(r.ci_high),
+                r.n,
+                fmt3(r.in_domain_test_accuracy)
+            ));
+            if let Some(g) = &r.r2 {
+                out.push_str(&format!(
+                    "  R² {} [{}, {}] (in-domain {})",
+                    fmt3(g.r2),
+                    fmt3(g.ci_low),
+                    fmt3(g.ci_high),
+                    fmt3(g.in_domain_test_r2)
+                ));
+            }
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The per-layer scores and the weights top-K and exponential layer selection give them

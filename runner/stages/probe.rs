@@ -704,5 +704,43 @@ mod tests {
             first("150"),
             first("60")
         );
+        // Transfer onto the same features (docs/design.md §5): the judge's accuracy and the
+        // regression probe's R² are those of a probe scored on its own training distribution.
+        let xfer = dir.path().join("xfer");
+        std::fs::create_dir_all(&xfer).unwrap();
+        let inputs = [
+            crate::dag::NodeInput {
+                name: "L2".into(),
+                kind: "probe".into(),
+                dir: out.clone(),
+                ..inputs[0].clone()
+            },
+            inputs[0].clone(),
+        ];
+        let params = serde_json::json!({"concept": "tempos", "layers": [2], "seed": 0});
+        let hints = serde_json::json!({"train": "a", "test": "b"});
+        let mut ctx = NodeCtx {
+            id: "transfer[tempos]",
+            key: "k",
+            params: &params,
+            hints: &hints,
+            inputs: &inputs,
+            out_dir: &xfer,
+            log_path: &log_path,
+            log: &mut log,
+            progress: &progress,
+        };
+        super::super::transfer::TransferNode.run(&mut ctx).unwrap();
+        let t = super::super::transfer::TransferScores::read(&xfer).unwrap();
+        let layer = &t.layers[0];
+        assert_eq!((t.n, t.unseen, layer.n), (48, 0, 48));
+        // Chance is 0.25; this linear judge scores 0.625 on its own test split.
+        let acc = layer.accuracy.unwrap();
+        assert!(acc > 0.5, "{layer:?}");
+        assert!(layer.ci_low.unwrap() <= acc && acc <= layer.ci_high.unwrap());
+        let r2 = layer.r2.as_ref().unwrap();
+        assert!(r2.r2.unwrap() > 0.9, "{r2:?}");
+        assert!(r2.ci_low.unwrap() <= r2.r2.unwrap() && r2.r2.unwrap() <= r2.ci_high.unwrap());
+        assert_eq!(t.best_layer, Some(2));
     }
 }

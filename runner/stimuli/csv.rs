@@ -21,11 +21,22 @@ pub fn row(fields: &[&str]) -> String {
 
 /// Parses a whole file into records (blank lines skipped). Errors name the 1-based line.
 pub fn parse(text: &str) -> Result<Vec<Vec<String>>, String> {
+    parse_with_lines(text)
+        .map(|rs| rs.into_iter().map(|(_, r)| r).collect())
+        .map_err(|(line, e)| format!("line {line}: {e}"))
+}
+
+/// A record: the 1-based line it starts on, and its fields.
+pub type Record = (usize, Vec<String>);
+
+/// [`parse`], keeping the 1-based line each record starts on (for messages naming a row's line,
+/// e.g. a folder dataset's labels CSV); errors are (line, reason).
+pub fn parse_with_lines(text: &str) -> Result<Vec<Record>, (usize, String)> {
     let mut records = Vec::new();
     let mut rec: Vec<String> = Vec::new();
     let mut field = String::new();
     let mut quoted = false;
-    let mut line = 1usize;
+    let (mut line, mut start) = (1usize, 1usize);
     let mut chars = text.chars().peekable();
     let mut any = false;
     while let Some(c) = chars.next() {
@@ -57,10 +68,11 @@ pub fn parse(text: &str) -> Result<Vec<Vec<String>>, String> {
             '\n' => {
                 if any || !field.is_empty() {
                     rec.push(std::mem::take(&mut field));
-                    records.push(std::mem::take(&mut rec));
+                    records.push((start, std::mem::take(&mut rec)));
                 }
                 any = false;
                 line += 1;
+                start = line;
             }
             _ => {
                 field.push(c);
@@ -69,25 +81,11 @@ pub fn parse(text: &str) -> Result<Vec<Vec<String>>, String> {
         }
     }
     if quoted {
-        return Err(format!("line {line}: unterminated quoted field"));
+        return Err((line, "unterminated quoted field".into()));
     }
     if any || !field.is_empty() {
         rec.push(field);
-        records.push(rec);
+        records.push((start, rec));
     }
     Ok(records)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trip_with_quotes_and_commas() {
-        let text = row(&["a", "b,c", "say \"hi\""]) + &row(&["1", "", "x\ny"]);
-        let r = parse(&text).unwrap();
-        assert_eq!(r[0], vec!["a", "b,c", "say \"hi\""]);
-        assert_eq!(r[1], vec!["1", "", "x\ny"]);
-        assert!(parse("\"open").is_err());
-    }
 }

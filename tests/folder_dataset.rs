@@ -1,0 +1,563 @@
+//! Folder datasets (docs/design.md §5): decoding each format against its WAV original, the
+//! fixture folder built into the data store's layout, the keys of its dataset nodes, and every
+//! bad-input case of the labels CSV and the files, each with its message.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use rfmx::audio::decode::{decode, probe};
+use rfmx::audio::resample::resample;
+use rfmx::data::Concept;
+use rfmx::data::folder::{FolderConfig, build, read_labels};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn at_32k(path: &Path) -> Vec<f32> {
+    let d = decode(path).unwrap();
+    assert_eq!((d.sample_rate, d.channels.len()), (44_100, 2), "{path:?}");
+    resample(&d.mono(), d.sample_rate, 32_000).unwrap()
+}
+
+/// (best lag of `b` against `a` within ±`max_lag`, SNR in dB of `b` against `a` at that lag).
+fn aligned_snr(a: &[f32], b: &[f32], max_lag: isize) -> (isize, f64) {
+    let mut best = (0, f64::NEG_INFINITY);
+    for lag in -max_lag..=max_lag {
+        let (mut sig, mut err) = (0f64, 0f64);
+        for (i, &x) in a.iter().enumerate() {
+            let j = i as isize + lag;
+            let y = if j >= 0 && (j as usize) < b.len() {
+                b[j as usize]
+            } else {
+                0.0
+            };
+            sig += (x as f64).powi(2);
+            err += (x as f64 - y as f64).powi(2);
+        }
+        let snr = 10.0 * (sig / err.max(1e-30)).log10();
+        if snr > best.1 {
+            best = (lag, snr);
+        }
+    }
+    best
+}
+
+#[test]
+fn each_format_decodes_to_its_wav_original_after_resampling() {
+    let dir = fixtures().join("audio_formats");
+    let wav = at_32k(&dir.join("chord.wav"));
+    assert_eq!(wav.len(), 32_000);
+    // FLAC is lossless: the same 16-bit samples, so the same 32 kHz signal to float rounding.
+    let flac = at_32k(&dir.join("chord.flac"));
+    assert_eq!(flac.len(), wav.len());
+    let max = wav
+        .iter()
+        .zip(&flac)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max <= 1e-6, "FLAC differs from the WAV by {max}");
+    // MP3 (gapless: the LAME delay and padding are trimmed) and Vorbis are lossy: aligned at lag
+    // 0 and at least 30 dB SNR against the original (measured 37.6 dB and 37.8 dB). MP3 keeps the
+    // exact length; symphonia 0.5 does not trim Vorbis's last block to its granule position, so
+    // the OGG may run up to one 2048-frame block (1486 samples at 32 kHz) long (measured 369).
+    for (name, extra) in [("chord.mp3", 0), ("chord.ogg", 1486)] {
+        let x = at_32k(&dir.join(name));
+        assert!(
+            x.len() >= wav.len() && x.len() <= wav.len() + extra,
+            "{name}: {} samples vs {}",
+            x.len(),
+            wav.len()
+        );
+        let (lag, snr) = aligned_snr(&wav, &x, 64);
+        assert_eq!(
+            lag, 0,
+            "{name} is shifted by {lag} samples (snr {snr:.1} dB)"
+        );
+        assert!(snr >= 30.0, "{name}: SNR {snr:.1} dB < 30");
+    }
+}
+
+#[test]
+fn any_rate_and_channel_count_is_mixed_to_mono() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("three.wav");
+    let spec = hound::WavSpec {
+        channels: 3,
+        sample_rate: 22_050,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut w = hound::WavWriter::create(&p, spec).unwrap();
+    for i in 0..2205 {
+        for c in 0..3 {
+            w.write_sample(0.1 * (c + 1) as f32 * ((i % 7) as f32 - 3.0) / 3.0)
+                .unwrap();
+        }
+    }
+    w.finalize().unwrap();
+    assert_eq!(probe(&p).unwrap().channels, 3);
+    let d = decode(&p).unwrap();
+    assert_eq!(d.sample_rate, 22_050);
+    let mono = d.mono();
+    assert_eq!(mono.len(), 2205);
+    assert!((mono[0] + 0.2).abs() < 1e-6, "mean of 0.1, 0.2, 0.3 × -1");
+    assert_eq!(resample(&mono, 22_050, 32_000).unwrap().len(), 3200);
+}
+
+fn fixture_labels() -> rfmx::data::folder::FolderLabels {
+    let music = fixtures().join("music");
+    read_labels(
+        &music,
+        &music.join("labels.csv"),
+        &[Concept::Keys, Concept::Notes, Concept::Tempos],
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_fixture_folder_builds_clips_of_the_declared_length() {
+    let labels = fixture_labels();
+    assert_eq!(labels.rows.len(), 8);
+    assert_eq!(labels.classes_of(Concept::Keys).len(), 8);
+    assert!(
+        labels
+            .classes_of(Concept::Keys)
+            .contains(&"A# major".to_string())
+    );
+    let out = tempfile::tempdir().unwrap();
+    let rows = labels.rows_of(Concept::Keys);
+    let cfg = FolderConfig {
+        concept: "keys".into(),
+        clip_seconds: 4.0,
+        hop_seconds: None,
+        rows: rows.clone(),
+        fingerprint: "test".into(),
+    };
+    let ds = build(&cfg, &labels.folder, &out.path().join("keys"), &|_, _| {}).unwrap();
+    assert_eq!(ds.len(), 8);
+    for (i, c) in ds.clips.iter().enumerate() {
+        assert_eq!(c.len_32k, 128_000);
+        assert_eq!(c.fields["file"], rows[i].0);
+        assert_eq!(c.class, rows[i].1);
+    }
+    // The 3 s OGG is padded with zeros to 4 s; the others are cut.
+    let ogg = ds
+        .clips
+        .iter()
+        .position(|c| c.fields["file"] == "d_major_110.ogg")
+        .unwrap();
+    let a = ds.audio_32k(ogg).unwrap();
+    assert!(a[100_000..].iter().all(|&v| v == 0.0));
+    assert!(a[..90_000].iter().any(|&v| v.abs() > 0.01));
+    let reopened = rfmx::data::Dataset::open(&out.path().join("keys")).unwrap();
+    assert_eq!(reopened.clips, ds.clips);
+    assert!(matches!(
+        reopened.manifest.renderer,
+        rfmx::data::RendererInfo::Folder { files: 8, .. }
+    ));
+    // Windows: 2 s every 1 s over the 5 s file give 4 clips, the 3 s file 2.
+    let cfg = FolderConfig {
+        clip_seconds: 2.0,
+        hop_seconds: Some(1.0),
+        ..cfg
+    };
+    let ds = build(&cfg, &labels.folder, &out.path().join("w"), &|_, _| {}).unwrap();
+    let count = |f: &str| ds.clips.iter().filter(|c| c.fields["file"] == f).count();
+    assert_eq!(count("a_minor_100.wav"), 4);
+    assert_eq!(count("d_major_110.ogg"), 2);
+}
+
+#[test]
+fn a_file_that_breaks_while_building_leaves_no_dataset() {
+    let work = tempfile::tempdir().unwrap();
+    let music = copy_fixture(work.path());
+    let labels = read_labels(&music, &music.join("labels.csv"), &[Concept::Keys]).unwrap();
+    std::fs::write(music.join("c_minor_120.wav"), b"RIFF garbage").unwrap();
+    let cfg = FolderConfig {
+        concept: "keys".into(),
+        clip_seconds: 4.0,
+        hop_seconds: None,
+        rows: labels.rows_of(Concept::Keys),
+        fingerprint: "x".into(),
+    };
+    let out = work.path().join("out");
+    let e = build(&cfg, &music, &out, &|_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("c_minor_120.wav"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A writable copy of fixtures/music.
+fn copy_fixture(to: &Path) -> PathBuf {
+    let from = fixtures().join("music");
+    let dst = to.join("music");
+    for e in walkdir::WalkDir::new(&from) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(&from).unwrap();
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(dst.join(rel)).unwrap();
+        } else {
+            std::fs::copy(e.path(), dst.join(rel)).unwrap();
+        }
+    }
+    dst
+}
+
+fn problems_of(edit: impl FnOnce(&Path)) -> String {
+    let work = tempfile::tempdir().unwrap();
+    let music = copy_fixture(work.path());
+    edit(&music);
+    read_labels(&music, &music.join("labels.csv"), &[Concept::Keys])
+        .unwrap_err()
+        .to_string()
+}
+
+fn edit_csv(music: &Path, f: impl FnOnce(String) -> String) {
+    let p = music.join("labels.csv");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, f(text)).unwrap();
+}
+
+/// A 16-bit PCM WAV header declaring `rate` Hz, with a few samples.
+fn wav_with_rate(rate: u32) -> Vec<u8> {
+    let data = [0u8, 1, 0, 2, 0, 3, 0, 4];
+    let mut b = Vec::new();
+    b.extend(b"RIFF");
+    b.extend((36 + data.len() as u32).to_le_bytes());
+    b.extend(b"WAVEfmt ");
+    b.extend(16u32.to_le_bytes());
+    b.extend(1u16.to_le_bytes()); // PCM
+    b.extend(1u16.to_le_bytes()); // mono
+    b.extend(rate.to_le_bytes());
+    b.extend((rate * 2).to_le_bytes());
+    b.extend(2u16.to_le_bytes());
+    b.extend(16u16.to_le_bytes());
+    b.extend(b"data");
+    b.extend((data.len() as u32).to_le_bytes());
+    b.extend(data);
+    b
+}
+
+#[test]
+fn every_bad_input_is_an_error_naming_the_file_and_row() {
+    type Edit = Box<dyn FnOnce(&Path)>;
+    let cases: Vec<(&str, Edit, Vec<&str>)> = vec![
+        (
+            "unreadable",
+            Box::new(|m| std::fs::write(m.join("c_major_120.wav"), b"not audio at all").unwrap()),
+            vec![
+                "labels.csv:2",
+                "c_major_120.wav",
+                "not a readable audio file",
+            ],
+        ),
+        (
+            "zero-length",
+            Box::new(|m| std::fs::write(m.join("c_minor_120.wav"), b"").unwrap()),
+            vec!["labels.csv:3", "c_minor_120.wav", "empty (0 bytes)"],
+        ),
+        (
+            "sample rate 0",
+            Box::new(|m| std::fs::write(m.join("f_minor_80.wav"), wav_with_rate(0)).unwrap()),
+            vec!["f_minor_80.wav", "sample rate"],
+        ),
+        (
+            "missing on disk",
+            Box::new(|m| std::fs::remove_file(m.join("f_minor_80.wav")).unwrap()),
+            vec!["labels.csv:8", "f_minor_80.wav", "does not exist"],
+        ),
+        (
+            "not in the CSV",
+            Box::new(|m| {
+                std::fs::copy(m.join("c_major_120.wav"), m.join("sub/extra.wav"))
+                    .map(|_| ())
+                    .unwrap()
+            }),
+            vec!["sub/extra.wav", "is not listed in"],
+        ),
+        (
+            "label outside the class list",
+            Box::new(|m| {
+                edit_csv(m, |t| {
+                    t.replace("c_major_120.wav,C major", "c_major_120.wav,C majr")
+                })
+            }),
+            vec![
+                "labels.csv:2",
+                "`C majr` is not a class of concept keys",
+                "did you mean `C major`?",
+            ],
+        ),
+        (
+            "duplicate row",
+            Box::new(|m| edit_csv(m, |t| format!("{t}c_major_120.wav,C major,C,120\n"))),
+            vec!["labels.csv:10", "first on line 2", "duplicate row"],
+        ),
+        (
+            "wrong header",
+            Box::new(|m| edit_csv(m, |t| t.replacen("file,", "path,", 1))),
+            vec!["labels.csv:1", "must start with `file`"],
+        ),
+        (
+            "unknown column",
+            Box::new(|m| edit_csv(m, |t| t.replacen("tempos", "tempo", 1))),
+            vec![
+                "labels.csv:1",
+                "`tempo` is not a concept",
+                "did you mean `tempos`?",
+            ],
+        ),
+        (
+            "missing concept column",
+            Box::new(|m| {
+                edit_csv(m, |t| {
+                    t.lines()
+                        .map(|l| {
+                            l.split(',')
+                                .filter(|_| true)
+                                .enumerate()
+                                .filter(|(i, _)| *i != 1)
+                                .map(|(_, f)| f)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+            }),
+            vec!["data.concepts names `keys`", "no `keys` column"],
+        ),
+        (
+            "short row",
+            Box::new(|m| {
+                edit_csv(m, |t| {
+                    t.replace("c_minor_120.wav,C minor,C,120", "c_minor_120.wav,C minor")
+                })
+            }),
+            vec!["labels.csv:3", "2 field(s), the header has 4"],
+        ),
+        (
+            "escaping path",
+            Box::new(|m| edit_csv(m, |t| format!("{t}../secret.wav,C major,C,120\n"))),
+            vec!["labels.csv:10", "without `..`"],
+        ),
+        (
+            "empty CSV",
+            Box::new(|m| std::fs::write(m.join("labels.csv"), "\n").unwrap()),
+            vec!["labels.csv: empty; expected a header"],
+        ),
+        (
+            "no CSV",
+            Box::new(|m| std::fs::remove_file(m.join("labels.csv")).unwrap()),
+            vec!["labels.csv", "No such file"],
+        ),
+        (
+            "tempo not a number",
+            Box::new(|m| edit_csv(m, |t| t.replace("C major,C,120", "C major,C,fast"))),
+            vec!["labels.csv:2", "tempo `fast` is not a number"],
+        ),
+    ];
+    for (what, edit, wants) in cases {
+        // Tempo errors show only when tempos is a requested column's concept; check all three.
+        let msg = if what == "tempo not a number" {
+            let work = tempfile::tempdir().unwrap();
+            let music = copy_fixture(work.path());
+            edit(&music);
+            read_labels(&music, &music.join("labels.csv"), &[Concept::Tempos])
+                .unwrap_err()
+                .to_string()
+        } else {
+            problems_of(edit)
+        };
+        for w in wants {
+            assert!(msg.contains(w), "{what}: `{w}` not in:\n{msg}");
+        }
+    }
+}
+
+fn folder_spec(music: &Path, concepts: &str) -> String {
+    format!(
+        "[experiment]\nname = \"folder\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
+         [data]\nconcepts = [{concepts}]\nsource = {{ kind = \"folder\", path = \"{}\" }}\n\
+         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n\
+         [steer]\nenabled = false\ntargets = [\"keys:C major\"]\n",
+        music.display()
+    )
+}
+
+fn plan_of(spec: &str) -> rfmx::dag::Plan {
+    let spec = rfmx::spec::load_str("folder.toml", "folder", spec, &[], &[]).unwrap();
+    rfmx::dag::build_plan(
+        &spec,
+        &rfmx::registry::default_registry(),
+        &rfmx::dag::NoResults,
+    )
+    .unwrap()
+}
+
+#[test]
+fn dataset_keys_follow_the_files_and_their_own_concepts_labels() {
+    let work = tempfile::tempdir().unwrap();
+    let music = copy_fixture(work.path());
+    let spec = folder_spec(&music, "\"keys\", \"notes\"");
+    let key = |p: &rfmx::dag::Plan, id: &str| p.nodes[p.find(id).unwrap()].key.clone();
+    let p0 = plan_of(&spec);
+    // The folder's location is not in the key: the same files elsewhere plan the same node.
+    let moved = copy_fixture(&work.path().join("elsewhere"));
+    let p_moved = plan_of(&folder_spec(&moved, "\"keys\", \"notes\""));
+    assert_eq!(key(&p0, "dataset[keys]"), key(&p_moved, "dataset[keys]"));
+    // Relabelling one notes cell changes the notes dataset only.
+    edit_csv(&music, |t| t.replace("C major,C,120", "C major,G,120"));
+    let p1 = plan_of(&spec);
+    assert_eq!(key(&p0, "dataset[keys]"), key(&p1, "dataset[keys]"));
+    assert_ne!(key(&p0, "dataset[notes]"), key(&p1, "dataset[notes]"));
+    // A file changed after planning fails its nodes' external check with the reason.
+    let ds = &p1.nodes[p1.find("dataset[keys]").unwrap()];
+    ds.externals[0].check().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::copy(music.join("c_minor_120.wav"), music.join("c_major_120.wav")).unwrap();
+    let e = ds.externals[0].check().unwrap_err();
+    assert!(
+        e.contains("audio folder") && e.contains("changed since"),
+        "{e}"
+    );
+    let p2 = plan_of(&spec);
+    assert_ne!(key(&p1, "dataset[keys]"), key(&p2, "dataset[keys]"));
+}
+
+#[test]
+fn check_validates_the_csv_against_the_folder_with_exit_2() {
+    let w = common::Work::new();
+    let music = copy_fixture(w.path());
+    // A relative folder path is relative to the spec file, not to the working directory.
+    std::fs::create_dir(w.path().join("specs")).unwrap();
+    let spec = w.spec(
+        "specs/folder.toml",
+        &folder_spec(Path::new("../music"), "\"keys\""),
+    );
+    let ok = w.rfmx(&["check", spec.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    edit_csv(&music, |t| t.replace("A# major", "A# majr"));
+    let bad = w.rfmx(&["check", spec.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("labels.csv:9") && err.contains("did you mean `A# major`?"),
+        "{err}"
+    );
+    // A bad source key is a spec error with the key's location.
+    let spec = w.spec(
+        "bad.toml",
+        &folder_spec(&music, "\"keys\"").replace("kind = \"folder\"", "kind = \"foldr\""),
+    );
+    let bad = w.rfmx(&["check", spec.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.toml") && err.contains("folder"), "{err}");
+}
+
+#[test]
+fn transfer_scores_probes_fitted_on_syntheory_on_the_folder() {
+    let w = common::Work::new();
+    let music = copy_fixture(w.path());
+    let body = format!(
+        "[experiment]\nname = \"xfer\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
+         [data]\nconcepts = [\"keys\"]\ninstruments = [0, 24]\nper_class = 4\n\
+         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n\
+         evaluate_on = [{{ kind = \"folder\", path = \"{}\" }}]\n\
+         [steer]\nenabled = false\ntargets = [\"keys:C major\"]\n",
+        music.display()
+    );
+    let spec = w.spec("xfer.toml", &body);
+    let out = w.rfmx(&["run", spec.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("keys : SynTheory -> folder"), "{stdout}");
+    let plan = plan_of(&body);
+    let node = &plan.nodes[plan.find("transfer[keys,mean,rfm,evaluate_on[0]]").unwrap()];
+    let dir = w.home().join("store").join(&node.key).join("out");
+    use rfmx::stages::contract::Output;
+    let t = rfmx::stages::transfer::TransferScores::read(&dir).unwrap();
+    assert_eq!((t.concept.as_str(), t.n, t.unseen), ("keys", 8, 0));
+    assert_eq!(t.test_classes.len(), 8);
+    assert_eq!(t.layers.iter().map(|l| l.layer).collect::<Vec<_>>(), [0, 1]);
+    for l in &t.layers {
+        let (a, lo, hi) = (l.accuracy.unwrap(), l.ci_low.unwrap(), l.ci_high.unwrap());
+        assert!((0.0..=1.0).contains(&a) && lo <= a && a <= hi, "{l:?}");
+        assert_eq!(l.n, 8);
+        // accuracy is a count of hits over 8 clips
+        assert!(((a * 8.0) - (a * 8.0).round()).abs() < 1e-9, "{a}");
+    }
+    let html = std::fs::read_to_string(w.path().join("reports/xfer/index.html")).unwrap();
+    assert!(
+        html.contains("Transfer: probes fitted on one dataset"),
+        "no transfer block"
+    );
+}
+
+#[test]
+fn steering_on_a_folder_uses_directions_and_judges_fitted_on_it() {
+    let work = tempfile::tempdir().unwrap();
+    let music = copy_fixture(work.path());
+    let spec = folder_spec(&music, "\"keys\"")
+        .replace(
+            "enabled = false\n",
+            "eta = [0.3]\nsamples = 1\nseconds = 1\n",
+        )
+        .replace(
+            "[steer]\n",
+            "[evaluate]\nmetrics = [\"probe_accuracy\"]\n[steer]\n",
+        );
+    let plan = plan_of(&spec);
+    let dirs: Vec<String> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.kind == "directions")
+        .map(|n| n.label.class.clone().unwrap())
+        .collect();
+    // One directions node per class the CSV names, none for the 16 keys it lacks.
+    assert_eq!(dirs.len(), 8, "{dirs:?}");
+    assert!(dirs.contains(&"C major".to_string()));
+    let eval = plan.nodes.iter().find(|n| n.kind == "evaluation").unwrap();
+    let inputs: Vec<&str> = plan
+        .inputs_of(plan.find(&eval.id).unwrap())
+        .iter()
+        .map(|&i| plan.nodes[i].id.as_str())
+        .collect();
+    // The judge is the probe fitted on the folder's own clips.
+    assert!(
+        inputs.iter().any(|i| i.starts_with("probe[keys,")),
+        "{inputs:?}"
+    );
+    let probe = plan.find("probe[keys,L0,rfm]").unwrap();
+    let act = plan.inputs_of(probe)[0];
+    let ds = plan.inputs_of(act)[0];
+    assert!(plan.nodes[ds].params.get("folder").is_some());
+}
+
+#[test]
+fn specs_without_folders_resolve_as_before() {
+    // The resolved spec is part of the report's key: the new keys appear only when used.
+    let plain = "[model]\nname = \"tiny\"\n[data]\nconcepts = [\"notes\"]\n";
+    let r = rfmx::spec::load_str("p.toml", "p", plain, &[], &[])
+        .unwrap()
+        .resolved_toml();
+    assert!(!r.contains("evaluate_on") && !r.contains("source"), "{r}");
+    let with = format!("{plain}[probe]\nevaluate_on = [{{ kind = \"folder\", path = \"m\" }}]\n");
+    let r = rfmx::spec::load_str("p.toml", "p", &with, &[], &[])
+        .unwrap()
+        .resolved_toml();
+    assert!(r.contains("evaluate_on"), "{r}");
+}
