@@ -224,3 +224,15 @@ fn calibrate_refuses_bad_flags_with_exit_2() {
         );
     }
 }
+
+/// A folder of the user's audio is counted (one clip per listed file) but its decoding is not
+/// calibrated: the estimate says so instead of failing on the folder's params.
+#[test]
+fn a_folder_dataset_is_counted_and_named_as_not_calibrated() {
+    let w = common::Work::new();
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/specs/transfer.toml");
+    let out = stdout(&w.rfmx(&["plan", spec, "--estimate"]));
+    let dataset = row(&out, "dataset");
+    assert!(dataset.contains("a folder of audio"), "{dataset}");
+    assert!(row(&out, "total").contains(" s"), "{out}");
+}
