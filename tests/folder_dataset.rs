@@ -500,7 +500,7 @@ fn transfer_scores_probes_fitted_on_syntheory_on_the_folder() {
         // accuracy is a count of hits over 8 clips
         assert!(((a * 8.0) - (a * 8.0).round()).abs() < 1e-9, "{a}");
     }
-    let html = std::fs::read_to_string(w.path().join("reports/xfer/index.html")).unwrap();
+    let html = std::fs::read_to_string(w.path().join("reports/xfer/probes.html")).unwrap();
     assert!(
         html.contains("Transfer: probes fitted on one dataset"),
         "no transfer block"

@@ -54,29 +54,46 @@ fn fixture_report_structure() {
     let (results, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let html = render_fixture(results.path(), dir.path(), false);
     insta::assert_snapshot!("fixture_index_html", html);
+    for page in ["settings", "probes", "audio-notes_C"] {
+        let text = std::fs::read_to_string(dir.path().join(format!("{page}.html"))).unwrap();
+        insta::assert_snapshot!(format!("fixture_{page}_html"), text);
+    }
     insta::assert_snapshot!("fixture_files", files(dir.path()).join("\n"));
-    // Every referenced asset exists.
-    for attr in ["src=\""] {
-        for part in html.split(attr).skip(1) {
-            let rel = part.split('"').next().unwrap();
-            assert!(
-                dir.path().join(rel).is_file(),
-                "{rel} is referenced but missing"
-            );
+    // Every referenced asset and page exists.
+    for page in html_pages(dir.path()) {
+        let html = std::fs::read_to_string(&page).unwrap();
+        for attr in ["src=\"", "href=\""] {
+            for part in html.split(attr).skip(1) {
+                let rel = part.split(['"', '#']).next().unwrap();
+                assert!(
+                    dir.path().join(rel).is_file(),
+                    "{rel} is referenced by {} but missing",
+                    page.display()
+                );
+            }
         }
     }
-    // Audio bytes are the node's, copied.
-    let base = std::fs::read(results.path().join("nodes/k-gen-base/audio.wav")).unwrap();
-    assert_eq!(
-        std::fs::read(dir.path().join("assets/audio/k-gen-base.wav")).unwrap(),
-        base
+    // Audio is the node's, as 16-bit PCM (within one quantisation step).
+    let (base, _, _) =
+        rfmx::audio::wav::read(&results.path().join("nodes/k-gen-base/audio.wav")).unwrap();
+    let (copy, channels, rate) =
+        rfmx::audio::wav::read(&dir.path().join("assets/audio/k-gen-base.wav")).unwrap();
+    assert_eq!((copy.len(), channels, rate), (base.len(), 1, 32_000));
+    assert!(
+        base.iter()
+            .zip(&copy)
+            .all(|(a, b)| (a - b).abs() <= 1.0 / 32767.0)
     );
 }
 
 #[test]
 fn everything_is_escaped() {
     let (results, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let html = render_fixture(results.path(), dir.path(), false);
+    render_fixture(results.path(), dir.path(), false);
+    let html: String = html_pages(dir.path())
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
     // The fixture's prompt holds `<script>alert("x")</script> & "strings"`; its experiment is
     // `fixture<&>`, and an error message holds `<probe[...]>`.
     assert!(
@@ -101,47 +118,57 @@ fn everything_is_escaped() {
 #[test]
 fn fixture_report_content() {
     let (results, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let html = render_fixture(results.path(), dir.path(), true);
-    // Summary: the η = 0 baseline + 8 sweep points (one missing, one failed, marked), 95% CI
-    // cells, an unavailable metric.
-    assert_eq!(
-        html.matches("<tr class=\"done\"><td>notes:C</td>").count(),
-        7
-    );
-    assert_eq!(
-        html.matches("<tr class=\"missing\"><td>notes:C</td>")
-            .count(),
-        2
-    );
-    assert!(html.contains("0.335 [0.255, 0.405] (n=8)"));
-    // An unavailable metric's reason is listed once under the table, its cells point to it.
+    let index = render_fixture(results.path(), dir.path(), true);
+    let page = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    let html = page("settings.html");
+    // Settings: the η = 0 baseline + 8 settings (one missing, one failed, marked), 95% CI below
+    // each value, an unavailable metric.
+    assert_eq!(html.matches("<tr class=\"done\">").count(), 7);
+    assert_eq!(html.matches("<tr class=\"missing\">").count(), 2);
+    assert!(html.contains(">0.335<span class=\"ci\">[0.255, 0.405] n=8</span>"));
+    // An unavailable metric's reason is listed once under the tables, its cells point to it.
     assert_eq!(
         html.matches("unavailable: CLAP weights not found (&lt;none&gt; in HF cache)")
             .count(),
         1
     );
     assert!(html.contains("[1] unavailable: CLAP weights not found"));
-    assert!(html.contains("<td class=\"unavailable\">n/a [1]</td>"));
-    // One audio player per steered clip (6) plus its baseline next to it (6).
-    assert_eq!(html.matches("<audio ").count(), 12);
+    assert!(html.contains("class=\"unavailable\">n/a [1]</td>"));
+    // One sweep point, 9 settings: the words say which is which.
+    assert!(html.contains("9 setting(s) in 1 sweep point(s)"));
+    // Audio: one page for the target, each clip once, the shared baseline once (not per row).
+    let audio = page("audio-notes_C.html");
+    assert_eq!(audio.matches("<audio ").count(), 7);
     assert_eq!(
-        html.matches("src=\"assets/audio/k-gen-base.wav\"").count(),
-        6
+        audio.matches("src=\"assets/audio/k-gen-base.wav\"").count(),
+        1
     );
-    // Random weights stated plainly; renderer, fingerprint, Table 1, confusion matrix, selection.
-    assert!(html.contains("RANDOM WEIGHTS"));
-    assert!(html.contains("SoundFont /usr/share/sounds/sf2/TimGM6mb.sf2"));
-    assert!(html.contains("b3:fixture-tiny-0000"));
-    assert!(html.contains(
-        "<td>notes</td><td>rfm</td><td class=\"num\">2</td><td class=\"num\">0.870</td>"
+    assert_eq!(index.matches("<audio ").count(), 0);
+    assert!(index.contains("href=\"audio-notes_C.html\""));
+    // Random weights stated plainly on every page; renderer, fingerprint on the provenance page.
+    assert!(index.contains("RANDOM WEIGHTS") && audio.contains("RANDOM WEIGHTS"));
+    let prov = page("provenance.html");
+    assert!(prov.contains("SoundFont /usr/share/sounds/sf2/TimGM6mb.sf2"));
+    assert!(prov.contains("b3:fixture-tiny-0000"));
+    // Table 1, confusion matrix, selection on the probes page.
+    let probes = page("probes.html");
+    assert!(probes.contains(
+        "<td data-label=\"concept\">notes</td><td data-label=\"probe\">rfm</td><td data-label=\"best layer\" class=\"num\">2</td><td data-label=\"judge test accuracy\" class=\"num\">0.870</td>"
     ));
     // Layer 0's direction is degenerate in the fixture: not selected, marked with its reason.
-    assert!(html.contains(
-        "<td>notes:C</td><td>2, 3; degenerate, weight 0: 0 (zero or non-finite direction (the probe found no signal))</td><td class=\"num\">2</td>"
+    assert!(probes.contains(
+        "<td data-label=\"target\">notes:C</td><td data-label=\"selected layers\">2, 3; degenerate, weight 0: 0 (zero or non-finite direction (the probe found no signal))</td>"
     ));
-    assert!(html.contains("judge probe at layer 2"));
-    // Plots: η curves for the two numeric metrics, probe layers, traces; PNG copies on request.
-    for name in ["eta_probe_accuracy", "eta_fd", "probe_notes", "traces"] {
+    assert!(probes.contains("judge probe at layer 2"));
+    // Plots: η small multiples for the two numeric metrics, probe layers, the per-target
+    // selection, traces; PNG copies on request.
+    for name in [
+        "eta_probe_accuracy",
+        "eta_fd",
+        "probe_notes",
+        "selection_notes",
+        "traces",
+    ] {
         let svg =
             std::fs::read_to_string(dir.path().join(format!("assets/plots/{name}.svg"))).unwrap();
         assert!(svg.starts_with("<svg"), "{name}");
@@ -155,8 +182,13 @@ fn fixture_report_content() {
     assert!(!dir.path().join("assets/plots/eta_clap.svg").exists());
     let eta =
         std::fs::read_to_string(dir.path().join("assets/plots/eta_probe_accuracy.svg")).unwrap();
-    assert!(eta.contains("notes:C · constant · layers top_k(k=2)"));
-    assert!(eta.contains("notes:C · linear_down · layers top_k(k=2)"));
+    assert!(eta.contains("notes:C"), "one panel per target");
+    assert!(eta.contains("constant · layers top_k(k=2)"));
+    assert!(eta.contains("linear_down · layers top_k(k=2)"));
+    // Legends describe what is drawn: every line of the trace plot carries its markers.
+    assert!(probes.contains("blue circles with line: constant"));
+    let traces = std::fs::read_to_string(dir.path().join("assets/plots/traces.svg")).unwrap();
+    assert!(traces.matches("<circle").count() >= 3);
 }
 
 // ---- end to end on the toy spec ----
@@ -191,7 +223,7 @@ fn rfmx_report_marks_missing_results_before_and_after_a_partial_run() {
     );
     let html = w.read("reports/toyrep/index.html");
     assert_eq!(
-        html.matches("<td>missing</td><td class=\"error\"></td></tr>")
+        html.matches("<td data-label=\"state\">missing</td><td data-label=\"error\" class=\"error\"></td></tr>")
             .count(),
         4,
         "{html}"
@@ -210,11 +242,13 @@ fn rfmx_report_marks_missing_results_before_and_after_a_partial_run() {
         html.contains("{&quot;x&quot;:2,&quot;y&quot;:4.0}"),
         "{html}"
     );
+    assert!(html.contains("No model weights were involved."));
+    // Provenance is one click away, on its own page.
+    let html = w.read("reports/toyrep/provenance.html");
     assert!(
         html.contains("2 cache hit(s)") || html.contains("0 cache hit(s), 2 computed"),
         "{html}"
     );
-    assert!(html.contains("No model weights were involved."));
     assert!(html.contains("[experiment]\nname = &quot;toyrep&quot;"));
     // The resolved spec written by `run` is kept beside the report.
     assert!(w.path().join("reports/toyrep/spec.resolved.toml").is_file());
@@ -282,8 +316,9 @@ fn report_node_renders_once_and_is_published_after_every_run() {
     let index = tmp.path().join("reports/toyrep/index.html");
     assert_eq!(line, format!("report: {}", index.display()));
     let first = std::fs::read_to_string(&index).unwrap();
-    assert!(first.contains("<td><code>toy_sum</code></td><td><code>{&quot;sum&quot;:5.0,&quot;parts&quot;:2}</code></td>"), "{first}");
-    assert!(first.contains("0 cache hit(s), 3 computed"), "{first}");
+    assert!(first.contains("<td data-label=\"node\"><code>toy_sum</code></td><td data-label=\"output\"><code>{&quot;sum&quot;:5.0,&quot;parts&quot;:2}</code></td>"), "{first}");
+    let prov = std::fs::read_to_string(tmp.path().join("reports/toyrep/provenance.html")).unwrap();
+    assert!(prov.contains("0 cache hit(s), 3 computed"), "{prov}");
     // The node output is what was published.
     let key = &plan.nodes[report].key;
     assert!(matches!(store.verify(key), EntryState::Valid(_)));
@@ -312,4 +347,105 @@ fn report_command_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no result nodes to report on"));
     let o = w.rfmx(&["report", "missing.toml"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+// ---- a report of notes_sweep's size ----
+
+/// Top-level pages of a rendered report.
+fn html_pages(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "html"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_notes_sweep_sized_report_has_small_pages_and_each_clip_once() {
+    let (results, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // notes_sweep's clip length (steer.seconds = 2): the size measured is the real one.
+    let input = fixture::build_sweep(results.path(), provenance(), 2.0).unwrap();
+    let started = std::time::Instant::now();
+    render(&input, dir.path()).unwrap();
+    let took = started.elapsed().as_secs_f64();
+    let pages = html_pages(dir.path());
+    let mut players = 0;
+    for p in &pages {
+        let html = std::fs::read_to_string(p).unwrap();
+        let n = html.matches("<audio ").count();
+        assert!(
+            n <= rfmx::report::render::MAX_PLAYERS,
+            "{}: {n} players",
+            p.display()
+        );
+        // every player shows its duration before it is played
+        assert_eq!(html.matches("preload=\"metadata\"").count(), n);
+        players += n;
+        for part in html.split("src=\"").skip(1) {
+            let rel = part.split('"').next().unwrap();
+            assert!(dir.path().join(rel).is_file(), "{rel} in {}", p.display());
+        }
+    }
+    let index = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    assert_eq!(index.matches("<audio ").count(), 0);
+    // 12 targets, one audio page each (48 steered clips + their 4 baselines), in the spec's order.
+    let audio_pages: Vec<usize> = fixture::SWEEP_TARGETS
+        .iter()
+        .map(|c| {
+            let href = format!("href=\"audio-notes_{}.html\"", c.replace('#', "_"));
+            index.find(&href).unwrap_or_else(|| panic!("{href}"))
+        })
+        .collect();
+    assert!(
+        audio_pages.windows(2).all(|w| w[0] < w[1]),
+        "{audio_pages:?}"
+    );
+    assert_eq!(players, 12 * (48 + 4));
+    // Each distinct clip is one file: 576 steered + 4 baselines, no two with the same bytes.
+    let wavs = walk(&dir.path().join("assets/audio"));
+    assert_eq!(wavs.len(), 580);
+    let hashes: std::collections::BTreeSet<String> = wavs
+        .iter()
+        .map(|w| {
+            blake3::hash(&std::fs::read(w).unwrap())
+                .to_hex()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(hashes.len(), 580);
+    // The overview: the main metric first, then the cost metrics, one panel per target.
+    let figs: Vec<usize> = ["eta_probe_accuracy", "eta_pitch_hit", "eta_fd", "eta_mmd"]
+        .iter()
+        .map(|f| index.find(&format!("assets/plots/{f}.svg")).unwrap())
+        .collect();
+    assert!(figs.windows(2).all(|w| w[0] < w[1]), "{figs:?}");
+    let settings = std::fs::read_to_string(dir.path().join("settings.html")).unwrap();
+    let order: Vec<usize> = fixture::SWEEP_TARGETS
+        .iter()
+        .map(|c| settings.find(&format!(">notes:{c}</h3>")).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "rows in spec order");
+    assert!(settings.contains("156 setting(s)") && settings.contains("1 sweep point(s)"));
+    // Sizes: pages + plots stay small; the clips are 16-bit WAV.
+    let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len();
+    let audio: u64 = wavs.iter().map(size).sum();
+    let all: u64 = walk(dir.path()).iter().map(size).sum();
+    let html: u64 = pages.iter().map(size).sum();
+    eprintln!(
+        "notes_sweep-sized report: {} pages, {players} players, html {:.2} MB, plots+css {:.2} MB, \
+         audio {:.1} MB, total {:.1} MB, rendered in {took:.1}s",
+        pages.len(),
+        html as f64 / 1e6,
+        (all - audio - html) as f64 / 1e6,
+        audio as f64 / 1e6,
+        all as f64 / 1e6
+    );
+    assert!(
+        all - audio < 3_000_000,
+        "pages and plots: {} bytes",
+        all - audio
+    );
+    assert_eq!(audio, 580 * (44 + 2 * 64_000));
 }

@@ -133,10 +133,26 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Every stimulus file of a set differs from every other (by content hash).
+fn assert_distinct_audio(b: &Built) {
+    let wavs = files_under(&b.dir.join("stimuli").join("audio"));
+    let hashes: BTreeSet<String> = wavs
+        .iter()
+        .map(|w| {
+            blake3::hash(&std::fs::read(w).unwrap())
+                .to_hex()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(hashes.len(), wavs.len(), "repeated audio among {wavs:?}");
+    assert_eq!(wavs.len(), b.key.clips.len());
+}
+
 #[test]
 fn every_written_clip_is_at_target_loudness_under_the_true_peak_limit() {
     let dir = tempfile::tempdir().unwrap();
     let b = build_fixture(dir.path(), 6);
+    assert_distinct_audio(&b);
     let audio = b.dir.join("stimuli").join("audio");
     let wavs = files_under(&audio);
     assert_eq!(wavs.len(), 12);
@@ -561,7 +577,12 @@ fn generations_source_reads_generation_nodes_by_meta() {
                 let hz = if target == "notes:C" { 261.6 } else { 392.0 };
                 write_wav_f32(
                     &out.join("audio.wav"),
-                    &tone(hz, 0.1 + 0.1 * seed as f32, 2.0, 32_000),
+                    &tone(
+                        hz + 50.0 * eta as f32 + seed as f32,
+                        0.1 + 0.1 * seed as f32,
+                        2.0,
+                        32_000,
+                    ),
                     1,
                     32_000,
                 );
@@ -599,6 +620,7 @@ fn generations_source_reads_generation_nodes_by_meta() {
     )
     .unwrap();
     assert_eq!(b.key.clips.len(), 8);
+    assert_distinct_audio(&b);
     for c in &b.key.clips {
         let eta = if c.item.condition == "base" {
             "eta0|"
@@ -839,4 +861,188 @@ fn rating_page_in_headless_chromium_exports_results_that_analyze_reads() {
     let m = a.questions.iter().find(|q| q.question == "match").unwrap();
     let got: f64 = m.conditions.iter().map(|c| c.ci.mean).sum::<f64>() / 3.0;
     assert!((got - want_mean).abs() < 1e-9, "{got} vs {want_mean}");
+}
+
+#[test]
+fn a_source_feeding_two_stimuli_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = fixture(dir.path(), 6);
+    let text = std::fs::read_to_string(&p).unwrap();
+    // cond_alpha plays notes:C's first clip for notes:G too, and cond_charlie a byte-identical copy
+    // of it under another name.
+    let src = dir.path().join("src");
+    std::fs::copy(src.join("src_0_0_0.wav"), src.join("copy.wav")).unwrap();
+    let repeated = text
+        .replace(
+            "\"notes:G\" = [\"src/src_0_1_0.wav\"",
+            "\"notes:G\" = [\"src/src_0_0_0.wav\"",
+        )
+        .replace("src/src_2_1_1.wav", "src/copy.wav");
+    assert_ne!(repeated, text);
+    std::fs::write(&p, &repeated).unwrap();
+    let reports = dir.path().join("reports");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rfmx"))
+        .args([
+            "stimuli".as_ref(),
+            p.as_os_str(),
+            "--reports".as_ref(),
+            reports.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    // miette wraps the message in a box: compare with the frame and line breaks taken out
+    let stderr = String::from_utf8_lossy(&out.stderr)
+        .replace(['│', '×'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // (and without spaces: the frame may break a line inside a path)
+    let flat: String = stderr.split_whitespace().collect();
+    for part in [
+        "copy.wav`,`",
+        "src_0_0_0.wav`(equalafterloudnessnormalisation)wouldfeed3stimuli",
+        "condition`cond_alpha`target`notes:C`(clip1)",
+        "condition`cond_alpha`target`notes:G`(clip1)",
+        "condition`cond_charlie`target`notes:G`(clip2)",
+        "allow_repeats=true",
+    ] {
+        assert!(flat.contains(part), "missing {part:?} in {stderr}");
+    }
+    assert!(!reports.join("lt/stimuli").exists(), "nothing written");
+
+    std::fs::write(
+        &p,
+        repeated.replace("fade_ms = 20.0\n", "fade_ms = 20.0\nallow_repeats = true\n"),
+    )
+    .unwrap();
+    let b = build::build(&ListeningSpec::load(&p).unwrap(), &reports).unwrap();
+    assert!(
+        b.warnings
+            .iter()
+            .any(|w| w.contains("would feed 3 stimuli") && w.contains("allowed")),
+        "{:?}",
+        b.warnings
+    );
+    assert_eq!(b.key.repeats.len(), 1, "{:?}", b.key.repeats);
+    let r = &b.key.repeats[0];
+    assert_eq!(r.ids.len(), 3);
+    assert_eq!(r.origins.len(), 3);
+    let cells: BTreeSet<(String, String)> = b
+        .key
+        .clips
+        .iter()
+        .filter(|c| r.ids.contains(&c.item.id))
+        .map(|c| (c.item.condition.clone(), c.item.target.clone()))
+        .collect();
+    assert_eq!(cells.len(), 3, "{cells:?}");
+    let key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&b.key_path).unwrap()).unwrap();
+    assert_eq!(key["repeats"][0]["ids"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn per_target_match_tables_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |m: &str| {
+        format!(
+            "[test]\nname = \"t\"\nseed = 1\nsubjects = 2\nclip_seconds = 1.0\n\n\
+             [[targets]]\nid = \"notes:C\"\n[[targets]]\nid = \"notes:G\"\n\n\
+             [[conditions]]\nid = \"a\"\nsource = \"generations\"\nexperiment = \"x\"\nmatch = {{ {m} }}\n\n\
+             [[conditions]]\nid = \"b\"\nsource = \"generations\"\nexperiment = \"x\"\n"
+        )
+    };
+    let load = |m: &str| {
+        let p = dir.path().join("t.toml");
+        std::fs::write(&p, spec(m)).unwrap();
+        ListeningSpec::load(&p)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    load("seed = { \"notes:C\" = [0, 1], \"notes:G\" = 2 }").unwrap();
+    let e = load("seed = { \"notes:C\" = 0 }").unwrap_err();
+    assert!(
+        e.contains("match.seed has no value for target `notes:G`"),
+        "{e}"
+    );
+    let e = load("seed = { \"notes:C\" = 0, \"notes:G\" = 1, \"notes:X\" = 2 }").unwrap_err();
+    assert!(
+        e.contains("`notes:X`, which is not a declared target"),
+        "{e}"
+    );
+}
+
+/// The shipped listening test on a store shaped like listening_gen's (same metas, synthetic
+/// audio): all 18 stimuli come from 18 different generations.
+#[test]
+fn the_shipped_listening_test_gets_a_distinct_clip_for_every_stimulus() {
+    use rfmx::dag::PlannedNode;
+    use rfmx::dag::store::{Index, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let gen_spec: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("specs/listening_gen.toml")).unwrap())
+            .unwrap();
+    let steer = gen_spec["steer"].as_table().unwrap();
+    let strings = |k: &str| -> Vec<String> {
+        steer[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let (targets, prompts) = (strings("targets"), strings("prompts"));
+    let samples = steer["samples"].as_integer().unwrap();
+    let store = Store {
+        root: dir.path().join("store"),
+    };
+    let mut index = Index::default();
+    let mut n = 0u32;
+    let mut add = |target: Option<&str>, eta: f64, prompt: &str, seed: i64| {
+        let id = format!("generation[{target:?}|{eta}|{prompt}|s{seed}]");
+        let key = format!("{n:064x}");
+        let out = store.out_dir(&key);
+        std::fs::create_dir_all(&out).unwrap();
+        write_wav_f32(
+            &out.join("audio.wav"),
+            &tone(200.0 + n as f32 * 7.0, 0.2, 5.0, 32_000),
+            1,
+            32_000,
+        );
+        n += 1;
+        let meta = serde_json::json!({"target": target.unwrap_or(""), "schedule":
+            if target.is_some() { "constant" } else { "" }, "gate": 1.0, "eta": eta,
+            "prompt": prompt, "seed": seed});
+        std::fs::write(out.join("meta.json"), meta.to_string()).unwrap();
+        let node: PlannedNode = serde_json::from_value(serde_json::json!({
+            "id": id, "key": key, "kind": "generation", "version": 1, "params": {}, "inputs": []}))
+        .unwrap();
+        index.nodes.insert(id, node);
+    };
+    for prompt in &prompts {
+        for seed in 0..samples {
+            add(None, 0.0, prompt, seed);
+            for t in &targets {
+                add(Some(t), 0.45, prompt, seed);
+            }
+        }
+    }
+    std::fs::create_dir_all(store.index_path("listening_gen").parent().unwrap()).unwrap();
+    std::fs::write(
+        store.index_path("listening_gen"),
+        serde_json::to_string(&index).unwrap(),
+    )
+    .unwrap();
+    let mut spec = ListeningSpec::load(&root.join("specs/listening_test.toml")).unwrap();
+    assert!(!spec.test.allow_repeats);
+    for c in &mut spec.conditions {
+        c.store = Some(store.root.clone());
+    }
+    let b = build::build(&spec, &dir.path().join("reports")).unwrap();
+    assert_eq!(b.key.clips.len(), 18);
+    assert!(b.key.repeats.is_empty());
+    let origins: BTreeSet<&str> = b.key.clips.iter().map(|c| c.origin.as_str()).collect();
+    assert_eq!(origins.len(), 18, "{origins:?}");
+    assert_distinct_audio(&b);
 }

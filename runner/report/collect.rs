@@ -56,7 +56,7 @@ impl NodeEntry {
     }
 }
 
-/// One metric of one sweep point.
+/// One metric of one setting (target · schedule · layers · gate · η).
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricValue {
     Value {
@@ -68,7 +68,7 @@ pub enum MetricValue {
     Unavailable(String),
 }
 
-/// The point fields that identify a sweep point (strings for display and grouping).
+/// The fields that identify a setting apart from η (strings for display and grouping).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct PointKey {
     pub target: String,
@@ -210,8 +210,8 @@ fn read<T: Output>(dir: &Path, problems: &mut Vec<String>) -> Option<T> {
     }
 }
 
-/// The sweep point a node belongs to, from its label (for nodes without outputs, so that a missing
-/// sweep point still gets its row).
+/// The setting a node belongs to, from its label (for nodes without outputs, so that a missing
+/// setting still gets its row).
 fn point_from_label(l: &Label) -> (PointKey, Option<f64>) {
     let key = PointKey {
         target: l.target.clone().unwrap_or_default(),

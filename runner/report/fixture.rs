@@ -184,6 +184,19 @@ fn point_label(schedule: &str, eta: f64) -> Label {
     }
 }
 
+fn rfm_hyper() -> Hyper {
+    Hyper::Rfm {
+        rfm: RfmHyper {
+            reg: 1e-3,
+            bandwidth: 10.0,
+            q: 1.0,
+            centre: false,
+            iterations: 5,
+        },
+        best_iter: Some(2),
+    }
+}
+
 fn write_all(b: &mut Builder<'_>) -> Result<(), ContractError> {
     let concept = Label {
         concept: Some("notes".into()),
@@ -241,16 +254,7 @@ fn write_all(b: &mut Builder<'_>) -> Result<(), ContractError> {
         renderer,
     }
     .write(&d)?;
-    let hyper = Hyper::Rfm {
-        rfm: RfmHyper {
-            reg: 1e-3,
-            bandwidth: 10.0,
-            q: 1.0,
-            centre: false,
-            iterations: 5,
-        },
-        best_iter: Some(2),
-    };
+    let hyper = rfm_hyper();
     for (&layer, &q) in LAYERS.iter().zip(&QUALITY) {
         let d = b.node(
             &format!("probe[notes,L{layer},rfm]"),
@@ -486,6 +490,280 @@ fn write_all(b: &mut Builder<'_>) -> Result<(), ContractError> {
         }
     }
     Ok(())
+}
+
+/// The notes_sweep spec's shape (specs/notes_sweep.toml): 12 targets in the spec's order (C first),
+/// 3 schedules × 4 steered η values, 4 samples of one prompt, 5 metrics, 4 layers.
+pub const SWEEP_TARGETS: [&str; 12] = [
+    "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
+];
+const SWEEP_SCHEDULES: [(&str, Schedule); 3] = [
+    ("constant", Schedule::Constant),
+    ("linear_up", Schedule::LinearUp),
+    ("exp_down", Schedule::ExpDown),
+];
+const SWEEP_SAMPLES: u64 = 4;
+
+fn sweep_tone(freq: f64, seconds: f64, seed: u64) -> Vec<f32> {
+    let n = (SR as f64 * seconds) as usize;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / SR as f64;
+            let wobble = 1.0 + 0.002 * seed as f64;
+            (0.2 * (2.0 * std::f64::consts::PI * freq * wobble * t).sin()) as f32
+        })
+        .collect()
+}
+
+fn write_sweep(b: &mut Builder<'_>, seconds: f64) -> Result<(), ContractError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: crate::audio::AudioError| ContractError {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
+    };
+    let layers = [0usize, 1, 2, 3];
+    for &layer in &layers {
+        let d = b.node(
+            &format!("probe[notes,L{layer},rfm]"),
+            "probe",
+            &format!("k-probe-{layer}"),
+            Label {
+                concept: Some("notes".into()),
+                layer: Some(layer),
+                pooling: Some("mean".into()),
+                probe: Some("rfm".into()),
+                ..Label::default()
+            },
+            "done",
+            0.5,
+        )?;
+        let hyper = rfm_hyper();
+        let classes = SWEEP_TARGETS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let q = r4(0.6 + 0.03 * ((i + layer) % 4) as f64);
+                let s = ClassScores {
+                    val_auc: Some(q),
+                    test_auc: Some(q),
+                    val_acc: Some(q),
+                    test_acc: Some(q),
+                    n: 8,
+                    hyper: hyper.clone(),
+                    dir: format!("class/{c}"),
+                    k: 1,
+                    direction_correlations: vec![0.5],
+                };
+                (c.to_string(), s)
+            })
+            .collect();
+        let n = SWEEP_TARGETS.len();
+        ProbeScores {
+            concept: "notes".into(),
+            layer,
+            kind: ProbeKind::Rfm,
+            split_seed: 7,
+            hidden: 16,
+            classes,
+            multiclass: MulticlassScores {
+                val_acc: Some(0.5),
+                test_acc: Some(0.45),
+                val_auc: Some(0.7),
+                test_auc: Some(0.68),
+                confusion: (0..n)
+                    .map(|i| {
+                        (0..n)
+                            .map(|j| if i == j { 5 } else { (i + j) % 2 })
+                            .collect()
+                    })
+                    .collect(),
+                classes: SWEEP_TARGETS.iter().map(|c| c.to_string()).collect(),
+                hyper,
+                dir: "multiclass".into(),
+            },
+            regression: None,
+        }
+        .write(&d)?;
+    }
+    // Unsteered generations, shared by every target.
+    for seed in 0..SWEEP_SAMPLES {
+        let d = b.node(
+            &format!("generation[baseline|none|g1|eta0|0|s{seed}]"),
+            "generation",
+            &format!("k-gen-base-{seed}"),
+            Label {
+                eta: Some(0.0),
+                prompt: Some(0),
+                seed: Some(seed),
+                ..Label::default()
+            },
+            "done",
+            1.0,
+        )?;
+        let wav = d.join("audio.wav");
+        crate::audio::wav::write_f32(&wav, &sweep_tone(220.0, seconds, seed), 1, SR)
+            .map_err(io(&wav))?;
+        let mut m = meta("none", 0.0, false);
+        m.prompt = "solo piano".into();
+        m.seed = seed;
+        m.seconds = seconds;
+        m.write(&d)?;
+    }
+    for (ti, class) in SWEEP_TARGETS.iter().enumerate() {
+        let target = format!("notes:{class}");
+        let d = b.node(
+            &format!("directions[{target}]"),
+            "directions",
+            &format!("k-directions-{ti}"),
+            Label {
+                concept: Some("notes".into()),
+                class: Some(class.to_string()),
+                probe: Some("rfm".into()),
+                ..Label::default()
+            },
+            "done",
+            0.1,
+        )?;
+        DirectionScores {
+            concept: "notes".into(),
+            class: class.to_string(),
+            kind: "rfm".into(),
+            layers: layers
+                .iter()
+                .map(|&layer| DirectionLayer {
+                    layer,
+                    // A different best pair of layers per target, as real probes give.
+                    val_auc: Some(r4(0.6 + 0.1 * ((ti + layer) % 4) as f64)),
+                    test_auc: Some(0.7),
+                    k: 1,
+                    degenerate: None,
+                })
+                .collect(),
+            degenerate_layers: vec![],
+            judge_layer: 2,
+            judge: Judge {
+                layer: 2,
+                val_acc: Some(0.5),
+                test_acc: Some(0.45),
+                probe: "probe[notes,L2,rfm]".into(),
+            },
+        }
+        .write(&d)?;
+        let label = |schedule: &str, eta: f64| Label {
+            target: Some(target.clone()),
+            schedule: Some(schedule.into()),
+            gate: Some(1.0),
+            eta: Some(eta),
+            ..Label::default()
+        };
+        let eval =
+            |b: &mut Builder<'_>, schedule: &str, spec: Option<Schedule>, eta: f64, si: f64| {
+                let e = b.node(
+                    &format!("evaluation[{target}|{schedule}|g1|eta{eta}]"),
+                    "evaluation",
+                    &format!("k-eval-{ti}-{schedule}-{eta}"),
+                    label(schedule, eta),
+                    "done",
+                    0.2,
+                )?;
+                // Each schedule its own curve (so that lines that coincide would show).
+                let acc = 0.1 + eta * (1.0 - 0.25 * si);
+                let mut m = metrics(
+                    schedule,
+                    eta,
+                    (acc, 0.05, 0.05),
+                    (0.1 + eta / (2.0 + si), 0.02, 0.02),
+                );
+                m.point.target = target.clone();
+                m.point.schedule_spec = spec;
+                m.point.layers = (eta != 0.0).then_some(LayerStrategy::Exponential {
+                    w0: 1.0,
+                    kappa: 0.95,
+                });
+                m.metrics
+                    .insert("pitch_hit".into(), estimate(0.2 + eta / 2.0, 0.1, 0.1));
+                m.metrics
+                    .insert("mmd".into(), estimate(0.01 + eta / 10.0, 0.005, 0.005));
+                m.metrics.insert(
+                    "probe_accuracy_captured".into(),
+                    estimate(0.1 + eta * 0.8, 0.05, 0.05),
+                );
+                m.write(&e)
+            };
+        eval(b, "none", None, 0.0, 0.0)?;
+        for (si, (schedule, spec)) in SWEEP_SCHEDULES.iter().enumerate() {
+            for &eta in &ETAS {
+                for seed in 0..SWEEP_SAMPLES {
+                    let g = b.node(
+                        &format!("generation[{target}|{schedule}|g1|eta{eta}|0|s{seed}]"),
+                        "generation",
+                        &format!("k-gen-{ti}-{schedule}-{eta}-{seed}"),
+                        Label {
+                            prompt: Some(0),
+                            seed: Some(seed),
+                            ..label(schedule, eta)
+                        },
+                        "done",
+                        1.0,
+                    )?;
+                    let wav = g.join("audio.wav");
+                    let hz = 261.63
+                        * 2f64.powf(ti as f64 / 12.0)
+                        * (1.0 + eta / 10.0 + si as f64 / 300.0);
+                    crate::audio::wav::write_f32(&wav, &sweep_tone(hz, seconds, seed), 1, SR)
+                        .map_err(io(&wav))?;
+                    let mut m = meta(schedule, eta, true);
+                    m.target = target.clone();
+                    m.prompt = "solo piano".into();
+                    m.seed = seed;
+                    m.seconds = seconds;
+                    m.schedule_spec = Some(spec.clone());
+                    m.layers = Some(LayerStrategy::Exponential {
+                        w0: 1.0,
+                        kappa: 0.95,
+                    });
+                    m.write(&g)?;
+                }
+                eval(b, schedule, Some(spec.clone()), eta, si as f64)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A result set of notes_sweep's shape (755 nodes' worth of results: 580 clips of `seconds` each,
+/// 156 evaluations, 12 directions, 4 probes), written by the node kinds' writers, as a report
+/// input with the spec's metrics and layer strategy.
+pub fn build_sweep(
+    dir: &Path,
+    provenance: Provenance,
+    seconds: f64,
+) -> Result<ReportInput, ReportError> {
+    let mut b = Builder {
+        root: dir,
+        nodes: Vec::new(),
+    };
+    write_sweep(&mut b, seconds).map_err(|e| ReportError::Params(e.to_string()))?;
+    let params = super::ReportParams {
+        experiment: "notes_sweep".into(),
+        spec: "[experiment]\nname = \"notes_sweep\"\n".into(),
+        model: Some(super::ModelParams {
+            name: "tiny".into(),
+            path: None,
+        }),
+        layers: serde_json::to_value(LayerStrategy::Exponential {
+            w0: 1.0,
+            kappa: 0.95,
+        })
+        .ok(),
+        metrics: ["probe_accuracy", "pitch_hit", "fd", "mmd", "clap"]
+            .map(String::from)
+            .to_vec(),
+        png: false,
+    };
+    Ok(params.input(b.nodes, provenance))
 }
 
 /// Writes the result set into `dir` and returns it as a report input; provenance is given so that

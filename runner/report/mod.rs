@@ -2,8 +2,9 @@
 //!
 //! - [`ReportStage`] plans one `report` node in `plan_final` with every result node of the plan as
 //!   input (datasets, activations, probes, directions, generations, evaluations, toy nodes).
-//! - [`ReportNode`] renders `index.html` + `assets/` (SVG plots, copied audio, stylesheet) into its
-//!   output dir. It reads node outputs only through their output types (docs/contracts.md) and tolerates
+//! - [`ReportNode`] renders the pages (`index.html`: the overview; `settings.html`, `probes.html`,
+//!   `provenance.html`, one `audio-<target>.html` per target) + `assets/` (SVG plots, each distinct
+//!   clip once as 16-bit WAV, stylesheet) into its output dir (docs/design.md §7). It reads node outputs only through their output types (docs/contracts.md) and tolerates
 //!   missing files.
 //! - After `rfmx run`, [`ReportStage::summary`] publishes the report to `reports/<experiment>/`
 //!   (temp dir + rename for `assets/`, temp file + rename for `index.html`): a copy of the report
@@ -238,8 +239,9 @@ impl NodeKind for ReportNode {
     fn name(&self) -> &'static str {
         "report"
     }
+    /// 3: an overview page with per-page details and audio pages, clips as 16-bit WAV.
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let params: ReportParams = ctx.params_as()?;
@@ -464,9 +466,24 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ReportError> {
     Ok(())
 }
 
-/// Copies a rendered report (`index.html` + `assets/`) to `dest`: the new `assets/` is built in a
-/// temp dir and swapped in by rename, then `index.html` is replaced by rename. Other files in
-/// `dest` (e.g. `spec.resolved.toml`) are kept.
+/// The report's pages in a rendered dir: its top-level `*.html` files.
+fn pages(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "html") && e.path().is_file())
+        .map(|e| e.file_name())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Copies a rendered report (its pages + `assets/`) to `dest`: the new `assets/` is built in a
+/// temp dir and swapped in by rename, then each page is replaced by rename (`index.html` last,
+/// so that it never links to a page not yet there) and pages of an older render that this one
+/// no longer has (e.g. a target dropped from the spec) are removed. Other files in `dest`
+/// (e.g. `spec.resolved.toml`) are kept.
 pub fn publish(from: &Path, dest: &Path) -> Result<(), ReportError> {
     let werr = |path: &Path| {
         let path = path.display().to_string();
@@ -483,12 +500,20 @@ pub fn publish(from: &Path, dest: &Path) -> Result<(), ReportError> {
         }
         std::fs::rename(&new, &assets).map_err(werr(&assets))?;
         let _ = std::fs::remove_dir_all(&old);
-        let html = from.join("index.html");
-        let bytes = std::fs::read(&html).map_err(|source| ReportError::Read {
-            path: html.display().to_string(),
-            source,
-        })?;
-        crate::fsx::write_atomic(&dest.join("index.html"), &bytes).map_err(werr(dest))
+        let mut new_pages = pages(from);
+        new_pages.sort_by_key(|p| p == "index.html");
+        for name in &new_pages {
+            let html = from.join(name);
+            let bytes = std::fs::read(&html).map_err(|source| ReportError::Read {
+                path: html.display().to_string(),
+                source,
+            })?;
+            crate::fsx::write_atomic(&dest.join(name), &bytes).map_err(werr(dest))?;
+        }
+        for stale in pages(dest).iter().filter(|p| !new_pages.contains(p)) {
+            let _ = std::fs::remove_file(dest.join(stale));
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&new);
@@ -544,12 +569,19 @@ mod tests {
         let from = dir.path().join("from");
         std::fs::create_dir_all(from.join("assets/plots")).unwrap();
         std::fs::write(from.join("index.html"), "new").unwrap();
+        std::fs::write(from.join("audio-notes_C.html"), "page").unwrap();
         std::fs::write(from.join("assets/plots/a.svg"), "<svg/>").unwrap();
         let dest = dir.path().join("dest");
         std::fs::create_dir_all(dest.join("assets")).unwrap();
         std::fs::write(dest.join("assets/stale.svg"), "old").unwrap();
         std::fs::write(dest.join("spec.resolved.toml"), "x").unwrap();
+        std::fs::write(dest.join("audio-dropped.html"), "stale").unwrap();
         publish(&from, &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join("audio-notes_C.html")).unwrap(),
+            "page"
+        );
+        assert!(!dest.join("audio-dropped.html").exists());
         assert_eq!(
             std::fs::read_to_string(dest.join("index.html")).unwrap(),
             "new"
@@ -561,6 +593,6 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names.len(), 4, "{names:?}");
     }
 }

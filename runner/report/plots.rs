@@ -2,7 +2,7 @@
 //!
 //! Colour-blind-safe Okabe–Ito palette, a marker shape per series on top of its colour, axis labels
 //! with units, 95 % CI error bars, and the legend drawn below the plot area (one row per two series)
-//! so that it never covers data, however many sweep points there are.
+//! so that it never covers data, however many settings there are.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -251,13 +251,8 @@ where
             ci.map(|(lo, hi)| ErrorBar::new_vertical(x, lo, y, hi, c.stroke_width(2), 10))
         }))
         .map_err(e)?;
-        // Markers only where they stay readable (not on long per-step traces).
-        if pts.len() <= 40 {
-            draw_markers(cc.plotting_area(), i, &pts).map_err(e)?;
-        }
+        draw_markers(cc.plotting_area(), i, &marker_points(&pts)).map_err(e)?;
     }
-    // Legend: two columns below the plot.
-    let col_w = (WIDTH as i32 - 40) / 2;
     let mut entries: Vec<(Option<usize>, String)> = chart
         .series
         .iter()
@@ -267,39 +262,279 @@ where
     if !chart.marks.is_empty() {
         entries.push((None, chart.marks_label.clone()));
     }
+    draw_legend(&legend, &entries, WIDTH).map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+/// Where a series shows its markers: every point, or on long series (per-step traces) about a
+/// dozen evenly spaced ones, so that the shape named in the legend is on every line.
+fn marker_points(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    if pts.len() <= 40 {
+        return pts.to_vec();
+    }
+    let every = pts.len().div_ceil(12);
+    pts.iter().step_by(every).copied().collect()
+}
+
+/// Legend entries (series index, or `None` for the shading) in two columns.
+fn draw_legend<DB: DrawingBackend>(
+    legend: &DrawingArea<DB, Shift>,
+    entries: &[(Option<usize>, String)],
+    width: u32,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let shade = RGBColor(200, 200, 200).mix(0.45);
+    let col_w = (width as i32 - 40) / 2;
+    let chars = ((col_w - 50) * 2 / 15).max(10) as usize;
     for (j, (i, text)) in entries.iter().enumerate() {
         let x = 30 + (j as i32 % 2) * col_w;
         let y = 6 + (j as i32 / 2) * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2;
         match i {
             Some(i) => {
                 let c = PALETTE[i % PALETTE.len()];
-                legend
-                    .draw(&PathElement::new(
-                        vec![(x, y), (x + 34, y)],
-                        c.stroke_width(2),
-                    ))
-                    .map_err(e)?;
-                draw_markers(&legend, *i, &[(x + 17, y)]).map_err(e)?;
+                legend.draw(&PathElement::new(
+                    vec![(x, y), (x + 34, y)],
+                    c.stroke_width(2),
+                ))?;
+                draw_markers(legend, *i, &[(x + 17, y)])?;
             }
             None => {
-                legend
-                    .draw(&Rectangle::new(
-                        [(x + 8, y - 8), (x + 26, y + 8)],
-                        shade.filled(),
-                    ))
-                    .map_err(e)?;
+                legend.draw(&Rectangle::new(
+                    [(x + 8, y - 8), (x + 26, y + 8)],
+                    shade.filled(),
+                ))?;
             }
         }
-        legend
-            .draw(&Text::new(
-                short(text, 44),
-                (x + 44, y - 8),
-                ("sans-serif", 16).into_font().color(&BLACK),
-            ))
-            .map_err(e)?;
+        legend.draw(&Text::new(
+            short(text, chars),
+            (x + 44, y - 8),
+            ("sans-serif", 16).into_font().color(&BLACK),
+        ))?;
     }
+    Ok(())
+}
+
+/// One panel of a [`Grid`]: its title, its series as (style index, points), shaded x positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    pub title: String,
+    pub series: Vec<(usize, Vec<Point>)>,
+    pub marks: Vec<f64>,
+}
+
+/// Small multiples: panels on shared axes, one legend for the figure. Series `i` has the same
+/// style (and legend entry `labels[i]`) in every panel, so a figure never reuses a style as long
+/// as it has at most [`STYLES`] labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub labels: Vec<String>,
+    pub panels: Vec<Panel>,
+    /// Legend text of the shading (when any panel has marks).
+    pub marks_label: String,
+    pub y_range: Option<(f64, f64)>,
+    pub integer_x: bool,
+}
+
+/// Distinct series styles: colours × marker shapes.
+pub const STYLES: usize = PALETTE.len() * 3;
+
+const GRID_WIDTH: u32 = 1120;
+const PANEL_HEIGHT: u32 = 230;
+const GRID_TITLE: u32 = 40;
+
+impl Grid {
+    fn columns(&self) -> usize {
+        self.panels.len().clamp(1, 4)
+    }
+
+    fn legend_entries(&self) -> Vec<(Option<usize>, String)> {
+        let mut entries: Vec<(Option<usize>, String)> = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (Some(i), l.clone()))
+            .collect();
+        if self.panels.iter().any(|p| !p.marks.is_empty()) {
+            entries.push((None, self.marks_label.clone()));
+        }
+        entries
+    }
+
+    /// Total pixel size.
+    pub fn size(&self) -> (u32, u32) {
+        let rows = self.panels.len().div_ceil(self.columns()) as u32;
+        let legend = self.legend_entries().len().div_ceil(2) as u32;
+        (
+            GRID_WIDTH,
+            GRID_TITLE + rows * PANEL_HEIGHT + legend * LEGEND_ROW + 12,
+        )
+    }
+}
+
+fn draw_grid<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, grid: &Grid) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let cols = grid.columns();
+    let rows = grid.panels.len().div_ceil(cols);
+    let (title, rest) = root.split_vertically(GRID_TITLE);
+    let (body, legend) = rest.split_vertically(rows as u32 * PANEL_HEIGHT);
+    title
+        .draw(&Text::new(
+            grid.title.clone(),
+            (14, 8),
+            ("sans-serif", 22).into_font().color(&BLACK),
+        ))
+        .map_err(e)?;
+    let all = || grid.panels.iter().flat_map(|p| p.series.iter());
+    let xs = all()
+        .flat_map(|s| s.1.iter().map(|p| p.0))
+        .chain(grid.panels.iter().flat_map(|p| p.marks.iter().copied()));
+    let (mut x0, mut x1) = range(xs, 0.06);
+    if grid.integer_x {
+        x0 = x0.min(x0.round() - 0.5);
+        x1 = x1.max(x1.round() + 0.5);
+    }
+    let (y0, y1) = grid.y_range.unwrap_or_else(|| {
+        range(
+            all().flat_map(|s| {
+                s.1.iter().flat_map(|&(_, y, ci)| {
+                    [Some(y), ci.map(|c| c.0), ci.map(|c| c.1)]
+                        .into_iter()
+                        .flatten()
+                })
+            }),
+            0.1,
+        )
+    });
+    let integer = grid.integer_x;
+    let x_fmt = move |x: &f64| fmt_tick(*x, integer);
+    let y_fmt = |y: &f64| fmt_tick(*y, false);
+    let shade = RGBColor(200, 200, 200).mix(0.45);
+    for (k, area) in body.split_evenly((rows, cols)).into_iter().enumerate() {
+        let Some(panel) = grid.panels.get(k) else {
+            continue;
+        };
+        let first_col = k % cols == 0;
+        let last_row = k / cols == rows - 1 || k + cols >= grid.panels.len();
+        let mut cc = ChartBuilder::on(&area)
+            .caption(short(&panel.title, 34), ("sans-serif", 16))
+            .margin(6)
+            .x_label_area_size(if last_row { 40 } else { 22 })
+            .y_label_area_size(if first_col { 58 } else { 40 })
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(e)?;
+        let mut mesh = cc.configure_mesh();
+        mesh.x_labels(5)
+            .y_labels(4)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 13))
+            .light_line_style(WHITE)
+            .bold_line_style(RGBColor(225, 225, 225));
+        if last_row {
+            mesh.x_desc(grid.x_label.as_str());
+        }
+        if first_col {
+            mesh.y_desc(grid.y_label.as_str());
+        }
+        mesh.draw().map_err(e)?;
+        cc.draw_series(
+            panel
+                .marks
+                .iter()
+                .map(|&m| Rectangle::new([(m - 0.4, y0), (m + 0.4, y1)], shade.filled())),
+        )
+        .map_err(e)?;
+        for (i, points) in &panel.series {
+            let c = PALETTE[i % PALETTE.len()];
+            let mut pts: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            cc.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(e)?;
+            cc.draw_series(points.iter().filter_map(|&(x, y, ci)| {
+                ci.map(|(lo, hi)| ErrorBar::new_vertical(x, lo, y, hi, c.stroke_width(1), 6))
+            }))
+            .map_err(e)?;
+            draw_markers(cc.plotting_area(), *i, &marker_points(&pts)).map_err(e)?;
+        }
+    }
+    draw_legend(&legend, &grid.legend_entries(), GRID_WIDTH).map_err(e)?;
     root.present().map_err(e)?;
     Ok(())
+}
+
+/// The small multiples as an SVG document.
+pub fn grid_svg(grid: &Grid) -> Result<String, PlotError> {
+    register_font();
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, grid.size()).into_drawing_area();
+        draw_grid(root, grid).map_err(|message| PlotError::Draw {
+            name: grid.title.clone(),
+            message,
+        })?;
+    }
+    Ok(out)
+}
+
+/// Writes `<stem>.svg` (and `<stem>.png` when `png`) of small multiples; returns the names.
+pub fn write_grid(
+    grid: &Grid,
+    dir: &Path,
+    stem: &str,
+    png: bool,
+) -> Result<Vec<String>, PlotError> {
+    write_files(
+        dir,
+        stem,
+        png,
+        &grid.title,
+        grid_svg(grid)?,
+        grid.size(),
+        |root| draw_grid(root, grid),
+    )
+}
+
+/// Writes an SVG document and, when `png`, draws the same figure into `<stem>.png`.
+fn write_files(
+    dir: &Path,
+    stem: &str,
+    png: bool,
+    title: &str,
+    svg: String,
+    size: (u32, u32),
+    draw: impl Fn(DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), String>,
+) -> Result<Vec<String>, PlotError> {
+    let mut names = vec![format!("{stem}.svg")];
+    let path = dir.join(&names[0]);
+    crate::fsx::write_atomic(&path, svg.as_bytes()).map_err(|source| PlotError::Write {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if png {
+        let name = format!("{stem}.png");
+        let path = dir.join(&name);
+        let tmp = crate::fsx::temp_sibling(&path).with_extension("png");
+        draw(BitMapBackend::new(&tmp, size).into_drawing_area()).map_err(|message| {
+            PlotError::Draw {
+                name: title.to_string(),
+                message,
+            }
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|source| PlotError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// The chart as an SVG document.
@@ -318,30 +553,15 @@ pub fn svg(chart: &Chart) -> Result<String, PlotError> {
 
 /// Writes `<stem>.svg` (and `<stem>.png` when `png`) into `dir`; returns the file names written.
 pub fn write(chart: &Chart, dir: &Path, stem: &str, png: bool) -> Result<Vec<String>, PlotError> {
-    let mut names = vec![format!("{stem}.svg")];
-    let path = dir.join(&names[0]);
-    crate::fsx::write_atomic(&path, svg(chart)?.as_bytes()).map_err(|source| PlotError::Write {
-        path: path.display().to_string(),
-        source,
-    })?;
-    if png {
-        let name = format!("{stem}.png");
-        let path = dir.join(&name);
-        let tmp = crate::fsx::temp_sibling(&path).with_extension("png");
-        {
-            let root = BitMapBackend::new(&tmp, size(chart)).into_drawing_area();
-            draw(root, chart).map_err(|message| PlotError::Draw {
-                name: chart.title.clone(),
-                message,
-            })?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|source| PlotError::Write {
-            path: path.display().to_string(),
-            source,
-        })?;
-        names.push(name);
-    }
-    Ok(names)
+    write_files(
+        dir,
+        stem,
+        png,
+        &chart.title,
+        svg(chart)?,
+        size(chart),
+        |root| draw(root, chart),
+    )
 }
 
 #[cfg(test)]

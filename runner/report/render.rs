@@ -13,7 +13,38 @@ use super::collect::{self, MetricValue, NodeEntry, NodeState, PointKey, ReportDa
 use super::plots::{self, Chart, Series};
 use crate::spec::schema::LayerStrategy;
 
-pub const TEMPLATE: &str = include_str!("../../templates/report.html");
+/// The report's pages (minijinja, `templates/report/`): the overview, per-section detail pages and
+/// one audio page per target share `base.html`.
+pub const TEMPLATES: [(&str, &str); 7] = [
+    (
+        "base.html",
+        include_str!("../../templates/report/base.html"),
+    ),
+    (
+        "macros.html",
+        include_str!("../../templates/report/macros.html"),
+    ),
+    (
+        "index.html",
+        include_str!("../../templates/report/index.html"),
+    ),
+    (
+        "settings.html",
+        include_str!("../../templates/report/settings.html"),
+    ),
+    (
+        "probes.html",
+        include_str!("../../templates/report/probes.html"),
+    ),
+    (
+        "audio.html",
+        include_str!("../../templates/report/audio.html"),
+    ),
+    (
+        "provenance.html",
+        include_str!("../../templates/report/provenance.html"),
+    ),
+];
 pub const STYLESHEET: &str = include_str!("../../templates/report.css");
 
 /// What the report is about besides the node outputs.
@@ -67,27 +98,43 @@ pub struct Rendered {
 #[derive(Serialize)]
 struct Cell {
     text: String,
+    /// The 95% CI, printed below the value.
+    ci: String,
     class: &'static str,
 }
 
 #[derive(Serialize)]
-struct SummaryRow {
-    target: String,
-    schedule: String,
-    cropping: String,
-    gate: String,
+struct SettingRow {
+    variant: String,
     eta: String,
-    status: String,
     status_class: &'static str,
     cells: Vec<Cell>,
 }
 
+/// One target's settings (rows) × metrics (columns).
 #[derive(Serialize)]
-struct SummaryTable {
+struct SettingsTable {
+    title: String,
+    anchor: String,
     metrics: Vec<String>,
-    rows: Vec<SummaryRow>,
-    /// `[k] unavailable: <reason>` for the `n/a [k]` cells.
-    notes: Vec<String>,
+    rows: Vec<SettingRow>,
+}
+
+#[derive(Serialize, Clone)]
+struct Link {
+    href: String,
+    text: String,
+    current: bool,
+}
+
+/// What every page shows at its top.
+#[derive(Serialize, Clone)]
+struct Common {
+    experiment: String,
+    weights: String,
+    weights_class: &'static str,
+    counts: String,
+    nav: Vec<Link>,
 }
 
 #[derive(Serialize)]
@@ -198,17 +245,6 @@ struct Confusion {
 }
 
 #[derive(Serialize)]
-struct ClipRow {
-    point: String,
-    eta: String,
-    prompt: String,
-    seed: String,
-    steered: Vec<String>,
-    baseline: Vec<String>,
-    steered_id: String,
-}
-
-#[derive(Serialize)]
 struct NodeRow {
     id: String,
     kind: String,
@@ -228,39 +264,13 @@ struct MissingRow {
     error: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct Model {
     name: String,
     weights: String,
     weights_class: &'static str,
     descriptions: Vec<String>,
     fingerprints: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Page {
-    experiment: String,
-    counts: String,
-    missing: Vec<MissingRow>,
-    problems: Vec<String>,
-    summary: Vec<SummaryTable>,
-    eta_figures: Vec<Figure>,
-    probe_figures: Vec<Figure>,
-    selections: Vec<Selection>,
-    table1: Vec<Table1Row>,
-    table1_mean: Vec<Table1Row>,
-    transfer: Vec<TransferBlock>,
-    confusions: Vec<Confusion>,
-    trace_figures: Vec<Figure>,
-    clips: Vec<ClipRow>,
-    toy: Vec<(String, String)>,
-    model: Model,
-    renderers: Vec<String>,
-    provenance: Provenance,
-    cache: String,
-    total_seconds: String,
-    nodes: Vec<NodeRow>,
-    spec: String,
 }
 
 // ---- formatting ----
@@ -281,7 +291,9 @@ fn opt(x: Option<f64>) -> String {
     x.map_or_else(|| "–".into(), num)
 }
 
-fn metric_cell(m: &MetricValue) -> Cell {
+/// A settings-table cell; an unavailable metric's reason is listed once under the tables (a long
+/// reason, e.g. where the CLAP snapshot was looked for, would otherwise repeat in every row).
+fn summary_cell(m: &MetricValue, notes: &mut Vec<String>) -> Cell {
     match m {
         MetricValue::Value {
             value,
@@ -289,29 +301,19 @@ fn metric_cell(m: &MetricValue) -> Cell {
             ci_high,
             n,
         } => {
-            let mut text = num(*value);
-            if let (Some(lo), Some(hi)) = (ci_low, ci_high) {
-                text.push_str(&format!(" [{}, {}]", num(*lo), num(*hi)));
-            }
+            let mut ci = match (ci_low, ci_high) {
+                (Some(lo), Some(hi)) => format!("[{}, {}]", num(*lo), num(*hi)),
+                _ => String::new(),
+            };
             if let Some(n) = n {
-                text.push_str(&format!(" (n={n})"));
+                ci.push_str(&format!(" n={n}"));
             }
             Cell {
-                text,
+                text: num(*value),
+                ci: ci.trim().to_string(),
                 class: "value",
             }
         }
-        MetricValue::Unavailable(why) => Cell {
-            text: format!("unavailable: {why}"),
-            class: "unavailable",
-        },
-    }
-}
-
-/// A summary cell; an unavailable metric's reason is listed once under the table (a long reason,
-/// e.g. where the CLAP snapshot was looked for, would otherwise repeat in every row).
-fn summary_cell(m: &MetricValue, notes: &mut Vec<String>) -> Cell {
-    match m {
         MetricValue::Unavailable(why) => {
             let i = notes.iter().position(|n| n == why).unwrap_or_else(|| {
                 notes.push(why.clone());
@@ -319,10 +321,10 @@ fn summary_cell(m: &MetricValue, notes: &mut Vec<String>) -> Cell {
             });
             Cell {
                 text: format!("n/a [{}]", i + 1),
+                ci: String::new(),
                 class: "unavailable",
             }
         }
-        value => metric_cell(value),
     }
 }
 
@@ -340,8 +342,9 @@ pub fn metric_axis(metric: &str) -> String {
     }
 }
 
-fn point_label(k: &PointKey) -> String {
-    let mut parts = vec![k.target.clone(), k.schedule.clone()];
+/// A setting without its target: `constant · layers top_k(k=2) · gate 1`.
+fn variant_label(k: &PointKey) -> String {
+    let mut parts = vec![k.schedule.clone()];
     if !k.cropping.is_empty() {
         parts.push(format!("layers {}", k.cropping));
     }
@@ -352,11 +355,55 @@ fn point_label(k: &PointKey) -> String {
     parts.join(" · ")
 }
 
+/// The spec's order of targets and schedules: the order in which the plan lists its nodes (the
+/// steering stage plans target by target, schedule by schedule, as the spec lists them), so that
+/// the report reads C, C#, D … rather than alphabetically.
+#[derive(Default)]
+struct Order {
+    targets: Vec<String>,
+    schedules: Vec<String>,
+}
+
+impl Order {
+    fn of(d: &ReportData) -> Order {
+        let mut o = Order::default();
+        let keys = d
+            .points
+            .iter()
+            .map(|p| &p.key)
+            .chain(d.clips.iter().filter(|c| c.eta != 0.0).map(|c| &c.point));
+        for k in keys {
+            if !o.targets.contains(&k.target) {
+                o.targets.push(k.target.clone());
+            }
+            if !o.schedules.contains(&k.schedule) {
+                o.schedules.push(k.schedule.clone());
+            }
+        }
+        o
+    }
+
+    fn target(&self, t: &str) -> usize {
+        self.targets
+            .iter()
+            .position(|x| x == t)
+            .unwrap_or(usize::MAX)
+    }
+
+    fn cmp(&self, a: &PointKey, b: &PointKey) -> std::cmp::Ordering {
+        let schedule = |k: &PointKey| self.schedules.iter().position(|x| *x == k.schedule);
+        self.target(&a.target)
+            .cmp(&self.target(&b.target))
+            .then(schedule(a).cmp(&schedule(b)))
+            .then(a.cmp(b))
+    }
+}
+
 fn strategy_label(s: &LayerStrategy) -> String {
     match s {
         LayerStrategy::TopK { k } => format!("top-{k} layers by validation AUC"),
         LayerStrategy::Exponential { w0, kappa } => {
-            format!("exponential weights w0={w0}, κ={kappa}; shaded: weight > 0")
+            format!("exponential weights w0={w0}, κ={kappa}")
         }
         LayerStrategy::All => "all layers".into(),
     }
@@ -420,33 +467,69 @@ impl Figures<'_> {
         caption: String,
     ) -> Result<Figure, ReportError> {
         let names = plots::write(chart, self.dir, stem, self.png)?;
-        let (width, height) = plots::size(chart);
-        Ok(Figure {
-            legend: chart
-                .series
-                .iter()
-                .enumerate()
-                .map(|(i, s)| format!("{}: {}", plots::style_name(i), s.label))
-                .collect(),
-            src: format!("assets/plots/{}", names[0]),
+        let labels: Vec<&str> = chart.series.iter().map(|s| s.label.as_str()).collect();
+        let shading = (!chart.marks.is_empty()).then_some(chart.marks_label.as_str());
+        Ok(figure(
+            names,
+            plots::size(chart),
+            &labels,
+            shading,
             alt,
             caption,
-            png: names[1..]
-                .iter()
-                .map(|n| format!("assets/plots/{n}"))
-                .collect(),
-            width,
-            height,
-        })
+        ))
+    }
+
+    fn add_grid(
+        &self,
+        grid: &plots::Grid,
+        stem: &str,
+        alt: String,
+        caption: String,
+    ) -> Result<Figure, ReportError> {
+        let names = plots::write_grid(grid, self.dir, stem, self.png)?;
+        let labels: Vec<&str> = grid.labels.iter().map(String::as_str).collect();
+        let shading = grid
+            .panels
+            .iter()
+            .any(|p| !p.marks.is_empty())
+            .then_some(grid.marks_label.as_str());
+        Ok(figure(names, grid.size(), &labels, shading, alt, caption))
+    }
+}
+
+/// A written plot as the page shows it, with its legend in words: "<colour> <marker>: <label>".
+fn figure(
+    names: Vec<String>,
+    (width, height): (u32, u32),
+    labels: &[&str],
+    shading: Option<&str>,
+    alt: String,
+    caption: String,
+) -> Figure {
+    let mut legend: Vec<String> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("{} with line: {l}", plots::style_name(i)))
+        .collect();
+    legend.extend(shading.map(|s| format!("grey band: {s}")));
+    Figure {
+        legend,
+        src: format!("assets/plots/{}", names[0]),
+        alt,
+        caption,
+        png: names[1..]
+            .iter()
+            .map(|n| format!("assets/plots/{n}"))
+            .collect(),
+        width,
+        height,
     }
 }
 
 // ---- sections ----
 
-fn summary(input: &ReportInput, d: &ReportData) -> Vec<SummaryTable> {
-    if d.points.is_empty() {
-        return vec![];
-    }
+/// The metrics shown: the spec's, then any other a node reported.
+fn metric_names(input: &ReportInput, d: &ReportData) -> Vec<String> {
     let mut metrics = input.metrics.clone();
     for p in &d.points {
         for m in p.metrics.iter().flat_map(|m| m.keys()) {
@@ -455,10 +538,27 @@ fn summary(input: &ReportInput, d: &ReportData) -> Vec<SummaryTable> {
             }
         }
     }
+    metrics
+}
+
+/// Metrics that measure what steering costs (distance from unsteered audio, text alignment).
+const COST_METRICS: [&str; 3] = ["fd", "mmd", "clap"];
+
+/// Per target (in spec order), its settings × metrics; and the notes of unavailable cells.
+fn settings(
+    input: &ReportInput,
+    d: &ReportData,
+    order: &Order,
+) -> (Vec<SettingsTable>, Vec<String>) {
+    let metrics = metric_names(input, d);
     let mut points: Vec<&collect::PointResult> = d.points.iter().collect();
     points.sort_by(|a, b| {
-        a.key
-            .cmp(&b.key)
+        order
+            .target(&a.key.target)
+            .cmp(&order.target(&b.key.target))
+            // the unsteered point first, then each variant's η in order
+            .then((a.eta != Some(0.0)).cmp(&(b.eta != Some(0.0))))
+            .then(order.cmp(&a.key, &b.key))
             .then(
                 a.eta
                     .unwrap_or(f64::NAN)
@@ -467,67 +567,80 @@ fn summary(input: &ReportInput, d: &ReportData) -> Vec<SummaryTable> {
             .then(a.node_id.cmp(&b.node_id))
     });
     let mut notes = Vec::new();
-    let rows = points
-        .iter()
-        .map(|p| SummaryRow {
-            target: p.key.target.clone(),
-            schedule: p.key.schedule.clone(),
-            cropping: p.key.cropping.clone(),
-            gate: p.key.gate.clone(),
+    let mut tables: Vec<SettingsTable> = vec![];
+    for p in points {
+        let title = if p.key.target.is_empty() {
+            "no target".to_string()
+        } else {
+            p.key.target.clone()
+        };
+        if tables.last().is_none_or(|t| t.title != title) {
+            tables.push(SettingsTable {
+                anchor: format!("t-{}", safe_name(&title)),
+                title,
+                metrics: metrics.clone(),
+                rows: vec![],
+            });
+        }
+        let cells = metrics
+            .iter()
+            .map(|m| match &p.metrics {
+                None => Cell {
+                    text: p.status.clone(),
+                    ci: String::new(),
+                    class: "missing",
+                },
+                Some(ms) => ms.get(m).map_or(
+                    Cell {
+                        text: "not reported".into(),
+                        ci: String::new(),
+                        class: "unavailable",
+                    },
+                    |v| summary_cell(v, &mut notes),
+                ),
+            })
+            .collect();
+        let row = SettingRow {
+            variant: if p.eta == Some(0.0) {
+                "unsteered".into()
+            } else {
+                variant_label(&p.key)
+            },
             eta: opt(p.eta),
-            status: p.status.clone(),
             status_class: if p.metrics.is_some() {
                 "done"
             } else {
                 "missing"
             },
-            cells: metrics
-                .iter()
-                .map(|m| match &p.metrics {
-                    None => Cell {
-                        text: p.status.clone(),
-                        class: "missing",
-                    },
-                    Some(ms) => ms.get(m).map_or(
-                        Cell {
-                            text: "not reported".into(),
-                            class: "unavailable",
-                        },
-                        |v| summary_cell(v, &mut notes),
-                    ),
-                })
-                .collect(),
-        })
-        .collect();
+            cells,
+        };
+        if let Some(t) = tables.last_mut() {
+            t.rows.push(row);
+        }
+    }
     let notes = notes
         .into_iter()
         .enumerate()
         .map(|(i, text)| format!("[{}] unavailable: {text}", i + 1))
         .collect();
-    vec![SummaryTable {
-        metrics,
-        rows,
-        notes,
-    }]
+    (tables, notes)
 }
 
-fn eta_figures(
+/// The overview: per metric (effect metrics first, then cost metrics), small multiples of the
+/// η-response with 95% CIs, one panel per target in spec order (per target · schedule when the
+/// variants would outnumber the distinct styles), one line per variant, every line its own style.
+fn overview(
     input: &ReportInput,
     d: &ReportData,
+    order: &Order,
     figs: &Figures,
 ) -> Result<Vec<Figure>, ReportError> {
-    let mut metrics: Vec<String> = input.metrics.clone();
-    for p in &d.points {
-        for m in p.metrics.iter().flat_map(|m| m.keys()) {
-            if !metrics.contains(m) {
-                metrics.push(m.clone());
-            }
-        }
-    }
+    let mut metrics = metric_names(input, d);
+    metrics.sort_by_key(|m| COST_METRICS.contains(&m.as_str()));
     let mut out = Vec::new();
     for m in &metrics {
-        let mut groups: BTreeMap<&PointKey, Vec<plots::Point>> = BTreeMap::new();
-        let mut baselines: Vec<(&PointKey, plots::Point)> = vec![];
+        let mut steered: Vec<(&PointKey, plots::Point)> = vec![];
+        let mut baselines: Vec<(&str, plots::Point)> = vec![];
         for p in &d.points {
             let Some(MetricValue::Value {
                 value,
@@ -541,49 +654,124 @@ fn eta_figures(
             let Some(eta) = p.eta else { continue };
             let point = (eta, *value, ci_low.zip(*ci_high));
             if eta == 0.0 {
-                baselines.push((&p.key, point));
+                baselines.push((&p.key.target, point));
             } else {
-                groups.entry(&p.key).or_default().push(point);
+                steered.push((&p.key, point));
             }
         }
-        // The unsteered (η = 0) point of a target starts every curve of that target.
-        for (key, point) in baselines {
+        if steered.is_empty() && baselines.is_empty() {
+            continue;
+        }
+        let mut variants: Vec<PointKey> = vec![];
+        for (k, _) in &steered {
+            let v = PointKey {
+                target: String::new(),
+                ..(*k).clone()
+            };
+            if !variants.contains(&v) {
+                variants.push(v);
+            }
+        }
+        // Too many variants for distinct styles: a panel per target · schedule instead.
+        let split = variants.len() > plots::STYLES;
+        let panel_of = |k: &PointKey| {
+            if split {
+                format!("{} · {}", k.target, k.schedule)
+            } else {
+                k.target.clone()
+            }
+        };
+        let series_of = |k: &PointKey| PointKey {
+            target: String::new(),
+            schedule: if split {
+                String::new()
+            } else {
+                k.schedule.clone()
+            },
+            ..k.clone()
+        };
+        let mut labels: Vec<PointKey> = vec![];
+        // (panel title, its target, series index -> points)
+        type PanelSeries<'a> = (String, &'a str, BTreeMap<usize, Vec<plots::Point>>);
+        let mut panels: Vec<PanelSeries> = vec![];
+        let mut keys: Vec<&PointKey> = steered.iter().map(|s| s.0).collect();
+        keys.sort_by(|a, b| order.cmp(a, b));
+        keys.dedup();
+        for k in &keys {
+            let title = panel_of(k);
+            if !panels.iter().any(|p| p.0 == title) {
+                panels.push((title, &k.target, BTreeMap::new()));
+            }
+            let s = series_of(k);
+            if !labels.contains(&s) {
+                labels.push(s);
+            }
+        }
+        for (k, point) in &steered {
+            let s = series_of(k);
+            let i = labels.iter().position(|l| *l == s).unwrap_or(0);
+            if let Some(p) = panels.iter_mut().find(|p| p.0 == panel_of(k)) {
+                p.2.entry(i).or_default().push(*point);
+            }
+        }
+        // The unsteered (η = 0) point of a target starts every line of that target.
+        for (target, point) in &baselines {
             let mut joined = false;
-            for (k, pts) in groups.iter_mut() {
-                if k.target == key.target {
-                    pts.push(point);
+            for p in panels.iter_mut().filter(|p| p.1 == *target) {
+                for pts in p.2.values_mut() {
+                    pts.push(*point);
                     joined = true;
                 }
             }
             if !joined {
-                groups.entry(key).or_default().push(point);
+                panels.push((
+                    target.to_string(),
+                    target,
+                    BTreeMap::from([(0, vec![*point])]),
+                ));
+                if labels.is_empty() {
+                    labels.push(PointKey {
+                        schedule: "unsteered only".into(),
+                        ..PointKey::default()
+                    });
+                }
             }
         }
-        if groups.is_empty() {
-            continue;
-        }
-        let chart = Chart {
-            title: format!("{m} vs steering strength η"),
+        let label_text = |k: &PointKey| {
+            let t = variant_label(k);
+            if t.is_empty() { "steered".into() } else { t }
+        };
+        let grid = plots::Grid {
+            title: format!("{m} vs steering strength η, per target"),
             x_label: "steering strength η (unitless)".into(),
             y_label: metric_axis(m),
-            series: groups
+            labels: labels.iter().map(label_text).collect(),
+            panels: panels
                 .into_iter()
-                .map(|(k, points)| Series {
-                    label: point_label(k),
-                    points,
+                .map(|(title, _, series)| plots::Panel {
+                    title,
+                    series: series.into_iter().collect(),
+                    marks: vec![],
                 })
                 .collect(),
-            marks: vec![],
             marks_label: String::new(),
             y_range: None,
             integer_x: false,
         };
-        let n = chart.series.len();
-        out.push(figs.add(
-            &chart,
+        let cost = if COST_METRICS.contains(&m.as_str()) {
+            " (a cost: distance from, or alignment against, unsteered audio)"
+        } else {
+            ""
+        };
+        out.push(figs.add_grid(
+            &grid,
             &format!("eta_{}", safe_name(m)),
-            format!("{m} against η, one line per schedule and layer cropping, with 95% CIs"),
-            format!("{m}: mean with 95% CI per sweep point; {n} line(s), one per target · schedule · cropping · gate."),
+            format!("{m} against η: one panel per target, one line per schedule · layers · gate, with 95% CIs"),
+            format!(
+                "{m}{cost}: mean with 95% CI per setting; {} panel(s), {} line style(s), η = 0 is the unsteered generation.",
+                grid.panels.len(),
+                grid.labels.len()
+            ),
         )?);
     }
     Ok(out)
@@ -591,6 +779,8 @@ fn eta_figures(
 
 struct ProbeSections {
     figures: Vec<Figure>,
+    /// Per concept: one panel per target, its selection score per layer, its own layers shaded.
+    selection_figures: Vec<Figure>,
     selections: Vec<Selection>,
     table1: Vec<Table1Row>,
     table1_mean: Vec<Table1Row>,
@@ -605,10 +795,12 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
 fn probes(
     input: &ReportInput,
     d: &ReportData,
+    order: &Order,
     figs: &Figures,
 ) -> Result<ProbeSections, ReportError> {
     let mut s = ProbeSections {
         figures: vec![],
+        selection_figures: vec![],
         selections: vec![],
         table1: vec![],
         table1_mean: vec![],
@@ -626,9 +818,16 @@ fn probes(
         let mut layers: Vec<&collect::ProbeScores> =
             d.probes.iter().filter(|p| p.concept == concept).collect();
         layers.sort_by_key(|p| p.layer);
-        // Selected layers: the spec's cropping applied to each direction's per-layer scores.
-        let mut marks = BTreeSet::new();
-        for dir in d.directions.iter().filter(|x| x.concept == concept) {
+        // Selected layers: the spec's cropping applied to each direction's per-layer scores, per
+        // target (targets of one concept select different layers).
+        let mut dirs: Vec<&collect::DirectionScores> = d
+            .directions
+            .iter()
+            .filter(|x| x.concept == concept)
+            .collect();
+        dirs.sort_by_key(|x| order.target(&format!("{}:{}", x.concept, x.class)));
+        let mut panels = vec![];
+        for dir in dirs {
             let mut sel = vec![];
             if let Some(strategy) = &input.layers {
                 let scores: Vec<f64> = dir.layers.iter().map(|l| l.1).collect();
@@ -637,7 +836,6 @@ fn probes(
                         for (l, w) in dir.layers.iter().zip(w) {
                             if w > 0.0 {
                                 sel.push(l.0);
-                                marks.insert(l.0);
                             }
                         }
                     }
@@ -674,6 +872,39 @@ fn probes(
                     .judge_layer
                     .map_or_else(|| "–".into(), |l| l.to_string()),
             });
+            panels.push(plots::Panel {
+                title: format!("{}:{}", dir.concept, dir.class),
+                series: vec![(
+                    0,
+                    dir.layers
+                        .iter()
+                        .map(|&(l, auc)| (l as f64, auc, None))
+                        .collect(),
+                )],
+                marks: sel.iter().map(|&l| l as f64).collect(),
+            });
+        }
+        if !panels.is_empty() {
+            let grid = plots::Grid {
+                title: format!("{concept}: the layers each target steers"),
+                x_label: "decoder layer (index)".into(),
+                y_label: "validation AUC (0–1)".into(),
+                labels: vec!["one-vs-rest validation AUC (selection score)".into()],
+                panels,
+                marks_label: "layers this target steers (weight > 0)".into(),
+                y_range: Some((0.0, 1.02)),
+                integer_x: true,
+            };
+            let n = grid.panels.len();
+            s.selection_figures.push(figs.add_grid(
+                &grid,
+                &format!("selection_{}", safe_name(concept)),
+                format!("{concept}: per target, validation AUC against layer; the target's steered layers shaded"),
+                format!(
+                    "{concept}: {n} target(s); shaded: exactly the layers that target's steering uses (weight > 0{}); degenerate layers have no point.",
+                    input.layers.as_ref().map_or_else(String::new, |l| format!(" under {}", strategy_label(l)))
+                ),
+            )?);
         }
         if !layers.is_empty() {
             let per_layer =
@@ -700,20 +931,18 @@ fn probes(
                 x_label: "decoder layer (index)".into(),
                 y_label: "score (AUC or accuracy, 0–1)".into(),
                 series,
-                marks: marks.iter().map(|&l| l as f64).collect(),
-                marks_label: input
-                    .layers
-                    .as_ref()
-                    .map_or_else(String::new, |l| format!("selected: {}", strategy_label(l))),
+                // Selection differs per target: shaded per target in the next figure.
+                marks: vec![],
+                marks_label: String::new(),
                 y_range: Some((0.0, 1.02)),
                 integer_x: true,
             };
             s.figures.push(figs.add(
                 &chart,
                 &format!("probe_{}", safe_name(concept)),
-                format!("{concept} probe scores against layer; selected layers shaded"),
+                format!("{concept} probe scores against layer"),
                 format!(
-                    "{concept}: per-layer probe scores ({} layer(s)); shaded layers are selected for steering.",
+                    "{concept}: per-layer probe scores ({} layer(s)); the layers each target steers are shaded in the figure below.",
                     layers.len()
                 ),
             )?);
@@ -866,65 +1095,263 @@ fn traces(d: &ReportData, figs: &Figures) -> Result<Vec<Figure>, ReportError> {
     )?])
 }
 
-fn clips(d: &ReportData, audio_dir: &Path) -> Result<Vec<ClipRow>, ReportError> {
-    let mut copied: BTreeMap<String, String> = BTreeMap::new();
-    let mut copy = |c: &collect::Clip| -> Result<Vec<String>, ReportError> {
+/// At most this many players on one page (each is a request and a decoder; with
+/// `preload="metadata"` every player shows its duration before it is played).
+pub const MAX_PLAYERS: usize = 96;
+
+#[derive(Serialize, Clone)]
+struct BaselineClip {
+    prompt: String,
+    seed: String,
+    src: String,
+    id: String,
+}
+
+#[derive(Serialize)]
+struct ClipRow {
+    variant: String,
+    eta: String,
+    prompt: String,
+    seed: String,
+    src: String,
+    id: String,
+}
+
+#[derive(Serialize)]
+struct AudioPage {
+    file: String,
+    stem: String,
+    target: String,
+    /// Short name for links (the target, with the part number when split).
+    text: String,
+    title: String,
+    heading: String,
+    note: String,
+    pager: Vec<Link>,
+    baselines: Vec<BaselineClip>,
+    rows: Vec<ClipRow>,
+}
+
+/// Writes each distinct clip once (`assets/audio/<node key>.wav`) and returns its page path.
+struct ClipFiles<'a> {
+    dir: &'a Path,
+    written: BTreeMap<String, String>,
+}
+
+impl ClipFiles<'_> {
+    fn add(&mut self, c: &collect::Clip) -> Result<String, ReportError> {
         let Some(src) = &c.audio else {
-            return Ok(vec![]);
+            return Ok(String::new());
         };
-        if let Some(rel) = copied.get(&c.node_key) {
-            return Ok(vec![rel.clone()]);
+        if let Some(rel) = self.written.get(&c.node_key) {
+            return Ok(rel.clone());
         }
         let name = format!("{}.wav", safe_name(&c.node_key));
-        link_or_copy(src, &audio_dir.join(&name))?;
+        pcm16_copy(src, &self.dir.join(&name))?;
         let rel = format!("assets/audio/{name}");
-        copied.insert(c.node_key.clone(), rel.clone());
-        Ok(vec![rel])
+        self.written.insert(c.node_key.clone(), rel.clone());
+        Ok(rel)
+    }
+
+    fn baseline(&mut self, b: &collect::Clip) -> Result<BaselineClip, ReportError> {
+        Ok(BaselineClip {
+            prompt: b.prompt.clone(),
+            seed: b.seed.clone(),
+            src: self.add(b)?,
+            id: b.node_id.clone(),
+        })
+    }
+}
+
+/// The clip as 16-bit PCM WAV (the generations are 32-bit float: half the bytes, and 16 bits are
+/// below audibility for listening in a browser); a file that cannot be decoded is copied as it is.
+fn pcm16_copy(from: &Path, to: &Path) -> Result<(), ReportError> {
+    let Ok((x, channels, rate)) = crate::audio::wav::read(from) else {
+        return link_or_copy(from, to);
+    };
+    let werr = |e: &dyn std::fmt::Display| ReportError::Write {
+        path: to.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut bytes = std::io::Cursor::new(Vec::with_capacity(44 + 2 * x.len()));
+    {
+        let mut w = hound::WavWriter::new(&mut bytes, spec).map_err(|e| werr(&e))?;
+        for v in &x {
+            let q = (v.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+            w.write_sample(q).map_err(|e| werr(&e))?;
+        }
+        w.finalize().map_err(|e| werr(&e))?;
+    }
+    write(to, &bytes.into_inner())
+}
+
+/// One page per target (split into parts of at most [`MAX_PLAYERS`] players): the target's
+/// unsteered baselines once at the top, then every steered clip, in spec order.
+fn audio_pages(
+    d: &ReportData,
+    order: &Order,
+    audio_dir: &Path,
+) -> Result<Vec<AudioPage>, ReportError> {
+    let mut files = ClipFiles {
+        dir: audio_dir,
+        written: BTreeMap::new(),
     };
     let baselines: Vec<&collect::Clip> = d.clips.iter().filter(|c| c.eta == 0.0).collect();
     let mut steered: Vec<&collect::Clip> = d.clips.iter().filter(|c| c.eta != 0.0).collect();
     steered.sort_by(|a, b| {
-        a.point
-            .cmp(&b.point)
+        order
+            .cmp(&a.point, &b.point)
             .then(a.eta.total_cmp(&b.eta))
             .then(a.prompt.cmp(&b.prompt))
             .then(a.seed.cmp(&b.seed))
             .then(a.node_id.cmp(&b.node_id))
     });
-    let mut used = BTreeSet::new();
-    let mut rows = vec![];
+    let mut by_target: Vec<(String, Vec<&collect::Clip>)> = vec![];
     for c in steered {
-        let base = baselines
-            .iter()
-            .find(|b| b.prompt == c.prompt && b.seed == c.seed && b.model == c.model);
-        if let Some(b) = base {
-            used.insert(b.node_key.clone());
+        match by_target.iter_mut().find(|t| t.0 == c.point.target) {
+            Some(t) => t.1.push(c),
+            None => by_target.push((c.point.target.clone(), vec![c])),
         }
-        rows.push(ClipRow {
-            point: point_label(&c.point),
-            eta: num(c.eta),
-            prompt: c.prompt.clone(),
-            seed: c.seed.clone(),
-            steered: copy(c)?,
-            baseline: match base {
-                Some(b) => copy(b)?,
-                None => vec![],
-            },
-            steered_id: c.node_id.clone(),
+    }
+    let mut used = BTreeSet::new();
+    let mut pages = vec![];
+    for (target, clips) in &by_target {
+        // The baselines these clips are compared with (same prompt, seed and model).
+        let mut base: Vec<&collect::Clip> = baselines
+            .iter()
+            .copied()
+            .filter(|b| {
+                clips
+                    .iter()
+                    .any(|c| b.prompt == c.prompt && b.seed == c.seed && b.model == c.model)
+            })
+            .collect();
+        base.sort_by(|a, b| a.prompt.cmp(&b.prompt).then(a.seed.cmp(&b.seed)));
+        used.extend(base.iter().map(|b| b.node_key.clone()));
+        let base_rows = base
+            .iter()
+            .map(|b| files.baseline(b))
+            .collect::<Result<Vec<_>, ReportError>>()?;
+        let per_page = MAX_PLAYERS.saturating_sub(base_rows.len()).max(1);
+        let parts: Vec<&[&collect::Clip]> = clips.chunks(per_page).collect();
+        let name = if target.is_empty() {
+            "no target"
+        } else {
+            target
+        };
+        for (i, part) in parts.iter().enumerate() {
+            let rows = part
+                .iter()
+                .map(|c| {
+                    Ok(ClipRow {
+                        variant: variant_label(&c.point),
+                        eta: num(c.eta),
+                        prompt: c.prompt.clone(),
+                        seed: c.seed.clone(),
+                        src: files.add(c)?,
+                        id: c.node_id.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, ReportError>>()?;
+            let suffix = if parts.len() > 1 {
+                format!(" (part {} of {})", i + 1, parts.len())
+            } else {
+                String::new()
+            };
+            // Targets differing only in characters a file name cannot hold (C# / C_) stay apart.
+            let mut stem = format!("audio-{}", safe_name(name));
+            if pages
+                .iter()
+                .any(|p: &AudioPage| p.stem == stem && p.target != *target)
+            {
+                stem = format!("{stem}-{}", pages.len());
+            }
+            pages.push(AudioPage {
+                file: format!(
+                    "{stem}{}.html",
+                    if i > 0 { format!("-{}", i + 1) } else { String::new() }
+                ),
+                stem,
+                target: target.clone(),
+                text: if parts.len() > 1 {
+                    format!("{name} ({})", i + 1)
+                } else {
+                    name.to_string()
+                },
+                title: format!("audio {name}{suffix}"),
+                heading: format!("Audio: steering towards {name}{suffix}"),
+                note: format!(
+                    "{} steered clip(s) of {name} in all; the {} unsteered baseline(s) they are compared with (same prompt and seed) are shown once, above. Every clip file is written once.",
+                    clips.len(),
+                    base_rows.len()
+                ),
+                pager: vec![],
+                baselines: base_rows.clone(),
+                rows,
+            });
+        }
+    }
+    let rest: Vec<&&collect::Clip> = baselines
+        .iter()
+        .filter(|b| !used.contains(&b.node_key))
+        .collect();
+    for (i, part) in rest.chunks(MAX_PLAYERS).enumerate() {
+        let rows = part
+            .iter()
+            .map(|b| files.baseline(b))
+            .collect::<Result<Vec<_>, ReportError>>()?;
+        pages.push(AudioPage {
+            file: format!(
+                "audio-unsteered{}.html",
+                if i > 0 {
+                    format!("-{}", i + 1)
+                } else {
+                    String::new()
+                }
+            ),
+            stem: "audio-unsteered".into(),
+            target: String::new(),
+            text: "unsteered only".into(),
+            title: "audio unsteered".into(),
+            heading: "Audio: unsteered generations without a steered counterpart".into(),
+            note: String::new(),
+            pager: vec![],
+            baselines: rows,
+            rows: vec![],
         });
     }
-    for b in baselines.iter().filter(|b| !used.contains(&b.node_key)) {
-        rows.push(ClipRow {
-            point: "unsteered baseline only".into(),
-            eta: "0".into(),
-            prompt: b.prompt.clone(),
-            seed: b.seed.clone(),
-            steered: vec![],
-            baseline: copy(b)?,
-            steered_id: String::new(),
-        });
+    // Parts of one target link to each other.
+    let groups: Vec<(String, String)> = pages
+        .iter()
+        .map(|p| {
+            (
+                p.heading.split(" (part ").next().unwrap_or("").to_string(),
+                p.file.clone(),
+            )
+        })
+        .collect();
+    for p in &mut pages {
+        let head = p.heading.split(" (part ").next().unwrap_or("").to_string();
+        let mine: Vec<&(String, String)> = groups.iter().filter(|g| g.0 == head).collect();
+        if mine.len() > 1 {
+            p.pager = mine
+                .iter()
+                .enumerate()
+                .map(|(i, g)| Link {
+                    href: g.1.clone(),
+                    text: format!("part {}", i + 1),
+                    current: g.1 == p.file,
+                })
+                .collect();
+        }
     }
-    Ok(rows)
+    Ok(pages)
 }
 
 fn model(input: &ReportInput, d: &ReportData) -> Model {
@@ -1042,6 +1469,7 @@ fn html_formatter(
 /// Renders the report into `out_dir` (`index.html`, `assets/`).
 pub fn render(input: &ReportInput, out_dir: &Path) -> Result<Rendered, ReportError> {
     let d = collect::collect(&input.nodes);
+    let order = Order::of(&d);
     let assets = out_dir.join("assets");
     let plot_dir = assets.join("plots");
     let audio_dir = assets.join("audio");
@@ -1056,50 +1484,155 @@ pub fn render(input: &ReportInput, out_dir: &Path) -> Result<Rendered, ReportErr
         dir: &plot_dir,
         png: input.png,
     };
-    let probe = probes(input, &d, &figs)?;
+    let probe = probes(input, &d, &order, &figs)?;
     let (node_rows, missing, cache, total_seconds) = nodes(input);
     let failed = missing.iter().filter(|m| m.state == "failed").count();
     let done = input.nodes.len() - missing.len();
-    let page = Page {
+    let model = model(input, &d);
+    let audio = audio_pages(&d, &order, &audio_dir)?;
+    let (tables, notes) = settings(input, &d, &order);
+    let settings_count = d.points.len();
+    // A sweep point is one assignment of the spec's [sweep] table (as `rfmx check` and the
+    // resolved spec count them); each evaluation is one setting of one sweep point.
+    let sweep_points = input
+        .nodes
+        .iter()
+        .map(|n| n.label.sweep_text())
+        .collect::<BTreeSet<_>>()
+        .len()
+        .max(1);
+    let nav = |current: &str| -> Vec<Link> {
+        [
+            ("index.html", "Overview"),
+            ("settings.html", "Settings"),
+            ("probes.html", "Probes & traces"),
+            (
+                audio
+                    .first()
+                    .map_or("index.html#details", |p| p.file.as_str()),
+                "Audio",
+            ),
+            ("provenance.html", "Provenance"),
+        ]
+        .iter()
+        .map(|(href, text)| Link {
+            href: href.to_string(),
+            text: text.to_string(),
+            current: *href == current,
+        })
+        .collect()
+    };
+    let common = |current: &str| Common {
         experiment: input.experiment.clone(),
+        weights: model.weights.clone(),
+        weights_class: model.weights_class,
         counts: format!(
-            "{done} of {} result node(s) present, {} missing, {failed} failed",
+            "{done} of {} result node(s) present, {} missing, {failed} failed; {settings_count} setting(s) in {sweep_points} sweep point(s)",
             input.nodes.len(),
             missing.len() - failed
         ),
-        problems: d.problems.clone(),
-        summary: summary(input, &d),
-        eta_figures: eta_figures(input, &d, &figs)?,
-        probe_figures: probe.figures,
-        selections: probe.selections,
-        table1: probe.table1,
-        table1_mean: probe.table1_mean,
-        transfer: transfer_blocks(&d),
-        confusions: probe.confusions,
-        trace_figures: traces(&d, &figs)?,
-        clips: clips(&d, &audio_dir)?,
-        toy: d.toy.clone(),
-        model: model(input, &d),
-        renderers: d.renderers.clone(),
-        provenance: input.provenance.clone(),
-        cache,
-        total_seconds,
-        nodes: node_rows,
-        missing,
-        spec: input.spec_toml.clone(),
+        nav: nav(current),
     };
+    let words = format!(
+        "A setting is one row: target · schedule · layers · gate · η, evaluated against the unsteered generations. A sweep point is one assignment of the spec's [sweep] table; this spec has {sweep_points}, with {settings_count} setting(s) in all."
+    );
+    let overview = overview(input, &d, &order, &figs)?;
+    let legend: Vec<(String, String)> = tables
+        .first()
+        .map(|t| {
+            t.metrics
+                .iter()
+                .map(|m| (m.clone(), metric_axis(m)))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut env = minijinja::Environment::new();
     env.set_formatter(html_formatter);
-    env.add_template("report.html", TEMPLATE)
-        .map_err(|e| ReportError::Template(e.to_string()))?;
-    let html = env
-        .get_template("report.html")
-        .and_then(|t| t.render(&page))
-        .map_err(|e| ReportError::Template(format!("{e:#}")))?;
-    write(&out_dir.join("index.html"), html.as_bytes())?;
+    for (name, text) in TEMPLATES {
+        env.add_template(name, text)
+            .map_err(|e| ReportError::Template(e.to_string()))?;
+    }
+    let page = |template: &str, file: &str, ctx: minijinja::Value| -> Result<(), ReportError> {
+        let html = env
+            .get_template(template)
+            .and_then(|t| t.render(ctx))
+            .map_err(|e| ReportError::Template(format!("{e:#}")))?;
+        write(&out_dir.join(file), html.as_bytes())
+    };
+    let audio_links: Vec<Link> = audio
+        .iter()
+        .map(|p| Link {
+            href: p.file.clone(),
+            text: format!("{} ({} clip(s))", p.text, p.rows.len() + p.baselines.len()),
+            current: false,
+        })
+        .collect();
+    page(
+        "index.html",
+        "index.html",
+        minijinja::context! {
+            c => common("index.html"),
+            missing => &missing,
+            problems => &d.problems,
+            overview => overview,
+            overview_note => format!(
+                "One panel per target, in the spec's order; η = 0 is the unsteered generation. {words} Every number with its CI is on the settings page."
+            ),
+            toy => &d.toy,
+            settings_count => format!("{settings_count} setting(s) in {sweep_points} sweep point(s)"),
+            audio_pages => audio_links,
+        },
+    )?;
+    page(
+        "settings.html",
+        "settings.html",
+        minijinja::context! {
+            c => common("settings.html"),
+            words => words,
+            tables => tables,
+            notes => notes,
+            legend => legend,
+        },
+    )?;
+    page(
+        "probes.html",
+        "probes.html",
+        minijinja::context! {
+            c => common("probes.html"),
+            probe_figures => probe.figures,
+            selection_figures => probe.selection_figures,
+            selections => probe.selections,
+            table1 => probe.table1,
+            table1_mean => probe.table1_mean,
+            transfer => transfer_blocks(&d),
+            confusions => probe.confusions,
+            trace_figures => traces(&d, &figs)?,
+        },
+    )?;
+    for a in &audio {
+        page(
+            "audio.html",
+            &a.file,
+            minijinja::context! { c => common(&a.file), page => a },
+        )?;
+    }
+    page(
+        "provenance.html",
+        "provenance.html",
+        minijinja::context! {
+            c => common("provenance.html"),
+            model => &model,
+            renderers => &d.renderers,
+            provenance => &input.provenance,
+            cache => cache,
+            total_seconds => total_seconds,
+            nodes => node_rows,
+            spec => &input.spec_toml,
+        },
+    )?;
     Ok(Rendered {
         nodes: input.nodes.len(),
-        missing: page.missing.len() - failed,
+        missing: missing.len() - failed,
         failed,
     })
 }

@@ -29,6 +29,21 @@ pub struct Key {
     pub orders: BTreeMap<String, Vec<String>>,
     pub target_lufs: f64,
     pub true_peak_dbtp: f64,
+    /// Source clips that feed more than one stimulus (only with `test.allow_repeats`): analysis
+    /// should treat the ratings of these stimuli as ratings of one clip.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeats: Vec<Repeat>,
+}
+
+/// One clip behind several stimuli.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Repeat {
+    /// blake3 of the normalised excerpt's samples, equal for all of `ids`.
+    pub blake3: String,
+    /// The stimulus ids it feeds.
+    pub ids: Vec<String>,
+    /// Their sources, in the order of `ids`.
+    pub origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,6 +137,24 @@ pub fn build(spec: &ListeningSpec, reports_root: &Path) -> Result<Built> {
             Ok((y, norm, src.origin.clone(), short))
         })
         .collect::<Result<Vec<_>>>()?;
+    let samples: Vec<Vec<f32>> = rendered.iter().map(|r| r.0.clone()).collect();
+    let origins: Vec<String> = rendered.iter().map(|r| r.2.clone()).collect();
+    let repeats = repeated_stimuli(&samples);
+    if !repeats.is_empty() {
+        let text = describe_repeats(&repeats, &items, &origins);
+        if !t.allow_repeats {
+            return Err(StimuliError::Repeats(format!(
+                "{text}\na subject would hear the same clip more than once, its checksum would give \
+                 away which stimuli share a condition, and analysis would count identical audio as \
+                 independent ratings.\nhint: let each target select its own clips (e.g. per-target \
+                 seeds: match = {{ seed = {{ \"notes:C\" = [0, 1], \"notes:E\" = [2, 3] }} }}), or set \
+                 `allow_repeats = true` in [test] to keep the repeats (recorded in the private key)"
+            )));
+        }
+        warnings.push(format!(
+            "{text} (allowed by test.allow_repeats; recorded in the private key)"
+        ));
+    }
 
     let set = set_id(&t.name, t.seed, &items);
     let subjects: Vec<String> = (0..t.subjects).map(subject_label).collect();
@@ -213,6 +246,14 @@ pub fn build(spec: &ListeningSpec, reports_root: &Path) -> Result<Built> {
         orders: order_map,
         target_lufs: t.target_lufs,
         true_peak_dbtp: t.true_peak_dbtp,
+        repeats: repeats
+            .iter()
+            .map(|(hash, idx)| Repeat {
+                blake3: hash.clone(),
+                ids: idx.iter().map(|&i| items[i].id.clone()).collect(),
+                origins: idx.iter().map(|&i| origins[i].clone()).collect(),
+            })
+            .collect(),
     };
     warnings.extend(rendered.iter().filter_map(|r| r.3.clone()));
     let private = out.join("private");
@@ -256,6 +297,65 @@ pub fn build(spec: &ListeningSpec, reports_root: &Path) -> Result<Built> {
         key,
         warnings,
     })
+}
+
+/// Groups of stimuli whose excerpts are identical after normalisation (the same source clip, or
+/// sources that differ only in level): (blake3 of the samples, item indices).
+fn repeated_stimuli(rendered: &[Vec<f32>]) -> Vec<(String, Vec<usize>)> {
+    let mut by_hash: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, x) in rendered.iter().enumerate() {
+        let h = blake3::hash(bytemuck::cast_slice(x)).to_hex().to_string();
+        by_hash.entry(h).or_default().push(i);
+    }
+    let mut out: Vec<(String, Vec<usize>)> = by_hash
+        .into_iter()
+        .filter(|(_, idx)| idx.len() > 1)
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
+/// One line per repeated clip: which cells it would feed, from which source.
+fn describe_repeats(
+    repeats: &[(String, Vec<usize>)],
+    items: &[Item],
+    origins: &[String],
+) -> String {
+    repeats
+        .iter()
+        .map(|(_, idx)| {
+            let sources: std::collections::BTreeSet<&str> =
+                idx.iter().map(|&i| origins[i].as_str()).collect();
+            let cells: Vec<String> = idx
+                .iter()
+                .map(|&i| {
+                    let it = &items[i];
+                    format!(
+                        "condition `{}` × target `{}` (clip {})",
+                        it.condition,
+                        it.target,
+                        it.replicate + 1
+                    )
+                })
+                .collect();
+            let from = sources
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let what = if sources.len() == 1 {
+                format!("source {from}")
+            } else {
+                format!("sources {from} (equal after loudness normalisation)")
+            };
+            format!(
+                "{what} would feed {} stimuli: {}",
+                idx.len(),
+                cells.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `trials.js`: the page's data (ids, questions per stimulus, orders), with no conditions.

@@ -41,6 +41,8 @@ pub enum StimuliError {
     },
     #[error("results: {0}")]
     Results(String),
+    #[error("{0}")]
+    Repeats(String),
 }
 
 pub type Result<T> = std::result::Result<T, StimuliError>;

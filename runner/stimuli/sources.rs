@@ -100,10 +100,28 @@ pub fn resolve(
     Ok(all.into_iter().take(n).collect())
 }
 
+/// A `match` value for one target: placeholders expanded, a per-target table resolved.
 fn expanded(v: &serde_json::Value, target: &TargetSpec) -> serde_json::Value {
+    use serde_json::Value;
     match v {
-        serde_json::Value::String(s) => serde_json::Value::String(target.expand(s)),
+        Value::String(s) => Value::String(target.expand(s)),
+        Value::Object(per_target) => per_target
+            .get(&target.id)
+            .map_or(Value::Null, |v| expanded(v, target)),
+        Value::Array(any) => Value::Array(any.iter().map(|v| expanded(v, target)).collect()),
         other => other.clone(),
+    }
+}
+
+/// Whether a `meta.json` value is the wanted one (numbers within 1e-9; a list: any of its values).
+fn value_matches(got: &serde_json::Value, want: &serde_json::Value) -> bool {
+    match want {
+        serde_json::Value::Array(any) => any.iter().any(|w| value_matches(got, w)),
+        serde_json::Value::Number(w) => match (got.as_f64(), w.as_f64()) {
+            (Some(g), Some(w)) => (g - w).abs() <= 1e-9,
+            _ => false,
+        },
+        w => got == w,
     }
 }
 
@@ -119,14 +137,7 @@ fn describe(cond: &ConditionSpec, target: &TargetSpec) -> String {
 /// Whether a generation's `meta.json` has every field of the condition's `match`.
 pub fn matches(meta: &serde_json::Value, cond: &ConditionSpec, target: &TargetSpec) -> bool {
     cond.matches.iter().all(|(k, want)| {
-        let want = expanded(want, target);
-        match (meta.get(k), &want) {
-            (Some(got), serde_json::Value::Number(w)) => match (got.as_f64(), w.as_f64()) {
-                (Some(g), Some(w)) => (g - w).abs() <= 1e-9,
-                _ => false,
-            },
-            (Some(got), w) => got == w,
-            (None, _) => false,
-        }
+        meta.get(k)
+            .is_some_and(|got| value_matches(got, &expanded(want, target)))
     })
 }

@@ -50,6 +50,11 @@ pub struct TestSpec {
     /// Shown at the top of the rating page.
     #[serde(default)]
     pub instructions: Option<String>,
+    /// Let one source clip feed several stimuli (refused by default: a subject would hear the same
+    /// clip twice, and analysis would count identical audio as independent ratings). The repeats
+    /// are then recorded in the private key.
+    #[serde(default)]
+    pub allow_repeats: bool,
 }
 
 fn one() -> usize {
@@ -133,7 +138,9 @@ pub struct ConditionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<PathBuf>,
     /// `generations`: `meta.json` fields a node must match; string values expand `{target}`,
-    /// `{label}`, `{concept}`, `{class}`; numbers match within 1e-9.
+    /// `{label}`, `{concept}`, `{class}`; numbers match within 1e-9; a list matches any of its
+    /// values; a table keyed by target id gives each target its own value (e.g. its own seeds, so
+    /// that a condition that does not depend on the target still takes distinct clips per target).
     #[serde(rename = "match", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub matches: BTreeMap<String, serde_json::Value>,
 }
@@ -297,6 +304,26 @@ impl ListeningSpec {
             }
             {
                 let known: BTreeSet<&str> = self.targets.iter().map(|t| t.id.as_str()).collect();
+                for (field, v) in &c.matches {
+                    if let serde_json::Value::Object(per_target) = v {
+                        let listed = |k: &str| per_target.contains_key(k);
+                        if let Some(t) = known.iter().find(|t| !listed(t)) {
+                            return Err(format!(
+                                "condition `{}`: match.{field} has no value for target `{t}` \
+                                 (a table in `match` is keyed by target id)",
+                                c.id
+                            ));
+                        }
+                        if let Some(k) = per_target.keys().find(|k| !known.contains(k.as_str())) {
+                            return Err(format!(
+                                "condition `{}`: match.{field} names `{k}`, which is not a declared \
+                                 target (targets: {})",
+                                c.id,
+                                known.iter().copied().collect::<Vec<_>>().join(", ")
+                            ));
+                        }
+                    }
+                }
                 for k in c.files.keys() {
                     if !known.contains(k.as_str()) {
                         return Err(format!(

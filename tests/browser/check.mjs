@@ -1,7 +1,8 @@
 // Loads an rfmx report from disk in the system chromium (headless, via puppeteer-core) and checks:
 // no console errors or page errors, no failed requests, no request leaves file:// (no network),
 // every <img> decodes, every <audio> src is an existing file that chromium can load, no <script>
-// element exists (escaping), and the page does not overflow horizontally at 1280 px or 390 px.
+// element exists (escaping), and the page does not overflow horizontally at 1280 px or 390 px, nor
+// does any table stick out of the page. Reports each page's height and player count per width.
 //
 //   node tests/browser/check.mjs path/to/index.html [/usr/bin/chromium]
 // With EXPECT_TEXT set, that text must be visible in the page as text (e.g. a prompt holding
@@ -56,6 +57,8 @@ try {
       const imgs = [...document.images].map((i) => ({
         src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0 }));
       const audios = [...document.querySelectorAll('audio')];
+      // as the page asks (counted before the loop below sets it to load every clip)
+      const preloaded = audios.filter((a) => a.getAttribute('preload') === 'metadata').length;
       const audio = await Promise.all(audios.map((a) => new Promise((resolve) => {
         const done = (ok, why) => resolve({ src: a.getAttribute('src'), ok, why });
         a.addEventListener('loadedmetadata', () => done(a.duration > 0, `duration ${a.duration}`), { once: true });
@@ -68,6 +71,11 @@ try {
         imgs, audio,
         scripts: document.querySelectorAll('script').length,
         overflow: document.documentElement.scrollWidth - window.innerWidth,
+        height: document.documentElement.scrollHeight,
+        tables: [...document.querySelectorAll('table')]
+          .map((t) => Math.ceil(t.getBoundingClientRect().right - document.documentElement.clientWidth))
+          .filter((x) => x > 1),
+        metadata: preloaded,
         text: document.body.innerText.length,
         body: document.body.innerText,
       };
@@ -82,8 +90,10 @@ try {
     if (expect && !view.body.includes(expect)) problems.push(`text not shown at ${width}px: ${expect}`);
     if (view.scripts !== 0) problems.push(`${view.scripts} <script> element(s) in the page`);
     if (view.overflow > 1) problems.push(`page overflows horizontally by ${view.overflow}px at ${width}px`);
+    for (const t of view.tables) problems.push(`a table sticks out ${t}px past the page at ${width}px`);
     summary.views.push({ width, images: view.imgs.length, audio: view.audio.length,
-                         scripts: view.scripts, overflow: view.overflow, text: view.text });
+                         scripts: view.scripts, overflow: view.overflow, text: view.text,
+                         height: view.height, metadata: view.metadata });
     await page.close();
   }
 } catch (e) {
