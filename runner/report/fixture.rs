@@ -505,6 +505,7 @@ pub fn build(dir: &Path, provenance: Provenance) -> Result<ReportInput, ReportEr
         model: Some(super::ModelParams {
             name: "tiny".into(),
             path: None,
+            dtype: Default::default(),
         }),
         layers: serde_json::to_value(strategy()).ok(),
         metrics: vec!["probe_accuracy".into(), "fd".into(), "clap".into()],
