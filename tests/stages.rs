@@ -371,3 +371,83 @@ fn steering_can_be_switched_off_for_a_probe_only_spec() {
     );
     ok(&w.rfmx(&["check", probe_only.to_str().unwrap()]));
 }
+
+/// `id -> key` of every node in `rfmx plan`'s listing.
+fn plan_keys(stdout: &str) -> HashMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let (head, rest) = l.split_once("  [")?;
+            let id = head.split_whitespace().last()?;
+            let key = rest.split(']').next()?;
+            Some((id.to_string(), key.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn model_dtype_keys_f32_as_before_and_bf16_runs_the_tiny_pipeline_under_new_keys() {
+    let w = Work::new();
+    let spec = w.spec("s.toml", SPEC);
+    let spec = spec.to_str().unwrap();
+    let absent = plan_keys(&ok(&w.rfmx(&["plan", spec])));
+    // On the CPU `auto` is f32, and an explicit f32 keys every model node as no dtype at all
+    // (the report's key hashes the resolved spec's text, which now names the dtype).
+    let without_report = |mut k: HashMap<String, String>| {
+        k.remove("report");
+        k
+    };
+    for set in ["model.dtype=\"f32\"", "model.dtype=\"auto\""] {
+        let f32 = plan_keys(&ok(&w.rfmx(&["plan", spec, "--set", set])));
+        assert_eq!(without_report(f32), without_report(absent.clone()), "{set}");
+    }
+    let bf16 = plan_keys(&ok(&w.rfmx(&[
+        "plan",
+        spec,
+        "--set",
+        "model.dtype=\"bf16\"",
+    ])));
+    assert_eq!(bf16.len(), absent.len());
+    assert_eq!(bf16["dataset[chords]"], absent["dataset[chords]"]);
+    for (id, key) in &absent {
+        let model_dependent = id.starts_with("activations[")
+            || id.starts_with("generation[")
+            || id.starts_with("probe[")
+            || id.starts_with("report");
+        if model_dependent {
+            assert_ne!(&bf16[id], key, "{id} kept its f32 key under bf16");
+        }
+    }
+    let f16 = plan_keys(&ok(&w.rfmx(&[
+        "plan",
+        spec,
+        "--set",
+        "model.dtype=\"f16\"",
+    ])));
+    assert_ne!(
+        f16["generation[baseline|none|g1|eta0|0|s3]"],
+        bf16["generation[baseline|none|g1|eta0|0|s3]"]
+    );
+
+    let run = ok(&w.rfmx(&["run", spec, "--set", "model.dtype=\"bf16\""]));
+    assert_eq!(count(&run, "computed"), 13, "{run}");
+    let out = w.outputs("stages_t");
+    let feats = safetensors(&out["activations[chords,mean]"].join("features.safetensors"));
+    assert!(
+        feats.values().all(|(_, v)| v.iter().all(|x| x.is_finite())),
+        "non-finite bf16 features"
+    );
+    let gen_dir = &out["generation[baseline|none|g1|eta0|0|s3]"];
+    assert!(gen_dir.join("audio.wav").is_file());
+    let captured = safetensors(&gen_dir.join("captured.safetensors"));
+    assert!(
+        captured
+            .values()
+            .all(|(_, v)| v.iter().all(|x| x.is_finite()))
+    );
+
+    let bad = w.rfmx(&["plan", spec, "--set", "model.dtype=\"f64\""]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("dtype") && err.contains("bf16"), "{err}");
+}

@@ -9,7 +9,7 @@ use common::directions::write_directions;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use rfmx::model::{ModelSource, Pipeline};
+use rfmx::model::{ModelSource, Pipeline, Precision};
 use rfmx::spec::schema::{EtaMode, GateMode, LayerStrategy, Pooling, Schedule};
 use rfmx::stages::generation::{GenParams, GenerationInputs, gate_seed, run_generation};
 use rfmx::steer::gate::Gate;
@@ -34,6 +34,7 @@ fn params(eta: f64, target: Option<&str>) -> GenParams {
         cfg: 3.0,
         pooling: Pooling::Mean,
         constants: None,
+        dtype: Precision::F32,
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use rfmx::model::musicgen::Pool;
-use rfmx::model::{ModelSource, Pipeline};
+use rfmx::model::{ModelSource, Pipeline, Precision};
 use rfmx::probe::{Features, ProbeConfig, ProbeFit, ProbeKind, Targets, Task};
 use rfmx::spec::schema::{EtaMode, GateMode, LayerStrategy, Pooling, Schedule};
 use rfmx::stages::generation::{GenParams, GenerationInputs, run_generation};
@@ -148,6 +148,7 @@ fn target_probe_score_rises_monotonically_with_eta() {
                 cfg: 3.0,
                 pooling: Pooling::Mean,
                 constants: None,
+                dtype: Precision::F32,
             };
             let out = tmp.path().join(format!("g{eta}-{seed}"));
             std::fs::create_dir_all(&out).unwrap();

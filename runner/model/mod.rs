@@ -10,6 +10,7 @@ pub mod hub;
 pub mod kernels;
 pub mod musicgen;
 mod pipeline;
+mod precision;
 pub mod random_small;
 mod seeded;
 pub mod text;
@@ -17,3 +18,4 @@ pub mod weights;
 
 pub use error::{ModelError, download_command};
 pub use pipeline::{ModelSource, Pipeline, SAMPLE_RATE};
+pub use precision::Precision;

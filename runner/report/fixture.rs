@@ -752,6 +752,7 @@ pub fn build_sweep(
         model: Some(super::ModelParams {
             name: "tiny".into(),
             path: None,
+            dtype: Default::default(),
         }),
         layers: serde_json::to_value(LayerStrategy::Exponential {
             w0: 1.0,
@@ -783,6 +784,7 @@ pub fn build(dir: &Path, provenance: Provenance) -> Result<ReportInput, ReportEr
         model: Some(super::ModelParams {
             name: "tiny".into(),
             path: None,
+            dtype: Default::default(),
         }),
         layers: serde_json::to_value(strategy()).ok(),
         metrics: vec!["probe_accuracy".into(), "fd".into(), "clap".into()],

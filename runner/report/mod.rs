@@ -81,6 +81,9 @@ pub struct ReportParams {
 pub struct ModelParams {
     pub name: String,
     pub path: Option<String>,
+    /// Resolved `[model] dtype`; absent (f32) so that f32 report keys predate the knob.
+    #[serde(default, skip_serializing_if = "crate::model::Precision::is_f32")]
+    pub dtype: crate::model::Precision,
 }
 
 impl ReportParams {
@@ -97,6 +100,7 @@ impl ReportParams {
             spec_toml: self.spec.clone(),
             model_name: self.model.as_ref().map(|m| m.name.clone()),
             model_path: self.model.as_ref().and_then(|m| m.path.clone()),
+            model_dtype: self.model.as_ref().map(|m| m.dtype.name()),
             layers: self.layers(),
             metrics: self.metrics.clone(),
             nodes,
@@ -135,6 +139,7 @@ pub fn report_params(spec: &LoadedSpec) -> ReportParams {
         model: base.model.as_ref().map(|m| ModelParams {
             name: m.name.clone(),
             path: m.path.clone(),
+            dtype: m.precision(),
         }),
         layers: base
             .steer

@@ -56,6 +56,8 @@ pub struct ReportInput {
     /// `[model] name` / `path`; `None` without a model section.
     pub model_name: Option<String>,
     pub model_path: Option<String>,
+    /// The precision the model ran in (`[model] dtype` resolved).
+    pub model_dtype: Option<&'static str>,
     /// `[steer] layers`: marks the layers selected for steering on the probe plots.
     pub layers: Option<LayerStrategy>,
     /// `[evaluate] metrics`, in spec order (columns of the summary table).
@@ -269,6 +271,7 @@ struct Model {
     name: String,
     weights: String,
     weights_class: &'static str,
+    dtype: Option<&'static str>,
     descriptions: Vec<String>,
     fingerprints: Vec<String>,
 }
@@ -1384,6 +1387,7 @@ fn model(input: &ReportInput, d: &ReportData) -> Model {
         name,
         weights,
         weights_class,
+        dtype: input.model_dtype,
         descriptions: d.model_descriptions.clone(),
         fingerprints: d.fingerprints.clone(),
     }

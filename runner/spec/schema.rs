@@ -79,6 +79,34 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub device: String,
+    /// Absent = `auto`. Optional rather than defaulted so that the resolved spec (hashed into the
+    /// report node's key) of a spec without it stays as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<ModelDtype>,
+}
+
+/// `[model] dtype`: the decoder's precision; `auto` is resolved per device
+/// ([`crate::model::Precision::auto_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelDtype {
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl ModelSpec {
+    /// The precision the model's nodes run in (and are keyed by).
+    pub fn precision(&self) -> crate::model::Precision {
+        use crate::model::Precision;
+        match self.dtype.unwrap_or(ModelDtype::Auto) {
+            ModelDtype::Auto => Precision::auto_for(&self.device),
+            ModelDtype::F32 => Precision::F32,
+            ModelDtype::Bf16 => Precision::Bf16,
+            ModelDtype::F16 => Precision::F16,
+        }
+    }
 }
 
 /// The seven SynTheory concepts and `keys`: the data stage's type, so that a spec can only name classes

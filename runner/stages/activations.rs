@@ -19,7 +19,7 @@ use crate::dag::{NodeCtx, NodeError, NodeKind};
 use crate::data::Dataset;
 use crate::data::RendererInfo;
 use crate::model::musicgen::{Pool, parse_device};
-use crate::model::{ModelSource, Pipeline};
+use crate::model::{ModelSource, Pipeline, Precision};
 
 /// Clips per forward pass (a hint: it does not change the features beyond float rounding).
 pub const DEFAULT_BATCH: usize = 16;
@@ -37,6 +37,9 @@ struct Params {
     concept: String,
     pooling: String,
     layers: Vec<usize>,
+    /// `[model] dtype` resolved (always in this kind's key; "f32" before the knob existed).
+    #[serde(default)]
+    dtype: Precision,
 }
 
 /// `index.json` of an activations node: what the rows of `features.safetensors` are.
@@ -96,7 +99,7 @@ impl NodeKind for ActivationsNode {
             .and_then(|v| v.as_u64())
             .map_or(DEFAULT_BATCH, |b| b.max(1) as usize);
         let source = ModelSource::from_spec(&name, path.as_deref().map(std::path::Path::new));
-        let pipe = Pipeline::shared(&source, &device, DType::F32)?;
+        let pipe = Pipeline::shared(&source, &device, p.dtype.dtype())?;
         if let Some(fp) = hint("fingerprint")
             && fp != pipe.fingerprint
         {

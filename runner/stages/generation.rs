@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dag::{NodeCtx, NodeError, NodeKind};
 use crate::model::musicgen::{GenerateConfig, LayerHook, MusicgenError, Pool, parse_device};
-use crate::model::{ModelSource, Pipeline};
+use crate::model::{ModelSource, Pipeline, Precision};
 use crate::spec::schema::{
     EtaMode, GateMode, LayerStrategy, Pooling, Schedule, Target, TargetTerm,
 };
@@ -83,6 +83,9 @@ pub struct GenParams {
     pub pooling: Pooling,
     /// The schedule constants (None for baselines, which have no schedule).
     pub constants: Option<ScheduleConstants>,
+    /// `[model] dtype` resolved; absent (f32) in the key so that f32 keys predate the knob.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub dtype: Precision,
 }
 
 /// The model to load (a hint: the key carries the model's fingerprint, never a path).
@@ -609,7 +612,7 @@ impl NodeKind for GenerationKind {
         let source = ModelSource::from_spec(&hint.name, hint.path.as_deref().map(Path::new));
         ctx.progress(0, 2, "loading model");
         let device = parse_device(hint.device.as_deref().unwrap_or("cpu"))?;
-        let pipeline = Pipeline::shared(&source, &device, DType::F32)?;
+        let pipeline = Pipeline::shared(&source, &device, params.dtype.dtype())?;
         let mut dirs = Vec::new();
         if let Some(t) = &params.target {
             let target: Target = t.parse().map_err(SteerError::Input)?;

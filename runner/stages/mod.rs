@@ -265,7 +265,7 @@ impl Stage for ProbeStage {
                         "concept": c,
                         "pooling": pooling,
                         "layers": layers,
-                        "dtype": "f32",
+                        "dtype": model.precision(),
                     }),
                 )
                 .input("dataset", ds)

@@ -77,6 +77,7 @@ impl Stage for SteerStage {
             return Ok(());
         };
         let (fp, hint, model_ext) = model_of(s)?;
+        let dtype = s.model.as_ref().map(|m| m.precision()).unwrap_or_default();
         let hints = json!({ "model": hint });
         let pooling = pooling_of(s);
         let seeds = sample_seeds(s, steer.samples);
@@ -94,6 +95,7 @@ impl Stage for SteerStage {
             cfg: steer.cfg,
             pooling,
             constants: None,
+            dtype,
         };
         let mut baselines = Vec::new();
         for (p, prompt) in steer.prompts.iter().enumerate() {
