@@ -580,6 +580,30 @@ mod tests {
     }
 
     #[test]
+    fn report_params_do_not_depend_on_the_executor_or_the_spec_path() {
+        let text = "[model]\nname = \"tiny\"\n[steer]\neta = [0.1]\n";
+        let load = |name: &str, sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let spec = crate::spec::load_str(name, "x", text, &sets, &[]).unwrap();
+            serde_json::to_value(report_params(&spec)).unwrap()
+        };
+        let base = load("specs/x.toml", &[]);
+        assert_eq!(base, load("./specs/x.toml", &[]));
+        assert_eq!(
+            base,
+            load(
+                "specs/x.toml",
+                &[
+                    "executor.jobs=1",
+                    "executor.slurm.gpus=0",
+                    "executor.kind=\"slurm\""
+                ]
+            )
+        );
+        assert_ne!(base, load("specs/x.toml", &["steer.gate=0.25"]));
+    }
+
+    #[test]
     fn timestamps_round_trip_with_the_run_logs() {
         let now = crate::events::timestamp();
         let t = parse_timestamp(&now).unwrap();
