@@ -596,8 +596,16 @@ fn slurm_status(store: &Store) {
                 Some(s) => s
                     .get(&r.job_id)
                     .map_or("ENDED (no longer in squeue)".into(), |j| {
-                        let failed = if j.is_active() { "" } else { ", FAILED" };
-                        format!("{}{failed}", j.label())
+                        // "failed" only with a failure record, as `failed nodes:` counts them; a
+                        // job that ended without a result (cancelled) is resubmitted by a re-run.
+                        let why = if j.is_active() {
+                            ""
+                        } else if store.failure(key).is_some() {
+                            ", node failed"
+                        } else {
+                            ", no result"
+                        };
+                        format!("{}{why}", j.label())
                     }),
                 None => "?".into(),
             };

@@ -15,6 +15,7 @@ fn provenance() -> Provenance {
         rfmx_version: "0.0.0-test".into(),
         git_commit: "fixture".into(),
         run_log: Some("run log fixture.jsonl".into()),
+        beside: false,
     }
 }
 
@@ -317,8 +318,26 @@ fn report_node_renders_once_and_is_published_after_every_run() {
     assert_eq!(line, format!("report: {}", index.display()));
     let first = std::fs::read_to_string(&index).unwrap();
     assert!(first.contains("<td data-label=\"node\"><code>toy_sum</code></td><td data-label=\"output\"><code>{&quot;sum&quot;:5.0,&quot;parts&quot;:2}</code></td>"), "{first}");
-    let prov = std::fs::read_to_string(tmp.path().join("reports/toyrep/provenance.html")).unwrap();
-    assert!(prov.contains("0 cache hit(s), 3 computed"), "{prov}");
+    // The cached pages hold no per-run provenance; provenance.json beside them does.
+    let page = std::fs::read_to_string(tmp.path().join("reports/toyrep/provenance.html")).unwrap();
+    assert!(page.contains("in provenance.json beside it"), "{page}");
+    assert!(!page.contains(rfmx::GIT_COMMIT), "{page}");
+    assert!(!first.contains(rfmx::GIT_COMMIT), "{first}");
+    let prov = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path.join("provenance.json")).unwrap()).unwrap()
+    };
+    let dir = tmp.path().join("reports/toyrep");
+    let p = prov(&dir);
+    assert_eq!(
+        (p["cache_hits"].as_u64(), p["computed"].as_u64()),
+        (Some(0), Some(3)),
+        "{p}"
+    );
+    assert_eq!(p["git_commit"], rfmx::GIT_COMMIT);
+    assert!(
+        p["run_log"].as_str().unwrap().contains("20260101T000000"),
+        "{p}"
+    );
     // The node output is what was published.
     let key = &plan.nodes[report].key;
     assert!(matches!(store.verify(key), EntryState::Valid(_)));
@@ -331,6 +350,16 @@ fn report_node_renders_once_and_is_published_after_every_run() {
     let (computed, cached, _) = run(2);
     assert_eq!((computed, cached), (0, 4));
     assert_eq!(std::fs::read_to_string(&index).unwrap(), first);
+    let p = prov(&dir);
+    assert_eq!(
+        (p["cache_hits"].as_u64(), p["computed"].as_u64()),
+        (Some(3), Some(0)),
+        "{p}"
+    );
+    assert!(
+        p["run_log"].as_str().unwrap().contains("20260102T000000"),
+        "{p}"
+    );
     assert!(
         tmp.path()
             .join("reports/toyrep/assets/report.css")

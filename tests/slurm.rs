@@ -220,7 +220,7 @@ fn slurm_failing_node_has_its_record_siblings_finish_and_only_it_is_resubmitted(
     );
     let failed_job = &w.jobs("failing")["toy_square[x=2]"];
     assert!(
-        st.contains(failed_job.as_str()) && st.contains("FAILED"),
+        st.contains(failed_job.as_str()) && st.contains("FAILED, node failed"),
         "{st}"
     );
     assert!(st.contains("slurm-"), "log paths shown: {st}");
@@ -286,6 +286,14 @@ fn slurm_detach_keeps_live_jobs_and_cancel_cancels_them() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    // Cancelled jobs left no failure record: not labelled failed while "failed nodes: 0".
+    let st = text(&w.logged(&["status"]));
+    assert!(
+        st.contains("failed nodes: 0")
+            && st.contains("CANCELLED, no result")
+            && !st.contains("FAILED"),
+        "{st}"
+    );
 }
 
 #[test]

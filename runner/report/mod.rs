@@ -65,7 +65,8 @@ pub enum ReportError {
     NoReport(String),
 }
 
-/// The report node's params: what it needs from the spec (hashed into its key).
+/// The report node's params: what it needs from the spec (hashed into its key). `spec` is the
+/// resolved spec without `[executor]` and without its path (keys never depend on either).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReportParams {
     pub experiment: String,
@@ -135,7 +136,7 @@ pub fn report_params(spec: &LoadedSpec) -> ReportParams {
     let base = &spec.base;
     ReportParams {
         experiment: spec.experiment().to_string(),
-        spec: spec.resolved_toml(),
+        spec: spec.keyed_toml(),
         model: base.model.as_ref().map(|m| ModelParams {
             name: m.name.clone(),
             path: m.path.clone(),
@@ -221,7 +222,11 @@ impl Stage for ReportStage {
         let params: ReportParams = serde_json::from_value(node.params.clone()).ok()?;
         let dest = self.reports_root.join(&params.experiment);
         let result = match store.check(&node.key) {
-            EntryState::Valid(_) => publish(&store.out_dir(&node.key), &dest).map(|()| None),
+            EntryState::Valid(_) => publish(&store.out_dir(&node.key), &dest).and_then(|()| {
+                let log = run_log(&store.runs_dir(), &params.experiment);
+                let nodes = with_cache(entries_from_store(plan, &node.inputs, store), &log);
+                write_provenance(&dest, &nodes, &log, Some(&node.key)).map(|()| None)
+            }),
             _ => render_from_store(plan, &params, &node.inputs, store, &dest).map(Some),
         };
         Some(match result {
@@ -244,28 +249,23 @@ impl NodeKind for ReportNode {
     fn name(&self) -> &'static str {
         "report"
     }
-    /// 3: an overview page with per-page details and audio pages, clips as 16-bit WAV.
+    /// 3: an overview page with per-page details and audio pages, clips as 16-bit WAV; params
+    /// carry the spec without `[executor]` and path; per-run provenance moved out of the output
+    /// into `provenance.json` beside the published pages.
     fn version(&self) -> u32 {
         3
     }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let params: ReportParams = ctx.params_as()?;
+        // A pure function of the inputs: no run log, no build id (those go beside the published
+        // page, see `write_provenance`).
         let nodes: Vec<NodeEntry> = ctx
             .inputs
             .iter()
             .map(|i| entry_from_dir(&i.id, &i.kind, &i.key, &i.label, &i.dir))
             .collect();
-        // The store root is three levels above an input's out dir (store/<key>/out).
-        let root = ctx.inputs.first().and_then(|i| i.dir.ancestors().nth(3));
-        let log = root
-            .map(|r| run_log(&r.join("runs"), &params.experiment))
-            .unwrap_or_default();
-        let nodes = with_cache(nodes, &log);
         ctx.progress(0, 1, "rendering");
-        let r = render(
-            &params.input(nodes, Provenance::current(log.name)),
-            ctx.out_dir,
-        )?;
+        let r = render(&params.input(nodes, Provenance::beside()), ctx.out_dir)?;
         ctx.log(&format!(
             "rendered {} node(s): {} missing, {} failed",
             r.nodes, r.missing, r.failed
@@ -444,10 +444,65 @@ pub fn render_from_store(
         source,
     })?;
     let tmp = crate::fsx::temp_sibling(dest);
-    let result = render(&params.input(nodes, Provenance::current(log.name)), &tmp)
-        .and_then(|r| publish(&tmp, dest).map(|()| r));
+    let result = render(
+        &params.input(nodes.clone(), Provenance::current(log.name.clone())),
+        &tmp,
+    )
+    .and_then(|r| publish(&tmp, dest).map(|()| r))
+    .and_then(|r| write_provenance(dest, &nodes, &log, None).map(|()| r));
     let _ = std::fs::remove_dir_all(&tmp);
     result
+}
+
+/// `provenance.json` beside a published report: what changes per run or per build, kept out of
+/// the cached report node's output (docs/contracts.md, report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishedProvenance {
+    pub rfmx_version: String,
+    pub git_commit: String,
+    /// The run log the cache hits come from (`None`: no run log found).
+    pub run_log: Option<String>,
+    /// The report node's key when the page is its (cached) output; `None`: rendered from the
+    /// store by `rfmx report` or for a partial run.
+    pub report_key: Option<String>,
+    pub cache_hits: usize,
+    pub computed: usize,
+    /// Result nodes the run log does not mention.
+    pub unknown: usize,
+    /// Result node id -> whether that run found it cached (absent: unknown).
+    pub cached: std::collections::BTreeMap<String, bool>,
+}
+
+/// Writes [`PublishedProvenance`] to `dest/provenance.json` (atomically).
+pub fn write_provenance(
+    dest: &Path,
+    nodes: &[NodeEntry],
+    log: &RunLog,
+    report_key: Option<&str>,
+) -> Result<(), ReportError> {
+    let cached: std::collections::BTreeMap<String, bool> = nodes
+        .iter()
+        .filter_map(|n| Some((n.id.clone(), n.cached?)))
+        .collect();
+    let hits = cached.values().filter(|c| **c).count();
+    let p = PublishedProvenance {
+        rfmx_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: crate::GIT_COMMIT.into(),
+        run_log: log.name.clone(),
+        report_key: report_key.map(str::to_string),
+        cache_hits: hits,
+        computed: cached.len() - hits,
+        unknown: nodes.len() - cached.len(),
+        cached,
+    };
+    let path = dest.join(Provenance::FILE);
+    let mut bytes =
+        serde_json::to_vec_pretty(&p).map_err(|e| ReportError::Params(e.to_string()))?;
+    bytes.push(b'\n');
+    crate::fsx::write_atomic(&path, &bytes).map_err(|source| ReportError::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), ReportError> {
@@ -553,6 +608,30 @@ mod tests {
         );
         assert_eq!(log.started, Some(1_735_776_000.0));
         assert!(run_log(&dir.path().join("none"), "exp").name.is_none());
+    }
+
+    #[test]
+    fn report_params_do_not_depend_on_the_executor_or_the_spec_path() {
+        let text = "[model]\nname = \"tiny\"\n[steer]\neta = [0.1]\n";
+        let load = |name: &str, sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let spec = crate::spec::load_str(name, "x", text, &sets, &[]).unwrap();
+            serde_json::to_value(report_params(&spec)).unwrap()
+        };
+        let base = load("specs/x.toml", &[]);
+        assert_eq!(base, load("./specs/x.toml", &[]));
+        assert_eq!(
+            base,
+            load(
+                "specs/x.toml",
+                &[
+                    "executor.jobs=1",
+                    "executor.slurm.gpus=0",
+                    "executor.kind=\"slurm\""
+                ]
+            )
+        );
+        assert_ne!(base, load("specs/x.toml", &["steer.gate=0.25"]));
     }
 
     #[test]

@@ -74,15 +74,34 @@ pub struct Provenance {
     pub git_commit: String,
     /// The run log the cache hits come from (`None`: no run log found).
     pub run_log: Option<String>,
+    /// The page is the cached report node's output, a pure function of its inputs: what changes
+    /// per run or per build is not on it but in [`Provenance::FILE`] beside it, written at publish
+    /// (docs/design.md §7).
+    pub beside: bool,
 }
 
 impl Provenance {
+    /// Written beside a published `index.html`.
+    pub const FILE: &'static str = "provenance.json";
+
     /// This build's version and the git commit it was built from (recorded by build.rs).
     pub fn current(run_log: Option<String>) -> Provenance {
         Provenance {
             rfmx_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: crate::GIT_COMMIT.into(),
             run_log,
+            beside: false,
+        }
+    }
+
+    /// For the report node: the page points at the file written at publish.
+    pub fn beside() -> Provenance {
+        let note = format!("in {} beside this page", Provenance::FILE);
+        Provenance {
+            rfmx_version: note.clone(),
+            git_commit: note,
+            run_log: None,
+            beside: true,
         }
     }
 }
@@ -1433,6 +1452,10 @@ fn nodes(input: &ReportInput) -> (Vec<NodeRow>, Vec<MissingRow>, String, String)
         });
     }
     let cache = match &input.provenance.run_log {
+        _ if input.provenance.beside => format!(
+            "cache hits of the run that published this page: in {} beside it",
+            Provenance::FILE
+        ),
         Some(log) => format!(
             "{hits} cache hit(s), {computed} computed, {} not in the run log ({log})",
             input.nodes.len() - hits - computed

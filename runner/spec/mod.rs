@@ -54,17 +54,40 @@ impl LoadedSpec {
         &self.base.experiment.name
     }
 
-    /// The resolved spec as TOML (after layering; the sweep table lists the points' axes).
-    pub fn resolved_toml(&self) -> String {
-        let body = toml::to_string_pretty(&self.base)
-            .unwrap_or_else(|e| format!("# cannot serialise: {e}\n"));
-        let points: String = self
-            .points
+    /// The resolved spec as a node's params may hash it: without `[executor]` (how nodes run never
+    /// changes what they compute) and without the path as typed or the build's version, so that
+    /// keys depend on neither (docs/design.md §3).
+    pub fn keyed_toml(&self) -> String {
+        let mut value = match toml::Value::try_from(&self.base) {
+            Ok(v) => v,
+            Err(e) => return format!("# cannot serialise: {e}\n"),
+        };
+        if let Some(t) = value.as_table_mut() {
+            t.remove("executor");
+        }
+        let body =
+            toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"));
+        let points = self.points_comment();
+        format!(
+            "# Resolved spec (defaults < file < env < --set; [executor] left out), {} sweep point(s).\n{points}\n{body}",
+            self.points.len()
+        )
+    }
+
+    fn points_comment(&self) -> String {
+        self.points
             .iter()
             .enumerate()
             .filter(|(_, p)| !p.label.is_empty())
             .map(|(i, p)| format!("#   point {}: {}\n", i + 1, p.label))
-            .collect();
+            .collect()
+    }
+
+    /// The resolved spec as TOML (after layering; the sweep table lists the points' axes).
+    pub fn resolved_toml(&self) -> String {
+        let body = toml::to_string_pretty(&self.base)
+            .unwrap_or_else(|e| format!("# cannot serialise: {e}\n"));
+        let points = self.points_comment();
         format!(
             "# Resolved from {} by rfmx {} (defaults < file < env < --set), {} sweep point(s).\n{points}\n{body}",
             self.source_name,
@@ -773,6 +796,37 @@ mod tests {
     fn a_tagged_table_is_replaced_not_merged() {
         let s = load(FILE, &["steer.layers={ strategy = \"top_k\", k = 4 }"], &[]).unwrap();
         assert_eq!(steer(&s).layers, LayerStrategy::TopK { k: 4 });
+    }
+
+    #[test]
+    fn keyed_toml_leaves_out_the_executor_and_the_path() {
+        let a = load(FILE, &[], &[]).unwrap();
+        let b = load(
+            FILE,
+            &[
+                "executor.jobs=1",
+                "executor.slurm.mem=\"1G\"",
+                "executor.kind=\"slurm\"",
+            ],
+            &[],
+        )
+        .unwrap();
+        let mut c = a.clone();
+        c.source_name = "./elsewhere/t.toml".into();
+        assert_ne!(a.resolved_toml(), b.resolved_toml());
+        assert_eq!(a.keyed_toml(), b.keyed_toml());
+        assert_eq!(a.keyed_toml(), c.keyed_toml());
+        assert!(
+            !a.keyed_toml().lines().any(|l| l.starts_with("[executor")),
+            "{}",
+            a.keyed_toml()
+        );
+        let d = load(FILE, &["experiment.seed=7"], &[]).unwrap();
+        assert_ne!(
+            a.keyed_toml(),
+            d.keyed_toml(),
+            "results-changing settings stay"
+        );
     }
 
     #[test]
