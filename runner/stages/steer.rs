@@ -77,7 +77,8 @@ impl Stage for SteerStage {
             return Ok(());
         };
         let (fp, hint, model_ext) = model_of(s)?;
-        let hints = json!({ "model": hint });
+        // The batch bound is an executor setting: a hint, never a param (docs/design.md).
+        let hints = json!({ "model": hint, "batch": steer.batch });
         let pooling = pooling_of(s);
         let seeds = sample_seeds(s, steer.samples);
         let base = |prompt: &str, seed: u64| GenParams {
