@@ -279,3 +279,24 @@ fn rows_of_different_prompts_are_refused_as_one_batch() {
         assert!(e.contains("mixes prompts"), "{e}");
     }
 }
+
+#[test]
+fn steer_batch_is_validated_with_its_position() {
+    let spec = |v: &str| {
+        format!("[experiment]\nname = \"b\"\n[model]\nname = \"tiny\"\n[steer]\nbatch = {v}\n")
+    };
+    for ok in ["1", "8", "\"auto\""] {
+        rfmx::spec::load_str("t.toml", "t", &spec(ok), &[], &[])
+            .unwrap_or_else(|e| panic!("batch = {ok}: {e:?}"));
+    }
+    for bad in ["0", "-2", "\"many\"", "1.5"] {
+        let e = rfmx::spec::load_str("t.toml", "t", &spec(bad), &[], &[]).unwrap_err();
+        let msg = format!("{e:?}");
+        assert!(
+            msg.contains(">= 1") || msg.contains("at least 1"),
+            "batch = {bad}: {msg}"
+        );
+        // Pointed at the value (or the key) on line 6.
+        assert!(msg.contains("line: Some(6)"), "batch = {bad}: {msg}");
+    }
+}
