@@ -45,6 +45,26 @@ fn steered(seed: u64, target: &str, eta: f64, schedule: Schedule, gate: f64) -> 
     }
 }
 
+fn inputs_of<'a>(rows: &'a [(GenParams, Vec<&'a Path>)]) -> Vec<GenerationInputs<'a>> {
+    rows.iter()
+        .map(|(p, d)| GenerationInputs {
+            params: p,
+            direction_dirs: d.clone(),
+        })
+        .collect()
+}
+
+/// `root/<name><i>` for `i < n`, created.
+fn out_dirs(root: &Path, name: &str, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let d = root.join(format!("{name}{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        })
+        .collect()
+}
+
 fn json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -144,23 +164,12 @@ fn a_mixed_batch_gives_every_row_what_it_gives_alone() {
         (norm, vec![da.as_path()]),
         (base(9), vec![]),
     ];
-    let inputs: Vec<GenerationInputs<'_>> = rows
-        .iter()
-        .map(|(p, d)| GenerationInputs {
-            params: p,
-            direction_dirs: d.clone(),
-        })
-        .collect();
-    let dir = |kind: &str, i: usize| {
-        let d = tmp.path().join(format!("{kind}{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    };
-    let alone: Vec<PathBuf> = (0..rows.len()).map(|i| dir("alone", i)).collect();
+    let inputs = inputs_of(&rows);
+    let alone = out_dirs(tmp.path(), "alone", rows.len());
     for (inp, out) in inputs.iter().zip(&alone) {
         run_generation(&pipe, "tiny", inp, out).unwrap();
     }
-    let batched: Vec<PathBuf> = (0..rows.len()).map(|i| dir("batch", i)).collect();
+    let batched = out_dirs(tmp.path(), "batch", rows.len());
     let outs: Vec<&Path> = batched.iter().map(|p| p.as_path()).collect();
     for r in run_generation_batch(&pipe, "tiny", &inputs, &outs) {
         r.unwrap();
@@ -215,20 +224,8 @@ fn a_non_finite_row_fails_alone() {
         (absurd, vec![da.as_path()]),
         (base(5), vec![]),
     ];
-    let inputs: Vec<GenerationInputs<'_>> = rows
-        .iter()
-        .map(|(p, d)| GenerationInputs {
-            params: p,
-            direction_dirs: d.clone(),
-        })
-        .collect();
-    let outs: Vec<PathBuf> = (0..3)
-        .map(|i| {
-            let d = tmp.path().join(format!("o{i}"));
-            std::fs::create_dir_all(&d).unwrap();
-            d
-        })
-        .collect();
+    let inputs = inputs_of(&rows);
+    let outs = out_dirs(tmp.path(), "o", 3);
     let refs: Vec<&Path> = outs.iter().map(|p| p.as_path()).collect();
     let res = run_generation_batch(&pipe, "tiny", &inputs, &refs);
     assert!(

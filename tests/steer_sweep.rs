@@ -202,16 +202,21 @@ metrics = ["probe_accuracy", "pitch_hit", "chord_hit", "fd", "mmd", "clap"]
 clap_model = "CLAP_DIR"
 "#;
 
-#[test]
-fn sweep_runs_records_the_failing_point_and_summarises() {
-    let t0 = std::time::Instant::now();
-    let registry = Registry::default()
+/// The stand-in probe stage with the real steering and evaluation stages.
+fn registry() -> Registry {
+    Registry::default()
         .stage(StandIn)
         .kind(FakeProbe)
         .kind(FakeDirections)
         .stage(rfmx::stages::steer::SteerStage)
         .kind(rfmx::stages::generation::GenerationKind)
-        .kind(rfmx::stages::evaluation::EvaluationKind);
+        .kind(rfmx::stages::evaluation::EvaluationKind)
+}
+
+#[test]
+fn sweep_runs_records_the_failing_point_and_summarises() {
+    let t0 = std::time::Instant::now();
+    let registry = registry();
     let text = SPEC.replace("CLAP_DIR", clap_dir().to_str().unwrap());
     let spec = rfmx::spec::load_str("t.toml", "t", &text, &[], &[]).unwrap();
     let plan = build_plan(&spec, &registry, &rfmx::dag::NoResults).unwrap();
@@ -368,13 +373,7 @@ fn sweep_runs_records_the_failing_point_and_summarises() {
 /// generation). The absurd-η rows fail in both, alone.
 #[test]
 fn batch_size_changes_neither_keys_nor_outputs() {
-    let registry = Registry::default()
-        .stage(StandIn)
-        .kind(FakeProbe)
-        .kind(FakeDirections)
-        .stage(rfmx::stages::steer::SteerStage)
-        .kind(rfmx::stages::generation::GenerationKind)
-        .kind(rfmx::stages::evaluation::EvaluationKind);
+    let registry = registry();
     let run = |batch: &str| {
         let text = SPEC
             .replace("CLAP_DIR", clap_dir().to_str().unwrap())

@@ -867,9 +867,10 @@ fn node_inputs(ctx: &NodeCtx<'_>) -> Result<(GenParams, Vec<PathBuf>), NodeError
     Ok((params, dirs))
 }
 
-/// `[steer] batch` on the CPU when "auto": the decoder step of a small model is bound by
-/// per-op overhead, which a batch amortises; past a few rows the matmuls dominate and nothing is
-/// won (measured with `rfmx calibrate`, docs/design.md, batched generation).
+/// `[steer] batch` on the CPU when "auto": a small decoder step is bound by per-op overhead that
+/// a few rows share, while each row's hooks still cost their own ops; `rfmx calibrate --batches
+/// 1,4,8` on the tiny model (debug build, loaded 2-core machine) gave batch 4 about 1.3–1.6× the
+/// clip-steps/s of batch 1 and batch 8 less than batch 4 (docs/design.md §9, batched generation).
 pub const AUTO_BATCH_CPU: usize = 4;
 /// `[steer] batch` on a GPU when "auto" (docs/design.md, batched generation).
 pub const AUTO_BATCH_GPU: usize = 16;
