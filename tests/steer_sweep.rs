@@ -202,16 +202,21 @@ metrics = ["probe_accuracy", "pitch_hit", "chord_hit", "fd", "mmd", "clap"]
 clap_model = "CLAP_DIR"
 "#;
 
-#[test]
-fn sweep_runs_records_the_failing_point_and_summarises() {
-    let t0 = std::time::Instant::now();
-    let registry = Registry::default()
+/// The stand-in probe stage with the real steering and evaluation stages.
+fn registry() -> Registry {
+    Registry::default()
         .stage(StandIn)
         .kind(FakeProbe)
         .kind(FakeDirections)
         .stage(rfmx::stages::steer::SteerStage)
         .kind(rfmx::stages::generation::GenerationKind)
-        .kind(rfmx::stages::evaluation::EvaluationKind);
+        .kind(rfmx::stages::evaluation::EvaluationKind)
+}
+
+#[test]
+fn sweep_runs_records_the_failing_point_and_summarises() {
+    let t0 = std::time::Instant::now();
+    let registry = registry();
     let text = SPEC.replace("CLAP_DIR", clap_dir().to_str().unwrap());
     let spec = rfmx::spec::load_str("t.toml", "t", &text, &[], &[]).unwrap();
     let plan = build_plan(&spec, &registry, &rfmx::dag::NoResults).unwrap();
@@ -361,4 +366,51 @@ fn sweep_runs_records_the_failing_point_and_summarises() {
     );
     assert!(table.contains("n/a chord_hit"), "{table}");
     eprintln!("sweep test: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// `[steer] batch` is an executor setting: the same spec at batch 1 and batch 8 plans the same
+/// keys, and every generation writes the same codes, trace and meta (docs/design.md, batched
+/// generation). The absurd-η rows fail in both, alone.
+#[test]
+fn batch_size_changes_neither_keys_nor_outputs() {
+    let registry = registry();
+    let run = |batch: &str| {
+        let text = SPEC
+            .replace("CLAP_DIR", clap_dir().to_str().unwrap())
+            .replace("samples = 2\n", &format!("samples = 2\nbatch = {batch}\n"));
+        let spec = rfmx::spec::load_str("t.toml", "t", &text, &[], &[]).unwrap();
+        let plan = build_plan(&spec, &registry, &rfmx::dag::NoResults).unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let store = Store {
+            root: home.path().to_path_buf(),
+        };
+        let st = statuses(&plan, &store, &Index::default());
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let summary = rfmx::exec::run_plan(&plan, &st, &store, &registry, 2, &tx);
+        assert_eq!(summary.failed, 4, "batch {batch}: {summary:?}");
+        let mut outs = std::collections::BTreeMap::new();
+        let mut batched = 0;
+        for n in plan.nodes.iter().filter(|n| n.kind == "generation") {
+            let log = std::fs::read_to_string(store.log_path(&n.key)).unwrap_or_default();
+            batched += log.contains("generated in a batch of") as usize;
+            let dir = store.out_dir(&n.key);
+            let files: Vec<Option<Vec<u8>>> = ["codes.npy", "trace.json", "meta.json"]
+                .iter()
+                .map(|f| std::fs::read(dir.join(f)).ok())
+                .collect();
+            outs.insert((n.id.clone(), n.key.clone()), files);
+        }
+        (outs, batched, home)
+    };
+    let (one, batched_one, _h1) = run("1");
+    let (eight, batched_eight, _h8) = run("8");
+    assert_eq!(batched_one, 0);
+    assert!(batched_eight > 0, "no generation ran in a batch");
+    assert_eq!(
+        one.keys().collect::<Vec<_>>(),
+        eight.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &one {
+        assert_eq!(v, &eight[k], "{k:?}");
+    }
 }

@@ -12,8 +12,11 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use super::EstimateError;
-use crate::model::musicgen::{GenerateConfig, NoHook, Pool, parse_device, parse_dtype};
+use crate::model::musicgen::{
+    GenerateConfig, LayerHook, Pool, RowHooks, parse_device, parse_dtype,
+};
 use crate::model::{ModelSource, Pipeline};
+use crate::stages::generation::MeanCapture;
 
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
@@ -103,17 +106,22 @@ pub fn run(args: &CalibrateArgs) -> Result<(), EstimateError> {
                 steps,
                 ..GenerateConfig::default()
             };
+            // The generation node's batched path (docs/design.md, batched generation): one RNG
+            // and one hook per row, here each row's capture of the block outputs (a baseline).
+            let seeds: Vec<u64> = (0..b as u64).collect();
+            let run = |steps: usize| {
+                let mut caps: Vec<MeanCapture> = (0..b)
+                    .map(|_| MeanCapture::new(dec.num_layers(), 1))
+                    .collect();
+                let hooks = caps.iter_mut().map(|c| c as &mut dyn LayerHook).collect();
+                let mut hooks = RowHooks::new(hooks, cfg(steps).guidance_scale != 1.0);
+                dec.generate_seeded(&cond, &cfg(steps), &seeds, &mut hooks)
+            };
             // A short untimed run compiles the kernels and sizes the allocator's pools.
-            dec.generate(&cond, &cfg(dec.num_codebooks() + 1), &mut NoHook)
-                .map_err(m)?;
+            run(dec.num_codebooks() + 1).map_err(m)?;
             device.synchronize().map_err(m)?;
             let t = Instant::now();
-            dec.generate(
-                &cond,
-                &cfg(args.steps.max(dec.num_codebooks())),
-                &mut NoHook,
-            )
-            .map_err(m)?;
+            run(args.steps.max(dec.num_codebooks())).map_err(m)?;
             device.synchronize().map_err(m)?;
             let s = t.elapsed().as_secs_f64();
             line(

@@ -64,12 +64,16 @@ impl LoadedSpec {
         };
         if let Some(t) = value.as_table_mut() {
             t.remove("executor");
+            // How many generations share a forward pass changes no result (docs/design.md §9).
+            if let Some(steer) = t.get_mut("steer").and_then(toml::Value::as_table_mut) {
+                steer.remove("batch");
+            }
         }
         let body =
             toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"));
         let points = self.points_comment();
         format!(
-            "# Resolved spec (defaults < file < env < --set; [executor] left out), {} sweep point(s).\n{points}\n{body}",
+            "# Resolved spec (defaults < file < env < --set; [executor] and steer.batch left out), {} sweep point(s).\n{points}\n{body}",
             self.points.len()
         )
     }
@@ -807,6 +811,7 @@ mod tests {
                 "executor.jobs=1",
                 "executor.slurm.mem=\"1G\"",
                 "executor.kind=\"slurm\"",
+                "steer.batch=1",
             ],
             &[],
         )

@@ -581,6 +581,53 @@ pub struct SteerSpec {
     pub exp_down_steps: f64,
     /// logistic_up: the logistic's width as a fraction of T (the authors' 2/15).
     pub logistic_width: f64,
+    /// The most generations run as one decoder batch (an executor setting: never in a key).
+    pub batch: BatchSize,
+}
+
+/// `[steer] batch`: a number of rows (≥ 1) or `"auto"` (chosen from the device at run time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Auto,
+    Rows(u64),
+}
+
+impl Serialize for BatchSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BatchSize::Auto => s.serialize_str("auto"),
+            BatchSize::Rows(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = BatchSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer >= 1 or \"auto\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<BatchSize, E> {
+                u64::try_from(v)
+                    .map(BatchSize::Rows)
+                    .map_err(|_| E::custom(format!("batch must be >= 1, found {v}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<BatchSize, E> {
+                Ok(BatchSize::Rows(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BatchSize, E> {
+                match v {
+                    "auto" => Ok(BatchSize::Auto),
+                    _ => Err(E::custom(format!(
+                        "batch must be an integer >= 1 or \"auto\", found {v:?}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

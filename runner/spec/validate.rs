@@ -388,6 +388,13 @@ fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>) {
             None,
         );
     }
+    if s.batch == super::schema::BatchSize::Rows(0) {
+        c.fail(
+            &["steer", "batch"],
+            "`steer.batch` must be at least 1 (or \"auto\")",
+            Some("1 generates one clip at a time"),
+        );
+    }
     if c.finite(&["steer", "cfg"], s.cfg) && s.cfg <= 0.0 {
         c.fail(
             &["steer", "cfg"],

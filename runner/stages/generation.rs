@@ -13,13 +13,15 @@
 //!   teacher-forced extraction pooled as `[extract] pooling` (what the probes were trained on)
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::dag::{NodeCtx, NodeError, NodeKind};
-use crate::model::musicgen::{GenerateConfig, LayerHook, MusicgenError, Pool, parse_device};
+use crate::model::musicgen::{
+    GenerateConfig, LayerHook, MusicgenError, Pool, RowHooks, parse_device,
+};
 use crate::model::{ModelSource, Pipeline, Precision};
 use crate::spec::schema::{
     EtaMode, GateMode, LayerStrategy, Pooling, Schedule, Target, TargetTerm,
@@ -404,18 +406,23 @@ pub fn gate_seed(seed: u64, term: usize) -> u64 {
         .rotate_left(17)
 }
 
-/// Runs one generation into `out` (see the module docs for the files). Returns log lines.
-pub fn run_generation(
+/// A row of a batch, ready to generate: its steering hook (terms, gates, trace) and its capture.
+struct Row {
+    /// The steering hook, then the capture of the steered stream.
+    hooks: (SteerHook, MeanCapture),
+    log: Vec<String>,
+}
+
+/// Reads a row's directions and draws its gates (everything that depends on the row alone).
+fn prepare_row(
     pipeline: &Pipeline,
-    model_label: &str,
     inputs: &GenerationInputs<'_>,
-    out: &Path,
-) -> Result<Vec<String>, NodeError> {
+    steps: usize,
+) -> Result<Row, NodeError> {
     let p = inputs.params;
     let mut log = Vec::new();
     let dec = &pipeline.decoder;
     let (layers, hidden) = (dec.num_layers(), dec.hidden_size());
-    let steps = pipeline.steps_for_seconds(p.seconds)?;
     let consts = p.constants.unwrap_or_default();
     let target: Option<Target> = p
         .target
@@ -470,8 +477,137 @@ pub fn run_generation(
             });
         }
     }
-    let mut steer = SteerHook::new(terms, p.eta_mode, layers)?;
-    let mut capture = MeanCapture::new(layers, 1);
+    Ok(Row {
+        hooks: (
+            SteerHook::new(terms, p.eta_mode, layers)?,
+            MeanCapture::new(layers, 1),
+        ),
+        log,
+    })
+}
+
+/// Runs one generation into `out` (see the module docs for the files). Returns log lines.
+pub fn run_generation(
+    pipeline: &Pipeline,
+    model_label: &str,
+    inputs: &GenerationInputs<'_>,
+    out: &Path,
+) -> Result<Vec<String>, NodeError> {
+    run_generation_batch(pipeline, model_label, std::slice::from_ref(inputs), &[out])
+        .pop()
+        .unwrap_or_else(|| Err("an empty generation batch".into()))
+}
+
+/// What a batch's rows must share: one prompt, one length, one guidance scale (the model is the
+/// caller's). Everything else (seed, target, schedule, gate, η) is per row.
+fn batch_shape(p: &GenParams) -> (&str, u64, u64) {
+    (&p.prompt, p.seconds.to_bits(), p.cfg.to_bits())
+}
+
+/// Runs several generations that share a prompt, length and guidance scale as one batch of the
+/// decoder, each row with its own seed, steering terms, gates, capture and trace, into `outs[i]`
+/// (docs/design.md, batched generation). Each result is what [`run_generation`] gives for that
+/// row alone; a row that fails (bad directions, non-finite values) fails alone.
+pub fn run_generation_batch(
+    pipeline: &Pipeline,
+    model_label: &str,
+    inputs: &[GenerationInputs<'_>],
+    outs: &[&Path],
+) -> Vec<Result<Vec<String>, NodeError>> {
+    let fail_all = |msg: String| -> Vec<Result<Vec<String>, NodeError>> {
+        inputs.iter().map(|_| Err(msg.clone().into())).collect()
+    };
+    let Some(first) = inputs.first() else {
+        return Vec::new();
+    };
+    if outs.len() != inputs.len() {
+        return fail_all(format!(
+            "{} outputs for {} generations",
+            outs.len(),
+            inputs.len()
+        ));
+    }
+    if let Some(other) = inputs
+        .iter()
+        .find(|i| batch_shape(i.params) != batch_shape(first.params))
+    {
+        return fail_all(format!(
+            "a generation batch mixes prompts, lengths or guidance ({:?} and {:?})",
+            batch_shape(first.params),
+            batch_shape(other.params)
+        ));
+    }
+    let steps = match pipeline.steps_for_seconds(first.params.seconds) {
+        Ok(s) => s,
+        Err(e) => return fail_all(e.to_string()),
+    };
+    let mut results: Vec<Option<Result<Vec<String>, NodeError>>> =
+        inputs.iter().map(|_| None).collect();
+    let mut rows: Vec<(usize, Row)> = Vec::new();
+    for (i, inp) in inputs.iter().enumerate() {
+        match prepare_row(pipeline, inp, steps) {
+            Ok(r) => rows.push((i, r)),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    if !rows.is_empty() {
+        match generate_rows(pipeline, first.params, steps, inputs, &mut rows) {
+            Ok(codes) => {
+                for (r, (i, row)) in rows.into_iter().enumerate() {
+                    let res = codes
+                        .narrow(0, r, 1)
+                        .map_err(NodeError::from)
+                        .and_then(|c| {
+                            finish_row(
+                                pipeline,
+                                model_label,
+                                inputs[i].params,
+                                row,
+                                &c,
+                                steps,
+                                outs[i],
+                            )
+                        });
+                    results[i] = Some(res);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (i, _) in &rows {
+                    results[*i] = Some(Err(msg.clone().into()));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("a generation row was never run".into())))
+        .collect()
+}
+
+/// The decoder loop for the prepared rows: the prompt's condition repeated once per row (exactly
+/// the one-row condition, so every row attends to the same states it would alone).
+fn generate_rows(
+    pipeline: &Pipeline,
+    p: &GenParams,
+    steps: usize,
+    inputs: &[GenerationInputs<'_>],
+    rows: &mut [(usize, Row)],
+) -> Result<Tensor, NodeError> {
+    let n = rows.len();
+    let cond = pipeline.condition(std::slice::from_ref(&p.prompt))?;
+    let rep = |t: &Tensor| -> Result<Tensor, candle_core::Error> {
+        let ones = vec![1; t.rank() - 1];
+        let mut dims = vec![n];
+        dims.extend(ones);
+        t.repeat(dims.as_slice())
+    };
+    let cond = crate::model::musicgen::Condition {
+        states: rep(&cond.states)?,
+        mask: cond.mask.as_ref().map(rep).transpose()?,
+        uncond_states: rep(&cond.uncond_states)?,
+        uncond_mask: cond.uncond_mask.as_ref().map(rep).transpose()?,
+    };
     let cfg = GenerateConfig {
         steps,
         guidance_scale: p.cfg,
@@ -479,11 +615,37 @@ pub fn run_generation(
         temperature: TEMPERATURE,
         seed: p.seed,
     };
-    let cond = pipeline.condition(std::slice::from_ref(&p.prompt))?;
-    let generated = {
-        let mut hooks = (&mut steer, &mut capture);
-        dec.generate(&cond, &cfg, &mut hooks)?
-    };
+    let seeds: Vec<u64> = rows.iter().map(|(i, _)| inputs[*i].params.seed).collect();
+    let hooks: Vec<&mut dyn LayerHook> = rows
+        .iter_mut()
+        .map(|(_, r)| {
+            let pair: &mut dyn LayerHook = &mut r.hooks;
+            pair
+        })
+        .collect();
+    let mut hooks = RowHooks::new(hooks, cfg.guidance_scale != 1.0);
+    let generated = pipeline
+        .decoder
+        .generate_seeded(&cond, &cfg, &seeds, &mut hooks)?;
+    Ok(generated.codes)
+}
+
+/// Checks, decodes and writes one row's outputs.
+fn finish_row(
+    pipeline: &Pipeline,
+    model_label: &str,
+    p: &GenParams,
+    row: Row,
+    codes: &Tensor,
+    steps: usize,
+    out: &Path,
+) -> Result<Vec<String>, NodeError> {
+    let Row {
+        hooks: (steer, capture),
+        log,
+    } = row;
+    let dec = &pipeline.decoder;
+    let layers = dec.num_layers();
     let captured = capture.means()?;
     for (l, t) in captured.iter().enumerate() {
         if let Some(t) = t
@@ -496,14 +658,13 @@ pub fn run_generation(
             .into());
         }
     }
-    let audio = pipeline.decode_codes(&generated.codes)?;
+    let audio = pipeline.decode_codes(codes)?;
     if !all_finite(&audio)? {
         return Err(SteerError::NonFinite("decoded audio".into()).into());
     }
     let samples = audio.flatten_all()?.to_vec1::<f32>()?;
     crate::audio::wav::write_f32(&out.join("audio.wav"), &samples, 1, pipeline.sample_rate())?;
-    let codes = generated
-        .codes
+    let codes = codes
         .squeeze(0)?
         .to_device(&Device::Cpu)?
         .to_dtype(DType::I64)?;
@@ -605,32 +766,132 @@ impl NodeKind for GenerationKind {
     fn resources(&self, node: &crate::dag::PlannedNode) -> crate::dag::Resources {
         crate::dag::Resources::heavy(node.hints["model"]["device"].as_str())
     }
+    /// Generations of one prompt, length, guidance scale and model run together; seeds, targets,
+    /// schedules, gates and η differ per row (docs/design.md, batched generation).
+    fn batch_key(&self, node: &crate::dag::PlannedNode) -> Option<String> {
+        let p: GenParams = serde_json::from_value(node.params.clone()).ok()?;
+        serde_json::to_string(&serde_json::json!([
+            p.prompt,
+            p.seconds,
+            p.cfg,
+            p.dtype,
+            node.hints["model"],
+            node.fingerprint,
+        ]))
+        .ok()
+    }
+    fn batch_limit(&self, node: &crate::dag::PlannedNode) -> usize {
+        let device = node.hints["model"]["device"].as_str().unwrap_or("cpu");
+        batch_limit_of(&node.hints["batch"], device)
+    }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
-        let params: GenParams = ctx.params_as()?;
-        let hint: ModelHint = serde_json::from_value(ctx.hints["model"].clone())
-            .map_err(|e| format!("generation node without a model hint: {e}"))?;
-        let source = ModelSource::from_spec(&hint.name, hint.path.as_deref().map(Path::new));
-        ctx.progress(0, 2, "loading model");
-        let device = parse_device(hint.device.as_deref().unwrap_or("cpu"))?;
-        let pipeline = Pipeline::shared(&source, &device, params.dtype.dtype())?;
-        let mut dirs = Vec::new();
-        if let Some(t) = &params.target {
-            let target: Target = t.parse().map_err(SteerError::Input)?;
-            for term in &target.terms {
-                dirs.push(ctx.input(&dir_input(term))?.to_path_buf());
+        self.run_batch(std::slice::from_mut(ctx))
+            .pop()
+            .unwrap_or_else(|| Err("an empty generation batch".into()))
+    }
+    fn run_batch(&self, ctxs: &mut [NodeCtx<'_>]) -> Vec<Result<(), NodeError>> {
+        let prepared: Vec<Result<(GenParams, Vec<PathBuf>), NodeError>> =
+            ctxs.iter().map(node_inputs).collect();
+        let Some(first) = ctxs.first_mut() else {
+            return Vec::new();
+        };
+        let pipeline = (|| -> Result<_, NodeError> {
+            let hint: ModelHint = serde_json::from_value(first.hints["model"].clone())
+                .map_err(|e| format!("generation node without a model hint: {e}"))?;
+            let source = ModelSource::from_spec(&hint.name, hint.path.as_deref().map(Path::new));
+            first.progress(0, 2, "loading model");
+            let device = parse_device(hint.device.as_deref().unwrap_or("cpu"))?;
+            // Rows of a batch share the model's precision (it is part of the batch key).
+            let params: GenParams = first.params_as()?;
+            let pipeline = Pipeline::shared(&source, &device, params.dtype.dtype())?;
+            Ok((pipeline, source.label()))
+        })();
+        let (pipeline, label) = match pipeline {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = e.to_string();
+                return ctxs.iter().map(|_| Err(msg.clone().into())).collect();
+            }
+        };
+        // Rows whose params or inputs could not be read fail alone; the others run as one batch.
+        let mut results: Vec<Option<Result<(), NodeError>>> = Vec::new();
+        let mut ok = Vec::new();
+        for (i, p) in prepared.into_iter().enumerate() {
+            match p {
+                Ok(v) => {
+                    results.push(None);
+                    ok.push((i, v));
+                }
+                Err(e) => results.push(Some(Err(e))),
             }
         }
-        let inputs = GenerationInputs {
-            params: &params,
-            direction_dirs: dirs.iter().map(|d| d.as_path()).collect(),
-        };
-        ctx.progress(1, 2, "generating");
-        let out = ctx.out_dir.to_path_buf();
-        let log = run_generation(&pipeline, &source.label(), &inputs, &out)?;
-        for line in log {
-            ctx.log(&line);
+        let inputs: Vec<GenerationInputs<'_>> = ok
+            .iter()
+            .map(|(_, (params, dirs))| GenerationInputs {
+                params,
+                direction_dirs: dirs.iter().map(|d| d.as_path()).collect(),
+            })
+            .collect();
+        let outs: Vec<PathBuf> = ok
+            .iter()
+            .map(|(i, _)| ctxs[*i].out_dir.to_path_buf())
+            .collect();
+        let out_refs: Vec<&Path> = outs.iter().map(|o| o.as_path()).collect();
+        for &(i, _) in &ok {
+            ctxs[i].progress(1, 2, &format!("generating (batch of {})", ok.len()));
         }
-        ctx.progress(2, 2, "done");
-        Ok(())
+        let rows = run_generation_batch(&pipeline, &label, &inputs, &out_refs);
+        for ((i, _), r) in ok.iter().zip(rows) {
+            let ctx = &mut ctxs[*i];
+            results[*i] = Some(r.map(|log| {
+                if ok.len() > 1 {
+                    ctx.log(&format!("generated in a batch of {}", ok.len()));
+                }
+                for line in log {
+                    ctx.log(&line);
+                }
+                ctx.progress(2, 2, "done");
+            }));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err("a generation node was never run".into())))
+            .collect()
+    }
+}
+
+/// A node's params and its directions inputs' dirs.
+fn node_inputs(ctx: &NodeCtx<'_>) -> Result<(GenParams, Vec<PathBuf>), NodeError> {
+    let params: GenParams = ctx.params_as()?;
+    let mut dirs = Vec::new();
+    if let Some(t) = &params.target {
+        let target: Target = t.parse().map_err(SteerError::Input)?;
+        for term in &target.terms {
+            dirs.push(ctx.input(&dir_input(term))?.to_path_buf());
+        }
+    }
+    Ok((params, dirs))
+}
+
+/// `[steer] batch` on the CPU when "auto": a small decoder step is bound by per-op overhead that
+/// a few rows share, while each row's hooks still cost their own ops; `rfmx calibrate --batches
+/// 1,4,8` on the tiny model (debug build, loaded 2-core machine) gave batch 4 about 1.3–1.6× the
+/// clip-steps/s of batch 1 and batch 8 less than batch 4 (docs/design.md §9, batched generation).
+pub const AUTO_BATCH_CPU: usize = 4;
+/// `[steer] batch` on a GPU when "auto" (docs/design.md, batched generation).
+pub const AUTO_BATCH_GPU: usize = 16;
+
+/// The batch bound from the node's `batch` hint (a number or "auto"; absent = 1) and its device.
+pub fn batch_limit_of(hint: &serde_json::Value, device: &str) -> usize {
+    match hint {
+        serde_json::Value::Number(n) => n.as_u64().map(|n| n.max(1) as usize).unwrap_or(1),
+        serde_json::Value::String(s) if s == "auto" => {
+            if crate::dag::Resources::heavy(Some(device)).gpu {
+                AUTO_BATCH_GPU
+            } else {
+                AUTO_BATCH_CPU
+            }
+        }
+        _ => 1,
     }
 }

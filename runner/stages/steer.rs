@@ -78,7 +78,8 @@ impl Stage for SteerStage {
         };
         let (fp, hint, model_ext) = model_of(s)?;
         let dtype = s.model.as_ref().map(|m| m.precision()).unwrap_or_default();
-        let hints = json!({ "model": hint });
+        // The batch bound is an executor setting: a hint, never a param (docs/design.md).
+        let hints = json!({ "model": hint, "batch": steer.batch });
         let pooling = pooling_of(s);
         let seeds = sample_seeds(s, steer.samples);
         let base = |prompt: &str, seed: u64| GenParams {

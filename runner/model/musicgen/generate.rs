@@ -59,6 +59,43 @@ impl MusicgenModel {
         cfg: &GenerateConfig,
         hook: &mut dyn LayerHook,
     ) -> Result<Generated> {
+        let mut rngs = [ChaCha20Rng::seed_from_u64(cfg.seed)];
+        self.generate_with(cond, cfg, &mut rngs, hook)
+    }
+
+    /// Like [`MusicgenModel::generate`], but row `i` samples from its own RNG seeded with
+    /// `seeds[i]` (`cfg.seed` is ignored). Row `i` then draws exactly what a one-row generation
+    /// with seed `seeds[i]` draws, which is what lets a batch of generation nodes give the outputs
+    /// each would give alone (docs/design.md, batched generation).
+    pub fn generate_seeded(
+        &self,
+        cond: &Condition,
+        cfg: &GenerateConfig,
+        seeds: &[u64],
+        hook: &mut dyn LayerHook,
+    ) -> Result<Generated> {
+        if seeds.len() != cond.batch()? {
+            return Err(MusicgenError::Input(format!(
+                "{} seeds for a batch of {}",
+                seeds.len(),
+                cond.batch()?
+            )));
+        }
+        let mut rngs: Vec<ChaCha20Rng> = seeds
+            .iter()
+            .map(|&s| ChaCha20Rng::seed_from_u64(s))
+            .collect();
+        self.generate_with(cond, cfg, &mut rngs, hook)
+    }
+
+    /// `rngs` holds one RNG shared by every row or one per row.
+    fn generate_with(
+        &self,
+        cond: &Condition,
+        cfg: &GenerateConfig,
+        rngs: &mut [ChaCha20Rng],
+        hook: &mut dyn LayerHook,
+    ) -> Result<Generated> {
         let k = self.num_codebooks();
         if cfg.steps < k {
             return Err(MusicgenError::Input(format!(
@@ -100,7 +137,13 @@ impl MusicgenModel {
                 c[0] = bos;
             }
         }
-        let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
+        let per_row = rngs.len() > 1 || b == 1;
+        if per_row && rngs.len() != b {
+            return Err(MusicgenError::Input(format!(
+                "{} RNGs for a batch of {b}",
+                rngs.len()
+            )));
+        }
         let mut scratch = Vec::with_capacity(vocab);
         for step in 0..cfg.steps {
             let mut input = Vec::with_capacity(rows * k);
@@ -122,6 +165,7 @@ impl MusicgenModel {
                 .to_dtype(DType::F32)?
                 .to_vec3::<f32>()?;
             for bi in 0..b {
+                let rng = &mut rngs[if per_row { bi } else { 0 }];
                 for c in 0..k {
                     let row: Vec<f32> = if guided {
                         let (cl, ul) = (&logits[bi][c], &logits[b + bi][c]);
@@ -130,7 +174,7 @@ impl MusicgenModel {
                     } else {
                         logits[bi][c].clone()
                     };
-                    seq[bi][c][step + 1] = sample(&row, cfg, &mut rng, &mut scratch) as u32;
+                    seq[bi][c][step + 1] = sample(&row, cfg, rng, &mut scratch) as u32;
                 }
             }
         }

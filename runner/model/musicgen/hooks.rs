@@ -42,6 +42,64 @@ impl<A: LayerHook, B: LayerHook> LayerHook for (A, B) {
     }
 }
 
+/// One hook per clip of a batched generation. Row `i`'s hook sees exactly what it would see in a
+/// one-clip generation: `[1 or 2, positions, hidden]`, its conditional row then (with guidance) its
+/// unconditional twin, and its edits land on those rows only. The rows are copied out and back, so
+/// every hook's view is bit-identical to the unbatched one (docs/design.md, batched generation).
+pub struct RowHooks<'a> {
+    hooks: Vec<&'a mut dyn LayerHook>,
+    guided: bool,
+}
+
+impl<'a> RowHooks<'a> {
+    /// `hooks[i]` for clip `i`; `guided` as the generation's `guidance_scale != 1`.
+    pub fn new(hooks: Vec<&'a mut dyn LayerHook>, guided: bool) -> Self {
+        Self { hooks, guided }
+    }
+}
+
+impl LayerHook for RowHooks<'_> {
+    fn on_block_output(&mut self, layer: usize, step: usize, h: &Tensor) -> Result<Option<Tensor>> {
+        let b = self.hooks.len();
+        let rows = if self.guided { 2 * b } else { b };
+        if h.dim(0)? != rows {
+            return Err(MusicgenError::Input(format!(
+                "{b} row hooks for a block output of {} rows",
+                h.dim(0)?
+            )));
+        }
+        if b == 1 {
+            return self.hooks[0].on_block_output(layer, step, h);
+        }
+        let mut cond = Vec::with_capacity(b);
+        let mut uncond = Vec::with_capacity(b);
+        let mut changed = false;
+        for (i, hook) in self.hooks.iter_mut().enumerate() {
+            let view = if self.guided {
+                Tensor::cat(&[&h.narrow(0, i, 1)?, &h.narrow(0, b + i, 1)?], 0)?
+            } else {
+                h.narrow(0, i, 1)?
+            };
+            let out = match hook.on_block_output(layer, step, &view)? {
+                Some(o) => {
+                    changed = true;
+                    o
+                }
+                None => view,
+            };
+            cond.push(out.narrow(0, 0, 1)?);
+            if self.guided {
+                uncond.push(out.narrow(0, 1, 1)?);
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        cond.extend(uncond);
+        Ok(Some(Tensor::cat(&cond, 0)?))
+    }
+}
+
 /// Records every block output of every step: `steps[step][layer]` is `[batch, positions, hidden]`.
 #[derive(Default)]
 pub struct CaptureHook {

@@ -20,7 +20,7 @@ pub use decoder::{Condition, DecoderState, MusicgenModel};
 pub use device::{parse_device, parse_dtype};
 pub use error::{MusicgenError, Result};
 pub use generate::{GenerateConfig, Generated, delay_is_pad};
-pub use hooks::{CaptureHook, InjectHook, LayerHook, NoHook, Pool};
+pub use hooks::{CaptureHook, InjectHook, LayerHook, NoHook, Pool, RowHooks};
 pub use tiny::TinySpec;
 
 use candle_core::{DType, Device};
