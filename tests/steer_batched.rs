@@ -28,6 +28,7 @@ fn base(seed: u64) -> GenParams {
         cfg: 3.0,
         pooling: Pooling::Mean,
         constants: None,
+        dtype: Default::default(),
     }
 }
 
