@@ -52,6 +52,12 @@ pub fn read(path: &Path) -> Result<(Vec<f32>, u16, u32), AudioError> {
             .into_samples::<f32>()
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?,
+        // A lying header must not reach the shift below (a panic for 0 or over 64 bits).
+        hound::SampleFormat::Int if !(1..=32).contains(&spec.bits_per_sample) => {
+            return Err(err(hound::Error::FormatError(
+                "integer bits per sample outside 1..=32",
+            )));
+        }
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
             r.into_samples::<i32>()
