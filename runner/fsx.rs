@@ -53,3 +53,59 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
     }
 }
+
+/// Why `name` cannot be one path component of a folder rfmx writes (docs/contracts.md, "Names"),
+/// or `None` when it can: not empty, not `.`/`..`, no leading dot (hidden, and the start of
+/// `..`), no separators or NUL, no trailing dot or space, at most 255 bytes, and not a name
+/// Windows reserves (`CON`, `NUL`, `COM1`, ... with or without an extension), so that the
+/// published folder is the same folder on every platform.
+pub fn component_problem(name: &str) -> Option<&'static str> {
+    const RESERVED: [&str; 22] = [
+        "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+        "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+    ];
+    if name.is_empty() {
+        return Some("is empty");
+    }
+    if name == "." || name == ".." {
+        return Some("is `.` or `..`, which names a parent folder, not a new one");
+    }
+    if name.starts_with('.') {
+        return Some("starts with a dot (a hidden or parent-relative name)");
+    }
+    if name.contains(['/', '\\', '\0']) {
+        return Some("contains a path separator or NUL");
+    }
+    if name.ends_with(['.', ' ']) {
+        return Some("ends with a dot or a space (dropped on Windows)");
+    }
+    if name.len() > 255 {
+        return Some("is longer than 255 bytes");
+    }
+    let stem = name.split('.').next().unwrap_or(name);
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
+        return Some("is a reserved device name on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9)");
+    }
+    None
+}
+
+#[cfg(test)]
+mod component_tests {
+    use super::component_problem;
+
+    #[test]
+    fn names_that_escape_or_vanish_are_refused() {
+        for bad in [
+            "", ".", "..", ".hidden", "a/b", "a\\b", "a\0", "x.", "x ", "con", "NUL", "Com1.txt",
+            "lpt9",
+        ] {
+            assert!(component_problem(bad).is_some(), "{bad:?} accepted");
+        }
+        assert!(component_problem(&"a".repeat(256)).is_some());
+        for good in [
+            "chords", "exp-1", "a.b", "con_test", "console", "COM10", "x_y.z",
+        ] {
+            assert_eq!(component_problem(good), None, "{good:?} refused");
+        }
+    }
+}

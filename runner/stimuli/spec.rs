@@ -208,6 +208,9 @@ impl ListeningSpec {
                 t.name
             ));
         }
+        if let Some(why) = crate::fsx::component_problem(&t.name) {
+            return Err(format!("test.name `{}` {why}", t.name));
+        }
         if t.subjects == 0 {
             return Err("test.subjects must be at least 1".into());
         }
