@@ -46,6 +46,27 @@ pub fn read(path: &Path) -> Result<(Vec<f32>, u16, u32), AudioError> {
         source,
     };
     let r = hound::WavReader::open(path).map_err(err)?;
+    samples_of(r, path)
+}
+
+/// [`read`] over bytes already in memory; `path` only names them in errors.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<(Vec<f32>, u16, u32), AudioError> {
+    let r =
+        hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|source| AudioError::Wav {
+            path: path.into(),
+            source,
+        })?;
+    samples_of(r, path)
+}
+
+fn samples_of<R: std::io::Read>(
+    r: hound::WavReader<R>,
+    path: &Path,
+) -> Result<(Vec<f32>, u16, u32), AudioError> {
+    let err = |source| AudioError::Wav {
+        path: path.into(),
+        source,
+    };
     let spec = r.spec();
     let samples = match spec.sample_format {
         hound::SampleFormat::Float => r
