@@ -94,3 +94,81 @@ fn probe_fit_refuses_truncated_and_garbage_label_npys() {
         assert!(err.contains(name) && err.contains(want), "{name}: {err}");
     }
 }
+
+fn rfmx_home(home: &Path, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_rfmx"))
+        .args(args)
+        .env("RFMX_HOME", home)
+        .output()
+        .expect("rfmx runs");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn manifest(key: &str, output: &str) -> String {
+    serde_json::json!({
+        "rfmx_version": "0", "key": key, "id": "x", "kind": "x", "version": 1, "params": {},
+        "inputs": [], "outputs": {output: {"blake3": "00", "bytes": 1}},
+        "started_unix": 0.0, "seconds": 0.0,
+    })
+    .to_string()
+}
+
+/// `status` and `gc` on a store seeded with hostile manifests, failure records and lock names:
+/// each entry is reported corrupt with its reason and removed, nothing outside the store is
+/// touched, and short or non-ASCII keys never panic a display slice.
+#[test]
+fn status_and_gc_survive_a_store_of_hostile_manifests() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    let outside = d.path().join("x");
+    std::fs::write(&outside, "user file").unwrap();
+    let entry = |key: &str, text: &str| {
+        let e = home.join("store").join(key);
+        std::fs::create_dir_all(e.join("out")).unwrap();
+        std::fs::write(e.join("manifest.json"), text).unwrap();
+    };
+    entry("escape", &manifest("escape", "../../x"));
+    entry("absolute", &manifest("absolute", "/etc/passwd"));
+    entry("foreign", &manifest("ééééééééééééééé", "a"));
+    entry("garbage", "\u{0}{{{not json");
+    entry("truncated", &manifest("truncated", "a"));
+    std::fs::write(home.join("store/truncated/out/a"), "").unwrap();
+    std::fs::create_dir_all(home.join("failures")).unwrap();
+    let rec = serde_json::json!({
+        "id": "n", "key": "é", "kind": "k", "params": {}, "error_chain": ["boom"],
+        "log": "l", "failed_unix": 0.0,
+    });
+    std::fs::write(home.join("failures/é.json"), rec.to_string()).unwrap();
+    std::fs::write(home.join("failures/short.json"), "{\"id\": 3").unwrap();
+    std::fs::create_dir_all(home.join("locks")).unwrap();
+    std::fs::write(home.join("locks/ü.lock"), "").unwrap();
+
+    let (code, out, err) = rfmx_home(&home, &["status", "--verify"]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(code, 0, "{out}");
+    for want in [
+        "output name `../../x` leaves the entry's out/ folder",
+        "output name `/etc/passwd` is absolute",
+        "manifest.json belongs to key éééééééééééé",
+        "manifest.json does not parse",
+        "output `a` does not match its manifest hash",
+        "5 corrupt",
+        "[é]",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+
+    let (code, out, err) = rfmx_home(&home, &["gc"]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code, 0, "{out}{err}");
+    let left: Vec<_> = std::fs::read_dir(home.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "user file");
+}

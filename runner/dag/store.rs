@@ -103,6 +103,12 @@ pub struct Store {
     pub root: PathBuf,
 }
 
+/// The first 12 characters of a key, for display. Keys read back from manifests, failure records
+/// and file names are untrusted: a short or non-ASCII one must not panic a byte slice.
+pub fn short_key(key: &str) -> &str {
+    key.char_indices().nth(12).map_or(key, |(i, _)| &key[..i])
+}
+
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -237,7 +243,7 @@ impl Store {
         if manifest.key != key {
             return EntryState::Corrupt(format!(
                 "manifest.json belongs to key {}",
-                &manifest.key[..manifest.key.len().min(12)]
+                short_key(&manifest.key)
             ));
         }
         let out = self.out_dir(key);
