@@ -109,3 +109,87 @@ mod component_tests {
         }
     }
 }
+
+/// Size limit for the JSON and TOML files rfmx parses whole (configs, tokenizer files, shard
+/// indexes, manifests, records, specs): the largest real one (a tokenizer.json) is a few MB.
+pub const TEXT_LIMIT: u64 = 64 << 20;
+/// Size limit for label and ratings CSVs.
+pub const CSV_LIMIT: u64 = 1 << 30;
+
+/// Reads a whole file, refusing one over `limit` bytes before allocating for it (docs/contracts.md,
+/// "Files rfmx reads"). The read itself is capped too, so a file that grows, or a device such as
+/// /dev/zero that reports length 0, cannot make it allocate more.
+pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let too_big = |n: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{n} bytes or more, over the {limit}-byte limit for this kind of file"),
+        )
+    };
+    let len = f.metadata()?.len();
+    if len > limit {
+        return Err(too_big(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(too_big(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
+/// [`read_limited`] as UTF-8 text.
+pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_limited(path, limit)?).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
+}
+
+/// Refuses a file over `limit` bytes that a library will read itself.
+pub fn check_size(path: &Path, limit: u64) -> std::io::Result<()> {
+    let len = std::fs::metadata(path)?.len();
+    if len > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{len} bytes, over the {limit}-byte limit for this kind of file"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn reads_within_the_limit_and_refuses_beyond_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.json");
+        std::fs::write(&p, "{\"a\": 1}").unwrap();
+        assert_eq!(read_text_limited(&p, 8).unwrap(), "{\"a\": 1}");
+        let e = read_limited(&p, 7).unwrap_err().to_string();
+        assert!(e.contains("8 bytes or more, over the 7-byte limit"), "{e}");
+        assert!(check_size(&p, 7).is_err() && check_size(&p, 8).is_ok());
+        std::fs::write(&p, [0xff, 0xfe]).unwrap();
+        assert!(
+            read_text_limited(&p, 8)
+                .unwrap_err()
+                .to_string()
+                .contains("UTF-8")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_of_endless_bytes_stops_at_the_limit() {
+        let e = read_limited(Path::new("/dev/zero"), 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1025 bytes or more"), "{e}");
+    }
+}

@@ -172,3 +172,41 @@ fn status_and_gc_survive_a_store_of_hostile_manifests() {
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "user file");
 }
+
+/// A file over its kind's size limit is refused before anything is allocated for it (sparse
+/// files: nothing is written to disk).
+#[test]
+fn oversized_labels_and_manifests_are_refused_before_reading() {
+    let d = tempfile::tempdir().unwrap();
+    let x = d.path().join("x.npy");
+    std::fs::write(
+        &x,
+        npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 2), }",
+            &[0; 32],
+        ),
+    )
+    .unwrap();
+    let y = d.path().join("big.csv");
+    std::fs::File::create(&y)
+        .unwrap()
+        .set_len(rfmx::fsx::CSV_LIMIT + 1)
+        .unwrap();
+    let (code, err) = fit(&x, &y);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("big.csv") && err.contains("limit"), "{err}");
+
+    let home = d.path().join("home");
+    let e = home.join("store/big");
+    std::fs::create_dir_all(&e).unwrap();
+    std::fs::File::create(e.join("manifest.json"))
+        .unwrap()
+        .set_len(rfmx::fsx::TEXT_LIMIT + 1)
+        .unwrap();
+    let (code, out, err) = rfmx_home(&home, &["status", "--verify"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("cannot read manifest.json") && out.contains("limit"),
+        "{out}{err}"
+    );
+}

@@ -225,7 +225,7 @@ impl Store {
 
     pub fn entry_state(&self, key: &str, depth: Depth) -> EntryState {
         let mpath = self.entry_dir(key).join("manifest.json");
-        let text = match std::fs::read(&mpath) {
+        let text = match crate::fsx::read_limited(&mpath, crate::fsx::TEXT_LIMIT) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return if self.entry_dir(key).exists() {
@@ -381,7 +381,7 @@ impl Store {
         &self,
         path: &Path,
     ) -> Result<Option<T>, StoreError> {
-        match std::fs::read(path) {
+        match crate::fsx::read_limited(path, crate::fsx::TEXT_LIMIT) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
                 .map_err(|source| StoreError::Json {

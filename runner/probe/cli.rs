@@ -167,7 +167,8 @@ pub fn read_labels(path: &Path, column: Option<&str>) -> Result<RawLabels> {
             Ok(RawLabels::Numbers(t.to_dtype(DType::F64)?.to_vec1()?))
         }
         "csv" | "txt" => {
-            let text = std::fs::read_to_string(path).map_err(|e| rerr(e.to_string()))?;
+            let text = crate::fsx::read_text_limited(path, crate::fsx::CSV_LIMIT)
+                .map_err(|e| rerr(e.to_string()))?;
             let mut lines = text.lines().filter(|l| !l.trim().is_empty());
             let mut col = 0;
             let mut rows: Vec<String> = vec![];
