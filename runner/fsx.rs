@@ -122,12 +122,7 @@ pub const CSV_LIMIT: u64 = 1 << 30;
 pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let f = std::fs::File::open(path)?;
-    let too_big = |n: u64| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{n} bytes or more, over the {limit}-byte limit for this kind of file"),
-        )
-    };
+    let too_big = |n: u64| over_limit(format!("{n} bytes or more"), limit);
     let len = f.metadata()?.len();
     if len > limit {
         return Err(too_big(len));
@@ -154,12 +149,16 @@ pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
 pub fn check_size(path: &Path, limit: u64) -> std::io::Result<()> {
     let len = std::fs::metadata(path)?.len();
     if len > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{len} bytes, over the {limit}-byte limit for this kind of file"),
-        ));
+        return Err(over_limit(format!("{len} bytes"), limit));
     }
     Ok(())
+}
+
+fn over_limit(size: String, limit: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{size}, over the {limit}-byte limit for this kind of file"),
+    )
 }
 
 #[cfg(test)]

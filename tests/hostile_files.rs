@@ -19,6 +19,20 @@ fn npy(header: &str, data: &[u8]) -> Vec<u8> {
     b
 }
 
+/// A valid 4×2 f32 features file in `dir`.
+fn features(dir: &Path) -> std::path::PathBuf {
+    let x = dir.join("x.npy");
+    std::fs::write(
+        &x,
+        npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 2), }",
+            &[0; 32],
+        ),
+    )
+    .unwrap();
+    x
+}
+
 fn fit(features: &Path, labels: &Path) -> (i32, String) {
     let o = rfmx(&[
         "probe",
@@ -58,15 +72,7 @@ fn probe_fit_refuses_an_npy_header_claiming_409_tb() {
 #[test]
 fn probe_fit_refuses_truncated_and_garbage_label_npys() {
     let d = tempfile::tempdir().unwrap();
-    let x = d.path().join("x.npy");
-    std::fs::write(
-        &x,
-        npy(
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 2), }",
-            &[0; 32],
-        ),
-    )
-    .unwrap();
+    let x = features(d.path());
     let cases: [(&str, Vec<u8>, &str); 3] = [
         (
             "short.npy",
@@ -178,15 +184,7 @@ fn status_and_gc_survive_a_store_of_hostile_manifests() {
 #[test]
 fn oversized_labels_and_manifests_are_refused_before_reading() {
     let d = tempfile::tempdir().unwrap();
-    let x = d.path().join("x.npy");
-    std::fs::write(
-        &x,
-        npy(
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 2), }",
-            &[0; 32],
-        ),
-    )
-    .unwrap();
+    let x = features(d.path());
     let y = d.path().join("big.csv");
     std::fs::File::create(&y)
         .unwrap()
