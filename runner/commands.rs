@@ -412,7 +412,12 @@ fn explain(args: &SpecArgs, query: &str, store: &Store, registry: &Registry) -> 
         println!("inputs    (none)");
     }
     for inp in &n.inputs {
-        println!("input     {} = {} [{}]", inp.name, inp.id, &inp.key[..12]);
+        println!(
+            "input     {} = {} [{}]",
+            inp.name,
+            inp.id,
+            crate::dag::store::short_key(&inp.key)
+        );
     }
     match store.verify(&n.key) {
         EntryState::Valid(m) => {
@@ -488,7 +493,10 @@ fn node_id(store: &Store, key: &str) -> String {
         .read_json::<PlannedNode>(&store.node_path(key))
         .ok()
         .flatten()
-        .map_or_else(|| format!("[{}]", &key[..key.len().min(12)]), |n| n.id)
+        .map_or_else(
+            || format!("[{}]", crate::dag::store::short_key(key)),
+            |n| n.id,
+        )
 }
 
 fn status(store: &Store, verify: bool) -> u8 {
@@ -497,7 +505,12 @@ fn status(store: &Store, verify: bool) -> u8 {
     println!("failed nodes: {}", failures.len());
     for f in &failures {
         if let Ok(Some(rec)) = store.read_json::<FailureRecord>(f) {
-            println!("  {}  [{}]  {}", rec.id, &rec.key[..12], rec.kind);
+            println!(
+                "  {}  [{}]  {}",
+                rec.id,
+                crate::dag::store::short_key(&rec.key),
+                rec.kind
+            );
             println!("    error:  {}", rec.error_chain.join(": "));
             println!("    params: {}", rec.params);
             println!("    log:    {}", rec.log.display());
@@ -511,7 +524,11 @@ fn status(store: &Store, verify: bool) -> u8 {
         .collect();
     println!("running nodes (locks held): {}", running.len());
     for k in &running {
-        println!("  {}  [{}]", node_id(store, k), &k[..k.len().min(12)]);
+        println!(
+            "  {}  [{}]",
+            node_id(store, k),
+            crate::dag::store::short_key(k)
+        );
     }
     let entries = std::fs::read_dir(store.store_dir())
         .into_iter()
@@ -531,7 +548,7 @@ fn status(store: &Store, verify: bool) -> u8 {
             println!(
                 "  {}  [{}]  {why}",
                 node_id(store, key),
-                &key[..key.len().min(12)]
+                crate::dag::store::short_key(key)
             );
         }
         if !corrupt.is_empty() {

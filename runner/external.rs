@@ -125,8 +125,8 @@ impl External {
                 "the {} at {shown} changed since this node was planned (fingerprint {} -> {}); \
                  `rfmx run` again plans with what is there now",
                 self.what,
-                &self.fingerprint[..self.fingerprint.len().min(12)],
-                &fp[..fp.len().min(12)]
+                crate::dag::store::short_key(&self.fingerprint),
+                crate::dag::store::short_key(&fp)
             )),
             Err(e) => Err(format!(
                 "the {} planned at {shown} cannot be read: {e}",

@@ -53,3 +53,142 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
     }
 }
+
+/// Why `name` cannot be one path component of a folder rfmx writes (docs/contracts.md, "Names"),
+/// or `None` when it can: not empty, not `.`/`..`, no leading dot (hidden, and the start of
+/// `..`), no separators or NUL, no trailing dot or space, at most 255 bytes, and not a name
+/// Windows reserves (`CON`, `NUL`, `COM1`, ... with or without an extension), so that the
+/// published folder is the same folder on every platform.
+pub fn component_problem(name: &str) -> Option<&'static str> {
+    const RESERVED: [&str; 22] = [
+        "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+        "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+    ];
+    if name.is_empty() {
+        return Some("is empty");
+    }
+    if name == "." || name == ".." {
+        return Some("is `.` or `..`, which names a parent folder, not a new one");
+    }
+    if name.starts_with('.') {
+        return Some("starts with a dot (a hidden or parent-relative name)");
+    }
+    if name.contains(['/', '\\', '\0']) {
+        return Some("contains a path separator or NUL");
+    }
+    if name.ends_with(['.', ' ']) {
+        return Some("ends with a dot or a space (dropped on Windows)");
+    }
+    if name.len() > 255 {
+        return Some("is longer than 255 bytes");
+    }
+    let stem = name.split('.').next().unwrap_or(name);
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
+        return Some("is a reserved device name on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9)");
+    }
+    None
+}
+
+#[cfg(test)]
+mod component_tests {
+    use super::component_problem;
+
+    #[test]
+    fn names_that_escape_or_vanish_are_refused() {
+        for bad in [
+            "", ".", "..", ".hidden", "a/b", "a\\b", "a\0", "x.", "x ", "con", "NUL", "Com1.txt",
+            "lpt9",
+        ] {
+            assert!(component_problem(bad).is_some(), "{bad:?} accepted");
+        }
+        assert!(component_problem(&"a".repeat(256)).is_some());
+        for good in [
+            "chords", "exp-1", "a.b", "con_test", "console", "COM10", "x_y.z",
+        ] {
+            assert_eq!(component_problem(good), None, "{good:?} refused");
+        }
+    }
+}
+
+/// Size limit for the JSON and TOML files rfmx parses whole (configs, tokenizer files, shard
+/// indexes, manifests, records, specs): the largest real one (a tokenizer.json) is a few MB.
+pub const TEXT_LIMIT: u64 = 64 << 20;
+/// Size limit for label and ratings CSVs.
+pub const CSV_LIMIT: u64 = 1 << 30;
+
+/// Reads a whole file, refusing one over `limit` bytes before allocating for it (docs/contracts.md,
+/// "Files rfmx reads"). The read itself is capped too, so a file that grows, or a device such as
+/// /dev/zero that reports length 0, cannot make it allocate more.
+pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let too_big = |n: u64| over_limit(format!("{n} bytes or more"), limit);
+    let len = f.metadata()?.len();
+    if len > limit {
+        return Err(too_big(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(too_big(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
+/// [`read_limited`] as UTF-8 text.
+pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_limited(path, limit)?).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
+}
+
+/// Refuses a file over `limit` bytes that a library will read itself.
+pub fn check_size(path: &Path, limit: u64) -> std::io::Result<()> {
+    let len = std::fs::metadata(path)?.len();
+    if len > limit {
+        return Err(over_limit(format!("{len} bytes"), limit));
+    }
+    Ok(())
+}
+
+fn over_limit(size: String, limit: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{size}, over the {limit}-byte limit for this kind of file"),
+    )
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn reads_within_the_limit_and_refuses_beyond_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.json");
+        std::fs::write(&p, "{\"a\": 1}").unwrap();
+        assert_eq!(read_text_limited(&p, 8).unwrap(), "{\"a\": 1}");
+        let e = read_limited(&p, 7).unwrap_err().to_string();
+        assert!(e.contains("8 bytes or more, over the 7-byte limit"), "{e}");
+        assert!(check_size(&p, 7).is_err() && check_size(&p, 8).is_ok());
+        std::fs::write(&p, [0xff, 0xfe]).unwrap();
+        assert!(
+            read_text_limited(&p, 8)
+                .unwrap_err()
+                .to_string()
+                .contains("UTF-8")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_of_endless_bytes_stops_at_the_limit() {
+        let e = read_limited(Path::new("/dev/zero"), 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1025 bytes or more"), "{e}");
+    }
+}

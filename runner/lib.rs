@@ -15,6 +15,7 @@ pub mod exec;
 pub mod external;
 pub mod fsx;
 pub mod model;
+pub mod npy;
 pub mod probe;
 pub mod registry;
 pub mod report;

@@ -530,6 +530,14 @@ fn spec_and_source_errors_are_clear() {
     };
     let e = bad(text.replace("fade_ms", "fade_msec"));
     assert!(e.contains("fade_msec"), "{e}");
+    // A listening-test name becomes a folder: no device names that vanish on Windows.
+    for name in ["CON", "nul", "Com1"] {
+        let e = bad(text.replace("name = \"lt\"", &format!("name = \"{name}\"")));
+        assert!(
+            e.contains(name) && e.contains("reserved device name"),
+            "{e}"
+        );
+    }
     let e = bad(text.replace("\"notes:G\" = [\"src/src_2", "\"notes:X\" = [\"src/src_2"));
     assert!(
         e.contains("notes:X") && e.contains("not a declared target"),

@@ -46,12 +46,39 @@ pub fn read(path: &Path) -> Result<(Vec<f32>, u16, u32), AudioError> {
         source,
     };
     let r = hound::WavReader::open(path).map_err(err)?;
+    samples_of(r, path)
+}
+
+/// [`read`] over bytes already in memory; `path` only names them in errors.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<(Vec<f32>, u16, u32), AudioError> {
+    let r =
+        hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|source| AudioError::Wav {
+            path: path.into(),
+            source,
+        })?;
+    samples_of(r, path)
+}
+
+fn samples_of<R: std::io::Read>(
+    r: hound::WavReader<R>,
+    path: &Path,
+) -> Result<(Vec<f32>, u16, u32), AudioError> {
+    let err = |source| AudioError::Wav {
+        path: path.into(),
+        source,
+    };
     let spec = r.spec();
     let samples = match spec.sample_format {
         hound::SampleFormat::Float => r
             .into_samples::<f32>()
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?,
+        // A lying header must not reach the shift below (a panic for 0 or over 64 bits).
+        hound::SampleFormat::Int if !(1..=32).contains(&spec.bits_per_sample) => {
+            return Err(err(hound::Error::FormatError(
+                "integer bits per sample outside 1..=32",
+            )));
+        }
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
             r.into_samples::<i32>()

@@ -189,7 +189,8 @@ impl FeatureConfig {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ClapError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ClapError::io(path, e))?;
+    let text = crate::fsx::read_text_limited(path, crate::fsx::TEXT_LIMIT)
+        .map_err(|e| ClapError::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| ClapError::snapshot(path, format!("bad JSON: {e}")))
 }
 

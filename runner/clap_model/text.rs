@@ -156,7 +156,7 @@ struct SlowConfig {
 
 fn read_slow_config(dir: &Path) -> Result<SlowConfig, ClapError> {
     let path = dir.join("tokenizer_config.json");
-    let v: serde_json::Value = match std::fs::read_to_string(&path) {
+    let v: serde_json::Value = match crate::fsx::read_text_limited(&path, crate::fsx::TEXT_LIMIT) {
         Ok(text) => serde_json::from_str(&text)
             .map_err(|e| ClapError::snapshot(&path, format!("bad JSON: {e}")))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
@@ -196,6 +196,7 @@ fn read_slow_config(dir: &Path) -> Result<SlowConfig, ClapError> {
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ClapError> {
     let json = dir.join("tokenizer.json");
     if json.is_file() {
+        crate::fsx::check_size(&json, crate::fsx::TEXT_LIMIT).map_err(|e| tok_err(&json, e))?;
         return Tokenizer::from_file(&json).map_err(|e| tok_err(&json, e));
     }
     let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
@@ -204,6 +205,9 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ClapError> {
             dir,
             "no tokenizer.json, nor vocab.json + merges.txt (the RoBERTa BPE files) in the snapshot",
         ));
+    }
+    for f in [&vocab, &merges] {
+        crate::fsx::check_size(f, crate::fsx::TEXT_LIMIT).map_err(|e| tok_err(f, e))?;
     }
     let sc = read_slow_config(dir)?;
     let (vs, ms) = (vocab.to_string_lossy(), merges.to_string_lossy());

@@ -103,6 +103,12 @@ pub struct Store {
     pub root: PathBuf,
 }
 
+/// The first 12 characters of a key, for display. Keys read back from manifests, failure records
+/// and file names are untrusted: a short or non-ASCII one must not panic a byte slice.
+pub fn short_key(key: &str) -> &str {
+    key.char_indices().nth(12).map_or(key, |(i, _)| &key[..i])
+}
+
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -219,7 +225,7 @@ impl Store {
 
     pub fn entry_state(&self, key: &str, depth: Depth) -> EntryState {
         let mpath = self.entry_dir(key).join("manifest.json");
-        let text = match std::fs::read(&mpath) {
+        let text = match crate::fsx::read_limited(&mpath, crate::fsx::TEXT_LIMIT) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return if self.entry_dir(key).exists() {
@@ -237,7 +243,7 @@ impl Store {
         if manifest.key != key {
             return EntryState::Corrupt(format!(
                 "manifest.json belongs to key {}",
-                &manifest.key[..manifest.key.len().min(12)]
+                short_key(&manifest.key)
             ));
         }
         let out = self.out_dir(key);
@@ -375,7 +381,7 @@ impl Store {
         &self,
         path: &Path,
     ) -> Result<Option<T>, StoreError> {
-        match std::fs::read(path) {
+        match crate::fsx::read_limited(path, crate::fsx::TEXT_LIMIT) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
                 .map_err(|source| StoreError::Json {

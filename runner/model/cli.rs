@@ -394,7 +394,8 @@ pub fn read_codes_npy(path: &Path, p: &Pipeline) -> Result<Tensor, CliError> {
     if !path.is_file() {
         return Err(input(path, "no such codes file"));
     }
-    let t = Tensor::read_npy(path).map_err(|e| input(path, format!("not a readable .npy: {e}")))?;
+    let t = crate::npy::read_npy(path)
+        .map_err(|e| input(path, format!("not a readable .npy: {}", e.msg)))?;
     let t = match t.dims() {
         [_, _] => t.unsqueeze(0)?,
         [1, _, _] => t,

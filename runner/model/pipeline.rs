@@ -289,8 +289,8 @@ impl Pipeline {
     /// the T5 tokenizer.json.
     pub fn load_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         let config_path = dir.join("config.json");
-        let config_text =
-            std::fs::read_to_string(&config_path).map_err(|e| ModelError::io(&config_path, e))?;
+        let config_text = crate::fsx::read_text_limited(&config_path, crate::fsx::TEXT_LIMIT)
+            .map_err(|e| ModelError::io(&config_path, e))?;
         let cfg = MusicgenConfig::from_json_str(&config_text, &config_path.display().to_string())?;
         if cfg.layout != Layout::Composite {
             return Err(ModelError::snapshot(

@@ -234,7 +234,8 @@ fn byte_chars() -> Vec<char> {
 /// A snapshot's `tokenizer.json`, with any padding/truncation it carries switched off: prompts are
 /// encoded one by one and padded by [`TextEncoder::encode_ids`].
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
-    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let bytes = crate::fsx::read_limited(path, crate::fsx::TEXT_LIMIT)
+        .map_err(|e| ModelError::io(path, e))?;
     let mut tok = Tokenizer::from_bytes(bytes).map_err(|e| ModelError::Tokenizer {
         origin: path.display().to_string(),
         message: e.to_string(),

@@ -27,7 +27,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         if !name.ends_with(".index.json") {
             return Ok(vec![path]);
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        let text = crate::fsx::read_text_limited(&path, crate::fsx::TEXT_LIMIT)
+            .map_err(|e| ModelError::io(&path, e))?;
         let index: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| ModelError::snapshot(&path, format!("not a shard index: {e}")))?;
         let map = index

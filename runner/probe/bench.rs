@@ -86,9 +86,9 @@ pub struct BenchArgs {
 }
 
 fn read(path: &Path) -> Result<Tensor> {
-    Tensor::read_npy(path).map_err(|e| ProbeError::Read {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
+    crate::npy::read_npy(path).map_err(|e| ProbeError::Read {
+        path: e.path,
+        msg: e.msg,
     })
 }
 

@@ -109,7 +109,7 @@ pub fn read_features(path: &Path) -> Result<Features> {
     };
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let t = match ext {
-        "npy" => Tensor::read_npy(path).map_err(|e| rerr(e.to_string()))?,
+        "npy" => crate::npy::read_npy(path).map_err(|e| rerr(e.msg))?,
         "safetensors" => {
             let mut ts = candle_core::safetensors::load(path, &Device::Cpu)
                 .map_err(|e| rerr(e.to_string()))?;
@@ -152,7 +152,7 @@ pub fn read_labels(path: &Path, column: Option<&str>) -> Result<RawLabels> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         "npy" => {
-            let t = Tensor::read_npy(path).map_err(|e| rerr(e.to_string()))?;
+            let t = crate::npy::read_npy(path).map_err(|e| rerr(e.msg))?;
             let t = if t.rank() == 2 && t.dim(1)? == 1 {
                 t.squeeze(1)?
             } else {
@@ -167,7 +167,8 @@ pub fn read_labels(path: &Path, column: Option<&str>) -> Result<RawLabels> {
             Ok(RawLabels::Numbers(t.to_dtype(DType::F64)?.to_vec1()?))
         }
         "csv" | "txt" => {
-            let text = std::fs::read_to_string(path).map_err(|e| rerr(e.to_string()))?;
+            let text = crate::fsx::read_text_limited(path, crate::fsx::CSV_LIMIT)
+                .map_err(|e| rerr(e.to_string()))?;
             let mut lines = text.lines().filter(|l| !l.trim().is_empty());
             let mut col = 0;
             let mut rows: Vec<String> = vec![];

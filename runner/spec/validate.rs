@@ -115,6 +115,13 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
             format!("experiment name `{name}` must be non-empty and use only letters, digits, `_`, `-`, `.`"),
             Some("it names files: the cache index, run logs and reports/<name>/"),
         );
+    } else if let Some(why) = crate::fsx::component_problem(name) {
+        // `..` would publish the report into the working directory itself (docs/contracts.md, "Names").
+        c.fail(
+            &["experiment", "name"],
+            format!("experiment name `{name}` {why}"),
+            Some("it names the folder reports/<name>/: use e.g. `chords-1`"),
+        );
     }
     if spec.executor.jobs == Some(0) {
         c.fail(

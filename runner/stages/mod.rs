@@ -93,9 +93,11 @@ pub(crate) fn load_tensors(path: &Path) -> Result<HashMap<String, candle_core::T
 }
 
 /// A class name as a directory name: characters outside `[A-Za-z0-9_#.-]` become `_`
-/// (`4/4` -> `4_4`; progressions such as `major-(1, 4, 5, 1)` keep their digits).
+/// (`4/4` -> `4_4`; progressions such as `major-(1, 4, 5, 1)` keep their digits). A name that
+/// still could not be its own folder (`..`, a leading dot, `NUL`: docs/contracts.md, "Names")
+/// gets a `_` prefix, which leaves every ordinary class name as it was.
 pub fn class_dir(class: &str) -> String {
-    class
+    let dir: String = class
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "_#.-".contains(c) {
@@ -104,7 +106,18 @@ pub fn class_dir(class: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    let mut dir = if crate::fsx::component_problem(&dir).is_some() {
+        format!("_{dir}")
+    } else {
+        dir
+    };
+    // Windows drops trailing dots, which would merge `x.` into `x`.
+    while dir.ends_with('.') {
+        dir.pop();
+        dir.push('_');
+    }
+    dir
 }
 
 pub fn pooling_name(p: Pooling) -> &'static str {
@@ -602,6 +615,11 @@ mod tests {
     fn class_dirs_are_safe_names() {
         assert_eq!(class_dir("C#"), "C#");
         assert_eq!(class_dir("4/4"), "4_4");
+        assert_eq!(class_dir(".."), "_._");
+        assert_eq!(class_dir("."), "__");
+        assert_eq!(class_dir(".git"), "_.git");
+        assert_eq!(class_dir("nul"), "_nul");
+        assert_eq!(class_dir(""), "_");
         assert_eq!(class_dir("major-(1, 4, 5, 1)"), "major-_1__4__5__1_");
     }
 

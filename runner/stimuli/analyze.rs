@@ -98,7 +98,7 @@ pub fn find_key(first_result: &Path) -> Option<PathBuf> {
 }
 
 pub fn load_key(path: &Path) -> Result<Key> {
-    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let text = crate::fsx::read_text_limited(path, crate::fsx::TEXT_LIMIT).map_err(io_err(path))?;
     serde_json::from_str(&text)
         .map_err(|e| StimuliError::Results(format!("{}: not a stimulus key: {e}", path.display())))
 }
@@ -121,7 +121,7 @@ pub fn read_results(files: &[PathBuf], key: &Key) -> Result<(Vec<Rating>, Vec<St
     let mut subject_file: BTreeMap<String, String> = BTreeMap::new();
     for f in files {
         let fname = f.display().to_string();
-        let text = std::fs::read_to_string(f).map_err(io_err(f))?;
+        let text = crate::fsx::read_text_limited(f, crate::fsx::CSV_LIMIT).map_err(io_err(f))?;
         let recs = if f
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"))

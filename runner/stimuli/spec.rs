@@ -178,7 +178,8 @@ impl ListeningSpec {
 
     /// Reads and validates a spec; relative file paths become relative to the spec's directory.
     pub fn load(path: &Path) -> Result<ListeningSpec> {
-        let text = std::fs::read_to_string(path).map_err(super::io_err(path))?;
+        let text = crate::fsx::read_text_limited(path, crate::fsx::TEXT_LIMIT)
+            .map_err(super::io_err(path))?;
         let err = |msg: String| StimuliError::Spec {
             path: path.to_path_buf(),
             msg,
@@ -214,6 +215,9 @@ impl ListeningSpec {
                 "test.name `{}` must be non-empty ASCII letters, digits, '_' or '-'",
                 t.name
             ));
+        }
+        if let Some(why) = crate::fsx::component_problem(&t.name) {
+            return Err(format!("test.name `{}` {why}", t.name));
         }
         if t.subjects == 0 {
             return Err("test.subjects must be at least 1".into());

@@ -79,8 +79,8 @@ impl Encodec {
     /// Loads a `save_pretrained` directory: `config.json` + `model.safetensors`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, EncodecError> {
         let path = dir.join("config.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| EncodecError::Read { path, source })?;
+        let text = crate::fsx::read_text_limited(&path, crate::fsx::TEXT_LIMIT)
+            .map_err(|source| EncodecError::Read { path, source })?;
         let config = EncodecConfig::from_json(&text)?;
         let tensors = load_safetensors_dir(dir, device)?;
         Self::new(

@@ -100,10 +100,13 @@ pub struct MusicgenConfig {
 
 impl MusicgenConfig {
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| MusicgenError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::fsx::read_text_limited(path, crate::fsx::TEXT_LIMIT).map_err(|source| {
+                MusicgenError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Self::from_json_str(&text, &path.display().to_string())
     }
 

@@ -1,0 +1,199 @@
+//! A stable-Rust mutational fuzzer over the readers of files rfmx reads (docs/contracts.md,
+//! "Files rfmx reads"): one target per reader, seeded from the committed corpora under
+//! tests/fuzz/<target>/ (the spec target from the shipped specs/). Each target must return a
+//! value or an error for every input; a panic fails the test, an unbounded allocation aborts it.
+//!
+//! - `corpus_replays_*` (ordinary tests): every seed, then 300 seeded mutations of it.
+//! - `fuzz_bounded` (ignored): each target for `RFMX_FUZZ_SECS` seconds (default 30), printing
+//!   how many inputs each survived: `RFMX_FUZZ_SECS=30 cargo test --release --test fuzz -- --ignored`.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+type Target = fn(&[u8]);
+
+fn npy(b: &[u8]) {
+    if let Ok(t) = rfmx::npy::parse_npy(b) {
+        // What parses must be exactly what the header said.
+        assert!(t.elem_count() * t.dtype().size_in_bytes() <= b.len());
+    }
+}
+
+fn wav(b: &[u8]) {
+    if let Ok((samples, channels, _)) = rfmx::audio::wav::decode(b, Path::new("fuzz.wav")) {
+        // Samples come from the bytes read, never from the header's claims.
+        assert!(samples.len() <= b.len());
+        assert!(channels > 0 || samples.is_empty());
+    }
+}
+
+fn csv(b: &[u8]) {
+    let _ = rfmx::stimuli::csv::parse(&String::from_utf8_lossy(b));
+}
+
+fn safetensors(b: &[u8]) {
+    let _ = candle_core::safetensors::load_buffer(b, &candle_core::Device::Cpu);
+}
+
+fn spec(b: &[u8]) {
+    let text = String::from_utf8_lossy(b);
+    let _ = rfmx::spec::load_str("fuzz.toml", "fuzz", &text, &[], &[]);
+}
+
+const TARGETS: [(&str, Target); 5] = [
+    ("npy", npy),
+    ("wav", wav),
+    ("csv", csv),
+    ("safetensors", safetensors),
+    ("spec", spec),
+];
+
+fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = if target == "spec" {
+        root.join("specs")
+    } else {
+        root.join("tests/fuzz").join(target)
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no seeds in {}", dir.display());
+    files
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+/// Values that break size arithmetic when they land in a length field.
+const INTERESTING: [u64; 8] = [0, 1, 0x7f, 0xff, 0xffff, 0x7fff_ffff, 0xffff_ffff, u64::MAX];
+
+fn mutate(rng: &mut ChaCha8Rng, seed: &[u8], pool: &[Vec<u8>]) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    for _ in 0..rng.random_range(1..=4) {
+        let n = b.len();
+        match rng.random_range(0..8) {
+            0 if n > 0 => {
+                let i = rng.random_range(0..n);
+                b[i] ^= 1 << rng.random_range(0..8);
+            }
+            1 if n > 0 => {
+                let i = rng.random_range(0..n);
+                b[i] = rng.random();
+            }
+            2 if n > 0 => {
+                let v = INTERESTING[rng.random_range(0..INTERESTING.len())].to_le_bytes();
+                let w = [1, 2, 4, 8][rng.random_range(0..4)];
+                let i = rng.random_range(0..n);
+                for (k, byte) in v[..w].iter().enumerate() {
+                    if let Some(x) = b.get_mut(i + k) {
+                        *x = *byte;
+                    }
+                }
+            }
+            3 => b.truncate(rng.random_range(0..=n)),
+            4 if n > 0 => {
+                let i = rng.random_range(0..n);
+                let j = rng.random_range(i..=n.min(i + 16));
+                b.drain(i..j);
+            }
+            5 => {
+                // Digits where a shape, length or count is written in text.
+                let i = rng.random_range(0..=n);
+                let digits: String = (0..rng.random_range(1..24))
+                    .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                    .collect();
+                b.splice(i..i, digits.into_bytes());
+            }
+            6 => {
+                let other = &pool[rng.random_range(0..pool.len())];
+                if !other.is_empty() {
+                    let s = rng.random_range(0..other.len());
+                    let e = rng.random_range(s..=other.len());
+                    let i = rng.random_range(0..=n);
+                    b.splice(i..i, other[s..e].iter().copied());
+                }
+            }
+            _ => {
+                let i = rng.random_range(0..=n);
+                let byte: u8 = rng.random();
+                b.insert(i, byte);
+            }
+        }
+    }
+    b
+}
+
+/// Runs `target` on every seed and on mutations until `budget` runs out (`Err`) or `runs` inputs
+/// are done; returns how many inputs ran.
+fn drive(name: &str, target: Target, rng_seed: u64, limit: Result<usize, Duration>) -> u64 {
+    let seeds = seeds(name);
+    let pool: Vec<Vec<u8>> = seeds.iter().map(|(_, b)| b.clone()).collect();
+    for (p, b) in &seeds {
+        let r = std::panic::catch_unwind(|| target(b));
+        assert!(r.is_ok(), "{name}: seed {} panicked", p.display());
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+    let start = Instant::now();
+    let mut execs = seeds.len() as u64;
+    loop {
+        match limit {
+            Ok(n) if execs >= n as u64 => break,
+            Err(d) if start.elapsed() >= d => break,
+            _ => {}
+        }
+        let seed = &pool[rng.random_range(0..pool.len())];
+        let input = mutate(&mut rng, seed, &pool);
+        if std::panic::catch_unwind(|| target(&input)).is_err() {
+            let keep = std::env::temp_dir().join(format!("rfmx-fuzz-{name}-crash.bin"));
+            let _ = std::fs::write(&keep, &input);
+            panic!("{name}: input panicked; saved to {}", keep.display());
+        }
+        execs += 1;
+    }
+    execs
+}
+
+macro_rules! replay {
+    ($test:ident, $i:expr) => {
+        #[test]
+        fn $test() {
+            let (name, target) = TARGETS[$i];
+            drive(name, target, 0, Ok(300));
+        }
+    };
+}
+replay!(corpus_replays_npy, 0);
+replay!(corpus_replays_wav, 1);
+replay!(corpus_replays_csv, 2);
+replay!(corpus_replays_safetensors, 3);
+replay!(corpus_replays_spec, 4);
+
+#[test]
+#[ignore = "bounded fuzz run for CI: RFMX_FUZZ_SECS per target (default 30), in --release"]
+fn fuzz_bounded() {
+    let secs: u64 = std::env::var("RFMX_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let rng_seed = std::env::var("RFMX_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+    for (name, target) in TARGETS {
+        let n = drive(name, target, rng_seed, Err(Duration::from_secs(secs)));
+        println!("fuzz {name}: {n} inputs survived in {secs} s (seed {rng_seed})");
+    }
+}
