@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    restore_sigpipe();
     pin_thread_count();
     tune_allocator();
     rfmx::commands::main(rfmx::cli::Cli::parse())
@@ -48,3 +49,23 @@ fn tune_allocator() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
+
+/// Rust starts programs with SIGPIPE ignored, so `rfmx plan SPEC | head` met a closed pipe as an
+/// error inside `println!` — a panic with a backtrace. Command-line tools end quietly there: restore
+/// the default action. Killed mid-run this way, a run loses nothing (outputs are written to temp
+/// and renamed; the next run resumes), as after any other signal.
+#[cfg(unix)]
+fn restore_sigpipe() {
+    unsafe extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: resets one signal's disposition to the default before any thread starts.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_sigpipe() {}
