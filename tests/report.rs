@@ -435,15 +435,7 @@ fn a_notes_sweep_sized_report_has_small_pages_and_each_clip_once() {
     // Each distinct clip is one file: 576 steered + 4 baselines, no two with the same bytes.
     let wavs = walk(&dir.path().join("assets/audio"));
     assert_eq!(wavs.len(), 580);
-    let hashes: std::collections::BTreeSet<String> = wavs
-        .iter()
-        .map(|w| {
-            blake3::hash(&std::fs::read(w).unwrap())
-                .to_hex()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(hashes.len(), 580);
+    assert_eq!(common::distinct_contents(&wavs), 580);
     // The overview: the main metric first, then the cost metrics, one panel per target.
     let figs: Vec<usize> = ["eta_probe_accuracy", "eta_pitch_hit", "eta_fd", "eta_mmd"]
         .iter()

@@ -2,6 +2,8 @@
 //! checks on the written files, balanced orders, analysis of synthetic results, bad input, the
 //! `generations` source on a hand-made store, the CLI, and the stats against scipy fixtures.
 
+mod common;
+
 use rfmx::stimuli::analyze::{self, Analysis};
 use rfmx::stimuli::build::{self, Built};
 use rfmx::stimuli::spec::ListeningSpec;
@@ -136,15 +138,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// Every stimulus file of a set differs from every other (by content hash).
 fn assert_distinct_audio(b: &Built) {
     let wavs = files_under(&b.dir.join("stimuli").join("audio"));
-    let hashes: BTreeSet<String> = wavs
-        .iter()
-        .map(|w| {
-            blake3::hash(&std::fs::read(w).unwrap())
-                .to_hex()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(hashes.len(), wavs.len(), "repeated audio among {wavs:?}");
+    assert_eq!(
+        common::distinct_contents(&wavs),
+        wavs.len(),
+        "repeated audio among {wavs:?}"
+    );
     assert_eq!(wavs.len(), b.key.clips.len());
 }
 

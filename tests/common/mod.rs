@@ -53,3 +53,17 @@ impl Work {
         self.cmd(args).output().unwrap()
     }
 }
+
+/// How many distinct contents (blake3) the files have: equal to `files.len()` when no two are the
+/// same bytes.
+pub fn distinct_contents(files: &[PathBuf]) -> usize {
+    files
+        .iter()
+        .map(|f| {
+            blake3::hash(&std::fs::read(f).unwrap())
+                .to_hex()
+                .to_string()
+        })
+        .collect::<std::collections::BTreeSet<String>>()
+        .len()
+}
