@@ -14,22 +14,7 @@ use rfmx::stages::generation::{GenParams, GenerationInputs, run_generation, run_
 use serde_json::Value;
 
 fn base(seed: u64) -> GenParams {
-    GenParams {
-        target: None,
-        schedule: None,
-        layers: None,
-        gate: 1.0,
-        gate_mode: GateMode::PerStep,
-        eta: 0.0,
-        eta_mode: EtaMode::Absolute,
-        prompt: "solo piano".into(),
-        seed,
-        seconds: 0.3,
-        cfg: 3.0,
-        pooling: Pooling::Mean,
-        constants: None,
-        dtype: Default::default(),
-    }
+    GenParams::baseline("solo piano", seed, 0.3, 3.0, Pooling::Mean)
 }
 
 fn steered(seed: u64, target: &str, eta: f64, schedule: Schedule, gate: f64) -> GenParams {

@@ -273,17 +273,7 @@ fn write_all(b: &mut Builder<'_>) -> Result<(), ContractError> {
             .enumerate()
             .map(|(i, c)| {
                 let i = i as f64;
-                let s = ClassScores {
-                    val_auc: Some(r4(q - 0.02 * i)),
-                    test_auc: Some(r4(q - 0.03 * i)),
-                    val_acc: Some(r4(q - 0.04 * i)),
-                    test_acc: Some(r4(q - 0.05 * i)),
-                    n: 8,
-                    hyper: hyper.clone(),
-                    dir: format!("class/{c}"),
-                    k: 1,
-                    direction_correlations: vec![0.5],
-                };
+                let s = class_scores(c, [0.02, 0.03, 0.04, 0.05].map(|d| r4(q - d * i)), &hyper);
                 (c.to_string(), s)
             })
             .collect();
@@ -545,18 +535,7 @@ fn write_sweep(b: &mut Builder<'_>, seconds: f64) -> Result<(), ContractError> {
             .enumerate()
             .map(|(i, c)| {
                 let q = r4(0.6 + 0.03 * ((i + layer) % 4) as f64);
-                let s = ClassScores {
-                    val_auc: Some(q),
-                    test_auc: Some(q),
-                    val_acc: Some(q),
-                    test_acc: Some(q),
-                    n: 8,
-                    hyper: hyper.clone(),
-                    dir: format!("class/{c}"),
-                    k: 1,
-                    direction_correlations: vec![0.5],
-                };
-                (c.to_string(), s)
+                (c.to_string(), class_scores(c, [q; 4], &hyper))
             })
             .collect();
         let n = SWEEP_TARGETS.len();
@@ -791,4 +770,24 @@ pub fn build(dir: &Path, provenance: Provenance) -> Result<ReportInput, ReportEr
         png: false,
     };
     Ok(params.input(b.nodes, provenance))
+}
+
+/// One class's probe scores: [val AUC, test AUC, val accuracy, test accuracy], 8 rows, one
+/// direction.
+fn class_scores(
+    class: &str,
+    [val_auc, test_auc, val_acc, test_acc]: [f64; 4],
+    hyper: &Hyper,
+) -> ClassScores {
+    ClassScores {
+        val_auc: Some(val_auc),
+        test_auc: Some(test_auc),
+        val_acc: Some(val_acc),
+        test_acc: Some(test_acc),
+        n: 8,
+        hyper: hyper.clone(),
+        dir: format!("class/{class}"),
+        k: 1,
+        direction_correlations: vec![0.5],
+    }
 }

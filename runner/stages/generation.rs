@@ -90,6 +90,29 @@ pub struct GenParams {
     pub dtype: Precision,
 }
 
+impl GenParams {
+    /// The unsteered generation of a prompt and seed: the fixed steering fields that give every
+    /// target, schedule and gate the same baseline key.
+    pub fn baseline(prompt: &str, seed: u64, seconds: f64, cfg: f64, pooling: Pooling) -> Self {
+        GenParams {
+            target: None,
+            schedule: None,
+            layers: None,
+            gate: 1.0,
+            gate_mode: GateMode::PerStep,
+            eta: 0.0,
+            eta_mode: EtaMode::Absolute,
+            prompt: prompt.to_string(),
+            seed,
+            seconds,
+            cfg,
+            pooling,
+            constants: None,
+            dtype: Precision::default(),
+        }
+    }
+}
+
 /// The model to load (a hint: the key carries the model's fingerprint, never a path).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelHint {

@@ -83,20 +83,8 @@ impl Stage for SteerStage {
         let pooling = pooling_of(s);
         let seeds = sample_seeds(s, steer.samples);
         let base = |prompt: &str, seed: u64| GenParams {
-            target: None,
-            schedule: None,
-            layers: None,
-            gate: 1.0,
-            gate_mode: GateMode::PerStep,
-            eta: 0.0,
-            eta_mode: EtaMode::Absolute,
-            prompt: prompt.to_string(),
-            seed,
-            seconds: steer.seconds,
-            cfg: steer.cfg,
-            pooling,
-            constants: None,
             dtype,
+            ..GenParams::baseline(prompt, seed, steer.seconds, steer.cfg, pooling)
         };
         let mut baselines = Vec::new();
         for (p, prompt) in steer.prompts.iter().enumerate() {
