@@ -19,6 +19,7 @@ pub mod npy;
 pub mod probe;
 pub mod registry;
 pub mod report;
+pub mod search;
 pub mod spec;
 pub mod stages;
 pub mod steer;

@@ -20,6 +20,9 @@ pub fn default_registry() -> Registry {
         .stage(crate::stages::steer::SteerStage)
         .kind(crate::stages::generation::GenerationKind)
         .kind(crate::stages::evaluation::EvaluationKind)
+        // closed-loop search: rounds of steering points planned from finished evaluations
+        .stage(crate::stages::search::SearchStage)
+        .kind(crate::stages::search::SearchNode)
         // report: planned last (plan_final), after every result node
         .stage(crate::report::ReportStage::default())
         .kind(crate::report::ReportNode)

@@ -213,6 +213,10 @@ pub struct Label {
     /// A toy node's value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<i64>,
+    /// The search (`<target>|<schedule>`) that planned the node first (a search trial, not a
+    /// grid point: the report shows it with its search).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
     /// The sweep assignment of the point that planned the node, kept only when the node differs
     /// across points (a node shared by every point has none).
     #[serde(skip_serializing_if = "Vec::is_empty")]

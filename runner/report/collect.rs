@@ -85,6 +85,10 @@ pub struct PointResult {
     /// `None` while the evaluation node is missing or failed.
     pub metrics: Option<BTreeMap<String, MetricValue>>,
     pub status: String,
+    /// Generations behind the metrics (0 while missing).
+    pub generations: usize,
+    /// Planned by a search (not by the spec's grid).
+    pub search: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +162,8 @@ pub struct ReportData {
     pub toy: Vec<(String, String)>,
     /// Transfer blocks: probes scored on another dataset (docs/design.md §5).
     pub transfers: Vec<crate::stages::transfer::TransferScores>,
+    /// Finished searches (`search.json`), with their node ids.
+    pub searches: Vec<(String, crate::stages::search::SearchResult)>,
     /// Files that exist but could not be read.
     pub problems: Vec<String>,
 }
@@ -256,6 +262,13 @@ pub fn collect(nodes: &[NodeEntry]) -> ReportData {
         }
         match n.kind.as_str() {
             "evaluation" => evaluation(n, &mut d),
+            "search" => {
+                if let Some(dir) = n.dir()
+                    && let Some(v) = read(dir, &mut d.problems)
+                {
+                    d.searches.push((n.id.clone(), v));
+                }
+            }
             "generation" => generation(n, &mut d),
             "probe" => probe(n, &mut d),
             "directions" => directions(n, &mut d),
@@ -304,6 +317,10 @@ pub fn collect(nodes: &[NodeEntry]) -> ReportData {
             _ => {}
         }
     }
+    // A search's screening rungs (fewer generations than the full sample set) are shown with
+    // their search, not as settings beside the full evaluations of the same point.
+    let full = d.points.iter().map(|p| p.generations).max().unwrap_or(0);
+    d.points.retain(|p| !(p.search && p.generations < full));
     d
 }
 
@@ -350,6 +367,7 @@ fn evaluation(n: &NodeEntry, d: &mut ReportData) {
     let from_file = n
         .dir()
         .and_then(|dir| read::<Metrics>(dir, &mut d.problems));
+    let generations = from_file.as_ref().map_or(0, |m| m.point.n_generations);
     let (key, eta, metrics, status) = match from_file {
         Some(m) => {
             let metrics: BTreeMap<String, MetricValue> = m
@@ -398,6 +416,8 @@ fn evaluation(n: &NodeEntry, d: &mut ReportData) {
         eta,
         metrics,
         status: status.to_string(),
+        generations,
+        search: n.label.search.is_some(),
     });
 }
 

@@ -15,6 +15,7 @@ pub mod collect;
 pub mod fixture;
 pub mod plots;
 pub mod render;
+mod search_page;
 
 use std::path::{Path, PathBuf};
 
@@ -31,7 +32,7 @@ pub use collect::{NodeEntry, NodeState};
 pub use render::{Provenance, Rendered, ReportInput, render};
 
 /// The node kinds whose outputs the report reads, in section order.
-pub const INPUT_KINDS: [&str; 9] = [
+pub const INPUT_KINDS: [&str; 10] = [
     "dataset",
     "activations",
     "probe",
@@ -39,6 +40,7 @@ pub const INPUT_KINDS: [&str; 9] = [
     "transfer",
     "generation",
     "evaluation",
+    "search",
     "toy_square",
     "toy_sum",
 ];
@@ -161,11 +163,36 @@ pub fn report_params(spec: &LoadedSpec) -> ReportParams {
     }
 }
 
-/// The report's inputs: every node of [`INPUT_KINDS`] in the plan, named `<kind>:<i>`.
+/// Orders the nodes of one input kind: nodes of the initial plan keep their planning order;
+/// nodes planned from results (a search's rounds) follow in id order, so that the report's key
+/// does not depend on when each round happened to be planned (`rfmx plan` on a full store plans
+/// them all at once, a run one round at a time).
+fn report_order<T>(nodes: &mut [(T, &crate::dag::PlannedNode)]) {
+    let later = |n: &crate::dag::PlannedNode| n.label.round > 0;
+    nodes.sort_by(|(_, a), (_, b)| {
+        later(a).cmp(&later(b)).then_with(|| {
+            if later(a) {
+                a.id.cmp(&b.id).then_with(|| a.key.cmp(&b.key))
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+    });
+}
+
+/// The report's inputs: every node of [`INPUT_KINDS`] in the plan, named `<kind>:<i>` in
+/// [`report_order`].
 pub fn report_inputs(plan: &Plan) -> Vec<InputRef> {
     let mut out = vec![];
     for kind in INPUT_KINDS {
-        for (i, n) in plan.nodes.iter().filter(|n| n.kind == kind).enumerate() {
+        let mut nodes: Vec<((), &crate::dag::PlannedNode)> = plan
+            .nodes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .map(|n| ((), n))
+            .collect();
+        report_order(&mut nodes);
+        for (i, (_, n)) in nodes.into_iter().enumerate() {
             out.push(InputRef {
                 name: format!("{kind}:{i}"),
                 role: Some(kind.to_string()),
@@ -196,7 +223,9 @@ impl Stage for ReportStage {
         let mut inputs = vec![];
         let mut real = false;
         for kind in INPUT_KINDS {
-            for (i, (r, _)) in plan.nodes_of_kind(kind).into_iter().enumerate() {
+            let mut nodes = plan.nodes_of_kind(kind);
+            report_order(&mut nodes);
+            for (i, (r, _)) in nodes.into_iter().enumerate() {
                 inputs.push((kind, i, r));
                 real |= !kind.starts_with("toy_");
             }
@@ -251,9 +280,10 @@ impl NodeKind for ReportNode {
     }
     /// 3: an overview page with per-page details and audio pages, clips as 16-bit WAV; params
     /// carry the spec without `[executor]` and path; per-run provenance moved out of the output
-    /// into `provenance.json` beside the published pages.
+    /// into `provenance.json` beside the published pages. 4: a search page (searches' traces,
+    /// fronts and trials); a search's screening rungs left out of the settings tables.
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let params: ReportParams = ctx.params_as()?;

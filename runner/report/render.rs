@@ -15,7 +15,7 @@ use crate::spec::schema::LayerStrategy;
 
 /// The report's pages (minijinja, `templates/report/`): the overview, per-section detail pages and
 /// one audio page per target share `base.html`.
-pub const TEMPLATES: [(&str, &str); 7] = [
+pub const TEMPLATES: [(&str, &str); 8] = [
     (
         "base.html",
         include_str!("../../templates/report/base.html"),
@@ -43,6 +43,10 @@ pub const TEMPLATES: [(&str, &str); 7] = [
     (
         "provenance.html",
         include_str!("../../templates/report/provenance.html"),
+    ),
+    (
+        "search.html",
+        include_str!("../../templates/report/search.html"),
     ),
 ];
 pub const STYLESHEET: &str = include_str!("../../templates/report.css");
@@ -159,7 +163,7 @@ struct Common {
 }
 
 #[derive(Serialize)]
-struct Figure {
+pub(super) struct Figure {
     /// "<colour> <marker>: <full series label>" (the plot's legend truncates long labels).
     legend: Vec<String>,
     src: String,
@@ -297,7 +301,7 @@ struct Model {
 
 // ---- formatting ----
 
-fn num(x: f64) -> String {
+pub(super) fn num(x: f64) -> String {
     if x == 0.0 {
         "0".into()
     } else if x.abs() >= 100.0 {
@@ -475,13 +479,13 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), ReportError> {
     })
 }
 
-struct Figures<'a> {
+pub(super) struct Figures<'a> {
     dir: &'a Path,
     png: bool,
 }
 
 impl Figures<'_> {
-    fn add(
+    pub(super) fn add(
         &self,
         chart: &Chart,
         stem: &str,
@@ -1517,6 +1521,7 @@ pub fn render(input: &ReportInput, out_dir: &Path) -> Result<Rendered, ReportErr
     let done = input.nodes.len() - missing.len();
     let model = model(input, &d);
     let audio = audio_pages(&d, &order, &audio_dir)?;
+    let searches = super::search_page::blocks(&d, &figs)?;
     let (tables, notes) = settings(input, &d, &order);
     let settings_count = d.points.len();
     // A sweep point is one assignment of the spec's [sweep] table (as `rfmx check` and the
@@ -1529,19 +1534,22 @@ pub fn render(input: &ReportInput, out_dir: &Path) -> Result<Rendered, ReportErr
         .len()
         .max(1);
     let nav = |current: &str| -> Vec<Link> {
+        let search = (!searches.is_empty()).then_some(("search.html", "Search"));
         [
-            ("index.html", "Overview"),
-            ("settings.html", "Settings"),
-            ("probes.html", "Probes & traces"),
-            (
+            Some(("index.html", "Overview")),
+            Some(("settings.html", "Settings")),
+            search,
+            Some(("probes.html", "Probes & traces")),
+            Some((
                 audio
                     .first()
                     .map_or("index.html#details", |p| p.file.as_str()),
                 "Audio",
-            ),
-            ("provenance.html", "Provenance"),
+            )),
+            Some(("provenance.html", "Provenance")),
         ]
         .iter()
+        .flatten()
         .map(|(href, text)| Link {
             href: href.to_string(),
             text: text.to_string(),
@@ -1636,6 +1644,13 @@ pub fn render(input: &ReportInput, out_dir: &Path) -> Result<Rendered, ReportErr
             trace_figures => traces(&d, &figs)?,
         },
     )?;
+    if !searches.is_empty() {
+        page(
+            "search.html",
+            "search.html",
+            minijinja::context! { c => common("search.html"), searches => &searches },
+        )?;
+    }
     for a in &audio {
         page(
             "audio.html",

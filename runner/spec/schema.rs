@@ -29,6 +29,8 @@ pub struct Spec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluate: Option<EvaluateSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toy: Option<ToySpec>,
     /// Dotted key path -> the values it takes; the cartesian product gives the sweep points.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -649,6 +651,46 @@ pub struct EvaluateSpec {
     /// The CLAP snapshot for the `clap` metric: `auto` (laion/larger_clap_music from the local
     /// Hugging Face cache), a hub id, or a `save_pretrained` directory.
     pub clap_model: String,
+}
+
+/// `[search]`: a closed-loop search per steering target for the settings that maximise an
+/// evaluation metric under constraints (`crate::search`, docs/design.md §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSpec {
+    /// A `metrics.json` entry: a metric of `[evaluate] metrics`, `probe_accuracy_captured`, or a
+    /// per-term entry such as `probe_accuracy:notes:C`.
+    pub objective: String,
+    pub maximise: bool,
+    /// `<metric> <= | >= <bound>`; the bound is linear in `baseline` (the metric at η = 0).
+    pub constraints: Vec<String>,
+    /// The searched settings and their closed ranges; the others stay as `[steer]` sets them.
+    pub variables: SearchVariables,
+    pub strategy: SearchStrategy,
+    /// Evaluation nodes per target and schedule (the η = 0 baseline not counted).
+    pub budget: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchVariables {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<[f64; 2]>,
+    /// The gate's Bernoulli p.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<[f64; 2]>,
+    /// κ of exponential layer weighting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kappa: Option<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchStrategy {
+    /// η only, assuming the constraints hold below some η and fail above it.
+    Bisect,
+    /// Successive halving: many settings on few samples, the best half on twice as many.
+    Halving,
 }
 
 /// The built-in toy node kinds (see `crate::stages::toy`).

@@ -259,6 +259,9 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
     if let Some(e) = &spec.evaluate {
         c.non_empty(&["evaluate", "metrics"], &e.metrics);
     }
+    if let Some(search) = &spec.search {
+        validate_search(&mut c, search, spec);
+    }
     if let Some(t) = &spec.toy {
         c.non_empty(&["toy", "values"], &t.values);
         if t.sleep_ms > 600_000 {
@@ -432,5 +435,139 @@ fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>) {
                 None,
             );
         }
+    }
+}
+
+/// The `metrics.json` entries an `[evaluate]` produces (per-term entries are checked by prefix).
+fn produced_metrics(e: &EvaluateSpec) -> Vec<String> {
+    let mut names = Vec::new();
+    for m in &e.metrics {
+        let name = serde_json::to_value(m)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let captured = (*m == Metric::ProbeAccuracy).then(|| format!("{name}_captured"));
+        names.push(name);
+        names.extend(captured);
+    }
+    names
+}
+
+fn validate_search(c: &mut Checker, s: &SearchSpec, spec: &Spec) {
+    let steering = spec.steer.as_ref().is_some_and(|st| st.enabled);
+    if !steering {
+        c.fail(
+            &["search"],
+            "[search] needs an enabled [steer] section: it searches steering settings",
+            Some("add [steer] with targets, schedule and prompts"),
+        );
+    }
+    let produced = spec
+        .evaluate
+        .as_ref()
+        .map(produced_metrics)
+        .unwrap_or_default();
+    let known = |name: &str| {
+        produced.iter().any(|p| {
+            name == p
+                || name
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with(':') && p.starts_with("probe_accuracy"))
+        })
+    };
+    let help = format!("the [evaluate] metrics give: {}", produced.join(", "));
+    if !known(&s.objective) {
+        c.fail(
+            &["search", "objective"],
+            format!(
+                "objective `{}` is not a metric [evaluate] produces",
+                s.objective
+            ),
+            Some(&help),
+        );
+    }
+    for (i, text) in s.constraints.iter().enumerate() {
+        match crate::search::constraint::parse(text) {
+            Ok(con) if !known(&con.metric) => c.fail_at(
+                &["search", "constraints"],
+                i,
+                format!(
+                    "constraint `{text}`: `{}` is not a metric [evaluate] produces",
+                    con.metric
+                ),
+                Some(&help),
+            ),
+            Ok(_) => {}
+            Err(e) => c.fail_at(
+                &["search", "constraints"],
+                i,
+                format!("constraint `{text}`: {e}"),
+                Some("e.g. \"fd <= 2.0\", \"clap >= baseline - 0.02\", \"mmd <= 1.5 * baseline\""),
+            ),
+        }
+    }
+    let v = &s.variables;
+    if v.eta.is_none() {
+        c.fail(
+            &["search", "variables"],
+            "`search.variables` has no `eta` range",
+            Some("e.g. variables = { eta = [0.0, 1.0] }"),
+        );
+    }
+    for (name, range, lo_min, hi_max) in [
+        ("eta", v.eta, f64::NEG_INFINITY, f64::INFINITY),
+        ("gate", v.gate, 0.0, 1.0),
+        ("kappa", v.kappa, 0.0, f64::INFINITY),
+    ] {
+        let Some([lo, hi]) = range else { continue };
+        let at = ["search", "variables", name];
+        if !(c.finite(&at, lo) && c.finite(&at, hi)) {
+            continue;
+        }
+        if lo > hi {
+            c.fail(
+                &at,
+                format!("`{name}` range [{lo}, {hi}] is reversed"),
+                Some("write [low, high]"),
+            );
+        } else if lo < lo_min || (name != "eta" && lo <= lo_min) || hi > hi_max {
+            c.fail(
+                &at,
+                format!(
+                    "`{name}` range [{lo}, {hi}] is outside {}",
+                    match name {
+                        "gate" => "(0, 1]",
+                        _ => "(0, ∞)",
+                    }
+                ),
+                None,
+            );
+        }
+    }
+    if v.kappa.is_some()
+        && !matches!(
+            spec.steer.as_ref().map(|st| &st.layers),
+            Some(LayerStrategy::Exponential { .. })
+        )
+    {
+        c.fail(
+            &["search", "variables", "kappa"],
+            "`kappa` is searched but [steer] layers is not exponential",
+            Some("set steer.layers = { strategy = \"exponential\", w0 = 1.0, kappa = 0.95 }"),
+        );
+    }
+    if s.strategy == SearchStrategy::Bisect && (v.gate.is_some() || v.kappa.is_some()) {
+        c.fail(
+            &["search", "strategy"],
+            "bisect searches `eta` only",
+            Some("use strategy = \"halving\" to search gate or kappa too"),
+        );
+    }
+    if s.budget == 0 || s.budget > 10_000 {
+        c.fail(
+            &["search", "budget"],
+            format!("`search.budget` must be in 1..=10000, found {}", s.budget),
+            None,
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod evaluation;
 pub mod generation;
 pub mod judge;
 pub mod probe;
+pub mod search;
 pub mod steer;
 pub mod toy;
 pub mod transfer;
