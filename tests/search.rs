@@ -1,4 +1,4 @@
-//! Closed-loop search end to end on the embedded model (docs/design.md §4, "Search"): the shipped
+//! Closed-loop search end to end on the embedded model (docs/design.md §10): the shipped
 //! specs/eta_search.toml bisects η for two targets under an FD bound, round by round through the
 //! live plan; a re-run is all cache hits; a run killed with SIGKILL during round 2 and re-run ends
 //! with byte-identical search.json files; successive halving screens on fewer samples and

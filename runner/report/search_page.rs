@@ -1,4 +1,4 @@
-//! The report's search page (docs/design.md §4, "Search"): per search, the trials in the order
+//! The report's search page (docs/design.md §10): per search, the trials in the order
 //! they were evaluated with the objective (and the running best feasible value), the
 //! objective-against-cost front with the chosen setting marked, and a table of every trial with
 //! its metrics and CIs.

@@ -1,6 +1,6 @@
 //! `[search] constraints`: `<metric> <= <bound>` or `<metric> >= <bound>`, the bound an
 //! expression linear in `baseline` (the same metric at η = 0), e.g. `fd <= 2.0`,
-//! `clap >= baseline - 0.02`, `mmd <= 1.5 * baseline + 0.01` (docs/design.md §4).
+//! `clap >= baseline - 0.02`, `mmd <= 1.5 * baseline + 0.01` (docs/design.md §10).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Closed-loop search for a steering target's operating point (docs/design.md §4, "Search"): the
+//! Closed-loop search for a steering target's operating point (docs/design.md §10): the
 //! settings (η, and optionally the gate p and exponential κ) that maximise an evaluation metric
 //! under constraints. This module is pure: given the evaluated trials so far it says what to
 //! evaluate next and which trial is chosen, so the same results always give the same next points

@@ -654,7 +654,7 @@ pub struct EvaluateSpec {
 }
 
 /// `[search]`: a closed-loop search per steering target for the settings that maximise an
-/// evaluation metric under constraints (`crate::search`, docs/design.md §4).
+/// evaluation metric under constraints (`crate::search`, docs/design.md §10).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchSpec {

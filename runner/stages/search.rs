@@ -1,4 +1,4 @@
-//! The search stage and the `search` node kind (docs/design.md §4, "Search"). Per sweep point,
+//! The search stage and the `search` node kind (docs/design.md §10). Per sweep point,
 //! target and schedule, `[search]` plans its trials round by round through the live plan: round
 //! 1 at once, each next round from the finished evaluations of the rounds before
 //! ([`crate::search::Problem::next`]), and, when the strategy is done, one `search` node that
