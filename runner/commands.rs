@@ -142,7 +142,24 @@ fn plan_cmd(args: &SpecArgs, estimate: bool, store: &Store, registry: &Registry)
                     .map(|s| !matches!(s, NodeStatus::Cached))
                     .collect();
                 match crate::estimate::estimate(&plan, &to_run, &store.root) {
-                    Ok(e) => print!("{}", e.render()),
+                    Ok(mut e) => {
+                        let (evals, gens) = crate::stages::search::unplanned_bound(&spec, &plan);
+                        if evals > 0 {
+                            let per_gen = e
+                                .kinds
+                                .iter()
+                                .find(|k| k.kind == "generation" && k.count > 0)
+                                .and_then(|k| k.seconds.map(|s| s / k.count as f64));
+                            e.notes.push(format!(
+                                "later search rounds are not in the table: at most {evals} more evaluation(s), {gens} generation(s){}",
+                                per_gen.map_or(String::new(), |s| format!(
+                                    " (about {:.0} s more at this table's time per generation)",
+                                    s * gens as f64
+                                ))
+                            ));
+                        }
+                        print!("{}", e.render())
+                    }
                     Err(e) => {
                         eprintln!("Error: {e}");
                         return crate::estimate::exit_code(&e);

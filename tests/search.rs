@@ -128,6 +128,13 @@ fn eta_search_bisects_each_target_resumes_after_kill_9_and_reruns_from_cache() {
     let spec = shipped_spec();
     let a = Work::new();
     a.spec("eta_search.toml", &spec);
+    // Up front, the estimate bounds what the unplanned rounds may still cost: 2 searches × (5 − 1)
+    // evaluations × 4 samples.
+    let estimate = ok(&a.rfmx(&["plan", "--estimate", "eta_search.toml"]));
+    assert!(
+        estimate.contains("at most 8 more evaluation(s), 32 generation(s)"),
+        "{estimate}"
+    );
     let t0 = Instant::now();
     let first = ok(&a.rfmx(&["run", "eta_search.toml"]));
     println!("uninterrupted run: {:.1} s", t0.elapsed().as_secs_f64());

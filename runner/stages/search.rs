@@ -409,3 +409,35 @@ impl NodeKind for SearchNode {
         Ok(())
     }
 }
+
+/// What the rounds a search has not planned yet may still cost at most: (evaluations,
+/// generations), over every sweep point's unfinished searches. `rfmx plan --estimate` adds it, since
+/// later rounds are planned only from results (docs/design.md §9, §10).
+pub fn unplanned_bound(spec: &crate::spec::LoadedSpec, plan: &crate::dag::Plan) -> (usize, usize) {
+    let (mut evals, mut gens) = (0, 0);
+    for point in &spec.points {
+        let s = &point.spec;
+        let (Some(search), Some(steer)) = (&s.search, s.steer.as_ref().filter(|st| st.enabled))
+        else {
+            continue;
+        };
+        for target in &steer.targets {
+            for (si, schedule) in steer.schedule.iter().enumerate() {
+                let name = format!("{target}|{}", schedule_label(schedule, si));
+                let label = |n: &&crate::dag::PlannedNode| n.label.search.as_deref() == Some(&name);
+                if plan.nodes.iter().any(|n| n.kind == KIND && label(&n)) {
+                    continue;
+                }
+                let planned = plan
+                    .nodes
+                    .iter()
+                    .filter(|n| n.kind == crate::stages::evaluation::KIND && label(n))
+                    .count();
+                let left = (search.budget as usize).saturating_sub(planned);
+                evals += left;
+                gens += left * steer.samples as usize * steer.prompts.len();
+            }
+        }
+    }
+    (evals, gens)
+}
