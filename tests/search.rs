@@ -2,7 +2,8 @@
 //! specs/eta_search.toml bisects η for two targets under an FD bound, round by round through the
 //! live plan; a re-run is all cache hits; a run killed with SIGKILL during round 2 and re-run ends
 //! with byte-identical search.json files; successive halving screens on fewer samples and
-//! re-evaluates the better half on the full sample set.
+//! re-evaluates the better half on the full sample set. The feedback schedule holds the target
+//! probe's score on the captured activations nearer its setpoint than a constant η of the same mean.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -278,10 +279,144 @@ fn eta_search_bisects_each_target_resumes_after_kill_9_and_reruns_from_cache() {
     let survivor = &trials[2]["setting"];
     assert!(trials[..2].iter().any(|t| &t["setting"] == survivor));
     assert_eq!(s["chosen"], 2, "chosen from the full-sample rung");
+    feedback_beats_a_constant_eta_of_the_same_mean(&a, &spec);
+
     let settings = std::fs::read_to_string(a.path().join("reports/halving/settings.html")).unwrap();
     let rows = settings.matches("<tr class=").count();
     assert_eq!(
         rows, 2,
         "the baseline and the full-sample trial; the screening rungs are on the search page"
+    );
+}
+
+/// The output dir of a node of a spec, by id.
+fn out_dir(w: &Work, spec: &str, id: &str) -> std::path::PathBuf {
+    let out = ok(&w.rfmx(&["explain", spec, id]));
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key"))
+        .unwrap_or_else(|| panic!("no key for {id}:\n{out}"))
+        .trim();
+    w.home().join("store").join(key).join("out")
+}
+
+/// `layer.<l>` of a safetensors file of `[hidden]` rows.
+fn layer_row(path: &Path, layer: usize) -> Vec<f32> {
+    let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    t[&format!("layer.{layer}")]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+const SETPOINT: f64 = 0.5;
+
+fn feedback_beats_a_constant_eta_of_the_same_mean(a: &Work, shipped: &str) {
+    let base = shipped[..shipped.find("[search]").unwrap()].replace(
+        "targets = [\"notes:C\", \"notes:G\"]",
+        "targets = [\"notes:C\"]",
+    );
+    let feedback = base
+        .replace("name = \"eta_search\"", "name = \"feedback\"")
+        .replace(
+            "schedule = [\"constant\"]",
+            &format!("schedule = [{{ kind = \"feedback\", setpoint = {SETPOINT}, gain = 0.2, max = 1.0 }}]"),
+        )
+        .replace("eta = [0.0] ", "eta = [0.0, 6.0] ");
+    assert!(
+        feedback.contains("feedback\", setpoint"),
+        "the shipped spec changed"
+    );
+    a.spec("feedback.toml", &feedback);
+    ok(&a.rfmx(&["run", "feedback.toml"]));
+    let seeds = 0..4;
+    let mut phis = Vec::new();
+    for s in seeds.clone() {
+        let dir = out_dir(
+            a,
+            "feedback.toml",
+            &format!("generation[notes:C|feedback#0|g1|eta6|0|s{s}]"),
+        );
+        let trace: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("trace.json")).unwrap()).unwrap();
+        let term = &trace["terms"][0];
+        let phi: Vec<f64> = term["phi"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(
+            phi.iter().all(|p| (0.0..=1.0).contains(p)),
+            "φ clamped to [0, max]: {phi:?}"
+        );
+        let scores = term["feedback_scores"].as_array().unwrap();
+        assert!(
+            scores[0].is_null()
+                && scores[1..]
+                    .iter()
+                    .all(|v| v.as_f64().is_some_and(f64::is_finite))
+        );
+        // The realised η is η0 · w_l · φ(t): the trace records what the controller chose.
+        let eta_lt = term["eta_lt"].as_array().unwrap();
+        let w: Vec<f64> = term["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for (t, row) in eta_lt.iter().enumerate() {
+            for (l, v) in row.as_array().unwrap().iter().enumerate() {
+                assert!((v.as_f64().unwrap() - 6.0 * w[l] * phi[t]).abs() < 1e-9);
+            }
+        }
+        phis.extend(phi);
+    }
+    let mean_eta = 6.0 * phis.iter().sum::<f64>() / phis.len() as f64;
+    let eta_c = (mean_eta * 1e4).round() / 1e4;
+    assert!(eta_c > 0.0, "the controller never steered");
+    let constant = base
+        .replace("name = \"eta_search\"", "name = \"constant_eq\"")
+        .replace("eta = [0.0] ", &format!("eta = [0.0, {eta_c}] "));
+    a.spec("constant.toml", &constant);
+    ok(&a.rfmx(&["run", "constant.toml"]));
+
+    // Score both with the target probe at the judge layer, on the mean activations of the whole
+    // generation (the running mean the controller saw at the end).
+    let dirs = out_dir(a, "feedback.toml", "directions[notes:C]");
+    let judge: Value =
+        serde_json::from_slice(&std::fs::read(dirs.join("scores.json")).unwrap()).unwrap();
+    let layer = judge["judge_layer"].as_u64().unwrap() as usize;
+    let probe = out_dir(a, "feedback.toml", &format!("probe[notes,L{layer},linear]"));
+    let scores: Value =
+        serde_json::from_slice(&std::fs::read(probe.join("scores.json")).unwrap()).unwrap();
+    let fit =
+        rfmx::probe::ProbeFit::load(&probe.join(scores["classes"]["C"]["dir"].as_str().unwrap()))
+            .unwrap();
+    let score = |dir: &Path| {
+        let x = layer_row(&dir.join("captured.safetensors"), layer);
+        let f = rfmx::probe::Features::new(1, x.len(), x).unwrap();
+        fit.predict(&f).unwrap()[0]
+    };
+    let (mut err_fb, mut err_c) = (0.0, 0.0);
+    for s in seeds {
+        let fb = score(&out_dir(
+            a,
+            "feedback.toml",
+            &format!("generation[notes:C|feedback#0|g1|eta6|0|s{s}]"),
+        ));
+        let c = score(&out_dir(
+            a,
+            "constant.toml",
+            &format!("generation[notes:C|constant|g1|eta{eta_c}|0|s{s}]"),
+        ));
+        println!("seed {s}: feedback score {fb:.3}, constant η {eta_c} score {c:.3}");
+        err_fb += (fb - SETPOINT).abs();
+        err_c += (c - SETPOINT).abs();
+    }
+    assert!(
+        err_fb < err_c,
+        "feedback |score − setpoint| summed over seeds {err_fb:.3} vs constant {err_c:.3}"
     );
 }

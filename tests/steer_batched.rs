@@ -34,6 +34,7 @@ fn steered(seed: u64, target: &str, eta: f64, schedule: Schedule, gate: f64) -> 
 fn inputs_of<'a>(rows: &'a [(GenParams, Vec<&'a Path>)]) -> Vec<GenerationInputs<'a>> {
     rows.iter()
         .map(|(p, d)| GenerationInputs {
+            probes: Default::default(),
             params: p,
             direction_dirs: d.clone(),
         })
@@ -248,10 +249,12 @@ fn rows_of_different_prompts_are_refused_as_one_batch() {
     let (a, b) = (base(4), other);
     let inputs = [
         GenerationInputs {
+            probes: Default::default(),
             params: &a,
             direction_dirs: vec![],
         },
         GenerationInputs {
+            probes: Default::default(),
             params: &b,
             direction_dirs: vec![],
         },

@@ -62,6 +62,7 @@ fn generation_writes_audio_codes_and_the_realised_trace() {
     std::fs::create_dir_all(&out).unwrap();
     let p = params(1.5, Some("notes:C"));
     let inputs = GenerationInputs {
+        probes: Default::default(),
         params: &p,
         direction_dirs: vec![dirs.as_path()],
     };
@@ -118,6 +119,7 @@ fn generation_writes_audio_codes_and_the_realised_trace() {
         &pipe,
         "tiny",
         &GenerationInputs {
+            probes: Default::default(),
             params: &bp,
             direction_dirs: vec![],
         },
@@ -155,6 +157,7 @@ fn absurd_eta_fails_with_a_non_finite_error() {
         &pipe,
         "tiny",
         &GenerationInputs {
+            probes: Default::default(),
             params: &p,
             direction_dirs: vec![dirs.as_path()],
         },
@@ -189,6 +192,7 @@ fn a_two_term_target_sums_both_terms_in_the_trace() {
         &pipe,
         "tiny",
         &GenerationInputs {
+            probes: Default::default(),
             params: &p,
             direction_dirs: vec![da.as_path(), db.as_path()],
         },

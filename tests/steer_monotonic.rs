@@ -153,6 +153,7 @@ fn target_probe_score_rises_monotonically_with_eta() {
             let out = tmp.path().join(format!("g{eta}-{seed}"));
             std::fs::create_dir_all(&out).unwrap();
             let inputs = GenerationInputs {
+                probes: Default::default(),
                 params: &p,
                 direction_dirs: vec![dirs.as_path()],
             };

@@ -463,6 +463,7 @@ fn write_all(b: &mut Builder<'_>) -> Result<(), ContractError> {
                     eta_lt,
                     phi,
                     psi: Psi::PerStep(vec![1; steps]),
+                    feedback_scores: None,
                 }],
             }
             .write(&g)?;

@@ -449,10 +449,40 @@ pub enum Schedule {
     Piecewise {
         points: Vec<[f64; 2]>,
     },
+    /// φ(t) set during generation by a clamped PI controller from the target judge's score on the
+    /// captured activations (`crate::steer::feedback`, docs/design.md §3).
+    Feedback(FeedbackSchedule),
+}
+
+/// `{ kind = "feedback", setpoint = 0.8, gain = 0.5, max = 1.0 }`: at each step the controller
+/// compares the judge's score for the target class on the running (or `window`-step) mean of the
+/// steered activations at the judge layer with `setpoint` and moves φ by `gain` × the error
+/// (+ `kp` × its change), clamped to [0, max], starting from `start`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackSchedule {
+    pub setpoint: f64,
+    /// Integral gain: φ changes by gain × (setpoint − score) per step.
+    pub gain: f64,
+    /// φ's upper clamp (its lower clamp is 0).
+    pub max: f64,
+    /// Proportional gain on the error's change (velocity form); 0 = a pure integral controller.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub kp: f64,
+    /// φ at step 0, before any activation was seen.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub start: f64,
+    /// Steps in the moving mean the judge scores (absent: every step so far).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Schedule {
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "constant",
         "linear_up",
         "linear_down",
@@ -460,6 +490,7 @@ impl Schedule {
         "logistic_up",
         "sine",
         "piecewise",
+        "feedback",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -471,6 +502,7 @@ impl Schedule {
             Schedule::LogisticUp => "logistic_up",
             Schedule::Sine => "sine",
             Schedule::Piecewise { .. } => "piecewise",
+            Schedule::Feedback(_) => "feedback",
         }
     }
 }
@@ -484,6 +516,13 @@ impl Serialize for Schedule {
                 m.serialize_entry("kind", "piecewise")?;
                 m.serialize_entry("points", points)?;
                 m.end()
+            }
+            Schedule::Feedback(f) => {
+                let mut v = serde_json::to_value(f).map_err(serde::ser::Error::custom)?;
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("kind".into(), "feedback".into());
+                }
+                v.serialize(s)
             }
             other => s.serialize_str(other.name()),
         }
@@ -506,11 +545,24 @@ impl<'de> Deserialize<'de> for Schedule {
                         "`piecewise` needs points: write { kind = \"piecewise\", points = [[0.0, 0.0], [1.0, 1.0]] }",
                     ));
                 }
+                "feedback" => {
+                    return Err(D::Error::custom(
+                        "`feedback` needs a setpoint: write { kind = \"feedback\", setpoint = 0.8, gain = 0.5, max = 1.0 }",
+                    ));
+                }
                 other => return Err(D::Error::unknown_variant(other, &Schedule::NAMES)),
             })
         };
         match v {
             serde_json::Value::String(s) => simple(&s),
+            serde_json::Value::Object(mut map)
+                if map.get("kind").and_then(|k| k.as_str()) == Some("feedback") =>
+            {
+                map.remove("kind");
+                serde_json::from_value(serde_json::Value::Object(map))
+                    .map(Schedule::Feedback)
+                    .map_err(|e| D::Error::custom(format!("feedback schedule: {e}")))
+            }
             serde_json::Value::Object(map) => {
                 if let Some(bad) = map
                     .keys()

@@ -254,7 +254,7 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
         }
     }
     if let Some(s) = &spec.steer {
-        validate_steer(&mut c, s, spec.data.as_ref());
+        validate_steer(&mut c, s, spec.data.as_ref(), spec.probe.is_some());
     }
     if let Some(e) = &spec.evaluate {
         c.non_empty(&["evaluate", "metrics"], &e.metrics);
@@ -297,7 +297,7 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
     c.problems
 }
 
-fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>) {
+fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>, probes: bool) {
     c.non_empty(&["steer", "targets"], &s.targets);
     // Targets of a switched-off `[steer]` plan nothing; a probe-only spec keeps the default.
     if let Some(d) = data.filter(|d| s.enabled && !d.concepts.is_empty()) {
@@ -343,6 +343,36 @@ fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>) {
     }
     c.non_empty(&["steer", "schedule"], &s.schedule);
     for (i, sch) in s.schedule.iter().enumerate() {
+        if let Schedule::Feedback(f) = sch {
+            let bad = if ![f.setpoint, f.gain, f.max, f.kp, f.start]
+                .iter()
+                .all(|v| v.is_finite())
+            {
+                Some("feedback numbers must be finite")
+            } else if f.gain < 0.0 || f.kp < 0.0 {
+                Some("feedback gains must be >= 0")
+            } else if f.max <= 0.0 {
+                Some("feedback `max` must be > 0")
+            } else if !(0.0..=f.max).contains(&f.start) {
+                Some("feedback `start` must lie in [0, max]")
+            } else if f.window == Some(0) {
+                Some("feedback `window` must be >= 1 step")
+            } else if !probes {
+                Some(
+                    "a feedback schedule needs a [probe] section: its judge scores the activations",
+                )
+            } else {
+                None
+            };
+            if let Some(msg) = bad {
+                c.fail_at(
+                    &["steer", "schedule"],
+                    i,
+                    msg,
+                    Some("e.g. { kind = \"feedback\", setpoint = 0.8, gain = 0.5, max = 1.0 }"),
+                );
+            }
+        }
         if let Schedule::Piecewise { points } = sch {
             let bad = if points.len() < 2 {
                 Some("a piecewise schedule needs at least 2 points".to_string())

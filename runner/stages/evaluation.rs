@@ -174,26 +174,26 @@ pub struct EvalInputs {
     pub clap_path: Option<PathBuf>,
 }
 
-struct Judge {
-    fit: ProbeFit,
-    class: usize,
-    layer: usize,
+/// A term's multiclass judge: its fit, the target class's output column and its layer.
+pub struct Judge {
+    pub fit: ProbeFit,
+    pub class: usize,
+    pub layer: usize,
 }
 
 /// Loads the multiclass judge of a term: the directions node's `judge_layer`, that layer's probe
-/// node, `multiclass/` and the class index from its `scores.json`.
-fn load_judge(
-    inputs: &EvalInputs,
-    term: usize,
+/// node, `multiclass/` and the class index from its `scores.json`. Shared by the evaluation and
+/// by feedback-scheduled generations (docs/design.md §3).
+pub fn judge_of(
+    directions: &Path,
+    probes: &BTreeMap<(String, usize), PathBuf>,
     concept: Concept,
     class: &str,
 ) -> Result<Judge, String> {
-    let dir = &inputs.directions[term];
-    let layer = DirectionScores::read(dir)
+    let layer = DirectionScores::read(directions)
         .map_err(|e| e.to_string())?
         .judge_layer;
-    let probe = inputs
-        .probes
+    let probe = probes
         .get(&(concept.name().to_string(), layer))
         .ok_or_else(|| format!("no probe node for {concept} at the judge layer {layer}"))?;
     let classes = ProbeScores::read(probe)
@@ -210,6 +210,27 @@ fn load_judge(
         class: class_idx,
         layer,
     })
+}
+
+/// The probe inputs of a node (`probe:<concept>:L<layer>`, read by their labels).
+pub fn probe_inputs(ctx: &NodeCtx<'_>) -> Result<BTreeMap<(String, usize), PathBuf>, String> {
+    let mut probes = BTreeMap::new();
+    for i in ctx.inputs_in(PROBE_ROLE) {
+        let (Some(concept), Some(layer)) = (&i.label.concept, i.label.layer) else {
+            return Err(format!("probe input {} has no concept/layer label", i.id));
+        };
+        probes.insert((concept.clone(), layer), i.dir.clone());
+    }
+    Ok(probes)
+}
+
+fn load_judge(
+    inputs: &EvalInputs,
+    term: usize,
+    concept: Concept,
+    class: &str,
+) -> Result<Judge, String> {
+    judge_of(&inputs.directions[term], &inputs.probes, concept, class)
 }
 
 fn judge_hits(judge: &Judge, dirs: &[PathBuf], file: &str) -> Result<Vec<f64>, String> {
@@ -501,14 +522,7 @@ impl NodeKind for EvaluationKind {
             .inputs_in(crate::stages::generation::DIR_ROLE)
             .map(|i| i.dir.clone())
             .collect();
-        for i in ctx.inputs_in(PROBE_ROLE) {
-            let (Some(concept), Some(layer)) = (&i.label.concept, i.label.layer) else {
-                return Err(format!("probe input {} has no concept/layer label", i.id).into());
-            };
-            inputs
-                .probes
-                .insert((concept.clone(), layer), i.dir.clone());
-        }
+        inputs.probes = probe_inputs(ctx)?;
         ctx.progress(0, 1, "evaluating");
         evaluate(&p, &inputs)?.write(ctx.out_dir)?;
         ctx.progress(1, 1, "done");

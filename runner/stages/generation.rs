@@ -130,7 +130,7 @@ pub fn fmt_num(v: f64) -> String {
 /// Short schedule label for node ids (`piecewise#i` for the i-th entry when several exist).
 pub fn schedule_label(s: &Schedule, index: usize) -> String {
     match s {
-        Schedule::Piecewise { .. } => format!("piecewise#{index}"),
+        Schedule::Piecewise { .. } | Schedule::Feedback(_) => format!("{}#{index}", s.name()),
         other => other.name().to_string(),
     }
 }
@@ -413,6 +413,9 @@ pub struct TraceTerm {
     pub eta_lt: Vec<Vec<f64>>,
     pub phi: Vec<f64>,
     pub psi: Psi,
+    /// A feedback schedule's judge score before each step's update (null at step 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback_scores: Option<Vec<Option<f64>>>,
 }
 
 /// Everything one generation needs besides the model.
@@ -420,6 +423,8 @@ pub struct GenerationInputs<'a> {
     pub params: &'a GenParams,
     /// Per target term (in order): its directions node's output dir.
     pub direction_dirs: Vec<&'a Path>,
+    /// `(concept, layer)` → probe node dir: the judges of a feedback schedule (else empty).
+    pub probes: std::collections::BTreeMap<(String, usize), PathBuf>,
 }
 
 /// Seed of a term's gate: the sample seed and the term index, mixed.
@@ -500,13 +505,58 @@ fn prepare_row(
             });
         }
     }
+    let mut hook = SteerHook::new(terms, p.eta_mode, layers)?;
+    if let (Some(Schedule::Feedback(fb)), Some(target)) = (&p.schedule, &target) {
+        for (k, (term, dir)) in target.terms.iter().zip(&inputs.direction_dirs).enumerate() {
+            let (layer, fit) = target_probe(dir, &inputs.probes, term.concept, &term.class)
+                .map_err(|e| {
+                    SteerError::Input(format!(
+                        "feedback schedule for {}:{}: {e}",
+                        term.concept, term.class
+                    ))
+                })?;
+            log.push(format!(
+                "{}:{}: feedback on its one-vs-rest probe at the judge layer {layer} (setpoint {}, gain {}, max {})",
+                term.concept, term.class, fb.setpoint, fb.gain, fb.max
+            ));
+            let score: crate::steer::feedback::Scorer = Box::new(move |x: &[f32]| {
+                let f = crate::probe::Features::new(1, x.len(), x.to_vec())
+                    .map_err(|e| e.to_string())?;
+                let out = fit.predict(&f).map_err(|e| e.to_string())?;
+                out.first()
+                    .copied()
+                    .ok_or_else(|| "the probe gave no score".to_string())
+            });
+            hook.set_feedback(k, crate::steer::feedback::Feedback::new(fb, layer, score))?;
+        }
+    }
     Ok(Row {
-        hooks: (
-            SteerHook::new(terms, p.eta_mode, layers)?,
-            MeanCapture::new(layers, 1),
-        ),
+        hooks: (hook, MeanCapture::new(layers, 1)),
         log,
     })
+}
+
+/// The target class's one-vs-rest probe at the concept's judge layer (the layer the evaluation
+/// judges at): what a feedback schedule scores (docs/design.md §3).
+fn target_probe(
+    directions: &Path,
+    probes: &std::collections::BTreeMap<(String, usize), PathBuf>,
+    concept: crate::spec::schema::Concept,
+    class: &str,
+) -> Result<(usize, crate::probe::ProbeFit), String> {
+    let layer = DirectionScores::read(directions)
+        .map_err(|e| e.to_string())?
+        .judge_layer;
+    let probe = probes
+        .get(&(concept.name().to_string(), layer))
+        .ok_or_else(|| format!("no probe node for {concept} at the judge layer {layer}"))?;
+    let scores = crate::stages::probe::ProbeScores::read(probe).map_err(|e| e.to_string())?;
+    let c = scores
+        .classes
+        .get(class)
+        .ok_or_else(|| format!("the probe at layer {layer} has no class {class}"))?;
+    let fit = crate::probe::ProbeFit::load(&probe.join(&c.dir)).map_err(|e| e.to_string())?;
+    Ok((layer, fit))
 }
 
 /// Runs one generation into `out` (see the module docs for the files). Returns log lines.
@@ -713,13 +763,15 @@ fn finish_row(
         .terms()
         .iter()
         .zip(steer.trace())
-        .map(|(t, tr)| TraceTerm {
+        .enumerate()
+        .map(|(k, (t, tr))| TraceTerm {
             target: t.label.clone(),
             eta: t.eta,
             weights: t.weights.clone(),
             eta_lt: tr.clone(),
             phi: t.phi.clone(),
             psi: t.gate.trace(),
+            feedback_scores: steer.feedback_scores(k).map(<[_]>::to_vec),
         })
         .collect();
     let (phi0, psi0) = match terms.first() {
@@ -813,8 +865,7 @@ impl NodeKind for GenerationKind {
             .unwrap_or_else(|| Err("an empty generation batch".into()))
     }
     fn run_batch(&self, ctxs: &mut [NodeCtx<'_>]) -> Vec<Result<(), NodeError>> {
-        let prepared: Vec<Result<(GenParams, Vec<PathBuf>), NodeError>> =
-            ctxs.iter().map(node_inputs).collect();
+        let prepared: Vec<Result<NodeInputs, NodeError>> = ctxs.iter().map(node_inputs).collect();
         let Some(first) = ctxs.first_mut() else {
             return Vec::new();
         };
@@ -850,9 +901,10 @@ impl NodeKind for GenerationKind {
         }
         let inputs: Vec<GenerationInputs<'_>> = ok
             .iter()
-            .map(|(_, (params, dirs))| GenerationInputs {
+            .map(|(_, (params, dirs, probes))| GenerationInputs {
                 params,
                 direction_dirs: dirs.iter().map(|d| d.as_path()).collect(),
+                probes: probes.clone(),
             })
             .collect();
         let outs: Vec<PathBuf> = ok
@@ -883,8 +935,12 @@ impl NodeKind for GenerationKind {
     }
 }
 
-/// A node's params and its directions inputs' dirs.
-fn node_inputs(ctx: &NodeCtx<'_>) -> Result<(GenParams, Vec<PathBuf>), NodeError> {
+type Probes = std::collections::BTreeMap<(String, usize), PathBuf>;
+/// What a generation node reads: its params, directions dirs and probe dirs.
+type NodeInputs = (GenParams, Vec<PathBuf>, Probes);
+
+/// A node's params, its directions inputs' dirs and its probe inputs (feedback judges).
+fn node_inputs(ctx: &NodeCtx<'_>) -> Result<NodeInputs, NodeError> {
     let params: GenParams = ctx.params_as()?;
     let mut dirs = Vec::new();
     if let Some(t) = &params.target {
@@ -893,7 +949,8 @@ fn node_inputs(ctx: &NodeCtx<'_>) -> Result<(GenParams, Vec<PathBuf>), NodeError
             dirs.push(ctx.input(&dir_input(term))?.to_path_buf());
         }
     }
-    Ok((params, dirs))
+    let probes = crate::stages::evaluation::probe_inputs(ctx)?;
+    Ok((params, dirs, probes))
 }
 
 /// `[steer] batch` on the CPU when "auto": a small decoder step is bound by per-op overhead that

@@ -244,6 +244,10 @@ impl<'s> Steering<'s> {
                 for (index, r) in dirs {
                     node = node.input_in(DIR_ROLE, index, *r);
                 }
+                if matches!(at.schedule, Schedule::Feedback(_)) {
+                    // The controller reads the judge during generation (docs/design.md §3).
+                    node = with_probes(node, plan, target);
+                }
                 gens.push((p, seed, plan.add(node)?));
             }
         }
@@ -314,22 +318,28 @@ impl<'s> Steering<'s> {
             node = node.input_in(DIR_ROLE, index, *r);
         }
         if self.probe_kind.is_some() {
-            for term in &target.terms {
-                // In the order of the input names (`<concept>:L<layer>`), as keys hash them.
-                let mut probes: Vec<(String, NodeRef)> = plan
-                    .imports::<ProbeOf>()
-                    .into_iter()
-                    .filter(|((c, _), _)| *c == term.concept.name())
-                    .map(|((c, l), r)| (format!("{c}:L{l}"), r))
-                    .collect();
-                probes.sort_by(|a, b| a.0.cmp(&b.0));
-                for (index, r) in probes {
-                    node = node.input_in(PROBE_ROLE, index, r);
-                }
-            }
+            node = with_probes(node, plan, target);
         }
         plan.add(node).map(Some)
     }
+}
+
+/// Wires in the probe nodes of a target's concepts (the judges), as `probe:<concept>:L<layer>`.
+fn with_probes(mut node: NodeSpec, plan: &PlanBuilder<'_>, target: &Target) -> NodeSpec {
+    for term in &target.terms {
+        // In the order of the input names (`<concept>:L<layer>`), as keys hash them.
+        let mut probes: Vec<(String, NodeRef)> = plan
+            .imports::<ProbeOf>()
+            .into_iter()
+            .filter(|((c, _), _)| *c == term.concept.name())
+            .map(|((c, l), r)| (format!("{c}:L{l}"), r))
+            .collect();
+        probes.sort_by(|a, b| a.0.cmp(&b.0));
+        for (index, r) in probes {
+            node = node.input_in(PROBE_ROLE, index, r);
+        }
+    }
+    node
 }
 
 /// Plans the baselines and steered generations of one sweep point.

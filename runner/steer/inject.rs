@@ -11,6 +11,7 @@ use candle_core::{DType, Tensor};
 use crate::model::musicgen::{LayerHook, MusicgenError, Result};
 use crate::spec::schema::EtaMode;
 
+use super::feedback::Feedback;
 use super::gate::Gate;
 
 /// One `concept:class` term of a target.
@@ -35,6 +36,8 @@ pub struct SteerHook {
     /// `trace[term][step][layer]`: the coefficient of `q_l` actually added (0 when gated off).
     trace: Vec<Vec<Vec<f64>>>,
     layers: usize,
+    /// Per term, its controller when its schedule is `feedback`.
+    feedback: Vec<Option<Feedback>>,
 }
 
 impl SteerHook {
@@ -60,12 +63,72 @@ impl SteerHook {
             .iter()
             .map(|t| vec![vec![0.0; layers]; t.phi.len()])
             .collect();
+        let feedback = terms.iter().map(|_| None).collect();
         Ok(Self {
             terms,
             mode,
             trace,
             layers,
+            feedback,
         })
+    }
+
+    /// Drives term `k`'s φ by a feedback controller (docs/design.md §3).
+    pub fn set_feedback(&mut self, k: usize, f: Feedback) -> Result<()> {
+        if f.layer >= self.layers {
+            return Err(MusicgenError::Input(format!(
+                "feedback judge layer {} of a {}-layer decoder",
+                f.layer, self.layers
+            )));
+        }
+        match self.feedback.get_mut(k) {
+            Some(slot) => {
+                *slot = Some(f);
+                Ok(())
+            }
+            None => Err(MusicgenError::Input(format!("no steering term {k}"))),
+        }
+    }
+
+    /// Term `k`'s judge scores per step (feedback terms only).
+    pub fn feedback_scores(&self, k: usize) -> Option<&[Option<f64>]> {
+        self.feedback.get(k)?.as_ref().map(|f| f.scores.as_slice())
+    }
+
+    /// At layer 0 of each step, every feedback term's φ for the step from what was seen so far.
+    fn control(&mut self, step: usize) -> Result<()> {
+        for (term, fb) in self.terms.iter_mut().zip(&mut self.feedback) {
+            let Some(fb) = fb else { continue };
+            let phi = fb.step().map_err(|e| {
+                MusicgenError::Input(format!("feedback judge of {}: {e}", term.label))
+            })?;
+            if let Some(slot) = term.phi.get_mut(step) {
+                *slot = phi;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the conditional row's steered activation at the feedback terms' judge layers.
+    fn observe(&mut self, layer: usize, out: &Tensor) -> Result<()> {
+        if !self.feedback.iter().flatten().any(|f| f.layer == layer) {
+            return Ok(());
+        }
+        let mean = out
+            .narrow(0, 0, 1)?
+            .to_dtype(DType::F32)?
+            .mean(1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for f in self
+            .feedback
+            .iter_mut()
+            .flatten()
+            .filter(|f| f.layer == layer)
+        {
+            f.observe(mean.clone());
+        }
+        Ok(())
     }
 
     pub fn terms(&self) -> &[Term] {
@@ -106,6 +169,17 @@ pub fn mean_row_norm(h: &Tensor) -> Result<f64> {
 
 impl LayerHook for SteerHook {
     fn on_block_output(&mut self, layer: usize, step: usize, h: &Tensor) -> Result<Option<Tensor>> {
+        if layer == 0 {
+            self.control(step)?;
+        }
+        let out = self.inject(layer, step, h)?;
+        self.observe(layer, out.as_ref().unwrap_or(h))?;
+        Ok(out)
+    }
+}
+
+impl SteerHook {
+    fn inject(&mut self, layer: usize, step: usize, h: &Tensor) -> Result<Option<Tensor>> {
         let mut add: Option<Tensor> = None;
         let mut norm: Option<f64> = None;
         for (k, term) in self.terms.iter().enumerate() {

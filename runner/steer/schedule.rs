@@ -8,6 +8,7 @@
 //! - logistic_up: 1/(1 + e^(−(t − T/2)/(T·w))) with w = 2/15
 //! - sine: ½(1 + sin(2πt/T))
 //! - piecewise: linear interpolation through `(t/T, value)` points, held constant outside them.
+//! - feedback: set step by step during generation by a controller (`crate::steer::feedback`).
 //!
 //! The constants live in [`ScheduleConstants`] (defaults = the paper's; set in the spec's `[steer]`).
 
@@ -100,6 +101,9 @@ pub fn phi_at(schedule: &Schedule, t: usize, steps: usize, c: &ScheduleConstants
         }
         Schedule::Sine => 0.5 * (1.0 + (2.0 * std::f64::consts::PI * t / big_t).sin()),
         Schedule::Piecewise { points } => piecewise(points, t / big_t),
+        // The controller sets every step's value during generation (`crate::steer::feedback`);
+        // before it has seen anything, φ is the start value.
+        Schedule::Feedback(f) => f.start.clamp(0.0, f.max.max(0.0)),
     }
 }
 
