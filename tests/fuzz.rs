@@ -5,7 +5,10 @@
 //!
 //! - `corpus_replays_*` (ordinary tests): every seed, then 300 seeded mutations of it.
 //! - `fuzz_bounded` (ignored): each target for `RFMX_FUZZ_SECS` seconds (default 30), printing
-//!   how many inputs each survived: `RFMX_FUZZ_SECS=30 cargo test --release --test fuzz -- --ignored`.
+//!   how many inputs each survived: `RFMX_FUZZ_SECS=30 cargo test --release --test fuzz -- --ignored`
+//!   (`RFMX_FUZZ_ONLY=pytorch_bin,config` runs only those targets).
+
+mod common;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,17 +40,27 @@ fn safetensors(b: &[u8]) {
     let _ = candle_core::safetensors::load_buffer(b, &candle_core::Device::Cpu);
 }
 
+fn pytorch_bin(b: &[u8]) {
+    if let Ok(tensors) = rfmx::model::torch_bin::read_bytes(b) {
+        // Every tensor is made from the file's bytes, never from a size the pickle claims.
+        for (_, t) in tensors {
+            assert!(t.elem_count() * t.dtype().size_in_bytes() <= b.len());
+        }
+    }
+}
+
 fn spec(b: &[u8]) {
     let text = String::from_utf8_lossy(b);
     let _ = rfmx::spec::load_str("fuzz.toml", "fuzz", &text, &[], &[]);
 }
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("npy", npy),
     ("wav", wav),
     ("csv", csv),
     ("safetensors", safetensors),
     ("spec", spec),
+    ("pytorch_bin", pytorch_bin),
 ];
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -176,6 +189,46 @@ replay!(corpus_replays_wav, 1);
 replay!(corpus_replays_csv, 2);
 replay!(corpus_replays_safetensors, 3);
 replay!(corpus_replays_spec, 4);
+replay!(corpus_replays_pytorch_bin, 5);
+
+/// The committed seeds are what `common::torch_bin::seed` writes (`RFMX_BLESS=1` rewrites them), and
+/// they read to the tensors it put in.
+#[test]
+fn pytorch_bin_seeds_are_reproducible_and_read_back() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/pytorch_bin");
+    for (file, proto4) in [("proto2.bin", false), ("proto4.bin", true)] {
+        let made = common::torch_bin::seed(proto4);
+        let path = dir.join(file);
+        if std::env::var_os("RFMX_BLESS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &made).unwrap();
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            made,
+            "{file}: RFMX_BLESS=1 rewrites it"
+        );
+        let t: std::collections::HashMap<String, candle_core::Tensor> =
+            rfmx::model::torch_bin::read_bytes(&made)
+                .unwrap()
+                .into_iter()
+                .collect();
+        let mut names: Vec<&str> = t.keys().map(String::as_str).collect();
+        names.sort();
+        assert_eq!(names, ["fortran", "half", "scalar", "tied", "w"], "{file}");
+        let w: Vec<Vec<f32>> = t["w"].to_vec2().unwrap();
+        assert_eq!(w, [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]);
+        assert_eq!(t["tied"].to_vec2::<f32>().unwrap(), w);
+        let half = t["half"].to_dtype(candle_core::DType::F32).unwrap();
+        assert_eq!(half.to_vec1::<f32>().unwrap(), [2.0, -0.5, 0.25]);
+        // Column-major storage [-2, -1, 0, 1] is the matrix [[-2, 0], [-1, 1]].
+        assert_eq!(t["fortran"].to_vec2::<i64>().unwrap(), [[-2, 0], [-1, 1]]);
+        assert_eq!(
+            t["scalar"].to_scalar::<f64>().unwrap(),
+            std::f64::consts::PI
+        );
+    }
+}
 
 #[test]
 #[ignore = "bounded fuzz run for CI: RFMX_FUZZ_SECS per target (default 30), in --release"]
@@ -192,7 +245,12 @@ fn fuzz_bounded() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_secs())
         });
+    // RFMX_FUZZ_ONLY=name,name narrows the run while working on one reader.
+    let only = std::env::var("RFMX_FUZZ_ONLY").unwrap_or_default();
     for (name, target) in TARGETS {
+        if !only.is_empty() && !only.split(',').any(|o| o == name) {
+            continue;
+        }
         let n = drive(name, target, rng_seed, Err(Duration::from_secs(secs)));
         println!("fuzz {name}: {n} inputs survived in {secs} s (seed {rng_seed})");
     }
