@@ -49,22 +49,144 @@ fn pytorch_bin(b: &[u8]) {
     }
 }
 
+/// A composite MusicGen config.json: what the pipeline takes from it before the weights, and the
+/// sizes it derives.
+fn musicgen_config(b: &[u8]) {
+    let text = String::from_utf8_lossy(b);
+    if let Ok((m, t5, codec)) =
+        rfmx::model::Pipeline::snapshot_configs(&text, Path::new("config.json"))
+    {
+        let d = &m.decoder;
+        let _ = (
+            d.head_dim(),
+            d.pad_token(),
+            d.bos_token(),
+            m.needs_text_projection(),
+        );
+        let _ = (
+            t5.d_model,
+            codec.hop_length(),
+            codec.frame_rate(),
+            codec.codebook_dim(),
+        );
+        let _ = (
+            codec.num_quantizers(),
+            codec.num_quantizers_for_bandwidth(1.5),
+        );
+    }
+}
+
+fn clap_config(b: &[u8]) {
+    let text = String::from_utf8_lossy(b);
+    let _ = rfmx::clap_model::config::ClapConfig::from_json_str(&text, Path::new("config.json"));
+}
+
+/// preprocessor_config.json, and the feature extractor built from it (filter bank and window are
+/// sized by the config).
+fn preprocessor_config(b: &[u8]) {
+    use rfmx::clap_model::{config::FeatureConfig, features::FeatureExtractor};
+    let text = String::from_utf8_lossy(b);
+    if let Ok(cfg) = FeatureConfig::from_json_str(&text, Path::new("preprocessor_config.json")) {
+        let _ = FeatureExtractor::new(cfg);
+    }
+}
+
+/// tokenizer.json (the T5 one of MusicGen snapshots and CLAP's), and one prompt through it.
+fn tokenizer(b: &[u8]) {
+    if let Ok(tok) = rfmx::model::text::tokenizer_from_bytes(b, Path::new("tokenizer.json")) {
+        let _ = rfmx::model::text::encode_prompt(&tok, "solo piano, 90 bpm <mask>");
+    }
+}
+
+/// CLAP's slow tokenizer files: vocab.json, merges.txt and tokenizer_config.json, NUL-separated
+/// (a missing third part: no tokenizer_config.json).
+fn clap_bpe(b: &[u8]) {
+    let text = String::from_utf8_lossy(b);
+    let mut parts = text.split('\0');
+    let (vocab, merges) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let config = parts.next();
+    if let Ok(tok) =
+        rfmx::clap_model::text::bpe_tokenizer(vocab, merges, config, Path::new("snapshot"))
+    {
+        let _ = rfmx::clap_model::text::tokenize(
+            &tok,
+            &["solo piano, 90 bpm <mask>".to_string()],
+            &rfmx::clap_model::config::TextConfig::default(),
+            &candle_core::Device::Cpu,
+        );
+    }
+}
+
 fn spec(b: &[u8]) {
     let text = String::from_utf8_lossy(b);
     let _ = rfmx::spec::load_str("fuzz.toml", "fuzz", &text, &[], &[]);
 }
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 11] = [
     ("npy", npy),
     ("wav", wav),
     ("csv", csv),
     ("safetensors", safetensors),
     ("spec", spec),
     ("pytorch_bin", pytorch_bin),
+    ("musicgen_config", musicgen_config),
+    ("clap_config", clap_config),
+    ("preprocessor_config", preprocessor_config),
+    ("tokenizer", tokenizer),
+    ("clap_bpe", clap_bpe),
+];
+
+/// Seeds read from the committed fixtures rather than copied into tests/fuzz/.
+const FIXTURE_SEEDS: [(&str, &[&str]); 4] = [
+    (
+        "musicgen_config",
+        &[
+            "fixtures/t5/tiny_musicgen/config.json",
+            "fixtures/musicgen/tiny_a/config.json",
+            "fixtures/codec/tiny_encodec_32khz/config.json",
+        ],
+    ),
+    (
+        "clap_config",
+        &[
+            "fixtures/clap/tiny_clap/config.json",
+            "fixtures/clap/tiny_clap_fused/config.json",
+        ],
+    ),
+    (
+        "preprocessor_config",
+        &[
+            "fixtures/clap/tiny_clap/preprocessor_config.json",
+            "fixtures/clap/tiny_clap_fused/preprocessor_config.json",
+        ],
+    ),
+    (
+        "tokenizer",
+        &[
+            "fixtures/t5/tiny_musicgen/tokenizer.json",
+            "fixtures/clap/tiny_clap/tokenizer.json",
+        ],
+    ),
 ];
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: PathBuf| {
+        let b = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        (p, b)
+    };
+    if let Some((_, files)) = FIXTURE_SEEDS.iter().find(|(t, _)| *t == target) {
+        return files.iter().map(|f| read(root.join(f))).collect();
+    }
+    if target == "clap_bpe" {
+        let dir = root.join("fixtures/clap/tiny_clap");
+        let part = |f: &str| std::fs::read(dir.join(f)).unwrap();
+        let mut with_config = [part("vocab.json"), part("merges.txt")].join(&0u8);
+        let without = with_config.clone();
+        with_config.push(0);
+        with_config.extend(part("tokenizer_config.json"));
+        return vec![(dir.clone(), with_config), (dir, without)];
+    }
     let dir = if target == "spec" {
         root.join("specs")
     } else {
@@ -77,13 +199,7 @@ fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no seeds in {}", dir.display());
-    files
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect()
+    files.into_iter().map(read).collect()
 }
 
 /// Values that break size arithmetic when they land in a length field.
@@ -190,6 +306,11 @@ replay!(corpus_replays_csv, 2);
 replay!(corpus_replays_safetensors, 3);
 replay!(corpus_replays_spec, 4);
 replay!(corpus_replays_pytorch_bin, 5);
+replay!(corpus_replays_musicgen_config, 6);
+replay!(corpus_replays_clap_config, 7);
+replay!(corpus_replays_preprocessor_config, 8);
+replay!(corpus_replays_tokenizer, 9);
+replay!(corpus_replays_clap_bpe, 10);
 
 /// The committed seeds are what `common::torch_bin::seed` writes (`RFMX_BLESS=1` rewrites them), and
 /// they read to the tensors it put in.
