@@ -154,6 +154,32 @@ fn status_and_gc_survive_a_store_of_hostile_manifests() {
     std::fs::write(home.join("failures/short.json"), "{\"id\": 3").unwrap();
     std::fs::create_dir_all(home.join("locks")).unwrap();
     std::fs::write(home.join("locks/ü.lock"), "").unwrap();
+    // Outputs that are a link to an endless device, a FIFO, and a size no file has: verify must
+    // neither follow, block nor believe them.
+    #[cfg(unix)]
+    {
+        entry("linked", &manifest("linked", "a"));
+        std::os::unix::fs::symlink("/dev/zero", home.join("store/linked/out/a")).unwrap();
+        entry("fifo", &manifest("fifo", "a"));
+        let made = Command::new("mkfifo")
+            .arg(home.join("store/fifo/out/a"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let huge = manifest("huge", "a").replace("\"bytes\":1", &format!("\"bytes\":{}", u64::MAX));
+        assert!(huge.contains(&u64::MAX.to_string()), "{huge}");
+        entry("huge", &huge);
+        std::fs::write(home.join("store/huge/out/a"), "x").unwrap();
+    }
+    // A Slurm state file with a job id that would reach scancel as an option and a key that
+    // climbs out of the store.
+    std::fs::create_dir_all(home.join("slurm")).unwrap();
+    let job =
+        |id: &str| serde_json::json!({"id": "n", "job_id": id, "log": "l", "submitted_unix": 0.0});
+    let state =
+        serde_json::json!({"jobs": {"../../x": job("1"), "ab".repeat(32): job("--user=root")}});
+    std::fs::write(home.join("slurm/exp.json"), state.to_string()).unwrap();
+    std::fs::write(home.join("slurm/broken.json"), [0xff, 0xfe]).unwrap();
 
     let (code, out, err) = rfmx_home(&home, &["status", "--verify"]);
     assert!(!err.contains("panicked"), "{err}");
@@ -164,11 +190,25 @@ fn status_and_gc_survive_a_store_of_hostile_manifests() {
         "manifest.json belongs to key éééééééééééé",
         "manifest.json does not parse",
         "output `a` does not match its manifest hash",
-        "5 corrupt",
         "[é]",
+        "ignored the record \"../../x\" (job \"1\"): its key is not a cache key",
+        "(job \"--user=root\"): its job id is not a Slurm job id",
+        "slurm jobs of broken:",
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
+
+    #[cfg(unix)]
+    for want in [
+        "output `a` is a symbolic link",
+        "output `a` is not a regular file (a folder, FIFO or device)",
+        "output `a` does not match its manifest hash",
+        "8 corrupt",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    #[cfg(not(unix))]
+    assert!(out.contains("5 corrupt"), "{out}");
 
     let (code, out, err) = rfmx_home(&home, &["gc"]);
     assert!(!err.contains("panicked"), "{err}");
