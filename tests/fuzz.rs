@@ -376,3 +376,59 @@ fn fuzz_bounded() {
         println!("fuzz {name}: {n} inputs survived in {secs} s (seed {rng_seed})");
     }
 }
+
+/// Config values that panicked or sized allocations before the readers checked them: each is an
+/// error naming the value.
+#[test]
+fn hostile_config_values_are_errors() {
+    use rfmx::clap_model::{config, features::FeatureExtractor, text::bpe_tokenizer};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let musicgen: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("fixtures/t5/tiny_musicgen/config.json")).unwrap(),
+    )
+    .unwrap();
+    // hop_length and frame_rate divide and multiply by the ratios.
+    for ratios in [
+        serde_json::json!([0, 4]),
+        serde_json::json!([u64::MAX / 2, 4]),
+    ] {
+        let mut cfg = musicgen.clone();
+        cfg["audio_encoder"]["upsampling_ratios"] = ratios.clone();
+        let e = rfmx::model::Pipeline::snapshot_configs(&cfg.to_string(), Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upsampling_ratios"), "{ratios}: {e}");
+    }
+    // 70 stages would shift the width past usize.
+    let ones = vec![1; 70];
+    let deep = serde_json::json!({"audio_config": {"depths": ones, "num_attention_heads": ones}});
+    let e = config::ClapConfig::from_json_str(&deep.to_string(), Path::new("c.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("(overflow)"), "{e}");
+    // The filter bank and window are sized by the config; the clip length overflows.
+    for (json, want) in [
+        (
+            r#"{"fft_window_size": 1073741824}"#,
+            "fft_window_size 1073741824",
+        ),
+        (r#"{"feature_size": 100000000}"#, "feature_size 100000000"),
+        (r#"{"max_length_s": 18446744073709551615}"#, "max_length_s"),
+    ] {
+        let cfg = config::FeatureConfig::from_json_str(json, Path::new("p.json")).unwrap();
+        let e = FeatureExtractor::new(cfg).unwrap_err().to_string();
+        assert!(e.contains(want), "{json}: {e}");
+    }
+    // A merge whose result is not a token indexed past the builder's buffer.
+    let vocab =
+        r#"{"a": 0, "bcdefgh": 1, "<s>": 2, "</s>": 3, "<unk>": 4, "<pad>": 5, "<mask>": 6}"#;
+    let e = bpe_tokenizer(vocab, "#version: 0.2\na bcdefgh\n", None, Path::new("snap"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("merges.txt") && e.contains("merge 1"), "{e}");
+    // Ids beyond u32 are refused, not wrapped onto other tokens.
+    let e = bpe_tokenizer(r#"{"a": 4294967296}"#, "", None, Path::new("snap"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a u32"), "{e}");
+}
