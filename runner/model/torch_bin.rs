@@ -115,15 +115,17 @@ fn read_entry<R: Read + Seek>(
             limit.min(file_len)
         ));
     }
-    let mut buf = Vec::with_capacity(size as usize);
-    e.take(size)
+    read_exactly(e, size, &name)
+}
+
+/// The first `n` bytes of the entry `e` (named `name`), `n` already checked against the file.
+fn read_exactly(e: impl Read, n: u64, name: &str) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::with_capacity(n as usize);
+    e.take(n)
         .read_to_end(&mut buf)
         .map_err(|err| format!("{name}: {err}"))?;
-    if buf.len() as u64 != size {
-        return Err(format!(
-            "{name} is truncated: {} of {size} bytes",
-            buf.len()
-        ));
+    if buf.len() as u64 != n {
+        return Err(format!("{name} is truncated: {} of {n} bytes", buf.len()));
     }
     Ok(buf)
 }
@@ -305,16 +307,7 @@ fn materialise<R: Read + Seek>(
                     e.size()
                 ));
             }
-            let mut buf = Vec::with_capacity(bytes as usize);
-            e.take(bytes)
-                .read_to_end(&mut buf)
-                .map_err(|err| format!("{name}: {err}"))?;
-            if buf.len() as u64 != bytes {
-                return Err(format!(
-                    "{name} is truncated: {} of {bytes} bytes",
-                    buf.len()
-                ));
-            }
+            let buf = read_exactly(e, bytes, &name)?;
             let t = Tensor::from_raw_buffer(&buf, info.dtype, &[info.storage_numel], &Device::Cpu)
                 .map_err(|e| e.to_string())?;
             storages.insert(info.key.clone(), t.clone());
@@ -807,17 +800,13 @@ mod tests {
             let c = &theirs[name];
             assert_eq!(t.dims(), c.dims(), "{name}");
             assert_eq!(t.dtype(), c.dtype(), "{name}");
-            let d = (t.to_dtype(DType::F64).unwrap() - c.to_dtype(DType::F64).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
-            assert_eq!(d, 0.0, "{name}");
+            let values = |x: &Tensor| {
+                x.flatten_all()
+                    .and_then(|x| x.to_dtype(DType::F64))
+                    .and_then(|x| x.to_vec1::<f64>())
+                    .unwrap()
+            };
+            assert_eq!(values(t), values(c), "{name}");
         }
     }
 
