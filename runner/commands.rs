@@ -612,7 +612,10 @@ fn slurm_status(store: &Store) {
         }
     };
     for exp in experiments {
-        let state = crate::exec::slurm::load_state(store, &exp);
+        let (state, problems) = crate::exec::slurm::read_state(store, &exp);
+        for p in problems {
+            println!("slurm jobs of {exp}: {p}");
+        }
         let done = state
             .jobs
             .keys()

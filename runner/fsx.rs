@@ -192,3 +192,43 @@ mod limit_tests {
         assert!(e.contains("1025 bytes or more"), "{e}");
     }
 }
+
+thread_local! {
+    /// Set while [`catch_panic`] runs its closure: the panic hook stays silent then.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a third-party reader (symphonia, tokenizers) on untrusted input and turns a panic inside
+/// it into its message, without the panic report on stderr: user input never aborts a command
+/// or prints a backtrace (docs/contracts.md, "Files rfmx reads"). A last resort, for readers that
+/// assert or `expect` on malformed input where rfmx cannot validate everything first.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    r.map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the reader panicked".into())
+    })
+}
+
+#[cfg(test)]
+mod panic_tests {
+    #[test]
+    fn a_panic_becomes_its_message() {
+        assert_eq!(super::catch_panic(|| 3), Ok(3));
+        let e = super::catch_panic(|| -> u8 { panic!("bad {}", 7) }).unwrap_err();
+        assert_eq!(e, "bad 7");
+    }
+}

@@ -1,6 +1,8 @@
 //! Hostile files through the binary: each is a clear error naming the file, exit 2, never an
 //! abort or an allocation of what a header claims (docs/contracts.md, "Files rfmx reads").
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -152,6 +154,32 @@ fn status_and_gc_survive_a_store_of_hostile_manifests() {
     std::fs::write(home.join("failures/short.json"), "{\"id\": 3").unwrap();
     std::fs::create_dir_all(home.join("locks")).unwrap();
     std::fs::write(home.join("locks/ü.lock"), "").unwrap();
+    // Outputs that are a link to an endless device, a FIFO, and a size no file has: verify must
+    // neither follow, block nor believe them.
+    #[cfg(unix)]
+    {
+        entry("linked", &manifest("linked", "a"));
+        std::os::unix::fs::symlink("/dev/zero", home.join("store/linked/out/a")).unwrap();
+        entry("fifo", &manifest("fifo", "a"));
+        let made = Command::new("mkfifo")
+            .arg(home.join("store/fifo/out/a"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let huge = manifest("huge", "a").replace("\"bytes\":1", &format!("\"bytes\":{}", u64::MAX));
+        assert!(huge.contains(&u64::MAX.to_string()), "{huge}");
+        entry("huge", &huge);
+        std::fs::write(home.join("store/huge/out/a"), "x").unwrap();
+    }
+    // A Slurm state file with a job id that would reach scancel as an option and a key that
+    // climbs out of the store.
+    std::fs::create_dir_all(home.join("slurm")).unwrap();
+    let job =
+        |id: &str| serde_json::json!({"id": "n", "job_id": id, "log": "l", "submitted_unix": 0.0});
+    let state =
+        serde_json::json!({"jobs": {"../../x": job("1"), "ab".repeat(32): job("--user=root")}});
+    std::fs::write(home.join("slurm/exp.json"), state.to_string()).unwrap();
+    std::fs::write(home.join("slurm/broken.json"), [0xff, 0xfe]).unwrap();
 
     let (code, out, err) = rfmx_home(&home, &["status", "--verify"]);
     assert!(!err.contains("panicked"), "{err}");
@@ -162,11 +190,25 @@ fn status_and_gc_survive_a_store_of_hostile_manifests() {
         "manifest.json belongs to key éééééééééééé",
         "manifest.json does not parse",
         "output `a` does not match its manifest hash",
-        "5 corrupt",
         "[é]",
+        "ignored the record \"../../x\" (job \"1\"): its key is not a cache key",
+        "(job \"--user=root\"): its job id is not a Slurm job id",
+        "slurm jobs of broken:",
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
+
+    #[cfg(unix)]
+    for want in [
+        "output `a` is a symbolic link",
+        "output `a` is not a regular file (a folder, FIFO or device)",
+        "output `a` does not match its manifest hash",
+        "8 corrupt",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    #[cfg(not(unix))]
+    assert!(out.contains("5 corrupt"), "{out}");
 
     let (code, out, err) = rfmx_home(&home, &["gc"]);
     assert!(!err.contains("panicked"), "{err}");
@@ -207,4 +249,91 @@ fn oversized_labels_and_manifests_are_refused_before_reading() {
         out.contains("cannot read manifest.json") && out.contains("limit"),
         "{out}{err}"
     );
+}
+
+/// Hostile `pytorch_model.bin` files in an otherwise valid snapshot: each is exit 2 with the file
+/// and the reason, no panic, no allocation of what the pickle claims, nothing written.
+#[test]
+fn generate_refuses_hostile_pytorch_checkpoints() {
+    use common::torch_bin::{Pickle, checkpoint, seed};
+    let d = tempfile::tempdir().unwrap();
+    let snap = d.path().join("snap");
+    std::fs::create_dir_all(&snap).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/t5/tiny_musicgen_bin");
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture.join(f), snap.join(f)).unwrap();
+    }
+    let one_tensor = |numel: u32, size: &[u32], stride: &[u32]| {
+        let pickle = Pickle::state_dict(false, |p| {
+            p.tensor("w", ("FloatStorage", "0", numel), 0, size, stride, false);
+        });
+        checkpoint(&pickle, &[("0", &[0; 16])])
+    };
+    let mut deep = vec![0x80, 2, b'N'];
+    deep.extend(std::iter::repeat_n(0x85, 1_000_000));
+    deep.push(b'.');
+    let mut long_string = vec![0x80, 2, b'X'];
+    long_string.extend(u32::MAX.to_le_bytes());
+    let valid = seed(false);
+    let cases: [(&str, Vec<u8>, &str); 8] = [
+        (
+            "truncated zip",
+            valid[..valid.len() / 2].to_vec(),
+            "not a PyTorch zip",
+        ),
+        (
+            "storage of 2^31 floats",
+            one_tensor(0x7fff_ffff, &[0x7fff_ffff], &[1]),
+            "claims 2147483647 elements",
+        ),
+        (
+            "tensor beyond its storage",
+            one_tensor(4, &[0xffff, 0xffff], &[0xffff, 1]),
+            "outside its storage",
+        ),
+        (
+            "storage larger than its entry",
+            one_tensor(100, &[100], &[1]),
+            "holds 16 bytes",
+        ),
+        (
+            "bogus opcode",
+            checkpoint(&[0x80, 2, 0xff], &[]),
+            "opcode 0xff",
+        ),
+        (
+            "a million nested tuples",
+            checkpoint(&deep, &[]),
+            "nest more than",
+        ),
+        ("a 4 GB string", checkpoint(&long_string, &[]), "truncated"),
+        (
+            "not a state dict",
+            checkpoint(b"\x80\x02N.", &[]),
+            "holds None",
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        std::fs::write(snap.join("pytorch_model.bin"), bytes).unwrap();
+        let codes = d.path().join("c.npy");
+        let o = rfmx(&[
+            "generate",
+            "--model",
+            snap.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--steps",
+            "2",
+            "--codes-out",
+            codes.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains("pytorch_model.bin") && err.contains(want),
+            "{what}: want {want:?} in\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(!codes.exists(), "{what}");
+    }
 }

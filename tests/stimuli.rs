@@ -1052,3 +1052,86 @@ fn the_shipped_listening_test_gets_a_distinct_clip_for_every_stimulus() {
     assert_eq!(origins.len(), 18, "{origins:?}");
     assert_distinct_audio(&b);
 }
+
+/// A listening-test name that cannot be the folder reports/<name>/ (`.`, `..`, a leading dot, a
+/// Windows device name) and a condition id that is not an id are miette errors at the value:
+/// file, line and column, caret and hint, exit 2, nothing written — through `check` and `stimuli`.
+#[test]
+fn bad_listening_test_names_point_at_the_value_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fixture(dir.path(), 2);
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let reports = dir.path().join("reports");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rfmx"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let folder_hint = "it names the folder reports/<name>/";
+    let cases = [
+        ("name = \"lt\"", "name = \".\"", "lt.toml:2:8", folder_hint),
+        ("name = \"lt\"", "name = \"..\"", "lt.toml:2:8", folder_hint),
+        (
+            "name = \"lt\"",
+            "name = \".hidden\"",
+            "lt.toml:2:8",
+            folder_hint,
+        ),
+        ("name = \"lt\"", "name = \"\"", "lt.toml:2:8", folder_hint),
+        (
+            "name = \"lt\"",
+            "name = \"CON\"",
+            "lt.toml:2:8",
+            "reserved device name",
+        ),
+        (
+            "name = \"lt\"",
+            "name = \"lpt1\"",
+            "lt.toml:2:8",
+            folder_hint,
+        ),
+        (
+            &format!("id = \"{}\"", CONDS[1]),
+            "id = \"..\"",
+            "",
+            "ids are columns and keys of the results files",
+        ),
+    ];
+    for (from, to, at, want) in cases {
+        let bad = text.replacen(from, to, 1);
+        assert_ne!(bad, text, "{from}");
+        std::fs::write(&spec, &bad).unwrap();
+        // Where the condition id sits: its line, column 6.
+        let at = if at.is_empty() {
+            let line = bad[..bad.find(to).unwrap()].matches('\n').count() + 1;
+            format!("lt.toml:{line}:6")
+        } else {
+            at.to_string()
+        };
+        for args in [
+            vec!["check", spec.to_str().unwrap()],
+            vec![
+                "stimuli",
+                spec.to_str().unwrap(),
+                "--reports",
+                reports.to_str().unwrap(),
+            ],
+        ] {
+            let (code, err) = run(&args);
+            assert_eq!(code, Some(2), "{to} via {}: {err}", args[0]);
+            assert!(err.contains(&at), "{to} via {}: no {at} in\n{err}", args[0]);
+            assert!(
+                err.contains(want),
+                "{to} via {}: no {want:?} in\n{err}",
+                args[0]
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+        assert!(!reports.exists(), "{to}: something was written");
+    }
+}

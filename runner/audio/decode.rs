@@ -77,12 +77,7 @@ struct Opened {
 /// Runs a symphonia call, turning a panic inside the decoder (it asserts on some malformed
 /// headers, e.g. a WAV declaring 0 Hz) into an error naming the file: user input never aborts.
 fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, DecodeError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let reason = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the decoder panicked".into());
+    crate::fsx::catch_panic(f).unwrap_or_else(|reason| {
         Err(DecodeError::Unreadable {
             path: path.to_path_buf(),
             reason,

@@ -182,23 +182,33 @@ impl Default for FeatureConfig {
 }
 
 impl FeatureConfig {
-    /// `nb_max_samples`: the clip length the model sees.
+    /// `nb_max_samples`: the clip length the model sees (0 when it overflows, which
+    /// `FeatureExtractor::new` refuses).
     pub fn max_samples(&self) -> usize {
-        self.max_length_s * self.sampling_rate as usize
+        self.max_length_s
+            .checked_mul(self.sampling_rate as usize)
+            .unwrap_or(0)
     }
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ClapError> {
-    let text = crate::fsx::read_text_limited(path, crate::fsx::TEXT_LIMIT)
-        .map_err(|e| ClapError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| ClapError::snapshot(path, format!("bad JSON: {e}")))
+fn read_text(path: &Path) -> Result<String, ClapError> {
+    crate::fsx::read_text_limited(path, crate::fsx::TEXT_LIMIT).map_err(|e| ClapError::io(path, e))
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(text: &str, path: &Path) -> Result<T, ClapError> {
+    serde_json::from_str(text).map_err(|e| ClapError::snapshot(path, format!("bad JSON: {e}")))
 }
 
 impl ClapConfig {
     pub fn load(dir: &Path) -> Result<Self, ClapError> {
         let path = dir.join("config.json");
-        let cfg: ClapConfig = read_json(&path)?;
-        cfg.validate(&path)?;
+        Self::from_json_str(&read_text(&path)?, &path)
+    }
+
+    /// The config in `text`, read from `path` (named in errors).
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self, ClapError> {
+        let cfg: ClapConfig = parse_json(text, path)?;
+        cfg.validate(path)?;
         Ok(cfg)
     }
 
@@ -211,11 +221,16 @@ impl ClapConfig {
                 a.depths, a.num_attention_heads
             ));
         }
-        let features = a.patch_embeds_hidden_size << (a.depths.len() - 1);
-        if features != a.hidden_size {
+        // Checked: a long `depths` would shift the width past usize.
+        let features = u32::try_from(a.depths.len() - 1).ok().and_then(|k| {
+            a.patch_embeds_hidden_size
+                .checked_mul(1usize.checked_shl(k)?)
+        });
+        if features != Some(a.hidden_size) {
             return bad(format!(
-                "audio_config.hidden_size {} is not patch_embeds_hidden_size·2^(stages−1) = {features}",
-                a.hidden_size
+                "audio_config.hidden_size {} is not patch_embeds_hidden_size·2^(stages−1) = {}",
+                a.hidden_size,
+                features.map_or("(overflow)".to_string(), |f| f.to_string())
             ));
         }
         if a.num_mel_bins == 0 || !a.spec_size.is_multiple_of(a.num_mel_bins) {
@@ -244,8 +259,13 @@ impl ClapConfig {
 impl FeatureConfig {
     pub fn load(dir: &Path) -> Result<Self, ClapError> {
         let path = dir.join("preprocessor_config.json");
-        // Values are checked where they are used (`FeatureExtractor::new`).
-        read_json(&path)
+        Self::from_json_str(&read_text(&path)?, &path)
+    }
+
+    /// The config in `text`, read from `path` (named in errors). Values are checked where they
+    /// are used (`FeatureExtractor::new`).
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self, ClapError> {
+        parse_json(text, path)
     }
 }
 

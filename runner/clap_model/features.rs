@@ -87,6 +87,15 @@ impl FeatureExtractor {
         if cfg.feature_size == 0 || cfg.max_samples() == 0 {
             return bad("feature_size and max_length_s must be positive".into());
         }
+        // The filter bank (feature_size × bins) and the window are computed from these, not
+        // read: a hostile config must not size them. 16× the largest real values.
+        if cfg.fft_window_size > 1 << 16 || cfg.feature_size > 4096 || cfg.max_length_s > 3600 {
+            return bad(format!(
+                "fft_window_size {} (at most 65536), feature_size {} (at most 4096) or \
+                 max_length_s {} (at most 3600) is out of range",
+                cfg.fft_window_size, cfg.feature_size, cfg.max_length_s
+            ));
+        }
         if !(cfg.frequency_min >= 0.0 && cfg.frequency_min <= cfg.frequency_max) {
             return bad(format!(
                 "need 0 <= frequency_min ({}) <= frequency_max ({})",

@@ -154,13 +154,21 @@ struct SlowConfig {
     add_prefix_space: bool,
 }
 
-fn read_slow_config(dir: &Path) -> Result<SlowConfig, ClapError> {
+/// `tokenizer_config.json` of `dir`, `None` when the snapshot has none.
+fn read_slow_config(dir: &Path) -> Result<Option<String>, ClapError> {
     let path = dir.join("tokenizer_config.json");
-    let v: serde_json::Value = match crate::fsx::read_text_limited(&path, crate::fsx::TEXT_LIMIT) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| ClapError::snapshot(&path, format!("bad JSON: {e}")))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
-        Err(e) => return Err(ClapError::io(&path, e)),
+    match crate::fsx::read_text_limited(&path, crate::fsx::TEXT_LIMIT) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ClapError::io(&path, e)),
+    }
+}
+
+fn parse_slow_config(text: Option<&str>, path: &Path) -> Result<SlowConfig, ClapError> {
+    let v: serde_json::Value = match text {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ClapError::snapshot(path, format!("bad JSON: {e}")))?,
+        None => serde_json::Value::Null,
     };
     // A token is a string or an AddedToken dict {"content": ...}.
     let token = |key: &str, default: &str| -> String {
@@ -187,17 +195,14 @@ fn read_slow_config(dir: &Path) -> Result<SlowConfig, ClapError> {
 }
 
 /// The snapshot's tokenizer: tokenizer.json if present, else vocab.json + merges.txt (byte-level BPE,
-/// RoBERTa post-processing `<s> $A </s>`), as RobertaTokenizer(Fast) does.
-///
-/// The vocab/merges path builds what transformers' `RobertaConverter` makes of the slow tokenizer:
-/// BPE without an unk token, ByteLevel pre-tokenizer and decoder (`add_prefix_space` from
-/// `tokenizer_config.json`, default false), `RobertaProcessing(sep, cls, trim_offsets=True)`, and
-/// the special tokens registered so that they are matched whole in the text.
+/// RoBERTa post-processing `<s> $A </s>`), as RobertaTokenizer(Fast) does. Every file is read
+/// bounded and parsed from memory ([`tokenizer_from_json`], [`bpe_tokenizer`]).
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ClapError> {
     let json = dir.join("tokenizer.json");
     if json.is_file() {
-        crate::fsx::check_size(&json, crate::fsx::TEXT_LIMIT).map_err(|e| tok_err(&json, e))?;
-        return Tokenizer::from_file(&json).map_err(|e| tok_err(&json, e));
+        let bytes = crate::fsx::read_limited(&json, crate::fsx::TEXT_LIMIT)
+            .map_err(|e| tok_err(&json, e))?;
+        return tokenizer_from_json(&bytes, &json);
     }
     let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
     if !vocab.is_file() || !merges.is_file() {
@@ -206,12 +211,87 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ClapError> {
             "no tokenizer.json, nor vocab.json + merges.txt (the RoBERTa BPE files) in the snapshot",
         ));
     }
-    for f in [&vocab, &merges] {
-        crate::fsx::check_size(f, crate::fsx::TEXT_LIMIT).map_err(|e| tok_err(f, e))?;
+    let read = |f: &Path| {
+        crate::fsx::read_text_limited(f, crate::fsx::TEXT_LIMIT).map_err(|e| tok_err(f, e))
+    };
+    let (vocab_text, merges_text) = (read(&vocab)?, read(&merges)?);
+    let config = read_slow_config(dir)?;
+    bpe_tokenizer(&vocab_text, &merges_text, config.as_deref(), dir)
+}
+
+/// A tokenizer.json's bytes (read from `path`, named in errors).
+pub fn tokenizer_from_json(bytes: &[u8], path: &Path) -> Result<Tokenizer, ClapError> {
+    crate::model::text::parse_tokenizer_json(bytes).map_err(|e| tok_err(path, e))
+}
+
+/// The byte-level BPE tokenizer of the texts of vocab.json, merges.txt and tokenizer_config.json
+/// (`None` when absent) in `dir`.
+///
+/// This builds what transformers' `RobertaConverter` makes of the slow tokenizer:
+/// BPE without an unk token, ByteLevel pre-tokenizer and decoder (`add_prefix_space` from
+/// `tokenizer_config.json`, default false), `RobertaProcessing(sep, cls, trim_offsets=True)`, and
+/// the special tokens registered so that they are matched whole in the text. The files are parsed
+/// as `BPE::read_file` does, except that an id beyond u32 is an error instead of wrapping.
+pub fn bpe_tokenizer(
+    vocab_text: &str,
+    merges_text: &str,
+    config: Option<&str>,
+    dir: &Path,
+) -> Result<Tokenizer, ClapError> {
+    let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+    let json: serde_json::Value =
+        serde_json::from_str(vocab_text).map_err(|e| tok_err(&vocab, format!("bad JSON: {e}")))?;
+    let serde_json::Value::Object(entries) = json else {
+        return Err(tok_err(&vocab, "not a JSON object of token: id"));
+    };
+    let mut ids = tokenizers::models::bpe::Vocab::default();
+    for (token, id) in entries {
+        if let serde_json::Value::Number(n) = id {
+            let id = n
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| tok_err(&vocab, format!("token {token:?} has id {n}, not a u32")))?;
+            ids.insert(token, id);
+        }
     }
-    let sc = read_slow_config(dir)?;
-    let (vs, ms) = (vocab.to_string_lossy(), merges.to_string_lossy());
-    let bpe = BPE::from_file(&vs, &ms)
+    let mut pairs = Vec::new();
+    for (i, line) in merges_text
+        .lines()
+        .filter(|l| !l.starts_with("#version"))
+        .enumerate()
+    {
+        match line.split(' ').collect::<Vec<_>>().as_slice() {
+            // The builder indexes a buffer as long as the longest token with the merged pair,
+            // so a merge whose result is not a token panics it: refused here.
+            [a, b]
+                if [a.to_string(), b.to_string(), format!("{a}{b}")]
+                    .iter()
+                    .all(|t| ids.contains_key(t)) =>
+            {
+                pairs.push((a.to_string(), b.to_string()))
+            }
+            [a, b] => {
+                return Err(tok_err(
+                    &merges,
+                    format!(
+                        "merge {} ({:?} + {:?}): a part or the merged token is not in vocab.json",
+                        i + 1,
+                        a,
+                        b
+                    ),
+                ));
+            }
+            _ => {
+                return Err(tok_err(
+                    &merges,
+                    format!("merge {} is not two tokens separated by one space", i + 1),
+                ));
+            }
+        }
+    }
+    let sc = parse_slow_config(config, &dir.join("tokenizer_config.json"))?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(ids, pairs)
         .build()
         .map_err(|e| tok_err(&vocab, e))?;
     let mut tok = Tokenizer::new(bpe);
@@ -299,9 +379,13 @@ pub fn tokenize(
         pad_type_id: 0,
         pad_token,
     }));
-    let enc = tok
-        .encode_batch(texts.iter().map(|t| t.as_str()).collect(), true)
-        .map_err(|e| tok_err(origin, e))?;
+    // Deserialisation does not check everything encoding relies on (a template naming a special
+    // token it does not define panics here).
+    let enc = crate::fsx::catch_panic(|| {
+        tok.encode_batch(texts.iter().map(|t| t.as_str()).collect(), true)
+    })
+    .map_err(|p| tok_err(origin, format!("the tokenizer cannot encode: {p}")))?
+    .map_err(|e| tok_err(origin, e))?;
     let s = enc[0].get_ids().len();
     let mut ids = Vec::with_capacity(texts.len() * s);
     let mut mask = Vec::with_capacity(texts.len() * s);

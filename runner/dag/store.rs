@@ -109,6 +109,12 @@ pub fn short_key(key: &str) -> &str {
     key.char_indices().nth(12).map_or(key, |(i, _)| &key[..i])
 }
 
+/// Whether `s` is a cache key (64 lowercase hex digits, `dag::key::cache_key`): a key read back
+/// from a record is joined to the store's folder only when it is one.
+pub fn is_key(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -151,6 +157,27 @@ fn unsafe_output_name(rel: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Why the output `rel` of `out` is not a regular file reached through real folders: a link
+/// would make `verify` read outside the store, a FIFO or device would block or never end.
+/// One `lstat` per path component (outputs are mostly one component deep).
+fn not_a_plain_output(out: &Path, rel: &str) -> Option<String> {
+    let mut path = out.to_path_buf();
+    let parts: Vec<&std::ffi::OsStr> = Path::new(rel).iter().collect();
+    for (i, part) in parts.iter().enumerate() {
+        path.push(part);
+        let last = i + 1 == parts.len();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => return Some("is a symbolic link".into()),
+            Ok(m) if last && !m.is_file() => {
+                return Some("is not a regular file (a folder, FIFO or device)".into());
+            }
+            Ok(_) => {}
+            Err(e) => return Some(format!("unreadable: {e}")),
+        }
+    }
+    None
 }
 
 /// How thoroughly [`Store::entry_state`] looks at an entry's outputs.
@@ -250,6 +277,9 @@ impl Store {
         for (rel, expected) in &manifest.outputs {
             if let Some(why) = unsafe_output_name(rel) {
                 return EntryState::Corrupt(format!("output name `{rel}` {why}"));
+            }
+            if let Some(why) = not_a_plain_output(&out, rel) {
+                return EntryState::Corrupt(format!("output `{rel}` {why}"));
             }
             let path = out.join(rel);
             let fast = depth == Depth::Stat && expected.mtime_ns.is_some();

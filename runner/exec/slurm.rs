@@ -68,11 +68,42 @@ pub fn state_path(store: &Store, experiment: &str) -> PathBuf {
 }
 
 pub fn load_state(store: &Store, experiment: &str) -> SlurmState {
-    store
-        .read_json(&state_path(store, experiment))
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    read_state(store, experiment).0
+}
+
+/// The state file of `experiment` with every record rfmx can trust, and why it dropped the others
+/// (or the whole file). The file is untrusted (docs/contracts.md, "Files rfmx reads"): a key that
+/// is not a cache key would lead `status` out of the store, and a job id that is not a Slurm id
+/// would reach `scancel` as an option (`--user=...`).
+pub fn read_state(store: &Store, experiment: &str) -> (SlurmState, Vec<String>) {
+    let path = state_path(store, experiment);
+    let mut state: SlurmState = match store.read_json(&path) {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => return (SlurmState::default(), vec![e.to_string()]),
+    };
+    let mut problems = Vec::new();
+    state.jobs.retain(|key, rec| {
+        let why = if !crate::dag::store::is_key(key) {
+            "its key is not a cache key"
+        } else if !is_job_id(&rec.job_id) {
+            "its job id is not a Slurm job id"
+        } else {
+            return true;
+        };
+        problems.push(format!(
+            "{}: ignored the record {:?} (job {:?}): {why}",
+            path.display(),
+            crate::dag::store::short_key(key),
+            rec.job_id.chars().take(24).collect::<String>()
+        ));
+        false
+    });
+    (state, problems)
+}
+
+/// What sbatch prints and squeue/scancel take: digits, `_` for array tasks.
+fn is_job_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_digit() || c == '_')
 }
 
 fn save_state(store: &Store, experiment: &str, state: &SlurmState) -> Result<(), SlurmError> {
@@ -290,7 +321,7 @@ impl Slurm<'_> {
             .trim()
             .split(';')
             .next()
-            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '_'))
+            .filter(|s| is_job_id(s))
             .ok_or_else(|| SlurmError::NoJobId {
                 id: node.id.clone(),
                 stdout: out.trim().into(),
@@ -511,6 +542,45 @@ pub fn cancel(store: &Store, experiment: &str) -> Result<Vec<(String, String)>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records whose key would lead out of the store or whose job id would reach scancel as an
+    /// option are dropped with the reason; a file that does not parse is one reason.
+    #[test]
+    fn hostile_job_records_are_dropped_with_the_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store {
+            root: d.path().to_path_buf(),
+        };
+        let rec = |job: &str| JobRecord {
+            id: "n".into(),
+            job_id: job.into(),
+            log: "l".into(),
+            submitted_unix: 0.0,
+        };
+        let mut state = SlurmState::default();
+        state.jobs.insert("ab".repeat(32), rec("123_4"));
+        state.jobs.insert("cd".repeat(32), rec("--user=root"));
+        state.jobs.insert("../../x".into(), rec("5"));
+        state.jobs.insert("é".into(), rec("6"));
+        save_state(&store, "exp", &state).unwrap();
+        let (kept, problems) = read_state(&store, "exp");
+        assert_eq!(kept.jobs.keys().collect::<Vec<_>>(), [&"ab".repeat(32)]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("\"--user=root\"") && p.contains("not a Slurm job id"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("../../x") && p.contains("not a cache key"))
+        );
+        std::fs::write(state_path(&store, "exp"), [0xff, b'{']).unwrap();
+        let (kept, problems) = read_state(&store, "exp");
+        assert!(kept.jobs.is_empty());
+        assert!(problems[0].contains("exp.json"), "{problems:?}");
+    }
 
     fn node() -> PlannedNode {
         PlannedNode {

@@ -69,8 +69,19 @@ pub fn find_snapshot_in(cache: &Path, id: &str) -> Result<PathBuf, ModelError> {
         }
     };
     let refs = repo.join("refs").join("main");
-    if let Ok(rev) = std::fs::read_to_string(&refs) {
-        let dir = snapshots.join(rev.trim());
+    if refs.is_file() {
+        // A revision is one commit hash: a file that is large, not text, or names a path (`..`,
+        // `a/b`) is refused rather than followed out of the snapshots folder.
+        let rev =
+            crate::fsx::read_text_limited(&refs, 4096).map_err(|e| ModelError::io(&refs, e))?;
+        let rev = rev.trim();
+        if let Some(why) = crate::fsx::component_problem(rev) {
+            return Err(ModelError::snapshot(
+                &refs,
+                format!("names revision {rev:?}, which {why}"),
+            ));
+        }
+        let dir = snapshots.join(rev);
         if dir.join("config.json").is_file() {
             return Ok(dir);
         }
@@ -94,4 +105,33 @@ pub fn find_snapshot_in(cache: &Path, id: &str) -> Result<PathBuf, ModelError> {
         .pop()
         .map(|(_, p)| p)
         .ok_or_else(|| missing(vec![snapshots.clone()]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refs_main_naming_a_path_or_garbage_is_refused() {
+        let cache = tempfile::tempdir().unwrap();
+        let id = "org/m";
+        let repo = cache.path().join(repo_folder(id));
+        // A config.json two levels up, where `../..` would lead.
+        std::fs::create_dir_all(repo.join("snapshots")).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("config.json"), "{}").unwrap();
+        for (bad, want) in [
+            ("..", "`.` or `..`"),
+            ("../..", "starts with a dot"),
+            ("x/../..", "separator"),
+            ("", "empty"),
+        ] {
+            std::fs::write(repo.join("refs/main"), bad).unwrap();
+            let e = find_snapshot_in(cache.path(), id).unwrap_err().to_string();
+            assert!(e.contains("refs/main") && e.contains(want), "{bad:?}: {e}");
+        }
+        std::fs::write(repo.join("refs/main"), [0xff, 0xfe]).unwrap();
+        let e = find_snapshot_in(cache.path(), id).unwrap_err().to_string();
+        assert!(e.contains("UTF-8"), "{e}");
+    }
 }

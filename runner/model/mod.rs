@@ -14,6 +14,7 @@ mod precision;
 pub mod random_small;
 mod seeded;
 pub mod text;
+pub mod torch_bin;
 pub mod weights;
 
 pub use error::{ModelError, download_command};

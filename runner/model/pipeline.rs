@@ -284,6 +284,35 @@ impl Pipeline {
         })
     }
 
+    /// The decoder, T5 and EnCodec configs of a composite snapshot's config.json (`text`, read
+    /// from `path`): everything [`Pipeline::load_dir`] takes from it before the weights.
+    pub fn snapshot_configs(
+        text: &str,
+        path: &Path,
+    ) -> Result<
+        (
+            MusicgenConfig,
+            candle_transformers::models::t5::Config,
+            EncodecConfig,
+        ),
+        ModelError,
+    > {
+        let cfg = MusicgenConfig::from_json_str(text, &path.display().to_string())?;
+        if cfg.layout != Layout::Composite {
+            return Err(ModelError::snapshot(
+                path,
+                "a bare MusicGen decoder config; the pipeline needs a full \
+                 MusicgenForConditionalGeneration snapshot (text_encoder, audio_encoder, decoder)",
+            ));
+        }
+        let json: Value =
+            serde_json::from_str(text).map_err(|e| ModelError::snapshot(path, e.to_string()))?;
+        let t5_cfg = text::t5_config(&json["text_encoder"], path)?;
+        let codec_cfg = EncodecConfig::from_json(&json["audio_encoder"].to_string())
+            .map_err(|e| ModelError::snapshot(path, format!("audio_encoder: {e}")))?;
+        Ok((cfg, t5_cfg, codec_cfg))
+    }
+
     /// A full `MusicgenForConditionalGeneration` snapshot: config.json (with `text_encoder`,
     /// `audio_encoder` and `decoder`), weights in any layout [`weights::weight_files`] accepts, and
     /// the T5 tokenizer.json.
@@ -291,19 +320,7 @@ impl Pipeline {
         let config_path = dir.join("config.json");
         let config_text = crate::fsx::read_text_limited(&config_path, crate::fsx::TEXT_LIMIT)
             .map_err(|e| ModelError::io(&config_path, e))?;
-        let cfg = MusicgenConfig::from_json_str(&config_text, &config_path.display().to_string())?;
-        if cfg.layout != Layout::Composite {
-            return Err(ModelError::snapshot(
-                &config_path,
-                "a bare MusicGen decoder config; the pipeline needs a full \
-                 MusicgenForConditionalGeneration snapshot (text_encoder, audio_encoder, decoder)",
-            ));
-        }
-        let json: Value = serde_json::from_str(&config_text)
-            .map_err(|e| ModelError::snapshot(&config_path, e.to_string()))?;
-        let t5_cfg = text::t5_config(&json["text_encoder"], &config_path)?;
-        let codec_cfg = EncodecConfig::from_json(&json["audio_encoder"].to_string())
-            .map_err(|e| ModelError::snapshot(&config_path, format!("audio_encoder: {e}")))?;
+        let (cfg, t5_cfg, codec_cfg) = Self::snapshot_configs(&config_text, &config_path)?;
         let tokenizer = dir.join("tokenizer.json");
         if !tokenizer.is_file() {
             return Err(ModelError::snapshot(

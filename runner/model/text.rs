@@ -74,15 +74,7 @@ impl TextEncoder {
     pub fn tokenize(&self, prompts: &[String]) -> Result<Vec<Vec<u32>>, ModelError> {
         prompts
             .iter()
-            .map(|p| {
-                self.tokenizer
-                    .encode(p.as_str(), true)
-                    .map(|e| e.get_ids().to_vec())
-                    .map_err(|e| ModelError::Tokenizer {
-                        origin: format!("encoding {p:?}"),
-                        message: e.to_string(),
-                    })
-            })
+            .map(|p| encode_prompt(&self.tokenizer, p))
             .collect()
     }
 
@@ -236,17 +228,43 @@ fn byte_chars() -> Vec<char> {
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
     let bytes = crate::fsx::read_limited(path, crate::fsx::TEXT_LIMIT)
         .map_err(|e| ModelError::io(path, e))?;
-    let mut tok = Tokenizer::from_bytes(bytes).map_err(|e| ModelError::Tokenizer {
+    tokenizer_from_bytes(&bytes, path)
+}
+
+/// [`load_tokenizer`] over the bytes of a tokenizer.json read from `path` (named in errors).
+pub fn tokenizer_from_bytes(bytes: &[u8], path: &Path) -> Result<Tokenizer, ModelError> {
+    let err = |message: String| ModelError::Tokenizer {
         origin: path.display().to_string(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let mut tok = parse_tokenizer_json(bytes).map_err(err)?;
     tok.with_padding(None);
-    tok.with_truncation(None)
-        .map_err(|e| ModelError::Tokenizer {
-            origin: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+    tok.with_truncation(None).map_err(|e| err(e.to_string()))?;
     Ok(tok)
+}
+
+/// The token ids of `prompt` with the special tokens the tokenizer adds.
+pub fn encode_prompt(tok: &Tokenizer, prompt: &str) -> Result<Vec<u32>, ModelError> {
+    let err = |message: String| ModelError::Tokenizer {
+        origin: format!("encoding {prompt:?}"),
+        message,
+    };
+    // A tokenizer.json can deserialise into one that panics when it encodes (a template naming a
+    // special token it does not define).
+    crate::fsx::catch_panic(|| tok.encode(prompt, true))
+        .map_err(|m| err(format!("the tokenizer cannot encode: {m}")))?
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| err(e.to_string()))
+}
+
+/// A tokenizer.json's bytes as a [`Tokenizer`]. The JSON is checked first (the tokenizers crate
+/// panics on some syntax errors), and what it still panics on (its `expect`s in normalizer and
+/// decoder deserialisation) is an error with the panic's message.
+pub fn parse_tokenizer_json(bytes: &[u8]) -> Result<Tokenizer, String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| format!("bad JSON: {e}"))?;
+    crate::fsx::catch_panic(|| Tokenizer::from_bytes(bytes))
+        .map_err(|p| format!("not a tokenizer the tokenizers crate can build ({p})"))?
+        .map_err(|e| e.to_string())
 }
 
 /// candle's `t5::Config` from the `text_encoder` object of a MusicGen config.json, with T5's

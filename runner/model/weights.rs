@@ -1,5 +1,5 @@
 //! The weight files of a `save_pretrained` snapshot: `model.safetensors`, sharded safetensors
-//! (`model.safetensors.index.json`), `pytorch_model.bin` (read with candle's pickle reader) or sharded
+//! (`model.safetensors.index.json`), `pytorch_model.bin` (read with the bounded reader of [`super::torch_bin`]) or sharded
 //! `.bin` (`pytorch_model.bin.index.json`). Safetensors win when a snapshot has both.
 
 use std::collections::{BTreeSet, HashMap};
@@ -83,7 +83,7 @@ pub fn load_tensors_as(
     for f in files {
         let is_bin = f.extension().is_some_and(|e| e == "bin");
         let tensors: Vec<(String, Tensor)> = if is_bin {
-            candle_core::pickle::read_all(f)
+            super::torch_bin::read_file(f)
                 .map_err(|e| ModelError::snapshot(f, format!("reading PyTorch weights: {e}")))?
                 .into_iter()
                 .map(|(name, t)| {

@@ -37,6 +37,49 @@ pub struct SpecDiagnostic {
     pub origin: Origin,
 }
 
+impl SpecDiagnostic {
+    /// A problem at `span` of the file `name` whose text is `text` (line and column from the span;
+    /// without a hint, the typo hint of an "unknown ..." message).
+    pub fn in_file(
+        name: &str,
+        text: &str,
+        span: Option<std::ops::Range<usize>>,
+        message: String,
+        help: Option<String>,
+        label: &str,
+    ) -> SpecDiagnostic {
+        let (line, column) = match &span {
+            Some(r) => {
+                let (l, c) = line_col(text, r.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        SpecDiagnostic {
+            help: help.or_else(|| hint_from_message(&message)),
+            message,
+            src: NamedSource::new(name, text.to_string()),
+            span: span.map(|r| SourceSpan::from(r.start..r.end.max(r.start))),
+            label: label.into(),
+            line,
+            column,
+            origin: Origin::File,
+        }
+    }
+
+    /// Rendered without colour at a fixed width, with the file, line, column, caret and hint.
+    pub fn render(&self, width: usize) -> String {
+        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+            .with_width(width)
+            .with_links(false);
+        let mut out = String::new();
+        if handler.render_report(&mut out, self).is_err() {
+            out = self.message.clone();
+        }
+        out
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum SpecError {
     #[error("cannot read spec `{path}`: {source}")]
@@ -58,14 +101,9 @@ impl SpecError {
     pub fn render(&self, width: usize) -> String {
         match self {
             SpecError::Invalid { diagnostics, .. } => {
-                let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
-                    .with_width(width)
-                    .with_links(false);
                 let mut out = String::new();
                 for d in diagnostics {
-                    if handler.render_report(&mut out, d).is_err() {
-                        out.push_str(&d.message);
-                    }
+                    out.push_str(&d.render(width));
                     out.push('\n');
                 }
                 out

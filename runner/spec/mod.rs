@@ -494,23 +494,7 @@ impl Ctx<'_> {
         span: Option<std::ops::Range<usize>>,
         label: &str,
     ) -> SpecDiagnostic {
-        let (line, column) = match &span {
-            Some(r) => {
-                let (l, c) = error::line_col(self.text, r.start);
-                (Some(l), Some(c))
-            }
-            None => (None, None),
-        };
-        SpecDiagnostic {
-            help: help.or_else(|| error::hint_from_message(&message)),
-            message,
-            src: NamedSource::new(self.source_name, self.text.to_string()),
-            span: span.map(|r| SourceSpan::from(r.start..r.end.max(r.start))),
-            label: label.into(),
-            line,
-            column,
-            origin: Origin::File,
-        }
+        SpecDiagnostic::in_file(self.source_name, self.text, span, message, help, label)
     }
 
     /// Extracts a [`Spec`] and validates it; problems are appended to `diags`.

@@ -81,7 +81,7 @@ pub fn run(args: StimuliArgs) -> miette::Result<()> {
             Ok(())
         }
         (None, Some(spec)) => {
-            let s = super::spec::ListeningSpec::load(&spec).map_err(|e| miette::miette!("{e}"))?;
+            let s = super::spec::ListeningSpec::load(&spec).map_err(|e| e.into_report())?;
             let b = super::build::build(&s, &args.reports).map_err(|e| miette::miette!("{e}"))?;
             for w in &b.warnings {
                 eprintln!("warning: {w}");
@@ -121,7 +121,7 @@ pub fn run(args: StimuliArgs) -> miette::Result<()> {
 /// `rfmx check` on a listening-test spec (a top-level `[test]` table and no `[experiment]`):
 /// validates it and returns the exit code; `None` for any other file (an experiment spec).
 pub fn check_listening_spec(path: &std::path::Path) -> Option<u8> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = crate::fsx::read_text_limited(path, crate::fsx::TEXT_LIMIT).ok()?;
     let table: toml::Table = toml::from_str(&text).ok()?;
     if !table.contains_key("test") || table.contains_key("experiment") {
         return None;
@@ -138,6 +138,10 @@ pub fn check_listening_spec(path: &std::path::Path) -> Option<u8> {
                 s.test.subjects
             );
             0
+        }
+        Err(super::StimuliError::Located(d)) => {
+            eprint!("{}", d.render(100));
+            2
         }
         Err(e) => {
             eprintln!("Error: {e}");

@@ -24,6 +24,10 @@ use std::path::PathBuf;
 pub enum StimuliError {
     #[error("{path}: {msg}")]
     Spec { path: PathBuf, msg: String },
+    /// A spec value located in the file (line, column, hint), such as a name that cannot be a
+    /// folder (docs/contracts.md, "Names").
+    #[error("{0}")]
+    Located(Box<crate::spec::error::SpecDiagnostic>),
     #[error("condition `{condition}`, target `{target}`: {msg}")]
     Source {
         condition: String,
@@ -46,6 +50,16 @@ pub enum StimuliError {
 }
 
 pub type Result<T> = std::result::Result<T, StimuliError>;
+
+impl StimuliError {
+    /// For the CLI: a located problem keeps its source, caret and hint.
+    pub fn into_report(self) -> miette::Report {
+        match self {
+            StimuliError::Located(d) => miette::Report::new(*d),
+            e => miette::miette!("{e}"),
+        }
+    }
+}
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StimuliError {
     let path = path.into();

@@ -200,24 +200,76 @@ impl ListeningSpec {
                 *s = base.join(&*s);
             }
         }
+        if let Some((at, msg, help)) = spec.name_problem() {
+            let span = crate::spec::spans::SpanMap::parse(&text)
+                .ok()
+                .and_then(|m| m.get(&at).map(|e| e.value.clone()));
+            let d = crate::spec::error::SpecDiagnostic::in_file(
+                &path.display().to_string(),
+                &text,
+                span,
+                msg,
+                Some(help.into()),
+                "this name",
+            );
+            return Err(StimuliError::Located(Box::new(d)));
+        }
         spec.validate().map_err(err)?;
         Ok(spec)
     }
 
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        let t = &self.test;
-        let name_ok = !t.name.is_empty()
-            && t.name
+    /// The first name that cannot be what it names, as (key path in the file, message, hint):
+    /// `test.name` is the folder `reports/<name>/` (docs/contracts.md, "Names"); condition and
+    /// question ids are columns and keys of the results, kept to letters, digits and `_`.
+    fn name_problem(&self) -> Option<(Vec<String>, String, &'static str)> {
+        let at = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let name = &self.test.name;
+        let folder_hint = "it names the folder reports/<name>/: use e.g. `notes-lt1`";
+        if name.is_empty()
+            || !name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !name_ok {
-            return Err(format!(
-                "test.name `{}` must be non-empty ASCII letters, digits, '_' or '-'",
-                t.name
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Some((
+                at(&["test", "name"]),
+                format!("test.name `{name}` must be non-empty ASCII letters, digits, '_' or '-'"),
+                folder_hint,
             ));
         }
-        if let Some(why) = crate::fsx::component_problem(&t.name) {
-            return Err(format!("test.name `{}` {why}", t.name));
+        if let Some(why) = crate::fsx::component_problem(name) {
+            return Some((
+                at(&["test", "name"]),
+                format!("test.name `{name}` {why}"),
+                folder_hint,
+            ));
+        }
+        let ids = self
+            .conditions
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ("conditions", "condition", i, &c.id))
+            .chain(
+                self.questions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, q)| ("questions", "question", i, &q.id)),
+            );
+        for (table, what, i, id) in ids {
+            if !simple_id(id) {
+                return Some((
+                    vec![table.into(), i.to_string(), "id".into()],
+                    format!("{what} id `{id}` must be ASCII letters, digits or '_'"),
+                    "ids are columns and keys of the results files: use e.g. `steered_1`",
+                ));
+            }
+        }
+        None
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let t = &self.test;
+        if let Some((_, msg, _)) = self.name_problem() {
+            return Err(msg);
         }
         if t.subjects == 0 {
             return Err("test.subjects must be at least 1".into());
@@ -267,21 +319,7 @@ impl ListeningSpec {
         unique("targets", self.targets.iter().map(|x| x.id.as_str()))?;
         unique("conditions", self.conditions.iter().map(|x| x.id.as_str()))?;
         unique("questions", self.questions.iter().map(|x| x.id.as_str()))?;
-        for q in self.all_questions() {
-            if !simple_id(&q.id) {
-                return Err(format!(
-                    "question id `{}` must be ASCII letters, digits or '_'",
-                    q.id
-                ));
-            }
-        }
         for c in &self.conditions {
-            if !simple_id(&c.id) {
-                return Err(format!(
-                    "condition id `{}` must be ASCII letters, digits or '_'",
-                    c.id
-                ));
-            }
             match c.source {
                 SourceKind::Files => {
                     if c.experiment.is_some() || c.store.is_some() || !c.matches.is_empty() {

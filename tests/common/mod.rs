@@ -8,6 +8,7 @@ pub mod clap_fixtures;
 pub mod directions;
 pub mod numeric;
 pub mod t5_fixtures;
+pub mod torch_bin;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -139,6 +139,17 @@ impl EncodecConfig {
         {
             return bad("empty upsampling_ratios/target_bandwidths or compress=0".into());
         }
+        // hop_length and frame_rate divide and multiply by these.
+        let hop = self
+            .upsampling_ratios
+            .iter()
+            .try_fold(1usize, |a, &r| a.checked_mul(r));
+        if self.sampling_rate == 0 || hop.is_none_or(|h| h == 0) {
+            return bad(format!(
+                "sampling_rate {} and upsampling_ratios {:?} must be positive, their product a size",
+                self.sampling_rate, self.upsampling_ratios
+            ));
+        }
         Ok(())
     }
 
