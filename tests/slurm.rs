@@ -383,6 +383,25 @@ fn slurm_missing_is_a_clear_error_with_exit_2() {
     let out = w.logged(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("invalid partition"), "{}", text(&out));
+
+    // Refused for one kind only: its dependent is skipped, never submitted without its input.
+    let spec = w.spec(
+        "spec.toml",
+        &format!(
+            "[experiment]\nname = \"refused\"\n[toy]\nvalues = [1]\nsum = true\n{SLURM}\
+             [executor.slurm.resources]\ntoy_square = {{ partition = \"nosuchpartition\" }}\n"
+        ),
+    );
+    let out = w.logged(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("invalid partition")
+            && t.contains("failed        1")
+            && t.contains("skipped       1"),
+        "{t}"
+    );
+    assert_eq!(submissions(&w, &out), 0, "{t}");
 }
 
 /// The live plan on Slurm: each round is submitted once the previous one has ended, and the store

@@ -353,6 +353,10 @@ struct Slurm<'a> {
     array_tasks: HashMap<String, usize>,
     /// `sbatch` calls of this run.
     submitted_jobs: usize,
+    /// Nodes whose submission was refused, and their dispatched dependents: never submitted
+    /// (without a job to wait on they would start before their input exists); the core skips
+    /// them once it has taken the refusal.
+    held: HashSet<usize>,
 }
 
 impl Slurm<'_> {
@@ -498,6 +502,10 @@ impl Slurm<'_> {
                 .partition(|&&i| !plan.inputs_of(i).iter().any(|j| nodes.contains(j)));
             let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
             for i in wave {
+                if plan.inputs_of(i).iter().any(|j| self.held.contains(j)) {
+                    self.held.insert(i);
+                    continue;
+                }
                 let key = self.group_of(plan, i);
                 match groups.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, g)) => g.push(i),
@@ -511,6 +519,7 @@ impl Slurm<'_> {
                         let outcome =
                             record_failure(&plan.nodes[i], self.store, vec![e.to_string()]);
                         self.ready.push(Completion { node: i, outcome });
+                        self.held.insert(i);
                     }
                 }
             }
@@ -744,6 +753,7 @@ pub fn run(
         delay: Duration::from_millis(200),
         array_tasks: HashMap::new(),
         submitted_jobs: 0,
+        held: HashSet::new(),
     };
     let mut summary = drive(plan, statuses, &mut backend, growth, events);
     summary.slurm_jobs = Some(backend.submitted_jobs);
