@@ -83,6 +83,17 @@ impl Work {
             .collect()
     }
 
+    /// Runs the binary with `path` as PATH (Slurm commands wrapped or faked), logging its output.
+    fn run_with_path(&self, path: &str, args: &[&str]) -> Output {
+        let out = self.cmd(args).env("PATH", path).output().unwrap();
+        eprintln!(
+            "rfmx {args:?} (PATH {path}) -> {}\n{}",
+            out.status,
+            text(&out)
+        );
+        out
+    }
+
     fn state(&self, experiment: &str) -> Value {
         let p = self.home().join("slurm").join(format!("{experiment}.json"));
         serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
@@ -230,12 +241,25 @@ fn slurm_failing_node_has_its_record_siblings_finish_and_only_it_is_resubmitted(
     let out = w.logged(&["run", spec.to_str().unwrap(), "--executor", "slurm"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(submissions(&w, &out), 2);
-    let after = w.jobs("failing");
-    for id in ["toy_square[x=1]", "toy_square[x=3]"] {
-        assert_eq!(before[id], after[id], "{id} not resubmitted");
-    }
-    for id in ["toy_square[x=2]", "toy_sum"] {
-        assert_ne!(before[id], after[id], "{id} resubmitted");
+    resubmitted_only(&before, &w.jobs("failing"), &["toy_square[x=2]", "toy_sum"]);
+}
+
+/// Between two state files: exactly the nodes `ids` got new jobs.
+fn resubmitted_only(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    ids: &[&str],
+) {
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (id, job) in before {
+        if ids.contains(&id.as_str()) {
+            assert_ne!(job, &after[id], "{id} resubmitted");
+        } else {
+            assert_eq!(job, &after[id], "{id} not resubmitted");
+        }
     }
 }
 
@@ -359,11 +383,7 @@ fn slurm_missing_is_a_clear_error_with_exit_2() {
         "spec.toml",
         &format!("[experiment]\nname = \"nos\"\n[toy]\nvalues = [1]\n{SLURM}"),
     );
-    let out = w
-        .cmd(&["run", spec.to_str().unwrap()])
-        .env("PATH", "/nonexistent")
-        .output()
-        .unwrap();
+    let out = w.run_with_path("/nonexistent", &["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("`squeue` is not installed"),
@@ -535,17 +555,16 @@ fn slurm_notes_sweep_goes_out_as_a_few_job_arrays_with_per_kind_resources() {
     );
     script(&w, "squeue", "exit 0\n");
     let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/notes_sweep.toml");
-    let out = w
-        .cmd(&[
+    let out = w.run_with_path(
+        &path_with(&bin),
+        &[
             "run",
             spec.to_str().unwrap(),
             "--executor",
             "slurm",
             "--detach",
-        ])
-        .env("PATH", path_with(&bin))
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let calls = sbatch_calls(&log);
     assert!(
@@ -611,11 +630,7 @@ fn slurm_kinds_get_their_resources_and_siblings_go_out_as_one_array() {
         ),
     );
     let (path, log) = logging_sbatch(&w);
-    let out = w
-        .cmd(&["run", spec.to_str().unwrap()])
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let out = w.run_with_path(&path, &["run", spec.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("slurm jobs 2"), "{}", text(&out));
     let calls = sbatch_calls(&log);
@@ -669,11 +684,7 @@ fn slurm_packed_nodes_fail_alone_and_only_the_failed_are_resubmitted() {
         ),
     );
     let (path, log) = logging_sbatch(&w);
-    let out = w
-        .cmd(&["run", spec.to_str().unwrap()])
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let out = w.run_with_path(&path, &["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let calls = sbatch_calls(&log);
     assert_eq!(calls.len(), 2, "{calls:?}");
@@ -687,20 +698,10 @@ fn slurm_packed_nodes_fail_alone_and_only_the_failed_are_resubmitted() {
     assert!(text(&out).contains("skipped       1"), "{}", text(&out));
 
     let before = w.jobs("packed");
-    let out = w
-        .cmd(&["run", spec.to_str().unwrap()])
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let out = w.run_with_path(&path, &["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(submissions(&w, &out), 2, "{}", text(&out));
-    let after = w.jobs("packed");
-    for id in ["toy_square[x=2]", "toy_square[x=3]"] {
-        assert_eq!(before[id], after[id], "{id} not resubmitted");
-    }
-    for id in ["toy_square[x=1]", "toy_sum"] {
-        assert_ne!(before[id], after[id], "{id} resubmitted");
-    }
+    resubmitted_only(&before, &w.jobs("packed"), &["toy_square[x=1]", "toy_sum"]);
 }
 
 /// Two sums in one array wait on every square; one square fails, so Slurm cancels the whole sum
@@ -718,11 +719,7 @@ fn slurm_a_node_cancelled_for_a_failed_array_sibling_is_submitted_again() {
         ),
     );
     let (path, log) = logging_sbatch(&w);
-    let out = w
-        .cmd(&["run", spec.to_str().unwrap()])
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let out = w.run_with_path(&path, &["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let calls = sbatch_calls(&log);
     // Squares (one array of 3: x=1 is shared by both points), the two sums (one array), the
@@ -778,11 +775,7 @@ fn slurm_rerun_takes_a_job_that_ended_meanwhile_from_the_store() {
             sq = real("squeue")
         ),
     );
-    let out = w
-        .cmd(&["run", spec])
-        .env("PATH", path_with(&bin))
-        .output()
-        .unwrap();
+    let out = w.run_with_path(&path_with(&bin), &["run", spec]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(submissions(&w, &out), 0, "{}", text(&out));
     assert_eq!(w.jobs("race")["toy_square[x=1]"], job);
