@@ -860,3 +860,74 @@ fn slurm_keys_do_not_depend_on_the_executor_or_the_spec_path() {
         keys(&[&["plan", "./notes_sweep.toml"][..], &sets].concat())
     );
 }
+
+/// The music pipeline on Slurm (tiny model, CPU): sibling generations go out as one array that
+/// waits on the directions array, the unsteered ones as another with no dependency, and every
+/// node ends with the key a local run gives it.
+#[test]
+fn slurm_sibling_generations_go_out_as_one_array_after_their_directions() {
+    let _g = require_slurm();
+    let spec = "[experiment]\nname = \"gens\"\n[model]\nname = \"tiny\"\ndevice = \"auto\"\n\
+                [data]\nconcepts = [\"notes\"]\ninstruments = [0]\nper_class = 4\n\
+                [extract]\nlayers = [0, 1]\n[probe]\niterations = 1\ntrials = 1\n\
+                [steer]\ntargets = [\"notes:C\", \"notes:E\"]\neta = [0.3]\nsamples = 2\nseconds = 0.5\n\
+                [evaluate]\nmetrics = [\"pitch_hit\"]\n";
+    let local = Work::new();
+    let path = local.spec("spec.toml", spec);
+    let out = local.logged(&["run", path.to_str().unwrap(), "--executor", "local"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let w = Work::new();
+    let path = w.spec("spec.toml", &format!("{spec}{SLURM}"));
+    let (bin_path, log) = logging_sbatch(&w);
+    let out = w.run_with_path(&bin_path, &["run", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        w.entries().keys().collect::<Vec<_>>(),
+        local.entries().keys().collect::<Vec<_>>(),
+        "the same nodes under the same keys"
+    );
+    let calls = sbatch_calls(&log);
+    assert!(
+        calls.len() <= 10,
+        "{} jobs for 27 nodes: {calls:#?}",
+        calls.len()
+    );
+    let jobs = w.jobs("gens");
+    let base = |id: &str| jobs[id].split('_').next().unwrap().to_string();
+    let call = |name: &str| {
+        calls
+            .iter()
+            .find(|c| c.contains(&format!("--job-name=rfmx:{name} ")))
+            .unwrap_or_else(|| panic!("no {name} job: {calls:#?}"))
+            .clone()
+    };
+    let directions = base("directions[notes:C]");
+    assert_eq!(
+        base("directions[notes:B]"),
+        directions,
+        "one directions array"
+    );
+    let steered = base("generation[notes:C|constant|g1|eta0.3|0|s0]");
+    for id in [
+        "generation[notes:C|constant|g1|eta0.3|0|s1]",
+        "generation[notes:E|constant|g1|eta0.3|0|s0]",
+        "generation[notes:E|constant|g1|eta0.3|0|s1]",
+    ] {
+        assert_eq!(base(id), steered, "{id}");
+    }
+    // Only the tasks of the two targets' directions (of 12), each once.
+    let g = call("generation[4]");
+    let wanted = format!(
+        "--dependency=afterok:{}:{} ",
+        jobs["directions[notes:C]"], jobs["directions[notes:E]"]
+    );
+    assert!(g.contains("--array=0-3 ") && g.contains(&wanted), "{g}");
+    let unsteered = base("generation[baseline|none|g1|eta0|0|s0]");
+    assert_eq!(base("generation[baseline|none|g1|eta0|0|s1]"), unsteered);
+    let u = call("generation[2]");
+    assert!(
+        u.contains("--array=0-1") && !u.contains("--dependency"),
+        "{u}"
+    );
+}
