@@ -365,8 +365,12 @@ fn cancel(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
     };
     match crate::exec::slurm::cancel(store, spec.experiment()) {
         Ok(jobs) => {
+            // Array tasks are jobs of their own; the nodes of one packed task share it.
+            let distinct: std::collections::BTreeSet<&str> =
+                jobs.iter().map(|(_, j)| j.as_str()).collect();
             println!(
-                "cancelled {} slurm job(s) of {}",
+                "cancelled {} slurm job(s) ({} node(s)) of {}",
+                distinct.len(),
                 jobs.len(),
                 spec.experiment()
             );
