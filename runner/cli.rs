@@ -151,4 +151,7 @@ pub enum ExecutorArg {
 pub enum NodeCommand {
     /// Run one planned node by cache key (its inputs must be in the store)
     Run { key: String },
+    /// Run the nodes of one Slurm array task, one after another: the keys listed at index
+    /// `$SLURM_ARRAY_TASK_ID` (absent: 0) of an index file (a JSON list of lists of keys)
+    RunArray { index: std::path::PathBuf },
 }

@@ -37,6 +37,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Node {
             command: NodeCommand::Run { key },
         } => node_run(&key, &store, &registry),
+        Command::Node {
+            command: NodeCommand::RunArray { index },
+        } => node_run_array(&index, &store, &registry),
         Command::Report { spec, png } => {
             report_command(&spec.spec, &spec.set, png, &store, &registry)
         }
@@ -321,7 +324,8 @@ fn run(
     if slurm && detach {
         let state = crate::exec::slurm::load_state(store, &experiment);
         println!(
-            "submitted to slurm; {} job(s) recorded in {} (see `rfmx status`, `rfmx cancel`)",
+            "submitted {} slurm job(s) (arrays count once); {} node job(s) recorded in {} (see `rfmx status`, `rfmx cancel`)",
+            summary.slurm_jobs.unwrap_or(0),
             state.jobs.len(),
             crate::exec::slurm::state_path(store, &experiment).display()
         );
@@ -338,6 +342,9 @@ fn run(
     println!("  {:<9}{:>6}", "failed", summary.failed);
     println!("  {:<9}{:>6}", "skipped", summary.skipped);
     println!("  {:<9}{:>6.3}s", "time", summary.seconds);
+    if let Some(n) = summary.slurm_jobs {
+        println!("  slurm jobs {n} (a job array counts once)");
+    }
     for p in &summary.planning {
         println!("  note: {p}");
     }
@@ -375,8 +382,12 @@ fn cancel(args: &SpecArgs, store: &Store, registry: &Registry) -> u8 {
     };
     match crate::exec::slurm::cancel(store, spec.experiment()) {
         Ok(jobs) => {
+            // Array tasks are jobs of their own; the nodes of one packed task share it.
+            let distinct: std::collections::BTreeSet<&str> =
+                jobs.iter().map(|(_, j)| j.as_str()).collect();
             println!(
-                "cancelled {} slurm job(s) of {}",
+                "cancelled {} slurm job(s) ({} node(s)) of {}",
+                distinct.len(),
                 jobs.len(),
                 spec.experiment()
             );
@@ -767,6 +778,33 @@ fn node_run(key: &str, store: &Store, registry: &Registry) -> u8 {
             FAILED
         }
     }
+}
+
+/// One Slurm array task: its nodes one after another (docs/design.md §2, Slurm). Exits non-zero
+/// when any of them failed, so that no `afterok` on the task holds; the others still run.
+fn node_run_array(index: &Path, store: &Store, registry: &Registry) -> u8 {
+    let tasks: Vec<Vec<String>> = match store.read_json(index) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            eprintln!("Error: no array index {}", index.display());
+            return BAD_INPUT;
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return BAD_INPUT;
+        }
+    };
+    let task = std::env::var("SLURM_ARRAY_TASK_ID").ok();
+    let keys = match crate::exec::slurm::task_keys(&tasks, task.as_deref()) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("Error: {}: {e}", index.display());
+            return BAD_INPUT;
+        }
+    };
+    keys.iter()
+        .map(|k| node_run(k, store, registry))
+        .fold(0, |worst, code| worst.max(code))
 }
 
 /// `rfmx report SPEC`: renders from whatever results exist (missing ones marked) into

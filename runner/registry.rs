@@ -27,3 +27,15 @@ pub fn default_registry() -> Registry {
         .stage(crate::report::ReportStage::default())
         .kind(crate::report::ReportNode)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_spec_knows_every_registered_node_kind() {
+        let mut registered = super::default_registry().kind_names();
+        registered.sort_unstable();
+        let mut listed = crate::spec::schema::NODE_KINDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(registered, listed);
+    }
+}

@@ -89,7 +89,8 @@ impl Resources {
     pub fn heavy(device: Option<&str>) -> Resources {
         let gpu = match device.map(|d| d.trim().to_ascii_lowercase()) {
             Some(d) if d == "auto" => {
-                candle_core::utils::cuda_is_available() || candle_core::utils::metal_is_available()
+                crate::model::musicgen::auto_device_here()
+                    != crate::model::musicgen::AutoDevice::Cpu
             }
             Some(d) => d.starts_with("cuda") || d.starts_with("metal"),
             None => false,

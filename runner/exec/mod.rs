@@ -22,4 +22,6 @@ pub struct RunSummary {
     pub failed_ids: Vec<String>,
     /// What stopped planning or dispatching early (a stage still waiting, a planning error).
     pub planning: Vec<String>,
+    /// Slurm: the `sbatch` calls (jobs and job arrays) of this run.
+    pub slurm_jobs: Option<usize>,
 }

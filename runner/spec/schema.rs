@@ -72,6 +72,73 @@ pub struct SlurmSpec {
     pub cpus: u32,
     pub gpus: u32,
     pub extra: Vec<String>,
+    /// `sbatch --array=0-N%T`: at most T tasks of one array run at once; absent = no `%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_throttle: Option<u32>,
+    /// Per node kind: what its jobs ask for, over the flat keys above (docs/design.md §2, Slurm).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, KindResources>,
+}
+
+/// `[executor.slurm.resources.<kind>]`: each key set here replaces the flat `[executor.slurm]`
+/// key of the same name for that kind's jobs; a key left out keeps the flat value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindResources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    /// One job (one array task) runs up to this many nodes of the kind one after another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u32>,
+}
+
+/// What one Slurm job of a node kind asks for: the flat keys overridden by the kind's table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobResources {
+    pub partition: Option<String>,
+    pub time: String,
+    pub mem: String,
+    pub cpus: u32,
+    pub gpus: u32,
+    pub group: u32,
+}
+
+/// Every node kind the registry knows (`crate::registry::default_registry`, whose test checks the
+/// two agree): the names `[executor.slurm.resources]` accepts.
+pub const NODE_KINDS: [&str; 11] = [
+    "toy_square",
+    "toy_sum",
+    "dataset",
+    "activations",
+    "probe",
+    "directions",
+    "transfer",
+    "generation",
+    "evaluation",
+    "search",
+    "report",
+];
+
+impl SlurmSpec {
+    pub fn resources_for(&self, kind: &str) -> JobResources {
+        let k = self.resources.get(kind).cloned().unwrap_or_default();
+        JobResources {
+            partition: k.partition.or_else(|| self.partition.clone()),
+            time: k.time.unwrap_or_else(|| self.time.clone()),
+            mem: k.mem.unwrap_or_else(|| self.mem.clone()),
+            cpus: k.cpus.unwrap_or(self.cpus),
+            gpus: k.gpus.unwrap_or(self.gpus),
+            group: k.group.unwrap_or(1).max(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -99,6 +99,43 @@ fn check_source(c: &mut Checker, prefix: &[&str], src: &DataSource) {
     }
 }
 
+/// `[executor.slurm]`: throttle, and each `resources.<kind>` table names a node kind.
+fn check_slurm(c: &mut Checker, s: &SlurmSpec) {
+    if s.array_throttle == Some(0) {
+        c.fail(
+            &["executor", "slurm", "array_throttle"],
+            "`executor.slurm.array_throttle` must be at least 1",
+            Some("leave it out for no limit"),
+        );
+    }
+    for (kind, r) in &s.resources {
+        let at = |key: &'static str| ["executor", "slurm", "resources", kind.as_str(), key];
+        if !NODE_KINDS.contains(&kind.as_str()) {
+            let hint = super::error::did_you_mean(kind, &NODE_KINDS)
+                .map(|k| format!("did you mean `{k}`?"));
+            c.fail(
+                &["executor", "slurm", "resources", kind],
+                super::error::unknown_name_message("node kind", kind, &NODE_KINDS),
+                hint.as_deref(),
+            );
+        }
+        if r.cpus == Some(0) {
+            c.fail(
+                &at("cpus"),
+                format!("`executor.slurm.resources.{kind}.cpus` must be at least 1"),
+                None,
+            );
+        }
+        if r.group == Some(0) {
+            c.fail(
+                &at("group"),
+                format!("`executor.slurm.resources.{kind}.group` must be at least 1"),
+                Some("1 = one node per job (the default)"),
+            );
+        }
+    }
+}
+
 /// Checks one fully layered spec (a sweep point or the base).
 pub fn validate(spec: &Spec) -> Vec<Problem> {
     let mut c = Checker {
@@ -137,6 +174,7 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
             None,
         );
     }
+    check_slurm(&mut c, &spec.executor.slurm);
     if let Some(m) = &spec.model {
         let d = m.device.as_str();
         let ok = matches!(d, "auto" | "cpu" | "cuda" | "metal")

@@ -17,7 +17,7 @@ mod tiny;
 
 pub use config::{DecoderConfig, Layout, MusicgenConfig};
 pub use decoder::{Condition, DecoderState, MusicgenModel};
-pub use device::{parse_device, parse_dtype};
+pub use device::{AutoDevice, auto_device, auto_device_here, parse_device, parse_dtype};
 pub use error::{MusicgenError, Result};
 pub use generate::{GenerateConfig, Generated, delay_is_pad};
 pub use hooks::{CaptureHook, InjectHook, LayerHook, NoHook, Pool, RowHooks};
