@@ -335,6 +335,12 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
     c.problems
 }
 
+const FEEDBACK_HINT: &str = "e.g. { kind = \"feedback\", setpoint = 0.8, gain = 0.5, max = 1.0 }";
+
+fn schedule_problem(c: &mut Checker, i: usize, msg: impl Into<String>, hint: &str) {
+    c.fail_at(&["steer", "schedule"], i, msg, Some(hint));
+}
+
 fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>, probes: bool) {
     c.non_empty(&["steer", "targets"], &s.targets);
     // Targets of a switched-off `[steer]` plan nothing; a probe-only spec keeps the default.
@@ -403,12 +409,7 @@ fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>, probe
                 None
             };
             if let Some(msg) = bad {
-                c.fail_at(
-                    &["steer", "schedule"],
-                    i,
-                    msg,
-                    Some("e.g. { kind = \"feedback\", setpoint = 0.8, gain = 0.5, max = 1.0 }"),
-                );
+                schedule_problem(c, i, msg, FEEDBACK_HINT);
             }
         }
         if let Schedule::Piecewise { points } = sch {
@@ -424,12 +425,7 @@ fn validate_steer(c: &mut Checker, s: &SteerSpec, data: Option<&DataSpec>, probe
                 None
             };
             if let Some(msg) = bad {
-                c.fail_at(
-                    &["steer", "schedule"],
-                    i,
-                    msg,
-                    Some("points = [[t, value], ...] with t from 0 to 1"),
-                );
+                schedule_problem(c, i, msg, "points = [[t, value], ...] with t from 0 to 1");
             }
         }
     }

@@ -190,12 +190,7 @@ pub fn judge_of(
     concept: Concept,
     class: &str,
 ) -> Result<Judge, String> {
-    let layer = DirectionScores::read(directions)
-        .map_err(|e| e.to_string())?
-        .judge_layer;
-    let probe = probes
-        .get(&(concept.name().to_string(), layer))
-        .ok_or_else(|| format!("no probe node for {concept} at the judge layer {layer}"))?;
+    let (layer, probe) = judge_probe(directions, probes, concept)?;
     let classes = ProbeScores::read(probe)
         .map_err(|e| e.to_string())?
         .multiclass
@@ -210,6 +205,21 @@ pub fn judge_of(
         class: class_idx,
         layer,
     })
+}
+
+/// The judge layer a term's directions node names, and that layer's probe node dir.
+pub fn judge_probe<'p>(
+    directions: &Path,
+    probes: &'p BTreeMap<(String, usize), PathBuf>,
+    concept: Concept,
+) -> Result<(usize, &'p PathBuf), String> {
+    let layer = DirectionScores::read(directions)
+        .map_err(|e| e.to_string())?
+        .judge_layer;
+    probes
+        .get(&(concept.name().to_string(), layer))
+        .map(|p| (layer, p))
+        .ok_or_else(|| format!("no probe node for {concept} at the judge layer {layer}"))
 }
 
 /// The probe inputs of a node (`probe:<concept>:L<layer>`, read by their labels).

@@ -544,12 +544,7 @@ fn target_probe(
     concept: crate::spec::schema::Concept,
     class: &str,
 ) -> Result<(usize, crate::probe::ProbeFit), String> {
-    let layer = DirectionScores::read(directions)
-        .map_err(|e| e.to_string())?
-        .judge_layer;
-    let probe = probes
-        .get(&(concept.name().to_string(), layer))
-        .ok_or_else(|| format!("no probe node for {concept} at the judge layer {layer}"))?;
+    let (layer, probe) = crate::stages::evaluation::judge_probe(directions, probes, concept)?;
     let scores = crate::stages::probe::ProbeScores::read(probe).map_err(|e| e.to_string())?;
     let c = scores
         .classes
