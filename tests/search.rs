@@ -44,11 +44,12 @@ fn shipped_spec() -> String {
         .unwrap()
 }
 
-/// Every `search.json` in the store, as bytes.
+/// Every search node's `search.json` in the store, as bytes (not the report's list of them).
 fn search_files(w: &Work) -> Vec<Vec<u8>> {
     std::fs::read_dir(w.home().join("store"))
         .unwrap()
         .filter_map(|e| std::fs::read(e.unwrap().path().join("out/search.json")).ok())
+        .filter(|b| b.first() == Some(&b'{'))
         .collect()
 }
 
@@ -169,6 +170,44 @@ fn eta_search_bisects_each_target_resumes_after_kill_9_and_reruns_from_cache() {
             .unwrap()
             .contains("href=\"search.html\""),
         "the overview links the search page"
+    );
+
+    // Another spec steers at each target's chosen setting: the same nodes, all in the store.
+    let at_chosen = spec
+        .replace("name = \"eta_search\"", "name = \"at_chosen\"")
+        .replace(
+            "samples = 4\n",
+            "samples = 4\nfrom_search = \"eta_search\"\n",
+        );
+    let at_chosen = at_chosen[..at_chosen.find("[search]").unwrap()].to_string();
+    a.spec("at_chosen.toml", &at_chosen);
+    let plan = ok(&a.rfmx(&["plan", "at_chosen.toml"]));
+    for (name, (_, s)) in &found {
+        let chosen = &s["trials"][s["chosen"].as_u64().unwrap() as usize];
+        let eta = chosen["setting"]["eta"].as_f64().unwrap();
+        let target = name.split('|').next().unwrap();
+        let id = format!("evaluation[{target}|constant|g1|eta{eta}]");
+        assert!(
+            plan.lines()
+                .any(|l| l.contains("cached") && l.contains(&id)),
+            "{id} not planned from the search, or not cached:\n{plan}"
+        );
+    }
+    assert!(
+        plan.contains(" 1 to run"),
+        "only the report is new:\n{plan}"
+    );
+    let missing = a.rfmx(&[
+        "plan",
+        "at_chosen.toml",
+        "--set",
+        "steer.from_search=\"nothing_here\"",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("reports/nothing_here/search.json") && err.contains("first"),
+        "{err}"
     );
 
     // A re-run computes nothing: every round is planned again from the store.

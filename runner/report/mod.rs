@@ -603,6 +603,17 @@ pub fn publish(from: &Path, dest: &Path) -> Result<(), ReportError> {
         for stale in pages(dest).iter().filter(|p| !new_pages.contains(p)) {
             let _ = std::fs::remove_file(dest.join(stale));
         }
+        // The searches' chosen settings, which `[steer] from_search` reads (docs/design.md §10).
+        let searches = from.join("search.json");
+        if searches.exists() {
+            let bytes = std::fs::read(&searches).map_err(|source| ReportError::Read {
+                path: searches.display().to_string(),
+                source,
+            })?;
+            crate::fsx::write_atomic(&dest.join("search.json"), &bytes).map_err(werr(dest))?;
+        } else {
+            let _ = std::fs::remove_file(dest.join("search.json"));
+        }
         Ok(())
     })();
     if result.is_err() {

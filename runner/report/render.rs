@@ -1522,6 +1522,14 @@ pub fn render(input: &ReportInput, out_dir: &Path) -> Result<Rendered, ReportErr
     let model = model(input, &d);
     let audio = audio_pages(&d, &order, &audio_dir)?;
     let searches = super::search_page::blocks(&d, &figs)?;
+    if !d.searches.is_empty() {
+        // What `[steer] from_search` reads from the published report (docs/design.md §10).
+        let all: Vec<&crate::stages::search::SearchResult> =
+            d.searches.iter().map(|(_, r)| r).collect();
+        let json = serde_json::to_vec_pretty(&all)
+            .map_err(|e| ReportError::Template(format!("search.json: {e}")))?;
+        write(&out_dir.join("search.json"), &json)?;
+    }
     let (tables, notes) = settings(input, &d, &order);
     let settings_count = d.points.len();
     // A sweep point is one assignment of the spec's [sweep] table (as `rfmx check` and the

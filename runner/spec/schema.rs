@@ -704,6 +704,10 @@ pub struct SteerSpec {
     pub logistic_width: f64,
     /// The most generations run as one decoder batch (an executor setting: never in a key).
     pub batch: BatchSize,
+    /// An experiment whose published searches (`reports/<name>/search.json`) give each target and
+    /// schedule its operating point (η, gate, κ) instead of the η grid (docs/design.md §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_search: Option<String>,
 }
 
 /// `[steer] batch`: a number of rows (≥ 1) or `"auto"` (chosen from the device at run time).

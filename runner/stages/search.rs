@@ -111,7 +111,7 @@ fn read_metrics(dir: &Path) -> Result<Metrics, PlanError> {
 }
 
 /// The layer strategy of a setting: `[steer] layers` with κ replaced when it is searched.
-fn layers_at(steer: &SteerSpec, s: &Setting) -> LayerStrategy {
+pub fn layers_at(steer: &SteerSpec, s: &Setting) -> LayerStrategy {
     match (&steer.layers, s.kappa) {
         (LayerStrategy::Exponential { w0, .. }, Some(kappa)) => {
             LayerStrategy::Exponential { w0: *w0, kappa }

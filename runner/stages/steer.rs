@@ -342,6 +342,64 @@ fn with_probes(mut node: NodeSpec, plan: &PlanBuilder<'_>, target: &Target) -> N
     node
 }
 
+/// Where an experiment's run publishes its searches: `reports/<name>/search.json` (relative to
+/// the working directory, where `rfmx run` publishes reports).
+pub fn published_search_path(name: &str) -> std::path::PathBuf {
+    Path::new("reports").join(name).join("search.json")
+}
+
+/// `[steer] from_search`: the searches another experiment published (docs/design.md §10).
+fn published_searches(
+    name: &str,
+) -> Result<(String, Vec<crate::stages::search::SearchResult>), PlanError> {
+    if let Some(why) = crate::fsx::component_problem(name) {
+        return Err(stage_err(format!("steer.from_search `{name}`: {why}")));
+    }
+    let path = published_search_path(name);
+    let bytes = crate::fsx::read_limited(&path, crate::fsx::TEXT_LIMIT).map_err(|e| {
+        stage_err(format!(
+            "steer.from_search: cannot read {} ({e}); run the experiment `{name}` (its spec has a \
+             [search] section) first: its report publishes the chosen settings there",
+            path.display()
+        ))
+    })?;
+    let searches = serde_json::from_slice(&bytes)
+        .map_err(|e| stage_err(format!("steer.from_search: {}: {e}", path.display())))?;
+    Ok((name.to_string(), searches))
+}
+
+/// The setting a published search chose for a target and schedule.
+fn chosen_setting(
+    name: &str,
+    searches: &[crate::stages::search::SearchResult],
+    target: &Target,
+    schedule: &str,
+) -> Result<crate::search::Setting, PlanError> {
+    let t = target.to_string();
+    let found = searches
+        .iter()
+        .find(|r| r.target == t && r.schedule == schedule)
+        .ok_or_else(|| {
+            let have: Vec<String> = searches
+                .iter()
+                .map(|r| format!("{} · {}", r.target, r.schedule))
+                .collect();
+            stage_err(format!(
+                "steer.from_search: experiment `{name}` has no search for {t} · {schedule} (it searched: {})",
+                have.join(", ")
+            ))
+        })?;
+    found
+        .chosen
+        .and_then(|i| found.trials.get(i))
+        .map(|trial| trial.setting)
+        .ok_or_else(|| {
+            stage_err(format!(
+                "steer.from_search: the `{name}` search for {t} · {schedule} chose nothing"
+            ))
+        })
+}
+
 /// Plans the baselines and steered generations of one sweep point.
 pub struct SteerStage;
 
@@ -355,10 +413,30 @@ impl Stage for SteerStage {
             return Ok(());
         };
         let steer = steering.steer;
+        let searched = steer
+            .from_search
+            .as_deref()
+            .map(published_searches)
+            .transpose()?;
         for target in &steer.targets {
             let dirs = steering.directions(plan, target)?;
             steering.baseline_evaluation(plan, target, &dirs)?;
             for (si, schedule) in steer.schedule.iter().enumerate() {
+                if let Some((name, searches)) = &searched {
+                    let label = schedule_label(schedule, si);
+                    let setting = chosen_setting(name, searches, target, &label)?;
+                    let at = PointSettings {
+                        schedule: schedule.clone(),
+                        label,
+                        layers: crate::stages::search::layers_at(steer, &setting),
+                        gate: setting.gate,
+                        eta: setting.eta,
+                        samples: steer.samples,
+                        search: None,
+                    };
+                    steering.point(plan, target, &at, &dirs)?;
+                    continue;
+                }
                 for &eta in steer.eta.iter().filter(|&&e| e != 0.0) {
                     let at = PointSettings {
                         schedule: schedule.clone(),
