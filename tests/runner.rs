@@ -181,26 +181,11 @@ fn kill_9_mid_run_keeps_finished_nodes_and_reruns_only_the_rest() {
         "s.toml",
         &toy("[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]", "sleep_ms = 150"),
     );
-    let mut child = w
-        .cmd(&["run", "s.toml", "--jobs", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while w.manifests().len() < 2 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "run made no progress"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "run finished before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    w.kill_when(
+        &["run", "s.toml", "--jobs", "2"],
+        Duration::from_secs(20),
+        || w.manifests().len() >= 2,
+    );
     let before = w.manifests();
     let total = 11; // 10 squares + toy_sum
     assert!(
@@ -689,20 +674,9 @@ fn a_live_plan_grows_round_by_round_and_resumes_after_kill_9() {
     // Killed once round 1 is in the store, then resumed: the same plan and the same results.
     let w = Work::new();
     w.spec("s.toml", &spec);
-    let mut child = w
-        .cmd(&["run", "s.toml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while w.manifests().len() < 4 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "no progress");
-        assert!(child.try_wait().unwrap().is_none(), "finished too soon");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    w.kill_when(&["run", "s.toml"], Duration::from_secs(30), || {
+        w.manifests().len() >= 4
+    });
     assert!(w.manifests().len() < 6, "killed after the last round");
     let plan = String::from_utf8(w.rfmx(&["plan", "s.toml"]).stdout).unwrap();
     assert!(

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -226,13 +226,6 @@ fn eta_search_bisects_each_target_resumes_after_kill_9_and_reruns_from_cache() {
     // Killed with SIGKILL once round 2 is planned, then re-run: the same searches, byte for byte.
     let b = Work::new();
     b.spec("eta_search.toml", &spec);
-    let mut child = b
-        .cmd(&["run", "eta_search.toml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
     let in_round_2 = || {
         std::fs::read_dir(b.home().join("runs"))
             .into_iter()
@@ -243,19 +236,11 @@ fn eta_search_bisects_each_target_resumes_after_kill_9_and_reruns_from_cache() {
                     .any(|l| l.contains("\"planned\"") && l.contains("round 2 of"))
             })
     };
-    while !in_round_2() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(300),
-            "round 2 never planned"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before round 2"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    b.kill_when(
+        &["run", "eta_search.toml"],
+        Duration::from_secs(300),
+        in_round_2,
+    );
     assert!(searches(&b).len() < 2, "killed after both searches ended");
     let plan = ok(&b.rfmx(&["plan", "eta_search.toml"]));
     assert!(

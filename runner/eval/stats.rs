@@ -244,6 +244,24 @@ impl MetricEntry {
             unavailable: reason.into(),
         }
     }
+
+    /// The point estimate and its CI where they are finite numbers.
+    pub fn finite(&self) -> Option<(f64, Option<(f64, f64)>)> {
+        match self {
+            MetricEntry::Estimate {
+                value: Some(v),
+                ci_low,
+                ci_high,
+                ..
+            } if v.is_finite() => Some((
+                *v,
+                ci_low
+                    .zip(*ci_high)
+                    .filter(|(a, b)| a.is_finite() && b.is_finite()),
+            )),
+            _ => None,
+        }
+    }
 }
 
 fn quantiles(stats: Vec<f64>) -> (f64, f64) {

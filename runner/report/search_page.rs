@@ -37,20 +37,8 @@ pub(super) struct SearchRow {
 }
 
 fn entry(m: Option<&MetricEntry>) -> (Option<f64>, Option<(f64, f64)>) {
-    match m {
-        Some(MetricEntry::Estimate {
-            value: Some(v),
-            ci_low,
-            ci_high,
-            ..
-        }) if v.is_finite() => (
-            Some(*v),
-            ci_low
-                .zip(*ci_high)
-                .filter(|(a, b)| a.is_finite() && b.is_finite()),
-        ),
-        _ => (None, None),
-    }
+    m.and_then(MetricEntry::finite)
+        .map_or((None, None), |(v, ci)| (Some(v), ci))
 }
 
 fn cell(m: Option<&MetricEntry>) -> (String, String) {

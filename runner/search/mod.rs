@@ -289,19 +289,19 @@ impl Problem {
             };
             feasible(&b)
         };
-        let low = trials
+        let (ok, not_ok): (Vec<&Trial>, Vec<&Trial>) = trials.iter().partition(|t| feasible(t));
+        let low = ok
             .iter()
-            .filter(|t| feasible(t))
             .map(|t| t.setting.eta)
             .chain(base_ok.then_some(0.0))
             .fold(f64::NEG_INFINITY, f64::max);
         if low == f64::NEG_INFINITY {
             return Next::Done; // nothing in the range meets the constraints
         }
-        let high = trials
+        let high = not_ok
             .iter()
-            .filter(|t| !feasible(t) && t.setting.eta > low)
             .map(|t| t.setting.eta)
+            .filter(|&eta| eta > low)
             .fold(f64::INFINITY, f64::min);
         if high == f64::INFINITY || high - low <= (hi - lo).abs() * 1e-3 {
             return Next::Done;

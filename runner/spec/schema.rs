@@ -544,6 +544,13 @@ pub struct FeedbackSchedule {
     pub window: Option<u32>,
 }
 
+impl FeedbackSchedule {
+    /// φ before the controller has seen anything: `start` within [0, max].
+    pub fn initial(&self) -> f64 {
+        self.start.clamp(0.0, self.max.max(0.0))
+    }
+}
+
 fn is_zero_f64(v: &f64) -> bool {
     *v == 0.0
 }

@@ -234,15 +234,6 @@ pub fn probe_inputs(ctx: &NodeCtx<'_>) -> Result<BTreeMap<(String, usize), PathB
     Ok(probes)
 }
 
-fn load_judge(
-    inputs: &EvalInputs,
-    term: usize,
-    concept: Concept,
-    class: &str,
-) -> Result<Judge, String> {
-    judge_of(&inputs.directions[term], &inputs.probes, concept, class)
-}
-
 fn judge_hits(judge: &Judge, dirs: &[PathBuf], file: &str) -> Result<Vec<f64>, String> {
     let mut rows = Vec::new();
     for d in dirs {
@@ -281,7 +272,12 @@ pub fn evaluate(p: &EvalParams, inputs: &EvalInputs) -> Result<Metrics, NodeErro
     let mut judges_by_term: Vec<Result<Judge, String>> = Vec::new();
     for (k, term) in target.terms.iter().enumerate() {
         judges_by_term.push(if inputs.directions.len() > k {
-            load_judge(inputs, k, term.concept, &term.class)
+            judge_of(
+                &inputs.directions[k],
+                &inputs.probes,
+                term.concept,
+                &term.class,
+            )
         } else {
             Err("no directions node for this term".into())
         });

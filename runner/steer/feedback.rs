@@ -21,7 +21,7 @@ pub struct Controller {
 impl Controller {
     pub fn new(cfg: &FeedbackSchedule) -> Self {
         Self {
-            phi: cfg.start.clamp(0.0, cfg.max.max(0.0)),
+            phi: cfg.initial(),
             cfg: cfg.clone(),
             last_error: None,
         }
@@ -57,8 +57,12 @@ pub struct Feedback {
     pub layer: usize,
     score: Scorer,
     window: Option<usize>,
-    /// Per step seen: the conditional row's mean over the step's positions.
-    means: Vec<Vec<f32>>,
+    /// The steps' means in the window (every step without one): the conditional row's mean over
+    /// each step's positions. Kept only while a window needs to drop them again.
+    means: std::collections::VecDeque<Vec<f32>>,
+    /// Σ of the means in the window, so each step's score costs O(d), not O(steps · d).
+    sum: Vec<f64>,
+    seen: usize,
     /// The judge's score before each step's control update (None at step 0: nothing seen).
     pub scores: Vec<Option<f64>>,
 }
@@ -70,36 +74,42 @@ impl Feedback {
             layer,
             score,
             window: cfg.window.map(|w| w.max(1) as usize),
-            means: Vec::new(),
+            means: Default::default(),
+            sum: Vec::new(),
+            seen: 0,
             scores: Vec::new(),
         }
     }
 
     /// Records one step's steered activation at the judge layer.
     pub fn observe(&mut self, mean: Vec<f32>) {
-        self.means.push(mean);
+        if self.sum.is_empty() {
+            self.sum = vec![0.0; mean.len()];
+        }
+        for (a, &v) in self.sum.iter_mut().zip(&mean) {
+            *a += f64::from(v);
+        }
+        if let Some(w) = self.window {
+            self.means.push_back(mean);
+            if self.means.len() > w
+                && let Some(old) = self.means.pop_front()
+            {
+                for (a, v) in self.sum.iter_mut().zip(old) {
+                    *a -= f64::from(v);
+                }
+            }
+        }
+        self.seen += 1;
     }
 
     /// φ for the coming step: the controller's update from the score of what was seen so far.
     pub fn step(&mut self) -> Result<f64, String> {
-        if self.means.is_empty() {
+        if self.seen == 0 {
             self.scores.push(None);
             return Ok(self.controller.phi());
         }
-        let seen = match self.window {
-            Some(w) => &self.means[self.means.len().saturating_sub(w)..],
-            None => &self.means[..],
-        };
-        let d = seen[0].len();
-        let mut avg = vec![0f32; d];
-        for m in seen {
-            for (a, v) in avg.iter_mut().zip(m) {
-                *a += v;
-            }
-        }
-        for a in &mut avg {
-            *a /= seen.len() as f32;
-        }
+        let n = self.window.map_or(self.seen, |w| self.seen.min(w)) as f64;
+        let avg: Vec<f32> = self.sum.iter().map(|&a| (a / n) as f32).collect();
         let s = (self.score)(&avg)?;
         self.scores.push(Some(s));
         Ok(self.controller.update(s))

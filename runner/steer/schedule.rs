@@ -103,7 +103,7 @@ pub fn phi_at(schedule: &Schedule, t: usize, steps: usize, c: &ScheduleConstants
         Schedule::Piecewise { points } => piecewise(points, t / big_t),
         // The controller sets every step's value during generation (`crate::steer::feedback`);
         // before it has seen anything, φ is the start value.
-        Schedule::Feedback(f) => f.start.clamp(0.0, f.max.max(0.0)),
+        Schedule::Feedback(f) => f.initial(),
     }
 }
 

@@ -53,6 +53,31 @@ impl Work {
     pub fn rfmx(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }
+
+    /// Starts `rfmx args` and SIGKILLs it once `ready()` holds, polling every 5 ms; fails when
+    /// the run ends first or `ready()` does not hold within `limit`.
+    pub fn kill_when(&self, args: &[&str], limit: std::time::Duration, ready: impl Fn() -> bool) {
+        let mut child = self
+            .cmd(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while !ready() {
+            assert!(
+                t0.elapsed() < limit,
+                "the run made no progress in {limit:?}"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run finished before it could be killed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
 }
 
 /// How many distinct contents (blake3) the files have: equal to `files.len()` when no two are the
