@@ -99,6 +99,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let a = time(&|| xs.matmul(&wt))?;
         let b = time(&|| wo.matmul(&xs.t()?))?;
         let c = time(&|| xs.matmul(&wtc))?;
+        // Teacher-forcing shape x [frames, 1024] · W [4096, 1024]ᵀ: candle's matmul against the
+        // runtime-dispatched kernels the decoder's Linear uses on the CPU.
+        let xf = Tensor::randn(0f32, 1.0, (frames, 1024), &device)?;
+        // Alternated, minimum of each: robust to other work on the machine.
+        let (mut cand, mut ours) = (f64::MAX, f64::MAX);
+        for _ in 0..20 {
+            let t = Instant::now();
+            xf.matmul(&wo.t()?)?;
+            cand = cand.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            rfmx::model::kernels::matmul_nt(&xf, &wo)?;
+            ours = ours.min(t.elapsed().as_secs_f64());
+        }
+        let (xv, wv) = (
+            xf.flatten_all()?.to_vec1::<f32>()?,
+            wo.flatten_all()?.to_vec1::<f32>()?,
+        );
+        let mut outt = vec![0f32; frames * 4096];
+        let mut trans = f64::MAX;
+        for _ in 0..20 {
+            let t = Instant::now();
+            rfmx::probe::gemm::matmul_nt(&wv, 4096, 1024, &xv, frames, &mut outt);
+            trans = trans.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{{\"linear_candle_s\": {cand}, \"linear_dispatch_s\": {ours}, \"wx_t_s\": {trans}}}"
+        );
         println!("{{\"gemv_x_wt_s\": {a}, \"gemv_w_xt_s\": {b}, \"gemv_x_wtcontig_s\": {c}}}");
         println!("{{\"micro\": true, \"matmul_s\": {mm}, \"gelu_erf_s\": {ge}, \"add_s\": {add}}}");
     }

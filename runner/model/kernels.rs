@@ -2,6 +2,11 @@
 //! decoder's exact-erf GELU. candle's CPU kernels for both call a scalar `exp`/`erf` per value
 //! (about 7 ns each): a tenth of EnCodec's time at 32 kHz and of teacher-forced extraction.
 //! Other devices and dtypes use candle's kernels.
+//!
+//! Linear layers on many rows (teacher-forced extraction, EnCodec's projections) run on the
+//! probes' runtime-dispatched GEMM ([`crate::probe::gemm`]): candle's CPU matmul is the `gemm`
+//! crate built for AVX2 only, so on AVX-512 CPUs it runs at half the vector width torch's oneDNN
+//! uses (docs/design.md §9, CPU kernels).
 
 use candle_core::{DType, Device, Storage, Tensor};
 
@@ -11,15 +16,7 @@ fn cpu_f32(x: &Tensor) -> bool {
 
 /// `f` applied to a copy of the contiguous f32 data of `x`.
 fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> candle_core::Result<Tensor> {
-    let x = x.contiguous()?;
-    let mut v = {
-        let (storage, layout) = x.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("expected a CPU tensor")
-        };
-        let o = layout.start_offset();
-        cpu.as_slice::<f32>()?[o..o + x.elem_count()].to_vec()
-    };
+    let mut v = with_data(x, |s| s.to_vec())?;
     for a in v.iter_mut() {
         *a = f(*a);
     }
@@ -97,6 +94,38 @@ pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
     map(x, |a| {
         0.5 * a * (1.0 + erf(a * std::f32::consts::FRAC_1_SQRT_2))
     })
+}
+
+/// `x · wᵀ` for a 2-D `x` (rows × in) and a row-major `w` (out × in) on the CPU in f32 through
+/// the runtime-dispatched kernels; `None` where candle's matmul should run instead (other
+/// devices or dtypes).
+pub fn matmul_nt(x: &Tensor, w: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    if !cpu_f32(x) || !cpu_f32(w) {
+        return Ok(None);
+    }
+    let (m, k) = x.dims2()?;
+    let (n, k2) = w.dims2()?;
+    if k != k2 {
+        candle_core::bail!("matmul_nt: x has {k} columns, w has {k2}");
+    }
+    let mut out = vec![0f32; m * n];
+    with_data(x, |xs| {
+        with_data(w, |ws| {
+            crate::probe::gemm::linear(xs, m, k, ws, n, &mut out)
+        })
+    })??;
+    Ok(Some(Tensor::from_vec(out, (m, n), x.device())?))
+}
+
+/// Runs `f` on the contiguous f32 data of the CPU tensor `w` (copied only when not contiguous).
+fn with_data<R>(w: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let w = w.contiguous()?;
+    let (storage, layout) = w.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("expected a CPU tensor")
+    };
+    let o = layout.start_offset();
+    Ok(f(&cpu.as_slice::<f32>()?[o..o + w.elem_count()]))
 }
 
 #[cfg(test)]

@@ -404,6 +404,40 @@ pub unsafe fn gemm_with<T: Real>(
     rhs: View<T>,
     alpha: T,
 ) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm_to(
+            isa,
+            m,
+            n,
+            k,
+            (dst, ld as isize, 1),
+            tri,
+            accumulate,
+            lhs,
+            rhs,
+            alpha,
+        )
+    }
+}
+
+/// [`gemm_with`] with a strided `dst` given as (pointer, row stride, column stride).
+///
+/// # Safety
+/// As [`gemm_with`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_to<T: Real>(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    (dst, dst_rs, dst_cs): (*mut T, isize, isize),
+    tri: Tri,
+    accumulate: bool,
+    lhs: View<T>,
+    rhs: View<T>,
+    alpha: T,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -428,8 +462,8 @@ pub unsafe fn gemm_with<T: Real>(
                 n,
                 k,
                 dst as *mut (),
-                ld as isize,
-                1,
+                dst_rs,
+                dst_cs,
                 std::ptr::null(),
                 std::ptr::null(),
                 match tri {
@@ -467,8 +501,8 @@ pub unsafe fn gemm_with<T: Real>(
             n,
             k,
             dst,
-            1,
-            ld as isize,
+            dst_cs,
+            dst_rs,
             accumulate,
             lhs.ptr,
             lhs.cs,
@@ -529,6 +563,51 @@ pub fn matmul_nt<T: Real>(a: &[T], m: usize, k: usize, b: &[T], n: usize, out: &
             View::rows_t(b, k),
             T::ONE,
         )
+    }
+}
+
+/// `out (m×n) = x wᵀ` for row-major x (m×k) and w (n×k) (a linear layer), computed as the
+/// row-major `w xᵀ` (n×m) and then transposed: the kernels vectorise along the destination's
+/// rows, and for a layer's few rows against its many outputs that orientation ran 1.5x faster
+/// even with the transpose (musicgen-small's FFN on 200 rows, AVX-512, one thread: 13.6 ms
+/// against 20.3 ms for candle's matmul and 16.7 ms for [`matmul_nt`]; benches/musicgen.rs
+/// `micro`), while a strided destination loses it again.
+pub fn linear<T: Real>(x: &[T], m: usize, k: usize, w: &[T], n: usize, out: &mut [T]) {
+    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
+    let mut t = vec![T::ZERO; n * m];
+    // SAFETY: sizes checked above; `t` is a separate n×m buffer.
+    unsafe {
+        gemm_with(
+            isa(),
+            n,
+            m,
+            k,
+            t.as_mut_ptr(),
+            m,
+            Tri::Full,
+            false,
+            View::rows(w, k),
+            View::rows_t(x, k),
+            T::ONE,
+        )
+    }
+    transpose(&t, n, m, out);
+}
+
+/// `out (c×r) = aᵀ` for the row-major r×c `a`: 16 rows of `a` at a time (16 read streams), so
+/// every write is one contiguous 64-byte run of an output row.
+pub fn transpose<T: Copy>(a: &[T], r: usize, c: usize, out: &mut [T]) {
+    const ROWS: usize = 16;
+    assert!(a.len() >= r * c && out.len() >= r * c);
+    for (bi, block) in a[..r * c].chunks(ROWS * c).enumerate() {
+        let rows = block.len() / c;
+        let i0 = bi * ROWS;
+        for j in 0..c {
+            let dst = &mut out[j * r + i0..j * r + i0 + rows];
+            for (ii, d) in dst.iter_mut().enumerate() {
+                *d = block[ii * c + j];
+            }
+        }
     }
 }
 
@@ -601,6 +680,37 @@ mod tests {
         (0..len)
             .map(|i| (((i + seed) * 7919 % 1013) as f64) / 1013.0 - 0.5)
             .collect()
+    }
+
+    /// A linear layer `x wᵀ` through the transposed product equals the naive product, for row
+    /// counts around the transpose's 16-row blocks.
+    #[test]
+    fn linear_equals_a_naive_product() {
+        for (m, k, n) in [(1, 3, 5), (16, 8, 33), (37, 64, 130)] {
+            let x = data(m * k, 3);
+            let w = data(n * k, 4);
+            let mut wt = vec![0.0; k * n];
+            transpose(&w, n, k, &mut wt);
+            let want = naive(&x, m, k, &wt, n);
+            let mut got = vec![f64::NAN; m * n];
+            linear(&x, m, k, &w, n, &mut got);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_moves_every_element() {
+        let (r, c) = (37, 21);
+        let a: Vec<usize> = (0..r * c).collect();
+        let mut t = vec![0; r * c];
+        transpose(&a, r, c, &mut t);
+        for i in 0..r {
+            for j in 0..c {
+                assert_eq!(t[j * r + i], a[i * c + j]);
+            }
+        }
     }
 
     /// Every kernel set this CPU can run gives the same products (f64 and f32), Full and Lower,

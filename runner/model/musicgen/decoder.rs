@@ -21,7 +21,8 @@ const GEMV_ROWS: usize = 32;
 /// A linear layer on `[.., in]` inputs. At decode time there are only a few rows (CFG pairs, one
 /// position), and candle's GEMM packs the transposed weight on every `x · Wᵀ` call; `(W · xᵀ)ᵀ`
 /// streams the row-major weight once instead and measured 2.2x faster for [2, 1024] x [4096, 1024]
-/// (benches/musicgen.rs `micro`). Long inputs (teacher forcing) keep the plain GEMM.
+/// (benches/musicgen.rs `micro`). Long inputs (teacher forcing) run one GEMM, on the CPU in f32
+/// through the runtime-dispatched kernels of [`crate::model::kernels::matmul_nt`].
 struct Linear {
     w: Tensor,
     b: Option<Tensor>,
@@ -44,6 +45,8 @@ impl Module for Linear {
         let x2 = x.reshape((rows, i))?;
         let y = if rows <= GEMV_ROWS {
             self.w.matmul(&x2.t()?)?.t()?
+        } else if let Some(y) = crate::model::kernels::matmul_nt(&x2, &self.w)? {
+            y
         } else {
             x2.matmul(&self.w.t()?)?
         };
