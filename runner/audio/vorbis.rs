@@ -9,10 +9,10 @@ use std::num::{NonZeroU8, NonZeroU32};
 
 use vorbis_rs::{VorbisBitrateManagementStrategy, VorbisEncoderBuilder};
 
-/// Fixed VBR quality of report clips (libvorbis scale −0.2…1). 0.4 is about 64–80 kbit/s for
-/// 32 kHz mono music (measured: docs/design.md §7) — transparent enough to judge steering by ear,
-/// a tenth of 16-bit WAV. Lower settings smear the note onsets and pitch that the clips are listened
-/// to for.
+/// Fixed VBR quality of report clips (libvorbis scale −0.2…1). 0.4 gives ~84–87 kbit/s on 32 kHz
+/// mono clips of the embedded model, a tenth of 16-bit WAV, which keeps a sweep's report within
+/// ~20 MB; 0.6 would not (~150 kbit/s), 0.2 saves little (~74 kbit/s) for audibly worse sound
+/// (measurements: docs/design.md §7).
 pub const REPORT_QUALITY: f32 = 0.4;
 
 /// Frames handed to the encoder at a time (libvorbis suggests ~1024; output does not depend on it).
