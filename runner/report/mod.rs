@@ -679,6 +679,11 @@ mod tests {
             )
         );
         assert_ne!(base, load("specs/x.toml", &["steer.gate=0.25"]));
+        // `[report] audio` is a param (so in the key); without the section, the default.
+        assert_eq!(base["audio"], "vorbis");
+        let wav = load("specs/x.toml", &["report.audio=\"wav\""]);
+        assert_eq!(wav["audio"], "wav");
+        assert_ne!(base, wav);
     }
 
     #[test]
