@@ -1,8 +1,8 @@
 //! A real headless browser (the system chromium, driven by tests/browser/check.mjs through
 //! puppeteer-core) loads the fixture report from disk: no console errors, no network requests,
-//! every image and audio clip loads, no <script> element, no horizontal overflow at 1280/390 px
-//! (page or table); and a report of notes_sweep's size: every page within its height, player and
-//! width limits at both widths.
+//! every image loads and every audio clip (Ogg Vorbis) loads its metadata (duration > 0), no
+//! <script> element, no horizontal overflow at 1280/390 px (page or table); and a report of
+//! notes_sweep's size: every page within its height, player and width limits at both widths.
 //!
 //! Needs `chromium` (`apt-get install -y chromium`) and node; `.ci/run` installs what is missing.
 //! A missing chromium fails this test loudly; outside CI, RFMX_SKIP_BROWSER=1 opts out explicitly.
@@ -162,6 +162,10 @@ fn report_loads_in_headless_chromium() {
         for view in views {
             assert_eq!(view["scripts"], 0, "{view}");
             assert_eq!(view["metadata"], view["audio"], "{view}");
+            // Every clip is Ogg Vorbis, typed so, and chromium read its duration (check.mjs
+            // fails a page whose player errs or reports no duration).
+            assert_eq!(view["ogg"], view["audio"], "{view}");
+            assert_eq!(view["playable"], view["audio"], "{view}");
         }
         images += views[0]["images"].as_u64().unwrap();
         audio += views[0]["audio"].as_u64().unwrap();

@@ -5,6 +5,7 @@ pub mod decode;
 pub mod onset;
 pub mod pitch;
 pub mod resample;
+pub mod vorbis;
 pub mod wav;
 
 #[derive(Debug, thiserror::Error)]

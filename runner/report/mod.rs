@@ -4,7 +4,7 @@
 //!   input (datasets, activations, probes, directions, generations, evaluations, toy nodes).
 //! - [`ReportNode`] renders the pages (`index.html`: the overview; `settings.html`, `probes.html`,
 //!   `provenance.html`, one `audio-<target>.html` per target) + `assets/` (SVG plots, each distinct
-//!   clip once as 16-bit WAV, stylesheet) into its output dir (docs/design.md §7). It reads node outputs only through their output types (docs/contracts.md) and tolerates
+//!   clip once as Ogg Vorbis or 16-bit WAV, stylesheet) into its output dir (docs/design.md §7). It reads node outputs only through their output types (docs/contracts.md) and tolerates
 //!   missing files.
 //! - After `rfmx run`, [`ReportStage::summary`] publishes the report to `reports/<experiment>/`
 //!   (temp dir + rename for `assets/`, temp file + rename for `index.html`): a copy of the report
@@ -26,7 +26,7 @@ use crate::dag::{
     InputRef, Label, NodeCtx, NodeError, NodeKind, NodeSpec, Plan, PlanBuilder, PlanError, Stage,
 };
 use crate::spec::LoadedSpec;
-use crate::spec::schema::LayerStrategy;
+use crate::spec::schema::{LayerStrategy, ReportAudio};
 
 pub use collect::{NodeEntry, NodeState};
 pub use render::{Provenance, Rendered, ReportInput, render};
@@ -78,6 +78,9 @@ pub struct ReportParams {
     pub metrics: Vec<String>,
     #[serde(default)]
     pub png: bool,
+    /// `[report] audio` (the default without a `[report]` section).
+    #[serde(default)]
+    pub audio: ReportAudio,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +111,7 @@ impl ReportParams {
             metrics: self.metrics.clone(),
             nodes,
             png: self.png,
+            audio: self.audio,
             provenance,
         }
     }
@@ -160,6 +164,7 @@ pub fn report_params(spec: &LoadedSpec) -> ReportParams {
             })
             .unwrap_or_default(),
         png: false,
+        audio: base.report.unwrap_or_default().audio,
     }
 }
 
@@ -281,9 +286,10 @@ impl NodeKind for ReportNode {
     /// 3: an overview page with per-page details and audio pages, clips as 16-bit WAV; params
     /// carry the spec without `[executor]` and path; per-run provenance moved out of the output
     /// into `provenance.json` beside the published pages. 4: a search page (searches' traces,
-    /// fronts and trials); a search's screening rungs left out of the settings tables.
+    /// fronts and trials); a search's screening rungs left out of the settings tables. 5: clips as
+    /// Ogg Vorbis by default (`[report] audio`, in the params), `<source type>` in the players.
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn run(&self, ctx: &mut NodeCtx<'_>) -> Result<(), NodeError> {
         let params: ReportParams = ctx.params_as()?;
@@ -673,6 +679,11 @@ mod tests {
             )
         );
         assert_ne!(base, load("specs/x.toml", &["steer.gate=0.25"]));
+        // `[report] audio` is a param (so in the key); without the section, the default.
+        assert_eq!(base["audio"], "vorbis");
+        let wav = load("specs/x.toml", &["report.audio=\"wav\""]);
+        assert_eq!(wav["audio"], "wav");
+        assert_ne!(base, wav);
     }
 
     #[test]

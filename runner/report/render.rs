@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::ReportError;
 use super::collect::{self, MetricValue, NodeEntry, NodeState, PointKey, ReportData};
 use super::plots::{self, Chart, Series};
-use crate::spec::schema::LayerStrategy;
+use crate::spec::schema::{LayerStrategy, ReportAudio};
 
 /// The report's pages (minijinja, `templates/report/`): the overview, per-section detail pages and
 /// one audio page per target share `base.html`.
@@ -69,6 +69,8 @@ pub struct ReportInput {
     pub nodes: Vec<NodeEntry>,
     /// Also write every plot as PNG.
     pub png: bool,
+    /// How each clip is written (`[report] audio`).
+    pub audio: ReportAudio,
     pub provenance: Provenance,
 }
 
@@ -1129,7 +1131,7 @@ pub const MAX_PLAYERS: usize = 96;
 struct BaselineClip {
     prompt: String,
     seed: String,
-    src: String,
+    src: ClipSrc,
     id: String,
 }
 
@@ -1139,8 +1141,16 @@ struct ClipRow {
     eta: String,
     prompt: String,
     seed: String,
-    src: String,
+    src: ClipSrc,
     id: String,
+}
+
+/// A clip file as a player's `<source>`: its path and MIME type (so that a browser which cannot
+/// play the codec says so instead of fetching the file; empty `src`: no audio).
+#[derive(Serialize, Clone, Default)]
+struct ClipSrc {
+    src: String,
+    mime: &'static str,
 }
 
 #[derive(Serialize)]
@@ -1158,25 +1168,47 @@ struct AudioPage {
     rows: Vec<ClipRow>,
 }
 
-/// Writes each distinct clip once (`assets/audio/<node key>.wav`) and returns its page path.
+/// Writes each distinct clip once (`assets/audio/<node key>.ogg` or `.wav`) and returns its page
+/// path and type.
 struct ClipFiles<'a> {
     dir: &'a Path,
-    written: BTreeMap<String, String>,
+    audio: ReportAudio,
+    written: BTreeMap<String, ClipSrc>,
 }
 
+const WAV_MIME: &str = "audio/wav";
+const VORBIS_MIME: &str = "audio/ogg; codecs=vorbis";
+
 impl ClipFiles<'_> {
-    fn add(&mut self, c: &collect::Clip) -> Result<String, ReportError> {
-        let Some(src) = &c.audio else {
-            return Ok(String::new());
-        };
-        if let Some(rel) = self.written.get(&c.node_key) {
-            return Ok(rel.clone());
+    /// Writes every distinct clip of `clips` at once, in parallel (encoding dominates the
+    /// rendering of a sweep's report); the pages then only look them up.
+    fn write_all(&mut self, clips: &[collect::Clip]) -> Result<(), ReportError> {
+        use rayon::prelude::*;
+        let mut todo: BTreeMap<&str, &Path> = BTreeMap::new();
+        for c in clips {
+            if let Some(from) = &c.audio {
+                todo.entry(c.node_key.as_str()).or_insert(from);
+            }
         }
-        let name = format!("{}.wav", safe_name(&c.node_key));
-        pcm16_copy(src, &self.dir.join(&name))?;
-        let rel = format!("assets/audio/{name}");
-        self.written.insert(c.node_key.clone(), rel.clone());
-        Ok(rel)
+        let (dir, audio) = (self.dir, self.audio);
+        let done: Vec<(String, ClipSrc)> = todo
+            .into_par_iter()
+            .map(|(key, from)| Ok((key.to_string(), write_clip(dir, audio, key, from)?)))
+            .collect::<Result<_, ReportError>>()?;
+        self.written.extend(done);
+        Ok(())
+    }
+
+    fn add(&mut self, c: &collect::Clip) -> Result<ClipSrc, ReportError> {
+        let Some(from) = &c.audio else {
+            return Ok(ClipSrc::default());
+        };
+        if let Some(written) = self.written.get(&c.node_key) {
+            return Ok(written.clone());
+        }
+        let written = write_clip(self.dir, self.audio, &c.node_key, from)?;
+        self.written.insert(c.node_key.clone(), written.clone());
+        Ok(written)
     }
 
     fn baseline(&mut self, b: &collect::Clip) -> Result<BaselineClip, ReportError> {
@@ -1189,12 +1221,55 @@ impl ClipFiles<'_> {
     }
 }
 
-/// The clip as 16-bit PCM WAV (the generations are 32-bit float: half the bytes, and 16 bits are
-/// below audibility for listening in a browser); a file that cannot be decoded is copied as it is.
-fn pcm16_copy(from: &Path, to: &Path) -> Result<(), ReportError> {
-    let Ok((x, channels, rate)) = crate::audio::wav::read(from) else {
-        return link_or_copy(from, to);
+/// Writes one clip as `<dir>/<node key>.ogg` or `.wav` as `[report] audio` says.
+fn write_clip(
+    dir: &Path,
+    audio: ReportAudio,
+    node_key: &str,
+    from: &Path,
+) -> Result<ClipSrc, ReportError> {
+    let stem = safe_name(node_key);
+    let (name, mime) = match crate::audio::wav::read(from) {
+        Ok((x, channels, rate)) => match audio {
+            ReportAudio::Vorbis => {
+                let name = format!("{stem}.ogg");
+                vorbis_copy(&x, channels, rate, &dir.join(&name))?;
+                (name, VORBIS_MIME)
+            }
+            ReportAudio::Wav => {
+                let name = format!("{stem}.wav");
+                pcm16_copy(&x, channels, rate, &dir.join(&name))?;
+                (name, WAV_MIME)
+            }
+        },
+        // Not a WAV this build reads: copied as it is, for the browser to try.
+        Err(_) => {
+            let name = format!("{stem}.wav");
+            link_or_copy(from, &dir.join(&name))?;
+            (name, WAV_MIME)
+        }
     };
+    Ok(ClipSrc {
+        src: format!("assets/audio/{name}"),
+        mime,
+    })
+}
+
+/// The clip as Ogg Vorbis at [`crate::audio::vorbis::REPORT_QUALITY`] (docs/design.md §7): about
+/// a tenth of 16-bit WAV, so that a sweep's report stays within ~20 MB.
+fn vorbis_copy(x: &[f32], channels: u16, rate: u32, to: &Path) -> Result<(), ReportError> {
+    let bytes =
+        crate::audio::vorbis::encode(x, channels, rate, crate::audio::vorbis::REPORT_QUALITY)
+            .map_err(|e| ReportError::Write {
+                path: to.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+    write(to, &bytes)
+}
+
+/// The clip as 16-bit PCM WAV (the generations are 32-bit float: half the bytes, and 16 bits are
+/// below audibility for listening in a browser).
+fn pcm16_copy(x: &[f32], channels: u16, rate: u32, to: &Path) -> Result<(), ReportError> {
     let werr = |e: &dyn std::fmt::Display| ReportError::Write {
         path: to.display().to_string(),
         source: std::io::Error::other(e.to_string()),
@@ -1208,7 +1283,7 @@ fn pcm16_copy(from: &Path, to: &Path) -> Result<(), ReportError> {
     let mut bytes = std::io::Cursor::new(Vec::with_capacity(44 + 2 * x.len()));
     {
         let mut w = hound::WavWriter::new(&mut bytes, spec).map_err(|e| werr(&e))?;
-        for v in &x {
+        for v in x {
             let q = (v.clamp(-1.0, 1.0) * 32767.0).round() as i16;
             w.write_sample(q).map_err(|e| werr(&e))?;
         }
@@ -1223,11 +1298,14 @@ fn audio_pages(
     d: &ReportData,
     order: &Order,
     audio_dir: &Path,
+    audio: ReportAudio,
 ) -> Result<Vec<AudioPage>, ReportError> {
     let mut files = ClipFiles {
         dir: audio_dir,
+        audio,
         written: BTreeMap::new(),
     };
+    files.write_all(&d.clips)?;
     let baselines: Vec<&collect::Clip> = d.clips.iter().filter(|c| c.eta == 0.0).collect();
     let mut steered: Vec<&collect::Clip> = d.clips.iter().filter(|c| c.eta != 0.0).collect();
     steered.sort_by(|a, b| {
@@ -1520,7 +1598,7 @@ pub fn render(input: &ReportInput, out_dir: &Path) -> Result<Rendered, ReportErr
     let failed = missing.iter().filter(|m| m.state == "failed").count();
     let done = input.nodes.len() - missing.len();
     let model = model(input, &d);
-    let audio = audio_pages(&d, &order, &audio_dir)?;
+    let audio = audio_pages(&d, &order, &audio_dir, input.audio)?;
     let searches = super::search_page::blocks(&d, &figs)?;
     if !d.searches.is_empty() {
         // What `[steer] from_search` reads from the published report (docs/design.md §10).

@@ -830,6 +830,23 @@ mod tests {
     }
 
     #[test]
+    fn report_audio_defaults_to_what_defaults_toml_says() {
+        use schema::{ReportAudio, ReportSpec};
+        // Absent: no section (the resolved TOML of older specs is unchanged), the default applies.
+        let s = load(FILE, &[], &[]).unwrap();
+        assert_eq!(s.base.report, None);
+        assert!(!s.keyed_toml().contains("[report]"));
+        // Named: the defaults file fills it, with the value `ReportAudio::default()` stands for.
+        let s = load(&format!("{FILE}[report]\n"), &[], &[]).unwrap();
+        assert_eq!(s.base.report, Some(ReportSpec::default()));
+        let s = load(FILE, &["report.audio=\"wav\""], &[]).unwrap();
+        assert_eq!(s.base.report.unwrap().audio, ReportAudio::Wav);
+        assert!(load(FILE, &["report.audio=\"mp3\""], &[]).is_err());
+        let swept = format!("{FILE}[sweep]\n\"report.audio\" = [\"wav\", \"vorbis\"]\n");
+        assert!(load(&swept, &[], &[]).is_err());
+    }
+
+    #[test]
     fn sweep_points_are_resolved_specs() {
         let text = format!(
             "{FILE}[sweep]\n\"extract.pooling\" = [\"mean\", \"last\"]\n\"steer.gate\" = [0.1, 0.2, 0.3]\n"

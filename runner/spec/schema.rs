@@ -32,6 +32,10 @@ pub struct Spec {
     pub search: Option<SearchSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toy: Option<ToySpec>,
+    /// Absent = every default (the report still runs); optional so that specs without it keep
+    /// their resolved TOML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportSpec>,
     /// Dotted key path -> the values it takes; the cartesian product gives the sweep points.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sweep: BTreeMap<String, Vec<serde_json::Value>>,
@@ -821,6 +825,25 @@ pub enum SearchStrategy {
     Bisect,
     /// Successive halving: many settings on few samples, the best half on twice as many.
     Halving,
+}
+
+/// `[report]`: how the published report is written (docs/design.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSpec {
+    pub audio: ReportAudio,
+}
+
+/// `[report] audio`: how each clip is written under `assets/audio/`. The `Default` is the value
+/// `defaults.toml` documents (checked by a test), used when a spec has no `[report]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportAudio {
+    /// Ogg Vorbis at a fixed quality: about a tenth of 16-bit WAV.
+    #[default]
+    Vorbis,
+    /// 16-bit PCM WAV: lossless, for players without Vorbis.
+    Wav,
 }
 
 /// The built-in toy node kinds (see `crate::stages::toy`).

@@ -331,6 +331,13 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
         if key == "sweep" || key.starts_with("sweep.") || key == "experiment.name" {
             c.fail(&["sweep", key], format!("`{key}` cannot be swept"), None);
         }
+        if key == "report" || key.starts_with("report.") {
+            c.fail(
+                &["sweep", key],
+                format!("`{key}` cannot be swept"),
+                Some("a spec has one report: set it in [report]"),
+            );
+        }
     }
     c.problems
 }

@@ -1,6 +1,7 @@
 // Loads an rfmx report from disk in the system chromium (headless, via puppeteer-core) and checks:
 // no console errors or page errors, no failed requests, no request leaves file:// (no network),
-// every <img> decodes, every <audio> src is an existing file that chromium can load, no <script>
+// every <img> decodes, every <audio> source is an existing file whose metadata chromium loads
+// (duration > 0; `ogg` counts those typed audio/ogg, `playable` those canPlayType accepts), no <script>
 // element exists (escaping), and the page does not overflow horizontally at 1280 px or 390 px, nor
 // does any table stick out of the page. Reports each page's height and player count per width.
 //
@@ -60,7 +61,12 @@ try {
       // as the page asks (counted before the loop below sets it to load every clip)
       const preloaded = audios.filter((a) => a.getAttribute('preload') === 'metadata').length;
       const audio = await Promise.all(audios.map((a) => new Promise((resolve) => {
-        const done = (ok, why) => resolve({ src: a.getAttribute('src'), ok, why });
+        // The clip is named by a <source> child with its type (or by the element's own src).
+        const source = a.querySelector('source');
+        const src = source ? source.getAttribute('src') : a.getAttribute('src');
+        const type = source ? source.getAttribute('type') || '' : '';
+        const playable = type === '' || a.canPlayType(type) !== '';
+        const done = (ok, why) => resolve({ src, type, playable, ok, why });
         a.addEventListener('loadedmetadata', () => done(a.duration > 0, `duration ${a.duration}`), { once: true });
         a.addEventListener('error', () => done(false, `media error ${a.error && a.error.code}`), { once: true });
         setTimeout(() => done(false, 'timeout'), 10000);
@@ -93,7 +99,9 @@ try {
     for (const t of view.tables) problems.push(`a table sticks out ${t}px past the page at ${width}px`);
     summary.views.push({ width, images: view.imgs.length, audio: view.audio.length,
                          scripts: view.scripts, overflow: view.overflow, text: view.text,
-                         height: view.height, metadata: view.metadata });
+                         height: view.height, metadata: view.metadata,
+                         ogg: view.audio.filter((a) => a.ok && a.type.startsWith('audio/ogg')).length,
+                         playable: view.audio.filter((a) => a.playable).length });
     await page.close();
   }
 } catch (e) {
