@@ -567,3 +567,147 @@ fn specs_without_folders_resolve_as_before() {
         .resolved_toml();
     assert!(r.contains("evaluate_on"), "{r}");
 }
+
+/// The fixture's `mood` concept as a spec declares it (`[data.define.mood]`).
+fn mood(classes: &[&str]) -> Concept {
+    Concept::User(rfmx::data::concepts::intern(&rfmx::data::UserConcept {
+        name: "mood".into(),
+        classes: classes.iter().map(|c| c.to_string()).collect(),
+    }))
+}
+
+#[test]
+fn a_user_concepts_labels_are_checked_against_its_own_classes() {
+    let work = tempfile::tempdir().unwrap();
+    let music = copy_fixture(work.path());
+    let csv = music.join("labels_mood.csv");
+    let calm_tense = mood(&["calm", "tense"]);
+    let labels = read_labels(&music, &csv, &[calm_tense]).unwrap();
+    assert_eq!(labels.columns, [calm_tense]);
+    assert_eq!(labels.classes_of(calm_tense), ["calm", "tense"]);
+    assert_eq!(labels.rows_of(calm_tense).len(), 8);
+    // The declared order, not the CSV's: `tense` first when the spec lists it first.
+    let tense_calm = mood(&["tense", "calm", "bright"]);
+    let l = read_labels(&music, &csv, &[tense_calm]).unwrap();
+    assert_eq!(l.classes_of(tense_calm), ["tense", "calm"]);
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let problems = |text: &str, concepts: &[Concept]| {
+        std::fs::write(&csv, text).unwrap();
+        read_labels(&music, &csv, concepts).unwrap_err().to_string()
+    };
+    // A label outside the declared classes, with the nearest one.
+    let e = problems(
+        &text.replace("f_minor_80.wav,calm", "f_minor_80.wav,clam"),
+        &[calm_tense],
+    );
+    assert!(
+        e.contains("labels_mood.csv:8")
+            && e.contains("not a class of concept mood (calm, tense)")
+            && e.contains("did you mean `calm`?"),
+        "{e}"
+    );
+    // A column the spec does not declare: the hint says how to declare it.
+    let e = problems(&text, &[Concept::Keys]);
+    assert!(
+        e.contains("header column `mood` is not a concept")
+            && e.contains("[data.define.mood] classes = [...]"),
+        "{e}"
+    );
+    // Fewer than two labelled classes: nothing to separate.
+    let e = problems(&text.replace(",tense", ",calm"), &[calm_tense]);
+    assert!(
+        e.contains("concept `mood` has 1 labelled class(es); a probe needs at least two"),
+        "{e}"
+    );
+}
+
+/// A spec that declares `mood`, fits its probes on `labels_mood.csv` and steers `mood:calm`.
+fn mood_spec(music: &Path, classes: &str) -> String {
+    format!(
+        "[experiment]\nname = \"mood\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
+         [data]\nconcepts = [\"mood\"]\n\
+         source = {{ kind = \"folder\", path = \"{}\", labels = \"labels_mood.csv\", clip_seconds = 1.0 }}\n\
+         [data.define.mood]\nclasses = [{classes}]\n\
+         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n\
+         [steer]\ntargets = [\"mood:calm\"]\neta = [0.3]\nsamples = 1\nseconds = 0.5\n\
+         prompts = [\"a song\"]\n\
+         [evaluate]\nmetrics = [\"probe_accuracy\"]\n",
+        music.display()
+    )
+}
+
+#[test]
+fn a_user_concept_is_probed_and_steered_end_to_end() {
+    let w = common::Work::new();
+    let music = copy_fixture(w.path());
+    let body = mood_spec(&music, "\"calm\", \"tense\"");
+    let plan = plan_of(&body);
+    let key = |p: &rfmx::dag::Plan, id: &str| p.nodes[p.find(id).unwrap()].key.clone();
+    for id in ["directions[mood:calm]", "directions[mood:tense]"] {
+        assert!(plan.find(id).is_some(), "{id} not planned");
+    }
+    // The definition is in the keys of what depends on it: a third class re-plans them all.
+    let wider = plan_of(&mood_spec(&music, "\"calm\", \"tense\", \"bright\""));
+    for id in [
+        "dataset[mood]",
+        "activations[mood,mean]",
+        "probe[mood,L0,rfm]",
+        "directions[mood:calm]",
+    ] {
+        assert_ne!(key(&plan, id), key(&wider, id), "{id}");
+        let params = &plan.nodes[plan.find(id).unwrap()].params;
+        assert_eq!(
+            params["concept_defs"],
+            serde_json::json!([{ "name": "mood", "classes": ["calm", "tense"] }]),
+            "{id}"
+        );
+    }
+
+    let spec = w.spec("mood.toml", &body);
+    let out = w.rfmx(&["run", spec.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use rfmx::stages::contract::Output;
+    let eval = plan
+        .nodes
+        .iter()
+        .find(|n| n.kind == "evaluation" && n.label.eta == Some(0.3))
+        .unwrap();
+    let dir = w.home().join("store").join(&eval.key).join("out");
+    let m = rfmx::stages::evaluation::Metrics::read(&dir).unwrap();
+    assert_eq!(m.point.target, "mood:calm");
+    // The judge (the mood probe fitted on the folder) scored the steered generation.
+    let acc = m.metrics["probe_accuracy"].finite().map(|(v, _)| v);
+    assert!(
+        acc.is_some_and(|a| (0.0..=1.0).contains(&a)),
+        "{:?}",
+        m.metrics["probe_accuracy"]
+    );
+    let probes = std::fs::read_to_string(w.path().join("reports/mood/probes.html")).unwrap();
+    assert!(
+        probes.contains("mood"),
+        "the probe report lacks the concept"
+    );
+    // A process that never loaded the spec (a Slurm job's `rfmx node run`) resolves `mood` from
+    // the nodes' own params.
+    for id in [
+        "activations[mood,mean]",
+        "directions[mood:calm]",
+        eval.id.as_str(),
+    ] {
+        let key = key(&plan, id);
+        std::fs::remove_dir_all(w.home().join("store").join(&key)).unwrap();
+        let out = w.rfmx(&["node", "run", &key]);
+        assert!(
+            out.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(rfmx::stages::evaluation::Metrics::read(&dir).unwrap(), m);
+}

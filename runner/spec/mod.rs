@@ -504,7 +504,16 @@ impl Ctx<'_> {
         layers: &[Layer],
         diags: &mut Vec<SpecDiagnostic>,
     ) -> Option<Spec> {
-        match figment.extract::<Spec>() {
+        // User concepts first, so that `data.concepts` and `[steer] targets` can name them
+        // (docs/design.md §5); a malformed `[data.define]` is reported by the full extraction.
+        let define = figment
+            .extract_inner::<std::collections::BTreeMap<String, schema::ConceptDef>>("data.define")
+            .unwrap_or_default();
+        let users = schema::user_concepts_of(&define);
+        let extracted = crate::data::concepts::with_scope(&users, || {
+            figment.extract::<Spec>().map_err(Box::new)
+        });
+        match extracted.map_err(|e| *e) {
             Ok(spec) => {
                 for p in validate::validate(&spec) {
                     diags.push(self.locate(figment, layers, &p.path, None, p.message, p.help));
@@ -537,6 +546,12 @@ impl Ctx<'_> {
                         figment::error::Kind::UnknownVariant(v, expected) => {
                             help = error::did_you_mean(v, expected)
                                 .map(|c| format!("did you mean `{c}`?"));
+                            if help.is_none() && e.path.first().is_some_and(|p| p == "data") {
+                                // A concept of the user's own (docs/design.md §5).
+                                help = Some(format!(
+                                    "to use a concept of your own, declare it: `[data.define.{v}] classes = [...]` (folder datasets)"
+                                ));
+                            }
                             let list: Vec<String> =
                                 expected.iter().map(|c| format!("`{c}`")).collect();
                             (

@@ -160,6 +160,23 @@ impl Export for DirectionsOf {
     type Key = (String, String);
 }
 
+/// `params` plus the definitions of the user concepts among `concepts` (`concept_defs`): in the
+/// key, so that editing a concept's classes re-runs what depends on it, and read back by the
+/// executor, so that the node resolves the names in any process (docs/design.md §5). Absent for
+/// built-in concepts: their nodes keep the keys they had.
+pub fn with_concept_defs(
+    mut params: Value,
+    concepts: impl IntoIterator<Item = crate::data::Concept>,
+) -> Value {
+    if let (Some(defs), Some(map)) = (
+        crate::data::concepts::defs_param(concepts),
+        params.as_object_mut(),
+    ) {
+        map.insert(crate::data::concepts::DEFS_PARAM.into(), defs);
+    }
+    params
+}
+
 fn stage_err(message: impl Into<String>) -> PlanError {
     PlanError::Stage {
         stage: "probe".into(),
@@ -275,12 +292,15 @@ impl Stage for ProbeStage {
                 NodeSpec::new(
                     id,
                     "activations",
-                    json!({
-                        "concept": c,
-                        "pooling": pooling,
-                        "layers": layers,
-                        "dtype": model.precision(),
-                    }),
+                    with_concept_defs(
+                        json!({
+                            "concept": c,
+                            "pooling": pooling,
+                            "layers": layers,
+                            "dtype": model.precision(),
+                        }),
+                        [*concept],
+                    ),
                 )
                 .input("dataset", ds)
                 .label(Label {
@@ -304,15 +324,18 @@ impl Stage for ProbeStage {
                     NodeSpec::new(
                         format!("probe[{c},L{l},{kind}]"),
                         "probe",
-                        json!({
-                            "concept": c,
-                            "layer": l,
-                            "kind": kind,
-                            "iterations": probe.iterations,
-                            "trials": probe.trials,
-                            "directions_k": probe.directions_k,
-                            "seed": seed,
-                        }),
+                        with_concept_defs(
+                            json!({
+                                "concept": c,
+                                "layer": l,
+                                "kind": kind,
+                                "iterations": probe.iterations,
+                                "trials": probe.trials,
+                                "directions_k": probe.directions_k,
+                                "seed": seed,
+                            }),
+                            [*concept],
+                        ),
                     )
                     .input("activations", act)
                     .hints(json!({ "device": model.device }))
@@ -342,7 +365,10 @@ impl Stage for ProbeStage {
                 let mut node = NodeSpec::new(
                     format!("transfer[{c},{pooling},{kind},{test}]"),
                     "transfer",
-                    json!({ "concept": c, "layers": layers, "seed": seed }),
+                    with_concept_defs(
+                        json!({ "concept": c, "layers": layers, "seed": seed }),
+                        [*concept],
+                    ),
                 )
                 .input("activations", act)
                 .label(Label {
@@ -362,8 +388,7 @@ impl Stage for ProbeStage {
                 }
                 plan.add(node)?;
             }
-            let data_concept = crate::data::Concept::parse(c)
-                .ok_or_else(|| stage_err(format!("data.concepts: unknown concept `{c}`")))?;
+            let data_concept = *concept;
             let judge = match probe.judge_layer {
                 JudgeLayer::Best => json!("best"),
                 JudgeLayer::Layer(l) => json!(l),
@@ -379,13 +404,16 @@ impl Stage for ProbeStage {
                 let mut node = NodeSpec::new(
                     format!("directions[{c}:{class}]"),
                     "directions",
-                    json!({
-                        "concept": c,
-                        "class": class,
-                        "kind": kind,
-                        "layers": layers,
-                        "judge_layer": judge,
-                    }),
+                    with_concept_defs(
+                        json!({
+                            "concept": c,
+                            "class": class,
+                            "kind": kind,
+                            "layers": layers,
+                            "judge_layer": judge,
+                        }),
+                        [*concept],
+                    ),
                 )
                 .label(Label {
                     class: Some(class.to_string()),

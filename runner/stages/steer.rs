@@ -226,6 +226,7 @@ impl<'s> Steering<'s> {
                     ..self.base(prompt, seed)
                 };
                 let params = serde_json::to_value(params).map_err(|e| stage_err(e.to_string()))?;
+                let params = super::with_concept_defs(params, target.concepts());
                 let id = generation_id(Some((target, &at.label, at.gate, at.eta)), p, seed);
                 let mut node = NodeSpec::new(id, KIND, params)
                     .label(Label {
@@ -304,6 +305,7 @@ impl<'s> Steering<'s> {
             ..Label::default()
         };
         let params = serde_json::to_value(params).map_err(|e| stage_err(e.to_string()))?;
+        let params = super::with_concept_defs(params, target.concepts());
         let mut node = NodeSpec::new(id, EVAL_KIND, params)
             .label(node_label)
             .hints(self.clap_hints.clone())
