@@ -711,3 +711,85 @@ fn a_user_concept_is_probed_and_steered_end_to_end() {
     }
     assert_eq!(rfmx::stages::evaluation::Metrics::read(&dir).unwrap(), m);
 }
+
+#[test]
+fn the_steering_judge_can_be_fitted_on_a_folder() {
+    let w = common::Work::new();
+    let music = copy_fixture(w.path());
+    // Directions from SynTheory keys; the evaluation's judge from the user's folder (one file a
+    // key: 1 s windows every 0.5 s give each class the clips a probe split needs).
+    let body = format!(
+        "[experiment]\nname = \"judge\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
+         [data]\nconcepts = [\"keys\"]\ninstruments = [0, 24]\nper_class = 4\n\
+         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n\
+         [steer]\ntargets = [\"keys:C major\"]\neta = [0.3]\nsamples = 1\nseconds = 0.5\n\
+         prompts = [\"a song\"]\n\
+         [evaluate]\nmetrics = [\"probe_accuracy\"]\n\
+         judge_on = {{ kind = \"folder\", path = \"{}\", clip_seconds = 1.0, hop_seconds = 0.5 }}\n",
+        music.display()
+    );
+    let plan = plan_of(&body);
+    let node = |id: &str| plan.find(id).unwrap_or_else(|| panic!("{id} not planned"));
+    let eval = plan
+        .nodes
+        .iter()
+        .position(|n| n.kind == "evaluation" && n.label.eta == Some(0.3))
+        .unwrap();
+    let judges: Vec<usize> = plan
+        .inputs_of(eval)
+        .into_iter()
+        .filter(|&i| plan.nodes[i].kind == "probe")
+        .collect();
+    assert_eq!(judges.len(), 2);
+    for &j in &judges {
+        assert!(
+            plan.nodes[j].id.ends_with(",judge_on]"),
+            "{}",
+            plan.nodes[j].id
+        );
+        let ds = plan.inputs_of(plan.inputs_of(j)[0])[0];
+        assert!(
+            plan.nodes[ds].params.get("folder").is_some(),
+            "{}",
+            plan.nodes[ds].id
+        );
+    }
+    // The directions are still fitted on SynTheory.
+    let dirs = node("directions[keys:C major]");
+    let ds = plan.inputs_of(plan.inputs_of(plan.inputs_of(dirs)[0])[0])[0];
+    assert!(plan.nodes[ds].params.get("folder").is_none());
+    // Without judge_on the judge is the SynTheory probe, as before.
+    let plain = plan_of(&body.replace("judge_on", "# judge_on"));
+    assert!(plain.find("probe[keys,L0,rfm,judge_on]").is_none());
+
+    let spec = w.spec("judge.toml", &body);
+    let out = w.rfmx(&["run", spec.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use rfmx::stages::contract::Output;
+    let dir = w
+        .home()
+        .join("store")
+        .join(&plan.nodes[eval].key)
+        .join("out");
+    let m = rfmx::stages::evaluation::Metrics::read(&dir).unwrap();
+    let acc = m.metrics["probe_accuracy"].finite().map(|(v, _)| v);
+    assert!(
+        acc.is_some_and(|a| (0.0..=1.0).contains(&a)),
+        "{:?}",
+        m.metrics["probe_accuracy"]
+    );
+    // The folder judge's classes are the CSV's 8 keys, not SynTheory's 24.
+    let judge = rfmx::stages::probe::ProbeScores::read(
+        &w.home()
+            .join("store")
+            .join(&plan.nodes[judges[0]].key)
+            .join("out"),
+    )
+    .unwrap();
+    assert_eq!(judge.multiclass.classes.len(), 8);
+}

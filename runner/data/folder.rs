@@ -173,7 +173,7 @@ pub fn read_labels(
     };
     if !folder.is_dir() {
         p.file(format!(
-            "`{}` is not a directory (the folder of data.source or probe.evaluate_on; relative paths are relative to the spec file)",
+            "`{}` is not a directory (the folder of data.source, probe.evaluate_on or evaluate.judge_on; relative paths are relative to the spec file)",
             folder.display()
         ));
         p.finish()?;

@@ -134,7 +134,8 @@ pub fn load(
     {
         let data = spec.data.iter_mut().filter_map(|d| d.source.as_mut());
         let eval = spec.probe.iter_mut().flat_map(|p| p.evaluate_on.iter_mut());
-        for src in data.chain(eval) {
+        let judge = spec.evaluate.iter_mut().filter_map(|e| e.judge_on.as_mut());
+        for src in data.chain(eval).chain(judge) {
             if Path::new(&src.path).is_relative() {
                 src.path = dir.join(&src.path).display().to_string();
             }

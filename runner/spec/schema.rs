@@ -821,6 +821,10 @@ pub struct EvaluateSpec {
     /// The CLAP snapshot for the `clap` metric: `auto` (laion/larger_clap_music from the local
     /// Hugging Face cache), a hub id, or a `save_pretrained` directory.
     pub clap_model: String,
+    /// A folder source whose clips the judge probes are fitted on (docs/design.md §6), instead of
+    /// `[data]`'s. Left out of the resolved spec when absent, so existing keys stay what they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_on: Option<DataSource>,
 }
 
 /// `[search]`: a closed-loop search per steering target for the settings that maximise an

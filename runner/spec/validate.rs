@@ -384,6 +384,16 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
     }
     if let Some(e) = &spec.evaluate {
         c.non_empty(&["evaluate", "metrics"], &e.metrics);
+        if let Some(src) = &e.judge_on {
+            check_source(&mut c, &["evaluate", "judge_on"], src);
+            if spec.probe.is_none() {
+                c.fail(
+                    &["evaluate", "judge_on"],
+                    "`evaluate.judge_on` fits the judge probes on a folder, but the spec has no [probe] section",
+                    Some("add [probe] (its kind, iterations and layers are the judge's too)"),
+                );
+            }
+        }
     }
     if let Some(search) = &spec.search {
         validate_search(&mut c, search, spec);

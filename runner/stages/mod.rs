@@ -153,6 +153,17 @@ impl Export for ProbeOf {
     type Key = (String, usize);
 }
 
+/// A concept's judge probe at a decoder layer when `[evaluate] judge_on` names a folder: fitted
+/// on that folder's clips, it replaces [`ProbeOf`] as the steering evaluation's judge.
+pub struct JudgeProbeOf;
+impl Export for JudgeProbeOf {
+    /// (concept, layer)
+    type Key = (String, usize);
+}
+
+/// The id suffix of the nodes `[evaluate] judge_on` plans.
+pub const JUDGE_ON: &str = "judge_on";
+
 /// A class's `directions` node.
 pub struct DirectionsOf;
 impl Export for DirectionsOf {
@@ -254,6 +265,15 @@ impl Stage for ProbeStage {
                     .map_err(|e| stage_err(format!("probe.evaluate_on: {e}")))
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let judge_set = match s.evaluate.as_ref().and_then(|e| e.judge_on.as_ref()) {
+            Some(src) if s.steer.as_ref().is_some_and(|st| st.enabled) => {
+                let (dir, csv) = src.paths();
+                let labels = crate::data::folder::read_labels(&dir, &csv, &data.concepts)
+                    .map_err(|e| stage_err(format!("evaluate.judge_on: {e}")))?;
+                Some((src, labels))
+            }
+            _ => None,
+        };
         for concept in &data.concepts {
             let c = concept.name();
             let per_class = match data.per_class {
@@ -318,36 +338,65 @@ impl Stage for ProbeStage {
                 .external(model_ext.clone())
             };
             let act = plan.add(activations_node(format!("activations[{c},{pooling}]"), ds))?;
+            // `group` is the probe's pooling label, which groups probes into Table-1 rows.
+            let probe_node = |id: String, act, l: usize, group: String| {
+                NodeSpec::new(
+                    id,
+                    "probe",
+                    with_concept_defs(
+                        json!({
+                            "concept": c,
+                            "layer": l,
+                            "kind": kind,
+                            "iterations": probe.iterations,
+                            "trials": probe.trials,
+                            "directions_k": probe.directions_k,
+                            "seed": seed,
+                        }),
+                        [*concept],
+                    ),
+                )
+                .input("activations", act)
+                .hints(json!({ "device": model.device }))
+                .label(Label {
+                    layer: Some(l),
+                    pooling: Some(group),
+                    probe: Some(kind.to_string()),
+                    ..concept_label.clone()
+                })
+            };
             let mut probes = Vec::new();
             for &l in &layers {
-                let r = plan.add(
-                    NodeSpec::new(
-                        format!("probe[{c},L{l},{kind}]"),
-                        "probe",
-                        with_concept_defs(
-                            json!({
-                                "concept": c,
-                                "layer": l,
-                                "kind": kind,
-                                "iterations": probe.iterations,
-                                "trials": probe.trials,
-                                "directions_k": probe.directions_k,
-                                "seed": seed,
-                            }),
-                            [*concept],
-                        ),
-                    )
-                    .input("activations", act)
-                    .hints(json!({ "device": model.device }))
-                    .label(Label {
-                        layer: Some(l),
-                        pooling: Some(pooling.to_string()),
-                        probe: Some(kind.to_string()),
-                        ..concept_label.clone()
-                    }),
-                )?;
+                let r = plan.add(probe_node(
+                    format!("probe[{c},L{l},{kind}]"),
+                    act,
+                    l,
+                    pooling.to_string(),
+                ))?;
                 plan.export::<ProbeOf>(&(c.to_string(), l), r)?;
                 probes.push((l, r));
+            }
+            // `[evaluate] judge_on` (docs/design.md §6): the same probes fitted on a folder's
+            // clips judge the steering evaluation; the directions stay those of `[data]`.
+            if let Some((src, labels)) = &judge_set {
+                let ds = plan.add(
+                    dataset::folder_node(format!("dataset[{c},{JUDGE_ON}]"), *concept, src, labels)
+                        .map_err(stage_err)?
+                        .label(concept_label.clone()),
+                )?;
+                let act = plan.add(activations_node(
+                    format!("activations[{c},{pooling},{JUDGE_ON}]"),
+                    ds,
+                ))?;
+                for &l in &layers {
+                    let r = plan.add(probe_node(
+                        format!("probe[{c},L{l},{kind},{JUDGE_ON}]"),
+                        act,
+                        l,
+                        format!("{pooling}, {JUDGE_ON}"),
+                    ))?;
+                    plan.export::<JudgeProbeOf>(&(c.to_string(), l), r)?;
+                }
             }
             // Transfer (docs/design.md §5): the same probes scored on each `evaluate_on` set,
             // extracted with the same model, pooling and layers.
