@@ -10,6 +10,7 @@ use rfmx::audio::decode::{decode, probe};
 use rfmx::audio::resample::resample;
 use rfmx::data::Concept;
 use rfmx::data::folder::{FolderConfig, build, read_labels};
+use rfmx::stages::contract::Output;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -464,31 +465,63 @@ fn check_validates_the_csv_against_the_folder_with_exit_2() {
     assert!(err.contains("bad.toml") && err.contains("folder"), "{err}");
 }
 
-#[test]
-fn transfer_scores_probes_fitted_on_syntheory_on_the_folder() {
-    let w = common::Work::new();
-    let music = copy_fixture(w.path());
-    let body = format!(
-        "[experiment]\nname = \"xfer\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
-         [data]\nconcepts = [\"keys\"]\ninstruments = [0, 24]\nper_class = 4\n\
-         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n\
-         evaluate_on = [{{ kind = \"folder\", path = \"{}\" }}]\n\
-         [steer]\nenabled = false\ntargets = [\"keys:C major\"]\n",
-        music.display()
-    );
-    let spec = w.spec("xfer.toml", &body);
+/// Runs `body` as `<name>.toml` and returns its stdout; fails the test when the run fails.
+fn run_spec(w: &common::Work, name: &str, body: &str) -> String {
+    let spec = w.spec(&format!("{name}.toml"), body);
     let out = w.rfmx(&["run", spec.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// The `metrics.json` of a finished evaluation node, with its `probe_accuracy` checked to be a
+/// fraction (the judge scored the generations).
+fn scored_metrics(
+    w: &common::Work,
+    eval: &rfmx::dag::PlannedNode,
+) -> rfmx::stages::evaluation::Metrics {
+    let dir = w.home().join("store").join(&eval.key).join("out");
+    let m = rfmx::stages::evaluation::Metrics::read(&dir).unwrap();
+    let acc = m.metrics["probe_accuracy"].finite().map(|(v, _)| v);
+    assert!(
+        acc.is_some_and(|a| (0.0..=1.0).contains(&a)),
+        "{:?}",
+        m.metrics["probe_accuracy"]
+    );
+    m
+}
+
+/// A spec `name` probing SynTheory `keys` on the tiny model (2 programs, 4 clips a class, layers 0
+/// and 1), `rest` appended inside its `[probe]` section.
+fn syntheory_keys_spec(name: &str, rest: &str) -> String {
+    format!(
+        "[experiment]\nname = \"{name}\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
+         [data]\nconcepts = [\"keys\"]\ninstruments = [0, 24]\nper_class = 4\n\
+         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n{rest}"
+    )
+}
+
+#[test]
+fn transfer_scores_probes_fitted_on_syntheory_on_the_folder() {
+    let w = common::Work::new();
+    let music = copy_fixture(w.path());
+    let body = syntheory_keys_spec(
+        "xfer",
+        &format!(
+            "evaluate_on = [{{ kind = \"folder\", path = \"{}\" }}]\n\
+             [steer]\nenabled = false\ntargets = [\"keys:C major\"]\n",
+            music.display()
+        ),
+    );
+    let stdout = run_spec(&w, "xfer", &body);
     assert!(stdout.contains("keys : SynTheory -> folder"), "{stdout}");
     let plan = plan_of(&body);
     let node = &plan.nodes[plan.find("transfer[keys,mean,rfm,evaluate_on[0]]").unwrap()];
     let dir = w.home().join("store").join(&node.key).join("out");
-    use rfmx::stages::contract::Output;
     let t = rfmx::stages::transfer::TransferScores::read(&dir).unwrap();
     assert_eq!((t.concept.as_str(), t.n, t.unseen), ("keys", 8, 0));
     assert_eq!(t.test_classes.len(), 8);
@@ -627,9 +660,10 @@ fn mood_spec(music: &Path, classes: &str) -> String {
     format!(
         "[experiment]\nname = \"mood\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
          [data]\nconcepts = [\"mood\"]\n\
-         source = {{ kind = \"folder\", path = \"{}\", labels = \"labels_mood.csv\", clip_seconds = 1.0 }}\n\
+         source = {{ kind = \"folder\", path = \"{0}\", labels = \"labels_mood.csv\", clip_seconds = 1.0 }}\n\
          [data.define.mood]\nclasses = [{classes}]\n\
          [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n\
+         evaluate_on = [{{ kind = \"folder\", path = \"{0}\", labels = \"labels_mood.csv\", hop_seconds = 1.0 }}]\n\
          [steer]\ntargets = [\"mood:calm\"]\neta = [0.3]\nsamples = 1\nseconds = 0.5\n\
          prompts = [\"a song\"]\n\
          [evaluate]\nmetrics = [\"probe_accuracy\"]\n",
@@ -664,30 +698,22 @@ fn a_user_concept_is_probed_and_steered_end_to_end() {
         );
     }
 
-    let spec = w.spec("mood.toml", &body);
-    let out = w.rfmx(&["run", spec.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_spec(&w, "mood", &body);
+    // Transfer scores the mood probes on the windowed folder like any concept's.
+    let transfer = stdout.lines().find(|l| l.contains("mood : folder"));
     assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        transfer.is_some_and(|l| l.contains(" -> folder ") && l.contains("(9 clips")),
+        "{stdout}"
     );
-    use rfmx::stages::contract::Output;
     let eval = plan
         .nodes
         .iter()
         .find(|n| n.kind == "evaluation" && n.label.eta == Some(0.3))
         .unwrap();
-    let dir = w.home().join("store").join(&eval.key).join("out");
-    let m = rfmx::stages::evaluation::Metrics::read(&dir).unwrap();
-    assert_eq!(m.point.target, "mood:calm");
     // The judge (the mood probe fitted on the folder) scored the steered generation.
-    let acc = m.metrics["probe_accuracy"].finite().map(|(v, _)| v);
-    assert!(
-        acc.is_some_and(|a| (0.0..=1.0).contains(&a)),
-        "{:?}",
-        m.metrics["probe_accuracy"]
-    );
+    let m = scored_metrics(&w, eval);
+    assert_eq!(m.point.target, "mood:calm");
+    let dir = w.home().join("store").join(&eval.key).join("out");
     let probes = std::fs::read_to_string(w.path().join("reports/mood/probes.html")).unwrap();
     assert!(
         probes.contains("mood"),
@@ -710,6 +736,22 @@ fn a_user_concept_is_probed_and_steered_end_to_end() {
         );
     }
     assert_eq!(rfmx::stages::evaluation::Metrics::read(&dir).unwrap(), m);
+    // A label outside the declared classes stops `check` with exit 2 and the nearest class.
+    let csv = music.join("labels_mood.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(
+        &csv,
+        text.replace("e_minor_90.mp3,calm", "e_minor_90.mp3,clam"),
+    )
+    .unwrap();
+    let spec = w.path().join("mood.toml");
+    let bad = w.rfmx(&["check", spec.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("labels_mood.csv:6") && err.contains("did you mean `calm`?"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -718,15 +760,15 @@ fn the_steering_judge_can_be_fitted_on_a_folder() {
     let music = copy_fixture(w.path());
     // Directions from SynTheory keys; the evaluation's judge from the user's folder (one file a
     // key: 1 s windows every 0.5 s give each class the clips a probe split needs).
-    let body = format!(
-        "[experiment]\nname = \"judge\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
-         [data]\nconcepts = [\"keys\"]\ninstruments = [0, 24]\nper_class = 4\n\
-         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n\
-         [steer]\ntargets = [\"keys:C major\"]\neta = [0.3]\nsamples = 1\nseconds = 0.5\n\
-         prompts = [\"a song\"]\n\
-         [evaluate]\nmetrics = [\"probe_accuracy\"]\n\
-         judge_on = {{ kind = \"folder\", path = \"{}\", clip_seconds = 1.0, hop_seconds = 0.5 }}\n",
-        music.display()
+    let body = syntheory_keys_spec(
+        "judge",
+        &format!(
+            "[steer]\ntargets = [\"keys:C major\"]\neta = [0.3]\nsamples = 1\nseconds = 0.5\n\
+             prompts = [\"a song\"]\n\
+             [evaluate]\nmetrics = [\"probe_accuracy\"]\n\
+             judge_on = {{ kind = \"folder\", path = \"{}\", clip_seconds = 1.0, hop_seconds = 0.5 }}\n",
+            music.display()
+        ),
     );
     let plan = plan_of(&body);
     let node = |id: &str| plan.find(id).unwrap_or_else(|| panic!("{id} not planned"));
@@ -762,27 +804,8 @@ fn the_steering_judge_can_be_fitted_on_a_folder() {
     let plain = plan_of(&body.replace("judge_on", "# judge_on"));
     assert!(plain.find("probe[keys,L0,rfm,judge_on]").is_none());
 
-    let spec = w.spec("judge.toml", &body);
-    let out = w.rfmx(&["run", spec.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    use rfmx::stages::contract::Output;
-    let dir = w
-        .home()
-        .join("store")
-        .join(&plan.nodes[eval].key)
-        .join("out");
-    let m = rfmx::stages::evaluation::Metrics::read(&dir).unwrap();
-    let acc = m.metrics["probe_accuracy"].finite().map(|(v, _)| v);
-    assert!(
-        acc.is_some_and(|a| (0.0..=1.0).contains(&a)),
-        "{:?}",
-        m.metrics["probe_accuracy"]
-    );
+    run_spec(&w, "judge", &body);
+    scored_metrics(&w, &plan.nodes[eval]);
     // The folder judge's classes are the CSV's 8 keys, not SynTheory's 24.
     let judge = rfmx::stages::probe::ProbeScores::read(
         &w.home()

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::dag::store::Store;
-use crate::dag::{Export, Label, NodeSpec, Plan, PlanBuilder, PlanError, Stage};
+use crate::dag::{Export, Label, NodeRef, NodeSpec, Plan, PlanBuilder, PlanError, Stage};
 use crate::model::{ModelError, ModelSource, Pipeline};
 use crate::spec::ResolvedSpec;
-use crate::spec::schema::{AllOr, JudgeLayer, LayerStrategy, Pooling, ProbeKind};
+use crate::spec::schema::{AllOr, DataSource, JudgeLayer, LayerStrategy, Pooling, ProbeKind};
 
 pub use activations::ActivationsNode;
 pub use dataset::DatasetNode;
@@ -378,16 +378,24 @@ impl Stage for ProbeStage {
             }
             // `[evaluate] judge_on` (docs/design.md §6): the same probes fitted on a folder's
             // clips judge the steering evaluation; the directions stay those of `[data]`.
-            if let Some((src, labels)) = &judge_set {
+            // A folder's dataset and activations of this concept, their ids suffixed `suffix`.
+            let folder_activations = |plan: &mut PlanBuilder<'_>,
+                                      suffix: &str,
+                                      src: &DataSource,
+                                      labels: &crate::data::folder::FolderLabels|
+             -> std::result::Result<NodeRef, PlanError> {
                 let ds = plan.add(
-                    dataset::folder_node(format!("dataset[{c},{JUDGE_ON}]"), *concept, src, labels)
+                    dataset::folder_node(format!("dataset[{c},{suffix}]"), *concept, src, labels)
                         .map_err(stage_err)?
                         .label(concept_label.clone()),
                 )?;
-                let act = plan.add(activations_node(
-                    format!("activations[{c},{pooling},{JUDGE_ON}]"),
+                plan.add(activations_node(
+                    format!("activations[{c},{pooling},{suffix}]"),
                     ds,
-                ))?;
+                ))
+            };
+            if let Some((src, labels)) = &judge_set {
+                let act = folder_activations(plan, JUDGE_ON, src, labels)?;
                 for &l in &layers {
                     let r = plan.add(probe_node(
                         format!("probe[{c},L{l},{kind},{JUDGE_ON}]"),
@@ -402,15 +410,7 @@ impl Stage for ProbeStage {
             // extracted with the same model, pooling and layers.
             for (i, (src, labels)) in eval_sets.iter().enumerate() {
                 let test = format!("evaluate_on[{i}]");
-                let ds = plan.add(
-                    dataset::folder_node(format!("dataset[{c},{test}]"), *concept, src, labels)
-                        .map_err(stage_err)?
-                        .label(concept_label.clone()),
-                )?;
-                let act = plan.add(activations_node(
-                    format!("activations[{c},{pooling},{test}]"),
-                    ds,
-                ))?;
+                let act = folder_activations(plan, &test, src, labels)?;
                 let mut node = NodeSpec::new(
                     format!("transfer[{c},{pooling},{kind},{test}]"),
                     "transfer",
