@@ -714,6 +714,9 @@ fn a_user_concept_is_probed_and_steered_end_to_end() {
     let m = scored_metrics(&w, eval);
     assert_eq!(m.point.target, "mood:calm");
     let dir = w.home().join("store").join(&eval.key).join("out");
+    // The report node read every output, the mood dataset's manifest included.
+    let index = std::fs::read_to_string(w.path().join("reports/mood/index.html")).unwrap();
+    assert!(!index.contains("unreadable output"), "{index}");
     let probes = std::fs::read_to_string(w.path().join("reports/mood/probes.html")).unwrap();
     assert!(
         probes.contains("mood"),
