@@ -714,9 +714,18 @@ fn a_user_concept_is_probed_and_steered_end_to_end() {
     let m = scored_metrics(&w, eval);
     assert_eq!(m.point.target, "mood:calm");
     let dir = w.home().join("store").join(&eval.key).join("out");
-    // The report node read every output, the mood dataset's manifest included.
-    let index = std::fs::read_to_string(w.path().join("reports/mood/index.html")).unwrap();
-    assert!(!index.contains("unreadable output"), "{index}");
+    // The report node read every output, the mood dataset's manifest included, and so does
+    // `rfmx report` re-rendering it from the store.
+    let index = || std::fs::read_to_string(w.path().join("reports/mood/index.html")).unwrap();
+    assert!(!index().contains("unreadable output"), "{}", index());
+    let spec = w.path().join("mood.toml");
+    let out = w.rfmx(&["report", spec.to_str().unwrap()]);
+    assert!(
+        out.status.success() && !index().contains("unreadable output"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        index()
+    );
     let probes = std::fs::read_to_string(w.path().join("reports/mood/probes.html")).unwrap();
     assert!(
         probes.contains("mood"),
@@ -747,7 +756,6 @@ fn a_user_concept_is_probed_and_steered_end_to_end() {
         text.replace("e_minor_90.mp3,calm", "e_minor_90.mp3,clam"),
     )
     .unwrap();
-    let spec = w.path().join("mood.toml");
     let bad = w.rfmx(&["check", spec.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{err}");

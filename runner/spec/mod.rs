@@ -87,6 +87,21 @@ impl LoadedSpec {
             .collect()
     }
 
+    /// The user concepts (`[data.define]`) of the base and of every sweep point, each once.
+    pub fn user_concepts(&self) -> Vec<UserConcept> {
+        let mut all: Vec<UserConcept> = Vec::new();
+        let specs = std::iter::once(&self.base).chain(self.points.iter().map(|p| &p.spec));
+        for d in specs
+            .filter_map(|s| s.data.as_ref())
+            .flat_map(DataSpec::user_concepts)
+        {
+            if !all.contains(&d) {
+                all.push(d);
+            }
+        }
+        all
+    }
+
     /// The resolved spec as TOML (after layering; the sweep table lists the points' axes).
     pub fn resolved_toml(&self) -> String {
         let body = toml::to_string_pretty(&self.base)
