@@ -845,7 +845,12 @@ fn report_command(
     let mut params = crate::report::report_params(&spec);
     params.png = png;
     let dest = PathBuf::from("reports").join(spec.experiment());
-    match crate::report::render_from_store(&plan, &params, &inputs, store, &dest) {
+    // Outputs name the spec's own concepts (docs/design.md §5): in scope while they are read.
+    let users = spec.user_concepts();
+    let rendered = crate::data::concepts::with_scope(&users, || {
+        crate::report::render_from_store(&plan, &params, &inputs, store, &dest)
+    });
+    match rendered {
         Ok(r) => {
             println!(
                 "report: {} ({} result node(s): {} missing, {} failed)",

@@ -10,6 +10,7 @@ use rfmx::audio::decode::{decode, probe};
 use rfmx::audio::resample::resample;
 use rfmx::data::Concept;
 use rfmx::data::folder::{FolderConfig, build, read_labels};
+use rfmx::stages::contract::Output;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -464,31 +465,63 @@ fn check_validates_the_csv_against_the_folder_with_exit_2() {
     assert!(err.contains("bad.toml") && err.contains("folder"), "{err}");
 }
 
-#[test]
-fn transfer_scores_probes_fitted_on_syntheory_on_the_folder() {
-    let w = common::Work::new();
-    let music = copy_fixture(w.path());
-    let body = format!(
-        "[experiment]\nname = \"xfer\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
-         [data]\nconcepts = [\"keys\"]\ninstruments = [0, 24]\nper_class = 4\n\
-         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n\
-         evaluate_on = [{{ kind = \"folder\", path = \"{}\" }}]\n\
-         [steer]\nenabled = false\ntargets = [\"keys:C major\"]\n",
-        music.display()
-    );
-    let spec = w.spec("xfer.toml", &body);
+/// Runs `body` as `<name>.toml` and returns its stdout; fails the test when the run fails.
+fn run_spec(w: &common::Work, name: &str, body: &str) -> String {
+    let spec = w.spec(&format!("{name}.toml"), body);
     let out = w.rfmx(&["run", spec.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// The `metrics.json` of a finished evaluation node, with its `probe_accuracy` checked to be a
+/// fraction (the judge scored the generations).
+fn scored_metrics(
+    w: &common::Work,
+    eval: &rfmx::dag::PlannedNode,
+) -> rfmx::stages::evaluation::Metrics {
+    let dir = w.home().join("store").join(&eval.key).join("out");
+    let m = rfmx::stages::evaluation::Metrics::read(&dir).unwrap();
+    let acc = m.metrics["probe_accuracy"].finite().map(|(v, _)| v);
+    assert!(
+        acc.is_some_and(|a| (0.0..=1.0).contains(&a)),
+        "{:?}",
+        m.metrics["probe_accuracy"]
+    );
+    m
+}
+
+/// A spec `name` probing SynTheory `keys` on the tiny model (2 programs, 4 clips a class, layers 0
+/// and 1), `rest` appended inside its `[probe]` section.
+fn syntheory_keys_spec(name: &str, rest: &str) -> String {
+    format!(
+        "[experiment]\nname = \"{name}\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
+         [data]\nconcepts = [\"keys\"]\ninstruments = [0, 24]\nper_class = 4\n\
+         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n{rest}"
+    )
+}
+
+#[test]
+fn transfer_scores_probes_fitted_on_syntheory_on_the_folder() {
+    let w = common::Work::new();
+    let music = copy_fixture(w.path());
+    let body = syntheory_keys_spec(
+        "xfer",
+        &format!(
+            "evaluate_on = [{{ kind = \"folder\", path = \"{}\" }}]\n\
+             [steer]\nenabled = false\ntargets = [\"keys:C major\"]\n",
+            music.display()
+        ),
+    );
+    let stdout = run_spec(&w, "xfer", &body);
     assert!(stdout.contains("keys : SynTheory -> folder"), "{stdout}");
     let plan = plan_of(&body);
     let node = &plan.nodes[plan.find("transfer[keys,mean,rfm,evaluate_on[0]]").unwrap()];
     let dir = w.home().join("store").join(&node.key).join("out");
-    use rfmx::stages::contract::Output;
     let t = rfmx::stages::transfer::TransferScores::read(&dir).unwrap();
     assert_eq!((t.concept.as_str(), t.n, t.unseen), ("keys", 8, 0));
     assert_eq!(t.test_classes.len(), 8);
@@ -566,4 +599,231 @@ fn specs_without_folders_resolve_as_before() {
         .unwrap()
         .resolved_toml();
     assert!(r.contains("evaluate_on"), "{r}");
+}
+
+/// The fixture's `mood` concept as a spec declares it (`[data.define.mood]`).
+fn mood(classes: &[&str]) -> Concept {
+    Concept::User(rfmx::data::concepts::intern(&rfmx::data::UserConcept {
+        name: "mood".into(),
+        classes: classes.iter().map(|c| c.to_string()).collect(),
+    }))
+}
+
+#[test]
+fn a_user_concepts_labels_are_checked_against_its_own_classes() {
+    let work = tempfile::tempdir().unwrap();
+    let music = copy_fixture(work.path());
+    let csv = music.join("labels_mood.csv");
+    let calm_tense = mood(&["calm", "tense"]);
+    let labels = read_labels(&music, &csv, &[calm_tense]).unwrap();
+    assert_eq!(labels.columns, [calm_tense]);
+    assert_eq!(labels.classes_of(calm_tense), ["calm", "tense"]);
+    assert_eq!(labels.rows_of(calm_tense).len(), 8);
+    // The declared order, not the CSV's: `tense` first when the spec lists it first.
+    let tense_calm = mood(&["tense", "calm", "bright"]);
+    let l = read_labels(&music, &csv, &[tense_calm]).unwrap();
+    assert_eq!(l.classes_of(tense_calm), ["tense", "calm"]);
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let problems = |text: &str, concepts: &[Concept]| {
+        std::fs::write(&csv, text).unwrap();
+        read_labels(&music, &csv, concepts).unwrap_err().to_string()
+    };
+    // A label outside the declared classes, with the nearest one.
+    let e = problems(
+        &text.replace("f_minor_80.wav,calm", "f_minor_80.wav,clam"),
+        &[calm_tense],
+    );
+    assert!(
+        e.contains("labels_mood.csv:8")
+            && e.contains("not a class of concept mood (calm, tense)")
+            && e.contains("did you mean `calm`?"),
+        "{e}"
+    );
+    // A column the spec does not declare: the hint says how to declare it.
+    let e = problems(&text, &[Concept::Keys]);
+    assert!(
+        e.contains("header column `mood` is not a concept")
+            && e.contains("[data.define.mood] classes = [...]"),
+        "{e}"
+    );
+    // Fewer than two labelled classes: nothing to separate.
+    let e = problems(&text.replace(",tense", ",calm"), &[calm_tense]);
+    assert!(
+        e.contains("concept `mood` has 1 labelled class(es); a probe needs at least two"),
+        "{e}"
+    );
+}
+
+/// A spec that declares `mood`, fits its probes on `labels_mood.csv` and steers `mood:calm`.
+fn mood_spec(music: &Path, classes: &str) -> String {
+    format!(
+        "[experiment]\nname = \"mood\"\n[model]\nname = \"tiny\"\ndevice = \"cpu\"\n\
+         [data]\nconcepts = [\"mood\"]\n\
+         source = {{ kind = \"folder\", path = \"{0}\", labels = \"labels_mood.csv\", clip_seconds = 1.0 }}\n\
+         [data.define.mood]\nclasses = [{classes}]\n\
+         [extract]\nlayers = [0, 1]\n[probe]\niterations = 2\ntrials = 2\n\
+         evaluate_on = [{{ kind = \"folder\", path = \"{0}\", labels = \"labels_mood.csv\", hop_seconds = 1.0 }}]\n\
+         [steer]\ntargets = [\"mood:calm\"]\neta = [0.3]\nsamples = 1\nseconds = 0.5\n\
+         prompts = [\"a song\"]\n\
+         [evaluate]\nmetrics = [\"probe_accuracy\"]\n",
+        music.display()
+    )
+}
+
+#[test]
+fn a_user_concept_is_probed_and_steered_end_to_end() {
+    let w = common::Work::new();
+    let music = copy_fixture(w.path());
+    let body = mood_spec(&music, "\"calm\", \"tense\"");
+    let plan = plan_of(&body);
+    let key = |p: &rfmx::dag::Plan, id: &str| p.nodes[p.find(id).unwrap()].key.clone();
+    for id in ["directions[mood:calm]", "directions[mood:tense]"] {
+        assert!(plan.find(id).is_some(), "{id} not planned");
+    }
+    // The definition is in the keys of what depends on it: a third class re-plans them all.
+    let wider = plan_of(&mood_spec(&music, "\"calm\", \"tense\", \"bright\""));
+    for id in [
+        "dataset[mood]",
+        "activations[mood,mean]",
+        "probe[mood,L0,rfm]",
+        "directions[mood:calm]",
+    ] {
+        assert_ne!(key(&plan, id), key(&wider, id), "{id}");
+        let params = &plan.nodes[plan.find(id).unwrap()].params;
+        assert_eq!(
+            params["concept_defs"],
+            serde_json::json!([{ "name": "mood", "classes": ["calm", "tense"] }]),
+            "{id}"
+        );
+    }
+
+    let stdout = run_spec(&w, "mood", &body);
+    // Transfer scores the mood probes on the windowed folder like any concept's.
+    let transfer = stdout.lines().find(|l| l.contains("mood : folder"));
+    assert!(
+        transfer.is_some_and(|l| l.contains(" -> folder ") && l.contains("(9 clips")),
+        "{stdout}"
+    );
+    let eval = plan
+        .nodes
+        .iter()
+        .find(|n| n.kind == "evaluation" && n.label.eta == Some(0.3))
+        .unwrap();
+    // The judge (the mood probe fitted on the folder) scored the steered generation.
+    let m = scored_metrics(&w, eval);
+    assert_eq!(m.point.target, "mood:calm");
+    let dir = w.home().join("store").join(&eval.key).join("out");
+    // The report node read every output, the mood dataset's manifest included, and so does
+    // `rfmx report` re-rendering it from the store.
+    let index = || std::fs::read_to_string(w.path().join("reports/mood/index.html")).unwrap();
+    assert!(!index().contains("unreadable output"), "{}", index());
+    let spec = w.path().join("mood.toml");
+    let out = w.rfmx(&["report", spec.to_str().unwrap()]);
+    assert!(
+        out.status.success() && !index().contains("unreadable output"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        index()
+    );
+    let probes = std::fs::read_to_string(w.path().join("reports/mood/probes.html")).unwrap();
+    assert!(
+        probes.contains("mood"),
+        "the probe report lacks the concept"
+    );
+    // A process that never loaded the spec (a Slurm job's `rfmx node run`) resolves `mood` from
+    // the nodes' own params.
+    for id in [
+        "activations[mood,mean]",
+        "directions[mood:calm]",
+        eval.id.as_str(),
+    ] {
+        let key = key(&plan, id);
+        std::fs::remove_dir_all(w.home().join("store").join(&key)).unwrap();
+        let out = w.rfmx(&["node", "run", &key]);
+        assert!(
+            out.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(rfmx::stages::evaluation::Metrics::read(&dir).unwrap(), m);
+    // A label outside the declared classes stops `check` with exit 2 and the nearest class.
+    let csv = music.join("labels_mood.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(
+        &csv,
+        text.replace("e_minor_90.mp3,calm", "e_minor_90.mp3,clam"),
+    )
+    .unwrap();
+    let bad = w.rfmx(&["check", spec.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("labels_mood.csv:6") && err.contains("did you mean `calm`?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_steering_judge_can_be_fitted_on_a_folder() {
+    let w = common::Work::new();
+    let music = copy_fixture(w.path());
+    // Directions from SynTheory keys; the evaluation's judge from the user's folder (one file a
+    // key: 1 s windows every 0.5 s give each class the clips a probe split needs).
+    let body = syntheory_keys_spec(
+        "judge",
+        &format!(
+            "[steer]\ntargets = [\"keys:C major\"]\neta = [0.3]\nsamples = 1\nseconds = 0.5\n\
+             prompts = [\"a song\"]\n\
+             [evaluate]\nmetrics = [\"probe_accuracy\"]\n\
+             judge_on = {{ kind = \"folder\", path = \"{}\", clip_seconds = 1.0, hop_seconds = 0.5 }}\n",
+            music.display()
+        ),
+    );
+    let plan = plan_of(&body);
+    let node = |id: &str| plan.find(id).unwrap_or_else(|| panic!("{id} not planned"));
+    let eval = plan
+        .nodes
+        .iter()
+        .position(|n| n.kind == "evaluation" && n.label.eta == Some(0.3))
+        .unwrap();
+    let judges: Vec<usize> = plan
+        .inputs_of(eval)
+        .into_iter()
+        .filter(|&i| plan.nodes[i].kind == "probe")
+        .collect();
+    assert_eq!(judges.len(), 2);
+    for &j in &judges {
+        assert!(
+            plan.nodes[j].id.ends_with(",judge_on]"),
+            "{}",
+            plan.nodes[j].id
+        );
+        let ds = plan.inputs_of(plan.inputs_of(j)[0])[0];
+        assert!(
+            plan.nodes[ds].params.get("folder").is_some(),
+            "{}",
+            plan.nodes[ds].id
+        );
+    }
+    // The directions are still fitted on SynTheory.
+    let dirs = node("directions[keys:C major]");
+    let ds = plan.inputs_of(plan.inputs_of(plan.inputs_of(dirs)[0])[0])[0];
+    assert!(plan.nodes[ds].params.get("folder").is_none());
+    // Without judge_on the judge is the SynTheory probe, as before.
+    let plain = plan_of(&body.replace("judge_on", "# judge_on"));
+    assert!(plain.find("probe[keys,L0,rfm,judge_on]").is_none());
+
+    run_spec(&w, "judge", &body);
+    scored_metrics(&w, &plan.nodes[eval]);
+    // The folder judge's classes are the CSV's 8 keys, not SynTheory's 24.
+    let judge = rfmx::stages::probe::ProbeScores::read(
+        &w.home()
+            .join("store")
+            .join(&plan.nodes[judges[0]].key)
+            .join("out"),
+    )
+    .unwrap();
+    assert_eq!(judge.multiclass.classes.len(), 8);
 }

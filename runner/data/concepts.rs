@@ -11,11 +11,16 @@ pub const CLIP_SECS: f64 = 4.0;
 const MELODIC_CHANNEL: u8 = 2;
 
 /// The seven SynTheory concepts plus `keys` (24 classes, 12 tonics × major/minor, the concept of
-/// MusicBench's key labels; not in SynTheory), also the spec's `data.concepts` / target names.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
+/// MusicBench's key labels; not in SynTheory), also the spec's `data.concepts` / target names, and
+/// the concepts a spec declares for its own folder datasets (`[data.define.<name>]`).
+///
+/// A user concept is `User(&'static UserConcept)`: its definition interned once per distinct
+/// (name, classes) for the life of the process, so that `Concept` stays `Copy` and every stage
+/// that matches on a concept, prints it or asks its classes treats it like a built-in one
+/// (docs/design.md §5, user concepts). It serialises as its name; a name is resolved against the
+/// definitions in scope ([`with_scope`]: the spec being loaded, the node being run), so the same
+/// name declared with another class list by another spec never leaks into this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Concept {
     Notes,
     Intervals,
@@ -25,9 +30,88 @@ pub enum Concept {
     Tempos,
     TimeSignatures,
     Keys,
+    User(&'static UserConcept),
+}
+
+/// A concept the user defines in the spec: a name and its classes in a stable order.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct UserConcept {
+    pub name: String,
+    pub classes: Vec<String>,
+}
+
+/// Every distinct user definition seen by this process, interned (leaked once each: a handful per
+/// process, never freed, so `Concept` can hold a `&'static`).
+static INTERNED: std::sync::Mutex<Vec<&'static UserConcept>> = std::sync::Mutex::new(Vec::new());
+
+thread_local! {
+    /// The user concepts in scope on this thread (innermost [`with_scope`] last).
+    static SCOPE: std::cell::RefCell<Vec<&'static UserConcept>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The interned copy of `def` (the same reference for equal definitions).
+pub fn intern(def: &UserConcept) -> &'static UserConcept {
+    let mut all = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = all.iter().find(|d| **d == def) {
+        return d;
+    }
+    let d: &'static UserConcept = Box::leak(Box::new(def.clone()));
+    all.push(d);
+    d
+}
+
+/// Runs `f` with `defs` (interned) in scope on this thread: [`Concept::parse`] and deserialising
+/// a concept name find them first.
+pub fn with_scope<R>(defs: &[UserConcept], f: impl FnOnce() -> R) -> R {
+    let interned: Vec<&'static UserConcept> = defs.iter().map(intern).collect();
+    let n = interned.len();
+    SCOPE.with(|s| s.borrow_mut().extend(interned));
+    struct Pop(usize);
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            SCOPE.with(|s| {
+                let mut s = s.borrow_mut();
+                let keep = s.len() - self.0;
+                s.truncate(keep);
+            });
+        }
+    }
+    let _pop = Pop(n);
+    f()
+}
+
+/// The user concepts a node's params declare (`concept_defs`, planned for user concepts only, so
+/// that `rfmx node run` in another process resolves their names; docs/contracts.md).
+pub fn defs_in_params(params: &serde_json::Value) -> Vec<UserConcept> {
+    params
+        .get(DEFS_PARAM)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The params key holding a node's user concept definitions.
+pub const DEFS_PARAM: &str = "concept_defs";
+
+/// `concept_defs` for a node's params: the user definitions among `concepts` (None when all are
+/// built-in, so that the keys of specs without user concepts stay what they were).
+pub fn defs_param(concepts: impl IntoIterator<Item = Concept>) -> Option<serde_json::Value> {
+    let mut defs: Vec<&UserConcept> = Vec::new();
+    for c in concepts {
+        if let Concept::User(d) = c
+            && !defs.contains(&d)
+        {
+            defs.push(d);
+        }
+    }
+    (!defs.is_empty()).then(|| serde_json::to_value(defs).expect("definitions serialise"))
 }
 
 impl Concept {
+    /// The built-in concepts.
     pub const ALL: [Concept; 8] = [
         Concept::Notes,
         Concept::Intervals,
@@ -52,11 +136,14 @@ impl Concept {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
+        match self {
+            Concept::User(d) => &d.name,
+            c => Self::NAMES[Self::ALL.iter().position(|b| *b == c).expect("built-in")],
+        }
     }
 
-    /// Accepts the names above plus SynTheory's `chord_progressions`.
-    pub fn parse(s: &str) -> Option<Concept> {
+    /// A built-in concept by name (also SynTheory's `chord_progressions`).
+    pub fn builtin(s: &str) -> Option<Concept> {
         let s = if s == "chord_progressions" {
             "progressions"
         } else {
@@ -65,7 +152,39 @@ impl Concept {
         Concept::ALL.into_iter().find(|c| c.name() == s)
     }
 
-    /// Class names in a stable order (tempos: every BPM is a class).
+    /// A built-in concept, else the user concept of that name in scope ([`with_scope`]).
+    pub fn parse(s: &str) -> Option<Concept> {
+        Concept::builtin(s).or_else(|| {
+            SCOPE.with(|scope| {
+                scope
+                    .borrow()
+                    .iter()
+                    .rev()
+                    .find(|d| d.name == s)
+                    .map(|d| Concept::User(d))
+            })
+        })
+    }
+
+    /// The names [`Concept::parse`] accepts here: the built-ins, then the user concepts in scope.
+    pub fn names_in_scope() -> Vec<&'static str> {
+        let mut names = Concept::NAMES.to_vec();
+        SCOPE.with(|scope| {
+            for d in scope.borrow().iter() {
+                if !names.contains(&d.name.as_str()) {
+                    names.push(&d.name);
+                }
+            }
+        });
+        names
+    }
+
+    /// True for a concept the spec defines (no generator renders it: folder datasets only).
+    pub fn is_user(self) -> bool {
+        matches!(self, Concept::User(_))
+    }
+
+    /// Class names in a stable order (tempos: every BPM is a class; a user concept: its list).
     pub fn classes(self) -> Vec<String> {
         match self {
             Concept::Notes => NOTE_NAMES.iter().map(|s| s.to_string()).collect(),
@@ -84,7 +203,31 @@ impl Concept {
             Concept::Keys => (0..12)
                 .flat_map(|pc| theory::KEY_MODES.map(|m| theory::key_label(pc, m)))
                 .collect(),
+            Concept::User(d) => d.classes.clone(),
         }
+    }
+}
+
+impl serde::Serialize for Concept {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Concept {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        Concept::parse(&s).ok_or_else(|| {
+            let names = Concept::names_in_scope();
+            // serde wants a 'static list; the built-ins are one, a list with user names is
+            // leaked once per error (a spec error ends the command).
+            let expected: &'static [&'static str] = if names.len() == Concept::NAMES.len() {
+                &Concept::NAMES
+            } else {
+                Box::leak(names.into_boxed_slice())
+            };
+            <D::Error as serde::de::Error>::unknown_variant(&s, expected)
+        })
     }
 }
 
@@ -365,6 +508,9 @@ pub fn enumerate(concept: Concept, seed: u64) -> Enumeration {
                 }
             }
         }
+        // No generator: a user concept's clips come from a folder (validation rejects it with a
+        // generated source, and `render_selected` before enumerating).
+        Concept::User(_) => {}
         Concept::TimeSignatures => {
             for (num, den) in TIME_SIGNATURES {
                 for reverb in 0..3u8 {
@@ -444,4 +590,46 @@ fn join(v: &[i32]) -> String {
         .map(|x| x.to_string())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(classes: &[&str]) -> UserConcept {
+        UserConcept {
+            name: "texture".into(),
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_user_concept_resolves_only_in_its_scope_and_serialises_as_its_name() {
+        let (a, b) = (def(&["dry", "wet"]), def(&["dry", "wet", "lush"]));
+        assert!(std::ptr::eq(intern(&a), intern(&a.clone())));
+        assert!(Concept::parse("texture").is_none());
+        let c = with_scope(std::slice::from_ref(&a), || {
+            // The innermost scope wins: another spec's class list for the same name.
+            let inner = with_scope(std::slice::from_ref(&b), || Concept::parse("texture"));
+            assert_eq!(inner.unwrap().classes().len(), 3);
+            serde_json::from_str::<Concept>("\"texture\"").unwrap()
+        });
+        assert_eq!(c, Concept::User(intern(&a)));
+        assert_eq!(
+            (c.name(), c.classes()),
+            ("texture", vec!["dry".into(), "wet".into()])
+        );
+        assert!(c.is_user() && !Concept::Keys.is_user());
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"texture\"");
+        assert_eq!(
+            serde_json::to_string(&Concept::TimeSignatures).unwrap(),
+            "\"time_signatures\""
+        );
+        // Out of scope the name is unknown again: never another spec's leftover definition.
+        assert!(serde_json::from_str::<Concept>("\"texture\"").is_err());
+        assert!(enumerate(c, 0).clips.is_empty());
+        let params = serde_json::json!({ DEFS_PARAM: defs_param([c, Concept::Notes, c]) });
+        assert_eq!(defs_in_params(&params), vec![a]);
+        assert!(defs_param([Concept::Notes]).is_none());
+    }
 }

@@ -173,7 +173,7 @@ pub fn read_labels(
     };
     if !folder.is_dir() {
         p.file(format!(
-            "`{}` is not a directory (the folder of data.source or probe.evaluate_on; relative paths are relative to the spec file)",
+            "`{}` is not a directory (the folder of data.source, probe.evaluate_on or evaluate.judge_on; relative paths are relative to the spec file)",
             folder.display()
         ));
         p.finish()?;
@@ -213,22 +213,33 @@ pub fn read_labels(
         );
     }
     let mut columns: Vec<Concept> = Vec::new();
+    // A column is a built-in concept or a user concept of `concepts` (the spec's definition,
+    // docs/design.md §5); a user concept's name means nothing without the spec declaring it.
+    let known = |name: &str| {
+        Concept::builtin(name).or_else(|| concepts.iter().copied().find(|c| c.name() == name))
+    };
+    let mut names: Vec<&str> = Concept::NAMES.to_vec();
+    names.extend(concepts.iter().filter(|c| c.is_user()).map(|c| c.name()));
     for name in header.iter().skip(1) {
-        match Concept::parse(name) {
+        match known(name) {
             Some(c) if columns.contains(&c) => p.at(
                 *hline,
                 format!("column `{name}` appears twice in the header"),
             ),
             Some(c) => columns.push(c),
             None => {
-                let hint = did_you_mean(name, &Concept::NAMES)
+                let hint = did_you_mean(name, &names)
                     .map(|c| format!("; did you mean `{c}`?"))
-                    .unwrap_or_default();
+                    .unwrap_or_else(|| {
+                        format!(
+                            "; to use a concept of your own, declare it in the spec with `[data.define.{name}] classes = [...]` and list it in data.concepts"
+                        )
+                    });
                 p.at(
                     *hline,
                     format!(
                         "header column `{name}` is not a concept (one of {}){hint}",
-                        Concept::NAMES.join(", ")
+                        names.join(", ")
                     ),
                 );
             }
@@ -387,6 +398,7 @@ pub fn build(
     dir: &Path,
     progress: Progress,
 ) -> Result<Dataset, DataError> {
+    // A user concept is in scope here: the node's `concept_defs` (exec::node).
     let concept = Concept::parse(&cfg.concept)
         .ok_or_else(|| DataError::UnknownConcept(cfg.concept.clone()))?;
     if !(cfg.clip_seconds.is_finite() && cfg.clip_seconds > 0.0) {

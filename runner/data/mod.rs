@@ -16,7 +16,7 @@ pub mod store;
 pub mod synth;
 pub mod theory;
 
-pub use concepts::{CLIP_SECS, Clip, Concept, Enumeration, SAMPLE_RATE, enumerate};
+pub use concepts::{CLIP_SECS, Clip, Concept, Enumeration, SAMPLE_RATE, UserConcept, enumerate};
 pub use render::{DEFAULT_SOUNDFONT, Renderer, RendererInfo};
 pub use store::{ClipRecord, Dataset, Manifest, build};
 

@@ -70,7 +70,8 @@ pub fn render_selected(
     progress: Progress,
     sink: &mut dyn FnMut(&Enumeration, Rendered) -> Result<(), DataError>,
 ) -> Result<Selection, DataError> {
-    let concept = Concept::parse(&cfg.concept)
+    // Built-ins only: a user concept has no generator (docs/design.md §5).
+    let concept = Concept::builtin(&cfg.concept)
         .ok_or_else(|| DataError::UnknownConcept(cfg.concept.clone()))?;
     let e = enumerate(concept, cfg.seed);
     let sel = select(cfg, concept, &e)?;

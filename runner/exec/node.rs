@@ -282,7 +282,14 @@ pub fn execute_group(
                 ));
             }
             let n = ctxs.len();
-            match std::panic::catch_unwind(AssertUnwindSafe(|| kind.run_batch(&mut ctxs))) {
+            // The user concepts the nodes name, in scope while they run, also in a process that
+            // never loaded the spec (`rfmx node run`; docs/design.md §5).
+            let defs: Vec<_> = order
+                .iter()
+                .flat_map(|&i| crate::data::concepts::defs_in_params(&nodes[i].params))
+                .collect();
+            let run = || crate::data::concepts::with_scope(&defs, || kind.run_batch(&mut ctxs));
+            match std::panic::catch_unwind(AssertUnwindSafe(run)) {
                 Ok(r) if r.len() == n => r
                     .into_iter()
                     .map(|r: Result<(), NodeError>| r.map_err(|e| error_chain(e.as_ref())))

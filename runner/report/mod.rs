@@ -242,6 +242,12 @@ impl Stage for ReportStage {
             stage: "report".into(),
             message: e.to_string(),
         })?;
+        // The report reads dataset manifests naming the spec's own concepts (docs/design.md §5).
+        let concepts = std::iter::once(&spec.base)
+            .chain(spec.points.iter().map(|p| &p.spec))
+            .filter_map(|s| s.data.as_ref())
+            .flat_map(|d| d.concepts.iter().copied());
+        let params = crate::stages::with_concept_defs(params, concepts);
         let mut node = NodeSpec::new("report", "report", params);
         for (kind, i, r) in inputs {
             node = node.input_in(kind, i, r);

@@ -87,6 +87,21 @@ impl LoadedSpec {
             .collect()
     }
 
+    /// The user concepts (`[data.define]`) of the base and of every sweep point, each once.
+    pub fn user_concepts(&self) -> Vec<UserConcept> {
+        let mut all: Vec<UserConcept> = Vec::new();
+        let specs = std::iter::once(&self.base).chain(self.points.iter().map(|p| &p.spec));
+        for d in specs
+            .filter_map(|s| s.data.as_ref())
+            .flat_map(DataSpec::user_concepts)
+        {
+            if !all.contains(&d) {
+                all.push(d);
+            }
+        }
+        all
+    }
+
     /// The resolved spec as TOML (after layering; the sweep table lists the points' axes).
     pub fn resolved_toml(&self) -> String {
         let body = toml::to_string_pretty(&self.base)
@@ -134,7 +149,8 @@ pub fn load(
     {
         let data = spec.data.iter_mut().filter_map(|d| d.source.as_mut());
         let eval = spec.probe.iter_mut().flat_map(|p| p.evaluate_on.iter_mut());
-        for src in data.chain(eval) {
+        let judge = spec.evaluate.iter_mut().filter_map(|e| e.judge_on.as_mut());
+        for src in data.chain(eval).chain(judge) {
             if Path::new(&src.path).is_relative() {
                 src.path = dir.join(&src.path).display().to_string();
             }
@@ -504,7 +520,16 @@ impl Ctx<'_> {
         layers: &[Layer],
         diags: &mut Vec<SpecDiagnostic>,
     ) -> Option<Spec> {
-        match figment.extract::<Spec>() {
+        // User concepts first, so that `data.concepts` and `[steer] targets` can name them
+        // (docs/design.md §5); a malformed `[data.define]` is reported by the full extraction.
+        let define = figment
+            .extract_inner::<std::collections::BTreeMap<String, schema::ConceptDef>>("data.define")
+            .unwrap_or_default();
+        let users = schema::user_concepts_of(&define);
+        let extracted = crate::data::concepts::with_scope(&users, || {
+            figment.extract::<Spec>().map_err(Box::new)
+        });
+        match extracted.map_err(|e| *e) {
             Ok(spec) => {
                 for p in validate::validate(&spec) {
                     diags.push(self.locate(figment, layers, &p.path, None, p.message, p.help));
@@ -537,6 +562,12 @@ impl Ctx<'_> {
                         figment::error::Kind::UnknownVariant(v, expected) => {
                             help = error::did_you_mean(v, expected)
                                 .map(|c| format!("did you mean `{c}`?"));
+                            if help.is_none() && e.path.first().is_some_and(|p| p == "data") {
+                                // A concept of the user's own (docs/design.md §5).
+                                help = Some(format!(
+                                    "to use a concept of your own, declare it: `[data.define.{v}] classes = [...]` (folder datasets)"
+                                ));
+                            }
                             let list: Vec<String> =
                                 expected.iter().map(|c| format!("`{c}`")).collect();
                             (

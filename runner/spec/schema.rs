@@ -182,9 +182,9 @@ impl ModelSpec {
     }
 }
 
-/// The seven SynTheory concepts and `keys`: the data stage's type, so that a spec can only name classes
-/// the generators produce.
-pub use crate::data::Concept;
+/// The seven SynTheory concepts, `keys` and the spec's own (`[data.define]`): the data stage's
+/// type, so that a spec can only name classes the generators produce or the spec declares.
+pub use crate::data::{Concept, UserConcept};
 
 /// `"all"` or an explicit value (a list of layers, of instruments, a count).
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +231,39 @@ pub struct DataSpec {
     /// Absent: SynTheory, generated. `{ kind = "folder", ... }`: the user's labelled audio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<DataSource>,
+    /// The spec's own concepts (`[data.define.<name>] classes = [...]`, docs/design.md §5), for
+    /// folder datasets. Left out of the resolved spec when empty, so that the keys of specs
+    /// without user concepts stay what they were.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub define: BTreeMap<String, ConceptDef>,
+}
+
+/// One user concept's definition: its classes, in the order reports list them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConceptDef {
+    pub classes: Vec<String>,
+}
+
+impl DataSpec {
+    /// The declared user concepts whose names are not built-in (a colliding name is a
+    /// validation error, never a definition).
+    pub fn user_concepts(&self) -> Vec<UserConcept> {
+        user_concepts_of(&self.define)
+    }
+}
+
+/// [`DataSpec::user_concepts`] of a `[data.define]` table (also read before the rest of the spec,
+/// so that `data.concepts` and `[steer] targets` can name them).
+pub fn user_concepts_of(define: &BTreeMap<String, ConceptDef>) -> Vec<UserConcept> {
+    define
+        .iter()
+        .filter(|(name, _)| Concept::builtin(name).is_none())
+        .map(|(name, d)| UserConcept {
+            name: name.clone(),
+            classes: d.classes.clone(),
+        })
+        .collect()
 }
 
 /// Where a dataset comes from other than the SynTheory generator (docs/design.md §5).
@@ -360,6 +393,13 @@ pub struct TargetTerm {
     pub class: String,
 }
 
+impl Target {
+    /// The concepts of the terms, in term order.
+    pub fn concepts(&self) -> Vec<Concept> {
+        self.terms.iter().map(|t| t.concept).collect()
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, t) in self.terms.iter().enumerate() {
@@ -389,7 +429,7 @@ impl std::str::FromStr for Target {
                 return Err(super::error::unknown_name_message(
                     "concept",
                     concept,
-                    &Concept::NAMES,
+                    &Concept::names_in_scope(),
                 ));
             };
             if class.is_empty() {
@@ -785,6 +825,10 @@ pub struct EvaluateSpec {
     /// The CLAP snapshot for the `clap` metric: `auto` (laion/larger_clap_music from the local
     /// Hugging Face cache), a hub id, or a `save_pretrained` directory.
     pub clap_model: String,
+    /// A folder source whose clips the judge probes are fitted on (docs/design.md §6), instead of
+    /// `[data]`'s. Left out of the resolved spec when absent, so existing keys stay what they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_on: Option<DataSource>,
 }
 
 /// `[search]`: a closed-loop search per steering target for the settings that maximise an

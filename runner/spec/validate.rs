@@ -99,6 +99,93 @@ fn check_source(c: &mut Checker, prefix: &[&str], src: &DataSource) {
     }
 }
 
+/// True for a name that can be a concept: ASCII letters, digits, `_` and `-`, starting with a
+/// letter, at most 64 bytes. It names store labels, node ids (`dataset[<name>]`) and report
+/// folders, and appears in targets (`<name>:<class>`) and CSV headers.
+fn safe_concept_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|ch: char| ch.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+}
+
+/// `[data.define.<name>]` (docs/design.md §5): each user concept's name and classes, and user
+/// concepts named in `data.concepts` only with a folder source (no generator renders them).
+fn check_define(c: &mut Checker, d: &DataSpec) {
+    for (name, def) in &d.define {
+        let at = ["data", "define", name.as_str()];
+        if Concept::builtin(name).is_some() {
+            c.fail(
+                &at,
+                format!("`{name}` is a built-in concept; a defined concept needs its own name"),
+                Some("rename it (e.g. `my_keys`); built-ins need no definition"),
+            );
+        } else if !safe_concept_name(name) {
+            c.fail(
+                &at,
+                format!(
+                    "concept name `{name}` must start with a letter and hold only ASCII letters, digits, `_` and `-` (at most 64)"
+                ),
+                Some("e.g. `mood` or `instrument_family`"),
+            );
+        }
+        let classes = ["data", "define", name.as_str(), "classes"];
+        match def.classes.len() {
+            0 => c.fail(
+                &classes,
+                format!("`data.define.{name}.classes` is empty"),
+                Some("list the concept's classes, e.g. classes = [\"calm\", \"tense\"]"),
+            ),
+            1 => c.fail(
+                &classes,
+                format!(
+                    "`data.define.{name}.classes` has one class; a probe separates at least two"
+                ),
+                None,
+            ),
+            _ => {}
+        }
+        for (i, class) in def.classes.iter().enumerate() {
+            if def.classes[..i].contains(class) {
+                c.fail_at(
+                    &classes,
+                    i,
+                    format!("class `{class}` of `{name}` is listed twice"),
+                    None,
+                );
+            } else if class.trim().is_empty() || class.trim() != class || class.contains('+') {
+                // CSV labels are trimmed and targets split at `+`: such a class could never match.
+                c.fail_at(
+                    &classes,
+                    i,
+                    format!(
+                        "class `{class}` of `{name}` must be non-empty, without surrounding spaces or `+`"
+                    ),
+                    None,
+                );
+            }
+        }
+    }
+    if d.source.is_none() {
+        for (i, concept) in d.concepts.iter().enumerate() {
+            if concept.is_user() {
+                let hint = format!(
+                    "set data.source = {{ kind = \"folder\", path = \"...\" }}, a folder whose labels CSV has a `{concept}` column"
+                );
+                c.fail_at(
+                    &["data", "concepts"],
+                    i,
+                    format!(
+                        "`{concept}` is a defined concept: it has no generator, so its clips must come from a folder"
+                    ),
+                    Some(&hint),
+                );
+            }
+        }
+    }
+}
+
 /// `[executor.slurm]`: throttle, and each `resources.<kind>` table names a node kind.
 fn check_slurm(c: &mut Checker, s: &SlurmSpec) {
     if s.array_throttle == Some(0) {
@@ -223,6 +310,7 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
         if let Some(src) = &d.source {
             check_source(&mut c, &["data", "source"], src);
         }
+        check_define(&mut c, d);
         if d.per_class == AllOr::Some(0) {
             c.fail(
                 &["data", "per_class"],
@@ -296,6 +384,16 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
     }
     if let Some(e) = &spec.evaluate {
         c.non_empty(&["evaluate", "metrics"], &e.metrics);
+        if let Some(src) = &e.judge_on {
+            check_source(&mut c, &["evaluate", "judge_on"], src);
+            if spec.probe.is_none() {
+                c.fail(
+                    &["evaluate", "judge_on"],
+                    "`evaluate.judge_on` fits the judge probes on a folder, but the spec has no [probe] section",
+                    Some("add [probe] (its kind, iterations and layers are the judge's too)"),
+                );
+            }
+        }
     }
     if let Some(search) = &spec.search {
         validate_search(&mut c, search, spec);

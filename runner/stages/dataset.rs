@@ -47,7 +47,8 @@ pub fn folder_node(
         rows,
         fingerprint: ext.fingerprint.clone(),
     };
-    Ok(NodeSpec::new(id, "dataset", json!({ "folder": cfg }))
+    let params = super::with_concept_defs(json!({ "folder": cfg }), [concept]);
+    Ok(NodeSpec::new(id, "dataset", params)
         .hints(json!({ "folder": labels.folder.display().to_string() }))
         .external(Some(ext)))
 }

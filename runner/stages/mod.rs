@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::dag::store::Store;
-use crate::dag::{Export, Label, NodeSpec, Plan, PlanBuilder, PlanError, Stage};
+use crate::dag::{Export, Label, NodeRef, NodeSpec, Plan, PlanBuilder, PlanError, Stage};
 use crate::model::{ModelError, ModelSource, Pipeline};
 use crate::spec::ResolvedSpec;
-use crate::spec::schema::{AllOr, JudgeLayer, LayerStrategy, Pooling, ProbeKind};
+use crate::spec::schema::{AllOr, DataSource, JudgeLayer, LayerStrategy, Pooling, ProbeKind};
 
 pub use activations::ActivationsNode;
 pub use dataset::DatasetNode;
@@ -153,11 +153,39 @@ impl Export for ProbeOf {
     type Key = (String, usize);
 }
 
+/// A concept's judge probe at a decoder layer when `[evaluate] judge_on` names a folder: fitted
+/// on that folder's clips, it replaces [`ProbeOf`] as the steering evaluation's judge.
+pub struct JudgeProbeOf;
+impl Export for JudgeProbeOf {
+    /// (concept, layer)
+    type Key = (String, usize);
+}
+
+/// The id suffix of the nodes `[evaluate] judge_on` plans.
+pub const JUDGE_ON: &str = "judge_on";
+
 /// A class's `directions` node.
 pub struct DirectionsOf;
 impl Export for DirectionsOf {
     /// (concept, class)
     type Key = (String, String);
+}
+
+/// `params` plus the definitions of the user concepts among `concepts` (`concept_defs`): in the
+/// key, so that editing a concept's classes re-runs what depends on it, and read back by the
+/// executor, so that the node resolves the names in any process (docs/design.md §5). Absent for
+/// built-in concepts: their nodes keep the keys they had.
+pub fn with_concept_defs(
+    mut params: Value,
+    concepts: impl IntoIterator<Item = crate::data::Concept>,
+) -> Value {
+    if let (Some(defs), Some(map)) = (
+        crate::data::concepts::defs_param(concepts),
+        params.as_object_mut(),
+    ) {
+        map.insert(crate::data::concepts::DEFS_PARAM.into(), defs);
+    }
+    params
 }
 
 fn stage_err(message: impl Into<String>) -> PlanError {
@@ -237,6 +265,15 @@ impl Stage for ProbeStage {
                     .map_err(|e| stage_err(format!("probe.evaluate_on: {e}")))
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let judge_set = match s.evaluate.as_ref().and_then(|e| e.judge_on.as_ref()) {
+            Some(src) if s.steer.as_ref().is_some_and(|st| st.enabled) => {
+                let (dir, csv) = src.paths();
+                let labels = crate::data::folder::read_labels(&dir, &csv, &data.concepts)
+                    .map_err(|e| stage_err(format!("evaluate.judge_on: {e}")))?;
+                Some((src, labels))
+            }
+            _ => None,
+        };
         for concept in &data.concepts {
             let c = concept.name();
             let per_class = match data.per_class {
@@ -275,12 +312,15 @@ impl Stage for ProbeStage {
                 NodeSpec::new(
                     id,
                     "activations",
-                    json!({
-                        "concept": c,
-                        "pooling": pooling,
-                        "layers": layers,
-                        "dtype": model.precision(),
-                    }),
+                    with_concept_defs(
+                        json!({
+                            "concept": c,
+                            "pooling": pooling,
+                            "layers": layers,
+                            "dtype": model.precision(),
+                        }),
+                        [*concept],
+                    ),
                 )
                 .input("dataset", ds)
                 .label(Label {
@@ -298,12 +338,12 @@ impl Stage for ProbeStage {
                 .external(model_ext.clone())
             };
             let act = plan.add(activations_node(format!("activations[{c},{pooling}]"), ds))?;
-            let mut probes = Vec::new();
-            for &l in &layers {
-                let r = plan.add(
-                    NodeSpec::new(
-                        format!("probe[{c},L{l},{kind}]"),
-                        "probe",
+            // `group` is the probe's pooling label, which groups probes into Table-1 rows.
+            let probe_node = |id: String, act, l: usize, group: String| {
+                NodeSpec::new(
+                    id,
+                    "probe",
+                    with_concept_defs(
                         json!({
                             "concept": c,
                             "layer": l,
@@ -313,36 +353,71 @@ impl Stage for ProbeStage {
                             "directions_k": probe.directions_k,
                             "seed": seed,
                         }),
-                    )
-                    .input("activations", act)
-                    .hints(json!({ "device": model.device }))
-                    .label(Label {
-                        layer: Some(l),
-                        pooling: Some(pooling.to_string()),
-                        probe: Some(kind.to_string()),
-                        ..concept_label.clone()
-                    }),
-                )?;
+                        [*concept],
+                    ),
+                )
+                .input("activations", act)
+                .hints(json!({ "device": model.device }))
+                .label(Label {
+                    layer: Some(l),
+                    pooling: Some(group),
+                    probe: Some(kind.to_string()),
+                    ..concept_label.clone()
+                })
+            };
+            let mut probes = Vec::new();
+            for &l in &layers {
+                let r = plan.add(probe_node(
+                    format!("probe[{c},L{l},{kind}]"),
+                    act,
+                    l,
+                    pooling.to_string(),
+                ))?;
                 plan.export::<ProbeOf>(&(c.to_string(), l), r)?;
                 probes.push((l, r));
+            }
+            // `[evaluate] judge_on` (docs/design.md §6): the same probes fitted on a folder's
+            // clips judge the steering evaluation; the directions stay those of `[data]`.
+            // A folder's dataset and activations of this concept, their ids suffixed `suffix`.
+            let folder_activations = |plan: &mut PlanBuilder<'_>,
+                                      suffix: &str,
+                                      src: &DataSource,
+                                      labels: &crate::data::folder::FolderLabels|
+             -> std::result::Result<NodeRef, PlanError> {
+                let ds = plan.add(
+                    dataset::folder_node(format!("dataset[{c},{suffix}]"), *concept, src, labels)
+                        .map_err(stage_err)?
+                        .label(concept_label.clone()),
+                )?;
+                plan.add(activations_node(
+                    format!("activations[{c},{pooling},{suffix}]"),
+                    ds,
+                ))
+            };
+            if let Some((src, labels)) = &judge_set {
+                let act = folder_activations(plan, JUDGE_ON, src, labels)?;
+                for &l in &layers {
+                    let r = plan.add(probe_node(
+                        format!("probe[{c},L{l},{kind},{JUDGE_ON}]"),
+                        act,
+                        l,
+                        format!("{pooling}, {JUDGE_ON}"),
+                    ))?;
+                    plan.export::<JudgeProbeOf>(&(c.to_string(), l), r)?;
+                }
             }
             // Transfer (docs/design.md §5): the same probes scored on each `evaluate_on` set,
             // extracted with the same model, pooling and layers.
             for (i, (src, labels)) in eval_sets.iter().enumerate() {
                 let test = format!("evaluate_on[{i}]");
-                let ds = plan.add(
-                    dataset::folder_node(format!("dataset[{c},{test}]"), *concept, src, labels)
-                        .map_err(stage_err)?
-                        .label(concept_label.clone()),
-                )?;
-                let act = plan.add(activations_node(
-                    format!("activations[{c},{pooling},{test}]"),
-                    ds,
-                ))?;
+                let act = folder_activations(plan, &test, src, labels)?;
                 let mut node = NodeSpec::new(
                     format!("transfer[{c},{pooling},{kind},{test}]"),
                     "transfer",
-                    json!({ "concept": c, "layers": layers, "seed": seed }),
+                    with_concept_defs(
+                        json!({ "concept": c, "layers": layers, "seed": seed }),
+                        [*concept],
+                    ),
                 )
                 .input("activations", act)
                 .label(Label {
@@ -362,8 +437,7 @@ impl Stage for ProbeStage {
                 }
                 plan.add(node)?;
             }
-            let data_concept = crate::data::Concept::parse(c)
-                .ok_or_else(|| stage_err(format!("data.concepts: unknown concept `{c}`")))?;
+            let data_concept = *concept;
             let judge = match probe.judge_layer {
                 JudgeLayer::Best => json!("best"),
                 JudgeLayer::Layer(l) => json!(l),
@@ -379,13 +453,16 @@ impl Stage for ProbeStage {
                 let mut node = NodeSpec::new(
                     format!("directions[{c}:{class}]"),
                     "directions",
-                    json!({
-                        "concept": c,
-                        "class": class,
-                        "kind": kind,
-                        "layers": layers,
-                        "judge_layer": judge,
-                    }),
+                    with_concept_defs(
+                        json!({
+                            "concept": c,
+                            "class": class,
+                            "kind": kind,
+                            "layers": layers,
+                            "judge_layer": judge,
+                        }),
+                        [*concept],
+                    ),
                 )
                 .label(Label {
                     class: Some(class.to_string()),

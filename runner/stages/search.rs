@@ -274,6 +274,7 @@ fn plan_search_node(
         trials: planned.iter().map(|(k, _)| k.clone()).collect(),
     };
     let params = serde_json::to_value(params).map_err(|e| stage_err(e.to_string()))?;
+    let params = super::with_concept_defs(params, target.concepts());
     let mut node = NodeSpec::new(format!("search[{target}|{label}]"), KIND, params)
         .label(Label {
             target: Some(target.to_string()),

@@ -19,7 +19,7 @@ use crate::stages::evaluation::{
 use crate::stages::generation::{
     DIR_ROLE, GenParams, KIND, ModelHint, STAGE, dir_index, generation_id, schedule_label,
 };
-use crate::stages::{DirectionsOf, ProbeOf};
+use crate::stages::{DirectionsOf, JudgeProbeOf, ProbeOf};
 
 use crate::steer::schedule::ScheduleConstants;
 
@@ -226,6 +226,7 @@ impl<'s> Steering<'s> {
                     ..self.base(prompt, seed)
                 };
                 let params = serde_json::to_value(params).map_err(|e| stage_err(e.to_string()))?;
+                let params = super::with_concept_defs(params, target.concepts());
                 let id = generation_id(Some((target, &at.label, at.gate, at.eta)), p, seed);
                 let mut node = NodeSpec::new(id, KIND, params)
                     .label(Label {
@@ -246,7 +247,7 @@ impl<'s> Steering<'s> {
                 }
                 if matches!(at.schedule, Schedule::Feedback(_)) {
                     // The controller reads the judge during generation (docs/design.md §3).
-                    node = with_probes(node, plan, target);
+                    node = with_probes(node, plan, target, false);
                 }
                 gens.push((p, seed, plan.add(node)?));
             }
@@ -304,6 +305,7 @@ impl<'s> Steering<'s> {
             ..Label::default()
         };
         let params = serde_json::to_value(params).map_err(|e| stage_err(e.to_string()))?;
+        let params = super::with_concept_defs(params, target.concepts());
         let mut node = NodeSpec::new(id, EVAL_KIND, params)
             .label(node_label)
             .hints(self.clap_hints.clone())
@@ -318,21 +320,33 @@ impl<'s> Steering<'s> {
             node = node.input_in(DIR_ROLE, index, *r);
         }
         if self.probe_kind.is_some() {
-            node = with_probes(node, plan, target);
+            node = with_probes(node, plan, target, true);
         }
         plan.add(node).map(Some)
     }
 }
 
 /// Wires in the probe nodes of a target's concepts (the judges), as `probe:<concept>:L<layer>`.
-fn with_probes(mut node: NodeSpec, plan: &PlanBuilder<'_>, target: &Target) -> NodeSpec {
+/// `evaluation`: the evaluation's judges, fitted on `[evaluate] judge_on`'s folder when it names
+/// one (docs/design.md §6); a feedback controller always reads the probes of `[data]`.
+fn with_probes(
+    mut node: NodeSpec,
+    plan: &PlanBuilder<'_>,
+    target: &Target,
+    evaluation: bool,
+) -> NodeSpec {
+    let judges = plan.imports::<JudgeProbeOf>();
+    let pool = if evaluation && !judges.is_empty() {
+        judges
+    } else {
+        plan.imports::<ProbeOf>()
+    };
     for term in &target.terms {
         // In the order of the input names (`<concept>:L<layer>`), as keys hash them.
-        let mut probes: Vec<(String, NodeRef)> = plan
-            .imports::<ProbeOf>()
-            .into_iter()
+        let mut probes: Vec<(String, NodeRef)> = pool
+            .iter()
             .filter(|((c, _), _)| *c == term.concept.name())
-            .map(|((c, l), r)| (format!("{c}:L{l}"), r))
+            .map(|((c, l), r)| (format!("{c}:L{l}"), *r))
             .collect();
         probes.sort_by(|a, b| a.0.cmp(&b.0));
         for (index, r) in probes {
