@@ -17,7 +17,8 @@ impl Work {
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
-        v.sort();
+        // Log names carry whole seconds: order by when each was last written, as the report does.
+        v.sort_by_key(|p| (std::fs::metadata(p).unwrap().modified().unwrap(), p.clone()));
         v
     }
 
