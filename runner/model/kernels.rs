@@ -6,7 +6,7 @@
 //! Linear layers on many rows (teacher-forced extraction, EnCodec's projections) run on the
 //! probes' runtime-dispatched GEMM ([`crate::probe::gemm`]): candle's CPU matmul is the `gemm`
 //! crate built for AVX2 only, so on AVX-512 CPUs it runs at half the vector width torch's oneDNN
-//! uses (docs/design.md §9, CPU kernels).
+//! uses (docs/design.md §4, CPU kernels).
 
 use candle_core::{DType, Device, Storage, Tensor};
 

@@ -399,7 +399,12 @@ pub fn run_log(runs: &Path, experiment: &str) -> RunLog {
         })
         // Names carry whole seconds only: two runs in one second are told apart by the time
         // their logs were last written.
-        .max_by_key(|p| (std::fs::metadata(p).and_then(|m| m.modified()).ok(), p.clone()));
+        .max_by_key(|p| {
+            (
+                std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+                p.clone(),
+            )
+        });
     let mut map = std::collections::HashMap::new();
     let Some(path) = newest else {
         return RunLog::default();
