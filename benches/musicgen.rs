@@ -24,6 +24,8 @@ fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The binary's allocator settings, so that this measures what `rfmx` does.
+    rfmx::alloc::tune();
     let steps: usize = env("RFMX_BENCH_STEPS", 250);
     let frames: usize = env("RFMX_BENCH_FRAMES", 200);
     let repeats: usize = env("RFMX_BENCH_REPEATS", 1);

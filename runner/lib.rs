@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: spec -> plan (DAG) -> executor -> node functions -> store -> report.
 
+pub mod alloc;
 pub mod audio;
 pub mod clap_model;
 pub mod cli;

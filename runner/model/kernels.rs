@@ -16,10 +16,14 @@ fn cpu_f32(x: &Tensor) -> bool {
 
 /// `f` applied to a copy of the contiguous f32 data of `x`.
 fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> candle_core::Result<Tensor> {
+    use rayon::prelude::*;
     let mut v = with_data(x, |s| s.to_vec())?;
-    for a in v.iter_mut() {
-        *a = f(*a);
-    }
+    // Split over the pool: a 4 s clip's EnCodec activations are millions of values a layer.
+    v.par_chunks_mut(1 << 16).for_each(|c| {
+        for a in c.iter_mut() {
+            *a = f(*a);
+        }
+    });
     Tensor::from_vec(v, x.shape(), x.device())
 }
 

@@ -417,11 +417,14 @@ pub unsafe fn gemm_with<T: Real>(
             lhs,
             rhs,
             alpha,
+            rayon::current_num_threads(),
         )
     }
 }
 
-/// [`gemm_with`] with a strided `dst` given as (pointer, row stride, column stride).
+/// [`gemm_with`] with a strided `dst` given as (pointer, row stride, column stride), on at most
+/// `threads` threads of the current rayon pool (1: on the calling thread, for callers that
+/// parallelise over independent blocks themselves).
 ///
 /// # Safety
 /// As [`gemm_with`].
@@ -437,11 +440,12 @@ pub unsafe fn gemm_to<T: Real>(
     lhs: View<T>,
     rhs: View<T>,
     alpha: T,
+    threads: usize,
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
+    let threads = threads.clamp(1, rayon::current_num_threads());
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Portable {
         use private_gemm_x86 as pg;

@@ -5,24 +5,74 @@
 //! one 4 s clip at the first residual block, 1.6 GB for a batch of 16) and its `conv_transpose1d`
 //! mixes up batch items when B > 1 (tests/codec_seeded.rs `codec_batch_matches_single_items`).
 //! Here `y[o, t] = b[o] + sum_k W_k[o, :] . x[:, t * stride + k * dilation]` is K accumulating
-//! GEMMs (the gemm crate, which takes arbitrary strides, so tap `k`'s input is a strided view of
-//! `x` and nothing is copied), and the transposed convolution is the same with a strided output.
+//! GEMMs on the probes' runtime-dispatched kernels ([`crate::probe::gemm`], AVX-512 where the CPU
+//! has it; they take arbitrary strides, so tap `k`'s input is a strided view of `x` and nothing is
+//! copied), and the transposed convolution is the same with a strided output.
 //! Sums run in a different order than torch's, so values match to float rounding (the parity
 //! tests' tolerances), not bit for bit. Other devices and dtypes use candle's kernels.
 
 use candle_core::{DType, Device, Storage, Tensor};
 
 use super::EncodecError;
+use crate::probe::gemm::{Tri, View};
 
 type Result<T> = std::result::Result<T, EncodecError>;
 
-fn parallelism(work: usize) -> gemm::Parallelism {
-    // Small products lose more to thread hand-off than they gain.
-    let threads = rayon::current_num_threads();
-    if threads > 1 && work > 1 << 20 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
+/// `dst += lhs · rhs` for an m×n strided `dst` (pointer, row stride, column stride), on the
+/// probe kernels' instruction set chosen at run time (AVX-512 where it pays; see
+/// [`crate::probe::gemm`]): the `gemm` crate has only AVX2 kernels, and EnCodec's convolutions
+/// are most of encode and decode.
+///
+/// # Safety
+/// Every element the views and `dst` address must be in bounds, and `dst` must not overlap them.
+unsafe fn gemm_acc(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: View<f32>,
+    rhs: View<f32>,
+    threads: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        crate::probe::gemm::gemm_to(
+            crate::probe::gemm::isa(),
+            m,
+            n,
+            k,
+            dst,
+            Tri::Full,
+            true,
+            lhs,
+            rhs,
+            1.0,
+            threads,
+        )
+    }
+}
+
+/// Time rows per block: a block goes through every tap while its slice of the output (1024 ×
+/// C_out floats: 128 KiB at 32 channels) stays in cache. One GEMM per tap over the whole clip
+/// streamed the output through memory K times instead (a 4 s clip's 64-channel layers hold
+/// 33 MB), which made those layers memory-bound.
+const BLOCK: usize = 1024;
+
+/// `f(t0, rows, threads)` over blocks `[t0, t0 + rows)` covering `0..m`. With enough blocks they
+/// run in parallel, each on one thread; otherwise one call covers everything on all threads.
+/// With `phases = p > 1` (the transposed convolution's taps spill into the next blocks), blocks
+/// run in p rounds of every p-th block.
+fn over_blocks(m: usize, phases: usize, f: impl Fn(usize, usize, usize) + Sync) {
+    use rayon::prelude::*;
+    let blocks = m.div_ceil(BLOCK);
+    if blocks < 4 * rayon::current_num_threads() {
+        f(0, m, usize::MAX);
+        return;
+    }
+    for phase in 0..phases {
+        (phase..blocks)
+            .step_by(phases)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .for_each(|bi| f(bi * BLOCK, BLOCK.min(m - bi * BLOCK), 1));
     }
 }
 
@@ -73,35 +123,41 @@ pub fn conv1d(
         with_f32(w, |ws| {
             for (item, dst) in out.chunks_mut(cout * lout).enumerate() {
                 let src = &xs[item * cin * len..(item + 1) * cin * len];
-                for tap in 0..k {
-                    // SAFETY: every index the strides reach is inside `dst` ([cout, lout] row-major),
-                    // `ws` ([cout, cin, k]: row o*cin*k, column i*k, offset tap) and `src`
-                    // ([cin, len]: row i*len, column t*stride, offset tap*dilation, with
-                    // (lout-1)*stride + tap*dilation < len).
-                    unsafe {
-                        gemm::gemm(
-                            cout,
-                            lout,
-                            cin,
-                            dst.as_mut_ptr(),
-                            1,
-                            lout as isize,
-                            true,
-                            ws.as_ptr().add(tap),
-                            k as isize,
-                            (cin * k) as isize,
-                            src.as_ptr().add(tap * dilation),
-                            stride as isize,
-                            len as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            parallelism(cout * lout * cin),
-                        );
+                // Addresses, so that the blocks' closure is Sync; blocks write disjoint rows.
+                let (d, x, w) = (
+                    dst.as_mut_ptr() as usize,
+                    src.as_ptr() as usize,
+                    ws.as_ptr() as usize,
+                );
+                over_blocks(lout, 1, |t0, rows, threads| {
+                    for tap in 0..k {
+                        // Computed transposed, dstᵀ[t, o] += Σ_i x[i, t·stride + tap·dilation] ·
+                        // w[o, i, tap], so that the kernels' vector lanes run along time (the
+                        // long, contiguous side of `dst`).
+                        // SAFETY: every index the strides reach is inside `dst` ([cout, lout]
+                        // row-major, rows t0..t0+rows <= lout of its transpose), `ws` ([cout,
+                        // cin, k]: row o*cin*k, column i*k, offset tap) and `src` ([cin, len]:
+                        // row i*len, column t*stride, offset tap*dilation, with (lout-1)*stride
+                        // + tap*dilation < len); concurrent blocks write disjoint elements.
+                        unsafe {
+                            gemm_acc(
+                                (rows, cout, cin),
+                                ((d as *mut f32).add(t0), 1, lout as isize),
+                                View {
+                                    ptr: (x as *const f32).add(t0 * stride + tap * dilation),
+                                    rs: stride as isize,
+                                    cs: len as isize,
+                                },
+                                View {
+                                    ptr: (w as *const f32).add(tap),
+                                    rs: k as isize,
+                                    cs: (cin * k) as isize,
+                                },
+                                threads,
+                            );
+                        }
                     }
-                }
+                });
             }
             Ok(())
         })
@@ -139,35 +195,45 @@ pub fn conv_transpose1d(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) ->
         with_f32(w, |ws| {
             for (item, dst) in out.chunks_mut(cout * lout).enumerate() {
                 let src = &xs[item * cin * len..(item + 1) * cin * len];
-                for tap in 0..k {
-                    // y[o, t*stride + tap] += sum_i w[i, o, tap] x[i, t].
-                    // SAFETY: `dst` is [cout, lout] with column t*stride + tap <= (len-1)*stride + k-1
-                    // < lout; `ws` is [cin, cout, k] read as lhs (o, i) at o*k + i*cout*k + tap;
-                    // `src` is [cin, len].
-                    unsafe {
-                        gemm::gemm(
-                            cout,
-                            len,
-                            cin,
-                            dst.as_mut_ptr().add(tap),
-                            stride as isize,
-                            lout as isize,
-                            true,
-                            ws.as_ptr().add(tap),
-                            (cout * k) as isize,
-                            k as isize,
-                            src.as_ptr(),
-                            1,
-                            len as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            parallelism(cout * len * cin),
-                        );
+                let (d, x, w) = (
+                    dst.as_mut_ptr() as usize,
+                    src.as_ptr() as usize,
+                    ws.as_ptr() as usize,
+                );
+                // Blocks of input time: block b writes outputs [b·B·s, (b·B + B - 1)·s + k), so
+                // blocks `phases` apart never overlap.
+                let phases = ((BLOCK - 1) * stride + k).div_ceil(BLOCK * stride);
+                over_blocks(len, phases, |t0, rows, threads| {
+                    for tap in 0..k {
+                        // y[o, t*stride + tap] += sum_i w[i, o, tap] x[i, t], computed
+                        // transposed as for conv1d.
+                        // SAFETY: `dst` is [cout, lout] with column t*stride + tap <=
+                        // (len-1)*stride + k-1 < lout; `ws` is [cin, cout, k] read as (i, o) at
+                        // i*cout*k + o*k + tap; `src` is [cin, len] read as (t, i) at i*len + t,
+                        // t in t0..t0+rows <= len; concurrent blocks write disjoint elements.
+                        unsafe {
+                            gemm_acc(
+                                (rows, cout, cin),
+                                (
+                                    (d as *mut f32).add(t0 * stride + tap),
+                                    stride as isize,
+                                    lout as isize,
+                                ),
+                                View {
+                                    ptr: (x as *const f32).add(t0),
+                                    rs: 1,
+                                    cs: len as isize,
+                                },
+                                View {
+                                    ptr: (w as *const f32).add(tap),
+                                    rs: (cout * k) as isize,
+                                    cs: k as isize,
+                                },
+                                threads,
+                            );
+                        }
                     }
-                }
+                });
             }
             Ok(())
         })
@@ -257,6 +323,46 @@ mod tests {
                     .max_all()
                     .unwrap();
                 assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "stride {stride}");
+            }
+        }
+    }
+
+    /// Long inputs take the blocked, block-parallel path; it must agree with candle too.
+    #[test]
+    fn blocked_convolutions_match_candle() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 9000), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, 5, &dev).unwrap();
+        let close = |got: &Tensor, want: &Tensor, what: &str| {
+            let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-4, "{what}");
+        };
+        let w = Tensor::randn(0f32, 0.3, (5, 3, 7), &dev).unwrap();
+        for (stride, dil) in [(1, 1), (1, 3), (2, 1)] {
+            let got = conv1d(&x, &w, &b, stride, dil).unwrap();
+            let want = x
+                .conv1d(&w, 0, stride, dil, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 5, 1)).unwrap())
+                .unwrap();
+            close(&got, &want, &format!("conv1d stride {stride} dil {dil}"));
+        }
+        let wt = Tensor::randn(0f32, 0.3, (3, 5, 8), &dev).unwrap();
+        for stride in [1, 4] {
+            let got = conv_transpose1d(&x, &wt, &b, stride).unwrap();
+            for i in 0..2 {
+                let want = x
+                    .narrow(0, i, 1)
+                    .unwrap()
+                    .conv_transpose1d(&wt, 0, 0, stride, 1, 1)
+                    .unwrap()
+                    .broadcast_add(&b.reshape((1, 5, 1)).unwrap())
+                    .unwrap();
+                close(
+                    &got.narrow(0, i, 1).unwrap(),
+                    &want,
+                    &format!("conv_transpose1d stride {stride}"),
+                );
             }
         }
     }

@@ -116,7 +116,7 @@ impl ConvTranspose1d {
 
 /// `EncodecLSTM`: a stacked LSTM over time with a skip connection around it.
 pub struct Lstm {
-    /// per layer: (W_ih^T [C, 4C], W_hh [4C, C], b_ih + b_hh [4C])
+    /// per layer: (W_ih [4C, C], W_hh [4C, C], b_ih + b_hh [4C])
     layers: Vec<(Tensor, Tensor, Tensor)>,
     dim: usize,
 }
@@ -126,10 +126,7 @@ impl Lstm {
         let vb = vb.pp("lstm");
         let layers = (0..cfg.num_lstm_layers)
             .map(|l| {
-                let w_ih = vb
-                    .get((4 * dim, dim), &format!("weight_ih_l{l}"))?
-                    .t()?
-                    .contiguous()?;
+                let w_ih = vb.get((4 * dim, dim), &format!("weight_ih_l{l}"))?;
                 // Kept as stored, [4C, C]: W_hh . h^T streams the rows once per step (half the
                 // time of h . W_hh^T on a transposed copy for one clip).
                 let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
@@ -149,11 +146,15 @@ impl Lstm {
         let h_dim = self.dim;
         for (w_ih, w_hh, bias) in &self.layers {
             // input projections for all steps at once; only the recurrence is sequential
-            let xw = seq
-                .reshape((b * t, c))?
-                .matmul(w_ih)?
-                .broadcast_add(bias)?
-                .reshape((b, t, 4 * h_dim))?;
+            // (on the CPU through the runtime-dispatched kernels: AVX-512 where candle's matmul
+            // has only AVX2)
+            let rows = seq.reshape((b * t, c))?;
+            let xw = match crate::model::kernels::matmul_nt(&rows, w_ih)? {
+                Some(p) => p,
+                None => rows.matmul(&w_ih.t()?)?,
+            }
+            .broadcast_add(bias)?
+            .reshape((b, t, 4 * h_dim))?;
             let mut h = Tensor::zeros((b, h_dim), x.dtype(), x.device())?;
             let mut cell = h.clone();
             let mut outs = Vec::with_capacity(t);
