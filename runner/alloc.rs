@@ -13,15 +13,10 @@ pub fn tune() {
     if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("malloc")) {
         return;
     }
-    unsafe extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    const M_TRIM_THRESHOLD: i32 = -1;
-    const M_MMAP_THRESHOLD: i32 = -3;
     // SAFETY: mallopt only changes allocator parameters; callers call it before any thread starts.
     unsafe {
-        mallopt(M_MMAP_THRESHOLD, 32 << 20);
-        mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }
 

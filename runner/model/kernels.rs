@@ -18,12 +18,19 @@ fn cpu_f32(x: &Tensor) -> bool {
 fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> candle_core::Result<Tensor> {
     use rayon::prelude::*;
     let mut v = with_data(x, |s| s.to_vec())?;
-    // Split over the pool: a 4 s clip's EnCodec activations are millions of values a layer.
-    v.par_chunks_mut(1 << 16).for_each(|c| {
+    const CHUNK: usize = 1 << 16;
+    let apply = |c: &mut [f32]| {
         for a in c.iter_mut() {
             *a = f(*a);
         }
-    });
+    };
+    // Split over the pool where it pays (a 4 s clip's EnCodec activations are millions of values
+    // a layer); a decoding step's few thousand stay on this thread.
+    if v.len() > CHUNK {
+        v.par_chunks_mut(CHUNK).for_each(apply);
+    } else {
+        apply(&mut v);
+    }
     Tensor::from_vec(v, x.shape(), x.device())
 }
 

@@ -95,7 +95,7 @@ pub fn load_tensors_as(
                 })
                 .collect::<Result<_, candle_core::Error>>()?
         } else {
-            load_safetensors_mmap(f, dtype_of)?
+            load_safetensors(f, dtype_of)?
         };
         for (name, t) in tensors {
             if out.insert(name.clone(), t).is_some() {
@@ -109,7 +109,7 @@ pub fn load_tensors_as(
     Ok(out)
 }
 
-fn load_safetensors_mmap(
+fn load_safetensors(
     path: &Path,
     dtype_of: &(dyn Fn(&str) -> Option<DType> + Sync),
 ) -> Result<Vec<(String, Tensor)>, ModelError> {
@@ -150,44 +150,30 @@ fn read_tensor(
 ) -> candle_core::Result<Tensor> {
     use candle_core::safetensors::Load;
     use safetensors::Dtype as S;
-    let shape = view.shape().to_vec();
-    let n: usize = shape.iter().product();
     #[cfg(all(unix, target_endian = "little"))]
     {
+        use candle_core::WithDType;
+        fn read<T: WithDType>(
+            file: &std::fs::File,
+            offset: usize,
+            shape: &[usize],
+        ) -> candle_core::Result<Tensor> {
+            let n = shape.iter().product();
+            Tensor::from_vec(read_vec::<T>(file, offset, n)?, shape, &Device::Cpu)
+        }
+        let shape = view.shape();
         match view.dtype() {
-            S::F32 => {
-                return Tensor::from_vec(read_vec::<f32>(file, offset, n)?, shape, &Device::Cpu);
-            }
-            S::F16 => {
-                return Tensor::from_vec(
-                    read_vec::<half::f16>(file, offset, n)?,
-                    shape,
-                    &Device::Cpu,
-                );
-            }
-            S::BF16 => {
-                return Tensor::from_vec(
-                    read_vec::<half::bf16>(file, offset, n)?,
-                    shape,
-                    &Device::Cpu,
-                );
-            }
-            S::F64 => {
-                return Tensor::from_vec(read_vec::<f64>(file, offset, n)?, shape, &Device::Cpu);
-            }
-            S::I64 => {
-                return Tensor::from_vec(read_vec::<i64>(file, offset, n)?, shape, &Device::Cpu);
-            }
-            S::U32 => {
-                return Tensor::from_vec(read_vec::<u32>(file, offset, n)?, shape, &Device::Cpu);
-            }
-            S::U8 => {
-                return Tensor::from_vec(read_vec::<u8>(file, offset, n)?, shape, &Device::Cpu);
-            }
+            S::F32 => return read::<f32>(file, offset, shape),
+            S::F16 => return read::<half::f16>(file, offset, shape),
+            S::BF16 => return read::<half::bf16>(file, offset, shape),
+            S::F64 => return read::<f64>(file, offset, shape),
+            S::I64 => return read::<i64>(file, offset, shape),
+            S::U32 => return read::<u32>(file, offset, shape),
+            S::U8 => return read::<u8>(file, offset, shape),
             _ => {}
         }
     }
-    let _ = (file, offset, n);
+    let _ = (file, offset);
     view.load(&Device::Cpu)
 }
 
@@ -201,6 +187,8 @@ fn read_vec<T: Copy>(file: &std::fs::File, offset: usize, n: usize) -> candle_co
     let ptr = v.as_mut_ptr() as *mut u8;
     #[cfg(target_os = "linux")]
     advise_huge(ptr, bytes);
+    // libc's pread rather than `FileExt::read_exact_at`, which takes an initialised `&mut [u8]`:
+    // zeroing every buffer first would write the weights' size once more.
     let mut done = 0;
     while done < bytes {
         // SAFETY: `ptr + done .. ptr + bytes` lies inside `v`'s allocation (capacity n); pread

@@ -67,11 +67,10 @@ fn over_blocks(m: usize, phases: usize, f: impl Fn(usize, usize, usize) + Sync) 
         f(0, m, usize::MAX);
         return;
     }
-    for phase in 0..phases {
-        (phase..blocks)
-            .step_by(phases)
-            .collect::<Vec<_>>()
+    for phase in 0..phases.min(blocks) {
+        (0..(blocks - phase).div_ceil(phases))
             .into_par_iter()
+            .map(|j| phase + j * phases)
             .for_each(|bi| f(bi * BLOCK, BLOCK.min(m - bi * BLOCK), 1));
     }
 }
@@ -285,86 +284,66 @@ pub fn reflect_pad(x: &Tensor, left: usize, right: usize) -> Result<Tensor> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn convolutions_match_candle_on_a_batch() {
+    /// Both convolutions on `x` [B, C_in, L] against candle's kernels: conv1d with a [C_out, C_in,
+    /// k] kernel at each (stride, dilation), the transposed one with [C_in, C_out, k_tr] at each
+    /// stride (candle's own kernel one item at a time: its batched CPU kernel is wrong).
+    fn agree_with_candle(
+        (bs, cin, cout, len): (usize, usize, usize, usize),
+        (k, convs): (usize, &[(usize, usize)]),
+        (k_tr, strides): (usize, &[usize]),
+        tol: f32,
+    ) {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (3, 5, 40), &dev).unwrap();
-        let w = Tensor::randn(0f32, 0.3, (7, 5, 4), &dev).unwrap();
-        let b = Tensor::randn(0f32, 0.1, 7, &dev).unwrap();
-        for (stride, dil) in [(1, 1), (2, 1), (1, 3), (4, 1)] {
-            let got = conv1d(&x, &w, &b, stride, dil).unwrap();
-            let want = x
-                .conv1d(&w, 0, stride, dil, 1)
-                .unwrap()
-                .broadcast_add(&b.reshape((1, 7, 1)).unwrap())
-                .unwrap();
+        let x = Tensor::randn(0f32, 1.0, (bs, cin, len), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, cout, &dev).unwrap();
+        let bias = b.reshape((1, cout, 1)).unwrap();
+        let close = |got: &Tensor, want: &Tensor, what: &str| {
             let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
-            assert!(
-                d.to_scalar::<f32>().unwrap() < 1e-5,
-                "stride {stride} dil {dil}"
-            );
+            assert!(d.to_scalar::<f32>().unwrap() < tol, "{what}");
+        };
+        let w = Tensor::randn(0f32, 0.3, (cout, cin, k), &dev).unwrap();
+        for &(stride, dil) in convs {
+            let got = conv1d(&x, &w, &b, stride, dil).unwrap();
+            let want = x.conv1d(&w, 0, stride, dil, 1).unwrap();
+            let want = want.broadcast_add(&bias).unwrap();
+            close(&got, &want, &format!("conv1d stride {stride} dil {dil}"));
         }
-        let wt = Tensor::randn(0f32, 0.3, (5, 7, 6), &dev).unwrap();
-        for stride in [1, 3] {
+        let wt = Tensor::randn(0f32, 0.3, (cin, cout, k_tr), &dev).unwrap();
+        for &stride in strides {
             let got = conv_transpose1d(&x, &wt, &b, stride).unwrap();
-            for i in 0..3 {
-                // candle's own kernel, one item at a time (its batched CPU kernel is wrong).
-                let want = x
-                    .narrow(0, i, 1)
-                    .unwrap()
-                    .conv_transpose1d(&wt, 0, 0, stride, 1, 1)
-                    .unwrap()
-                    .broadcast_add(&b.reshape((1, 7, 1)).unwrap())
-                    .unwrap();
-                let d = (got.narrow(0, i, 1).unwrap() - want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap();
-                assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "stride {stride}");
+            for i in 0..bs {
+                let item = x.narrow(0, i, 1).unwrap();
+                let want = item.conv_transpose1d(&wt, 0, 0, stride, 1, 1).unwrap();
+                let want = want.broadcast_add(&bias).unwrap();
+                let got = got.narrow(0, i, 1).unwrap();
+                close(
+                    &got,
+                    &want,
+                    &format!("conv_transpose1d stride {stride} item {i}"),
+                );
             }
         }
+    }
+
+    #[test]
+    fn convolutions_match_candle_on_a_batch() {
+        agree_with_candle(
+            (3, 5, 7, 40),
+            (4, &[(1, 1), (2, 1), (1, 3), (4, 1)]),
+            (6, &[1, 3]),
+            1e-5,
+        );
     }
 
     /// Long inputs take the blocked, block-parallel path; it must agree with candle too.
     #[test]
     fn blocked_convolutions_match_candle() {
-        let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 9000), &dev).unwrap();
-        let b = Tensor::randn(0f32, 0.1, 5, &dev).unwrap();
-        let close = |got: &Tensor, want: &Tensor, what: &str| {
-            let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
-            assert!(d.to_scalar::<f32>().unwrap() < 1e-4, "{what}");
-        };
-        let w = Tensor::randn(0f32, 0.3, (5, 3, 7), &dev).unwrap();
-        for (stride, dil) in [(1, 1), (1, 3), (2, 1)] {
-            let got = conv1d(&x, &w, &b, stride, dil).unwrap();
-            let want = x
-                .conv1d(&w, 0, stride, dil, 1)
-                .unwrap()
-                .broadcast_add(&b.reshape((1, 5, 1)).unwrap())
-                .unwrap();
-            close(&got, &want, &format!("conv1d stride {stride} dil {dil}"));
-        }
-        let wt = Tensor::randn(0f32, 0.3, (3, 5, 8), &dev).unwrap();
-        for stride in [1, 4] {
-            let got = conv_transpose1d(&x, &wt, &b, stride).unwrap();
-            for i in 0..2 {
-                let want = x
-                    .narrow(0, i, 1)
-                    .unwrap()
-                    .conv_transpose1d(&wt, 0, 0, stride, 1, 1)
-                    .unwrap()
-                    .broadcast_add(&b.reshape((1, 5, 1)).unwrap())
-                    .unwrap();
-                close(
-                    &got.narrow(0, i, 1).unwrap(),
-                    &want,
-                    &format!("conv_transpose1d stride {stride}"),
-                );
-            }
-        }
+        agree_with_candle(
+            (2, 3, 5, 9000),
+            (7, &[(1, 1), (1, 3), (2, 1)]),
+            (8, &[1, 4]),
+            1e-4,
+        );
     }
 
     #[test]
