@@ -86,24 +86,68 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     f(&data[layout.start_offset()..layout.start_offset() + t.elem_count()])
 }
 
-fn fast_path(x: &Tensor, w: &Tensor) -> bool {
-    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && w.dtype() == DType::F32
+fn cpu_f32(t: &Tensor) -> bool {
+    matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32
+}
+
+/// A convolution kernel as the convolutions below read it. On the CPU in f32 it is kept tap-major,
+/// `[K, A, B]` for a stored `[A, B, K]`, so that each tap's GEMM reads one contiguous matrix:
+/// read in place, a tap strides by K through the whole kernel and touches every cache line of it
+/// (32 MB for the decoder's first transposed convolution, 16 times per call). Elsewhere it stays
+/// as stored and candle's kernels run.
+pub enum Kernel {
+    /// `[K, A, B]`, with the stored `(A, B, K)`.
+    Taps(Tensor, (usize, usize, usize)),
+    Stored(Tensor),
+}
+
+impl Kernel {
+    pub fn new(w: Tensor) -> Result<Self> {
+        if !cpu_f32(&w) {
+            return Ok(Kernel::Stored(w));
+        }
+        let dims = w.dims3()?;
+        Ok(Kernel::Taps(w.permute((2, 0, 1))?.contiguous()?, dims))
+    }
+
+    pub fn dims(&self) -> Result<(usize, usize, usize)> {
+        Ok(match self {
+            Kernel::Taps(_, d) => *d,
+            Kernel::Stored(w) => w.dims3()?,
+        })
+    }
+
+    /// The tap-major data when `x` takes the fast path; otherwise the stored kernel.
+    fn split<'a>(&'a self, x: &Tensor) -> Result<std::result::Result<&'a Tensor, &'a Tensor>> {
+        match self {
+            Kernel::Taps(t, _) if cpu_f32(x) => Ok(Ok(t)),
+            Kernel::Taps(..) => Err(EncodecError::Input(format!(
+                "a CPU f32 convolution given a {:?} input on {:?}",
+                x.dtype(),
+                x.device()
+            ))),
+            Kernel::Stored(w) => Ok(Err(w)),
+        }
+    }
 }
 
 /// `x` [B, C_in, L] (already padded), `w` [C_out, C_in, K], `bias` [C_out] -> [B, C_out, L_out].
 pub fn conv1d(
     x: &Tensor,
-    w: &Tensor,
+    w: &Kernel,
     bias: &Tensor,
     stride: usize,
     dilation: usize,
 ) -> Result<Tensor> {
-    if !fast_path(x, w) {
-        let y = x.conv1d(w, 0, stride, dilation, 1)?;
-        return Ok(y.broadcast_add(&bias.reshape((1, (), 1))?)?);
-    }
+    let taps = match w.split(x)? {
+        Ok(taps) => taps,
+        Err(w) => {
+            let y = x.conv1d(w, 0, stride, dilation, 1)?;
+            return Ok(y.broadcast_add(&bias.reshape((1, (), 1))?)?);
+        }
+    };
     let (b, cin, len) = x.dims3()?;
-    let (cout, cin_w, k) = w.dims3()?;
+    let (cout, cin_w, k) = w.dims()?;
     let span = (k - 1) * dilation + 1;
     if cin != cin_w || len < span {
         return Err(EncodecError::Input(format!(
@@ -119,7 +163,7 @@ pub fn conv1d(
         row.fill(bias[o % cout]);
     }
     with_f32(x, |xs| {
-        with_f32(w, |ws| {
+        with_f32(taps, |ws| {
             for (item, dst) in out.chunks_mut(cout * lout).enumerate() {
                 let src = &xs[item * cin * len..(item + 1) * cin * len];
                 // Addresses, so that the blocks' closure is Sync; blocks write disjoint rows.
@@ -134,8 +178,8 @@ pub fn conv1d(
                         // w[o, i, tap], so that the kernels' vector lanes run along time (the
                         // long, contiguous side of `dst`).
                         // SAFETY: every index the strides reach is inside `dst` ([cout, lout]
-                        // row-major, rows t0..t0+rows <= lout of its transpose), `ws` ([cout,
-                        // cin, k]: row o*cin*k, column i*k, offset tap) and `src` ([cin, len]:
+                        // row-major, rows t0..t0+rows <= lout of its transpose), `ws` ([k,
+                        // cout, cin]: tap*cout*cin + o*cin + i) and `src` ([cin, len]:
                         // row i*len, column t*stride, offset tap*dilation, with (lout-1)*stride
                         // + tap*dilation < len); concurrent blocks write disjoint elements.
                         unsafe {
@@ -148,9 +192,9 @@ pub fn conv1d(
                                     cs: len as isize,
                                 },
                                 View {
-                                    ptr: (w as *const f32).add(tap),
-                                    rs: k as isize,
-                                    cs: (cin * k) as isize,
+                                    ptr: (w as *const f32).add(tap * cout * cin),
+                                    rs: 1,
+                                    cs: cin as isize,
                                 },
                                 threads,
                             );
@@ -166,17 +210,20 @@ pub fn conv1d(
 
 /// `x` [B, C_in, L], `w` [C_in, C_out, K], `bias` [C_out] -> [B, C_out, (L - 1) * stride + K]
 /// (no padding trimmed: the caller trims as EnCodec does).
-pub fn conv_transpose1d(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) -> Result<Tensor> {
-    if !fast_path(x, w) {
-        // candle's CPU kernel mixes up batch items when B > 1: one item at a time.
-        let items = (0..x.dim(0)?)
-            .map(|i| x.narrow(0, i, 1)?.conv_transpose1d(w, 0, 0, stride, 1, 1))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let y = Tensor::cat(&items, 0)?;
-        return Ok(y.broadcast_add(&bias.reshape((1, (), 1))?)?);
-    }
+pub fn conv_transpose1d(x: &Tensor, w: &Kernel, bias: &Tensor, stride: usize) -> Result<Tensor> {
+    let taps = match w.split(x)? {
+        Ok(taps) => taps,
+        Err(w) => {
+            // candle's CPU kernel mixes up batch items when B > 1: one item at a time.
+            let items = (0..x.dim(0)?)
+                .map(|i| x.narrow(0, i, 1)?.conv_transpose1d(w, 0, 0, stride, 1, 1))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let y = Tensor::cat(&items, 0)?;
+            return Ok(y.broadcast_add(&bias.reshape((1, (), 1))?)?);
+        }
+    };
     let (b, cin, len) = x.dims3()?;
-    let (cin_w, cout, k) = w.dims3()?;
+    let (cin_w, cout, k) = w.dims()?;
     if cin != cin_w || len == 0 {
         return Err(EncodecError::Input(format!(
             "conv_transpose1d: input {:?} against kernel {:?}",
@@ -191,7 +238,7 @@ pub fn conv_transpose1d(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) ->
         row.fill(bias[o % cout]);
     }
     with_f32(x, |xs| {
-        with_f32(w, |ws| {
+        with_f32(taps, |ws| {
             for (item, dst) in out.chunks_mut(cout * lout).enumerate() {
                 let src = &xs[item * cin * len..(item + 1) * cin * len];
                 let (d, x, w) = (
@@ -207,8 +254,8 @@ pub fn conv_transpose1d(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) ->
                         // y[o, t*stride + tap] += sum_i w[i, o, tap] x[i, t], computed
                         // transposed as for conv1d.
                         // SAFETY: `dst` is [cout, lout] with column t*stride + tap <=
-                        // (len-1)*stride + k-1 < lout; `ws` is [cin, cout, k] read as (i, o) at
-                        // i*cout*k + o*k + tap; `src` is [cin, len] read as (t, i) at i*len + t,
+                        // (len-1)*stride + k-1 < lout; `ws` is [k, cin, cout] read as (i, o) at
+                        // tap*cin*cout + i*cout + o; `src` is [cin, len] read as (t, i) at i*len + t,
                         // t in t0..t0+rows <= len; concurrent blocks write disjoint elements.
                         unsafe {
                             gemm_acc(
@@ -224,9 +271,9 @@ pub fn conv_transpose1d(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) ->
                                     cs: len as isize,
                                 },
                                 View {
-                                    ptr: (w as *const f32).add(tap),
-                                    rs: (cout * k) as isize,
-                                    cs: k as isize,
+                                    ptr: (w as *const f32).add(tap * cin * cout),
+                                    rs: cout as isize,
+                                    cs: 1,
                                 },
                                 threads,
                             );
@@ -303,14 +350,14 @@ mod tests {
         };
         let w = Tensor::randn(0f32, 0.3, (cout, cin, k), &dev).unwrap();
         for &(stride, dil) in convs {
-            let got = conv1d(&x, &w, &b, stride, dil).unwrap();
+            let got = conv1d(&x, &Kernel::new(w.clone()).unwrap(), &b, stride, dil).unwrap();
             let want = x.conv1d(&w, 0, stride, dil, 1).unwrap();
             let want = want.broadcast_add(&bias).unwrap();
             close(&got, &want, &format!("conv1d stride {stride} dil {dil}"));
         }
         let wt = Tensor::randn(0f32, 0.3, (cin, cout, k_tr), &dev).unwrap();
         for &stride in strides {
-            let got = conv_transpose1d(&x, &wt, &b, stride).unwrap();
+            let got = conv_transpose1d(&x, &Kernel::new(wt.clone()).unwrap(), &b, stride).unwrap();
             for i in 0..bs {
                 let item = x.narrow(0, i, 1).unwrap();
                 let want = item.conv_transpose1d(&wt, 0, 0, stride, 1, 1).unwrap();

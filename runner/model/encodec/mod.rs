@@ -4,6 +4,7 @@
 
 mod config;
 mod conv;
+mod lstm;
 mod quantizer;
 mod seanet;
 mod seeded;

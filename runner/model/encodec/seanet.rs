@@ -7,6 +7,8 @@ use candle_nn::VarBuilder;
 
 use super::EncodecError;
 use super::config::{EncodecConfig, PadMode};
+use super::conv::Kernel;
+use super::lstm::Lstm;
 
 type Result<T> = std::result::Result<T, EncodecError>;
 
@@ -29,7 +31,7 @@ fn pad1d(x: &Tensor, left: usize, right: usize, mode: PadMode) -> Result<Tensor>
 
 /// `EncodecConv1d`: "same"-style padding so the output has ceil(T / stride) frames.
 pub struct Conv1d {
-    weight: Tensor,
+    weight: Kernel,
     bias: Tensor,
     stride: usize,
     dilation: usize,
@@ -47,7 +49,7 @@ impl Conv1d {
     ) -> Result<Self> {
         let vb = vb.pp("conv");
         Ok(Self {
-            weight: vb.get((cout, cin, k), "weight")?,
+            weight: Kernel::new(vb.get((cout, cin, k), "weight")?)?,
             bias: vb.get(cout, "bias")?,
             stride,
             dilation,
@@ -57,7 +59,7 @@ impl Conv1d {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let k = (self.weight.dim(2)? - 1) * self.dilation + 1;
+        let k = (self.weight.dims()?.2 - 1) * self.dilation + 1;
         let padding_total = k - self.stride;
         let len = x.dim(D::Minus1)?;
         // HF's `_get_extra_padding_for_conv1d`, in float as HF computes it
@@ -76,7 +78,7 @@ impl Conv1d {
 
 /// `EncodecConvTranspose1d`: transposed convolution with the fixed padding trimmed off.
 pub struct ConvTranspose1d {
-    weight: Tensor,
+    weight: Kernel,
     bias: Tensor,
     stride: usize,
     causal: bool,
@@ -92,7 +94,7 @@ impl ConvTranspose1d {
     ) -> Result<Self> {
         let vb = vb.pp("conv");
         Ok(Self {
-            weight: vb.get((cin, cout, k), "weight")?,
+            weight: Kernel::new(vb.get((cin, cout, k), "weight")?)?,
             bias: vb.get(cout, "bias")?,
             stride,
             causal: cfg.use_causal_conv,
@@ -101,7 +103,7 @@ impl ConvTranspose1d {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let padding_total = self.weight.dim(2)? - self.stride;
+        let padding_total = self.weight.dims()?.2 - self.stride;
         let y = super::conv::conv_transpose1d(x, &self.weight, &self.bias, self.stride)?;
         let right = if self.causal {
             (padding_total as f64 * self.trim_right_ratio).ceil() as usize
@@ -111,67 +113,6 @@ impl ConvTranspose1d {
         let left = padding_total - right;
         let len = y.dim(D::Minus1)?;
         Ok(y.narrow(D::Minus1, left, len - left - right)?)
-    }
-}
-
-/// `EncodecLSTM`: a stacked LSTM over time with a skip connection around it.
-pub struct Lstm {
-    /// per layer: (W_ih [4C, C], W_hh [4C, C], b_ih + b_hh [4C])
-    layers: Vec<(Tensor, Tensor, Tensor)>,
-    dim: usize,
-}
-
-impl Lstm {
-    fn new(cfg: &EncodecConfig, vb: VarBuilder, dim: usize) -> Result<Self> {
-        let vb = vb.pp("lstm");
-        let layers = (0..cfg.num_lstm_layers)
-            .map(|l| {
-                let w_ih = vb.get((4 * dim, dim), &format!("weight_ih_l{l}"))?;
-                // Kept as stored, [4C, C]: W_hh . h^T streams the rows once per step (half the
-                // time of h . W_hh^T on a transposed copy for one clip).
-                let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
-                let b = (vb.get(4 * dim, &format!("bias_ih_l{l}"))?
-                    + vb.get(4 * dim, &format!("bias_hh_l{l}"))?)?;
-                Ok((w_ih, w_hh, b))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { layers, dim })
-    }
-
-    /// x: [B, C, T] -> [B, C, T]
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, t) = x.dims3()?;
-        let skip = x.transpose(1, 2)?.contiguous()?; // [B, T, C]
-        let mut seq = skip.clone();
-        let h_dim = self.dim;
-        for (w_ih, w_hh, bias) in &self.layers {
-            // input projections for all steps at once; only the recurrence is sequential
-            // (on the CPU through the runtime-dispatched kernels: AVX-512 where candle's matmul
-            // has only AVX2)
-            let rows = seq.reshape((b * t, c))?;
-            let xw = match crate::model::kernels::matmul_nt(&rows, w_ih)? {
-                Some(p) => p,
-                None => rows.matmul(&w_ih.t()?)?,
-            }
-            .broadcast_add(bias)?
-            .reshape((b, t, 4 * h_dim))?;
-            let mut h = Tensor::zeros((b, h_dim), x.dtype(), x.device())?;
-            let mut cell = h.clone();
-            let mut outs = Vec::with_capacity(t);
-            for step in 0..t {
-                let gates = (xw.narrow(1, step, 1)?.squeeze(1)? + w_hh.matmul(&h.t()?)?.t()?)?;
-                // torch's gate order: input, forget, cell, output
-                let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h_dim)?)?;
-                let f = candle_nn::ops::sigmoid(&gates.narrow(1, h_dim, h_dim)?)?;
-                let g = gates.narrow(1, 2 * h_dim, h_dim)?.tanh()?;
-                let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * h_dim, h_dim)?)?;
-                cell = ((f * &cell)? + (i * g)?)?;
-                h = (o * cell.tanh()?)?;
-                outs.push(h.clone());
-            }
-            seq = Tensor::stack(&outs, 1)?;
-        }
-        Ok((seq + skip)?.transpose(1, 2)?.contiguous()?)
     }
 }
 
