@@ -132,6 +132,7 @@ pub fn recur(xw: &[f32], w: &[f32], c: usize, t: usize) -> Vec<f32> {
     // until both halves return) cost a third of that. `arrived` counts finished (thread, step)
     // pairs; step s's hidden state is complete once it reaches (s + 1) · threads.
     let arrived = AtomicUsize::new(0);
+    let dot4 = pick_dot4();
     let rows = SharedRows(out.as_mut_ptr());
     let run = |k: usize, cell: &mut [f32]| {
         let j0 = k * per;
@@ -161,7 +162,16 @@ pub fn recur(xw: &[f32], w: &[f32], c: usize, t: usize) -> Vec<f32> {
                     std::slice::from_raw_parts_mut(rows.at(s * c + j0), cell.len()),
                 )
             };
-            units(&xw[s * 4 * c..(s + 1) * 4 * c], w, c, h_in, j0, h_out, cell);
+            units(
+                &xw[s * 4 * c..(s + 1) * 4 * c],
+                w,
+                c,
+                h_in,
+                j0,
+                h_out,
+                cell,
+                dot4,
+            );
             arrived.fetch_add(1, Ordering::Release);
         }
     };
@@ -191,8 +201,26 @@ impl SharedRows {
     }
 }
 
-/// Hidden units `j0 .. j0 + h_out.len()` of one step, with the dot products in the widest
-/// vector set the CPU runs.
+/// Four dot products against one vector (see [`simd`]), in the widest vector set the CPU runs.
+type Dot4 = fn([&[f32]; 4], &[f32]) -> [f32; 4];
+
+fn pick_dot4() -> Dot4 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::probe::gemm::{Isa, isa};
+        match isa() {
+            // SAFETY (both): `isa()` never names a set the CPU lacks; `units` passes rows of h's
+            // length.
+            Isa::Avx512 => return |r, h| unsafe { simd::dot4_avx512(r, h) },
+            Isa::Avx2 => return |r, h| unsafe { simd::dot4_avx2(r, h) },
+            Isa::Portable => {}
+        }
+    }
+    |rows, h| rows.map(|r| r.iter().zip(h).map(|(a, b)| a * b).sum())
+}
+
+/// Hidden units `j0 .. j0 + h_out.len()` of one step.
+#[allow(clippy::too_many_arguments)]
 fn units(
     x: &[f32],
     w: &[f32],
@@ -201,41 +229,7 @@ fn units(
     j0: usize,
     h_out: &mut [f32],
     cell: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::probe::gemm::{Isa, isa};
-        match isa() {
-            // SAFETY: `isa()` never names a set the CPU lacks.
-            Isa::Avx512 => {
-                return units_with(x, w, c, h_in, j0, h_out, cell, |r, h| unsafe {
-                    simd::dot4_avx512(r, h)
-                });
-            }
-            Isa::Avx2 => {
-                return units_with(x, w, c, h_in, j0, h_out, cell, |r, h| unsafe {
-                    simd::dot4_avx2(r, h)
-                });
-            }
-            Isa::Portable => {}
-        }
-    }
-    units_with(x, w, c, h_in, j0, h_out, cell, |rows, h| {
-        rows.map(|r| r.iter().zip(h).map(|(a, b)| a * b).sum())
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn units_with(
-    x: &[f32],
-    w: &[f32],
-    c: usize,
-    h_in: &[f32],
-    j0: usize,
-    h_out: &mut [f32],
-    cell: &mut [f32],
-    dot4: impl Fn([&[f32]; 4], &[f32]) -> [f32; 4],
+    dot4: Dot4,
 ) {
     let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
     for (jj, (ho, ce)) in h_out.iter_mut().zip(cell.iter_mut()).enumerate() {
@@ -262,29 +256,43 @@ mod simd {
         rows.map(|r| (from..h.len()).map(|k| r[k] * h[k]).sum())
     }
 
+    /// The loop both builds share: `$lanes` floats a register, two registers a row. Gives the
+    /// eight accumulators and the rows' scalar tails past the last whole block.
+    macro_rules! dot4_blocks {
+        ($rows:ident, $h:ident, $lanes:expr, $zero:ident, $load:ident, $fma:ident) => {{
+            let n = $h.len() / (2 * $lanes) * (2 * $lanes);
+            assert!($rows.iter().all(|r| r.len() >= $h.len()));
+            let mut acc = [$zero(); 8];
+            let mut k = 0;
+            while k < n {
+                // SAFETY: k + 2 lanes <= n <= every length.
+                unsafe {
+                    let h0 = $load($h.as_ptr().add(k));
+                    let h1 = $load($h.as_ptr().add(k + $lanes));
+                    for (r, row) in $rows.iter().enumerate() {
+                        let p = row.as_ptr().add(k);
+                        acc[2 * r] = $fma($load(p), h0, acc[2 * r]);
+                        acc[2 * r + 1] = $fma($load(p.add($lanes)), h1, acc[2 * r + 1]);
+                    }
+                }
+                k += 2 * $lanes;
+            }
+            (acc, tail(&$rows, $h, n))
+        }};
+    }
+
     /// # Safety
     /// The CPU must have AVX-512F; every row must be at least as long as `h`.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dot4_avx512(rows: [&[f32]; 4], h: &[f32]) -> [f32; 4] {
-        let n = h.len() / 32 * 32;
-        assert!(rows.iter().all(|r| r.len() >= h.len()));
-        let mut acc = [_mm512_setzero_ps(); 8];
-        let mut k = 0;
-        while k < n {
-            // SAFETY: k + 32 <= n <= every length.
-            unsafe {
-                let h0 = _mm512_loadu_ps(h.as_ptr().add(k));
-                let h1 = _mm512_loadu_ps(h.as_ptr().add(k + 16));
-                for (r, row) in rows.iter().enumerate() {
-                    let p = row.as_ptr().add(k);
-                    acc[2 * r] = _mm512_fmadd_ps(_mm512_loadu_ps(p), h0, acc[2 * r]);
-                    acc[2 * r + 1] =
-                        _mm512_fmadd_ps(_mm512_loadu_ps(p.add(16)), h1, acc[2 * r + 1]);
-                }
-            }
-            k += 32;
-        }
-        let t = tail(&rows, h, n);
+        let (acc, t) = dot4_blocks!(
+            rows,
+            h,
+            16,
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_fmadd_ps
+        );
         std::array::from_fn(|r| {
             _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * r], acc[2 * r + 1])) + t[r]
         })
@@ -294,24 +302,14 @@ mod simd {
     /// The CPU must have AVX2 and FMA; every row must be at least as long as `h`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot4_avx2(rows: [&[f32]; 4], h: &[f32]) -> [f32; 4] {
-        let n = h.len() / 16 * 16;
-        assert!(rows.iter().all(|r| r.len() >= h.len()));
-        let mut acc = [_mm256_setzero_ps(); 8];
-        let mut k = 0;
-        while k < n {
-            // SAFETY: k + 16 <= n <= every length.
-            unsafe {
-                let h0 = _mm256_loadu_ps(h.as_ptr().add(k));
-                let h1 = _mm256_loadu_ps(h.as_ptr().add(k + 8));
-                for (r, row) in rows.iter().enumerate() {
-                    let p = row.as_ptr().add(k);
-                    acc[2 * r] = _mm256_fmadd_ps(_mm256_loadu_ps(p), h0, acc[2 * r]);
-                    acc[2 * r + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8)), h1, acc[2 * r + 1]);
-                }
-            }
-            k += 16;
-        }
-        let t = tail(&rows, h, n);
+        let (acc, t) = dot4_blocks!(
+            rows,
+            h,
+            8,
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_fmadd_ps
+        );
         std::array::from_fn(|r| {
             let v = _mm256_add_ps(acc[2 * r], acc[2 * r + 1]);
             let q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -377,6 +375,42 @@ mod tests {
             .fold(0.0, f64::max);
         // f32 sums of c products, then a few steps of state: a few ulp of values in [-1, 1]
         assert!(worst < 2e-5, "c = {c}, t = {t}: worst |diff| {worst}");
+    }
+
+    /// Both vector builds this CPU can run (whichever `isa()` picks, the other is tested here
+    /// too), against f64 sums, on lengths with and without a tail.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_dot_products_match_exact_sums() {
+        let v = |n: usize, s: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * s).sin()).collect() };
+        for n in [0usize, 5, 16, 33, 1024, 1031] {
+            let h = v(n, 0.37);
+            let rows: Vec<Vec<f32>> = (1..=4).map(|r| v(n, 0.11 * r as f32)).collect();
+            let rows = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            let want = rows.map(|r| {
+                r.iter()
+                    .zip(&h)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
+            });
+            let mut got = Vec::new();
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                got.push(("avx512", unsafe { simd::dot4_avx512(rows, &h) }));
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                got.push(("avx2", unsafe { simd::dot4_avx2(rows, &h) }));
+            }
+            for (isa, g) in got {
+                for (g, w) in g.iter().zip(want) {
+                    assert!(
+                        (*g as f64 - w).abs() <= 1e-5 * (n as f64).sqrt().max(1.0),
+                        "{isa} n = {n}: {g} vs {w}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
