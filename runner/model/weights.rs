@@ -185,6 +185,7 @@ fn read_vec<T: Copy>(file: &std::fs::File, offset: usize, n: usize) -> candle_co
     let bytes = n * std::mem::size_of::<T>();
     let mut v: Vec<T> = Vec::with_capacity(n);
     let ptr = v.as_mut_ptr() as *mut u8;
+    #[cfg(target_os = "linux")]
     advise_huge(ptr, bytes);
     // libc's pread rather than `FileExt::read_exact_at`, which takes an initialised `&mut [u8]`:
     // zeroing every buffer first would write the weights' size once more.
@@ -224,14 +225,9 @@ fn read_vec<T: Copy>(file: &std::fs::File, offset: usize, n: usize) -> candle_co
 }
 
 /// Asks for transparent huge pages over the whole 2 MiB pages inside `ptr .. ptr + len` (a hint:
-/// it fails harmlessly where THP is off, and is nothing off Linux).
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn advise_huge(_: *mut u8, _: usize) {}
-
-/// Asks for transparent huge pages over the whole 2 MiB pages inside `ptr .. ptr + len` (a hint:
 /// it fails harmlessly where THP is off).
 #[cfg(target_os = "linux")]
-pub(crate) fn advise_huge(ptr: *mut u8, len: usize) {
+fn advise_huge(ptr: *mut u8, len: usize) {
     const HUGE: usize = 2 << 20;
     let start = (ptr as usize).next_multiple_of(HUGE);
     let end = (ptr as usize + len) / HUGE * HUGE;

@@ -14,6 +14,7 @@
 use candle_core::{DType, Device, Storage, Tensor};
 
 use super::EncodecError;
+use crate::model::kernels::cpu_f32;
 use crate::probe::gemm::{Tri, View};
 
 type Result<T> = std::result::Result<T, EncodecError>;
@@ -84,10 +85,6 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     };
     let data = cpu.as_slice::<f32>()?;
     f(&data[layout.start_offset()..layout.start_offset() + t.elem_count()])
-}
-
-fn cpu_f32(t: &Tensor) -> bool {
-    matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32
 }
 
 /// A convolution kernel as the convolutions below read it. On the CPU in f32 it is kept tap-major,

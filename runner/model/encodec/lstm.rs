@@ -31,21 +31,12 @@ impl Lstm {
                 let w_ih = vb.get((4 * dim, dim), &format!("weight_ih_l{l}"))?;
                 let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
                 // For [`recur`], unit-major: row 4j + g is gate g of hidden unit j, so that a
-                // step reads W_hh as one stream (four streams 4 MB apart were 15 % slower), and
-                // on huge pages (16 MB on 4 KiB pages overflow the TLB every step).
+                // step reads W_hh as one stream (four streams 4 MB apart were 15 % slower).
                 let w_hh = if cpu_f32(&w_hh) {
-                    let rows = with_data(&w_hh, |w| {
-                        let mut v = Vec::with_capacity(w.len());
-                        crate::model::weights::advise_huge(v.as_mut_ptr() as *mut u8, w.len() * 4);
-                        for j in 0..dim {
-                            for g in 0..4 {
-                                let r = g * dim + j;
-                                v.extend_from_slice(&w[r * dim..(r + 1) * dim]);
-                            }
-                        }
-                        v
-                    })?;
-                    Tensor::from_vec(rows, (4 * dim, dim), w_hh.device())?
+                    w_hh.reshape((4, dim, dim))?
+                        .transpose(0, 1)?
+                        .contiguous()?
+                        .reshape((4 * dim, dim))?
                 } else {
                     w_hh
                 };
