@@ -11,10 +11,10 @@
 //! Sums run in a different order than torch's, so values match to float rounding (the parity
 //! tests' tolerances), not bit for bit. Other devices and dtypes use candle's kernels.
 
-use candle_core::{DType, Device, Storage, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::EncodecError;
-use crate::model::kernels::cpu_f32;
+use crate::model::kernels::{cpu_f32, with_data};
 use crate::probe::gemm::{Tri, View};
 
 type Result<T> = std::result::Result<T, EncodecError>;
@@ -74,17 +74,6 @@ fn over_blocks(m: usize, phases: usize, f: impl Fn(usize, usize, usize) + Sync) 
             .map(|j| phase + j * phases)
             .for_each(|bi| f(bi * BLOCK, BLOCK.min(m - bi * BLOCK), 1));
     }
-}
-
-/// Runs `f` on the contiguous f32 data of `t` (on the CPU).
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        return Err(EncodecError::Input("expected a CPU tensor".into()));
-    };
-    let data = cpu.as_slice::<f32>()?;
-    f(&data[layout.start_offset()..layout.start_offset() + t.elem_count()])
 }
 
 /// A convolution kernel as the convolutions below read it. On the CPU in f32 it is kept tap-major,
@@ -159,8 +148,8 @@ pub fn conv1d(
     for (o, row) in out.chunks_mut(lout).enumerate() {
         row.fill(bias[o % cout]);
     }
-    with_f32(x, |xs| {
-        with_f32(taps, |ws| {
+    with_data(x, |xs| {
+        with_data(taps, |ws| {
             for (item, dst) in out.chunks_mut(cout * lout).enumerate() {
                 let src = &xs[item * cin * len..(item + 1) * cin * len];
                 // Addresses, so that the blocks' closure is Sync; blocks write disjoint rows.
@@ -199,9 +188,8 @@ pub fn conv1d(
                     }
                 });
             }
-            Ok(())
         })
-    })?;
+    })??;
     Ok(Tensor::from_vec(out, (b, cout, lout), x.device())?)
 }
 
@@ -234,8 +222,8 @@ pub fn conv_transpose1d(x: &Tensor, w: &Kernel, bias: &Tensor, stride: usize) ->
     for (o, row) in out.chunks_mut(lout).enumerate() {
         row.fill(bias[o % cout]);
     }
-    with_f32(x, |xs| {
-        with_f32(taps, |ws| {
+    with_data(x, |xs| {
+        with_data(taps, |ws| {
             for (item, dst) in out.chunks_mut(cout * lout).enumerate() {
                 let src = &xs[item * cin * len..(item + 1) * cin * len];
                 let (d, x, w) = (
@@ -278,9 +266,8 @@ pub fn conv_transpose1d(x: &Tensor, w: &Kernel, bias: &Tensor, stride: usize) ->
                     }
                 });
             }
-            Ok(())
         })
-    })?;
+    })??;
     Ok(Tensor::from_vec(out, (b, cout, lout), x.device())?)
 }
 
@@ -307,7 +294,7 @@ pub fn reflect_pad(x: &Tensor, left: usize, right: usize) -> Result<Tensor> {
     let out_len = left + len + right;
     let rows = x.elem_count() / len.max(1);
     let mut out = vec![0f32; rows * out_len];
-    with_f32(x, |s| {
+    with_data(x, |s| {
         for (src, dst) in s.chunks(len).zip(out.chunks_mut(out_len)) {
             for i in 0..left {
                 dst[i] = src[left - i];
@@ -317,7 +304,6 @@ pub fn reflect_pad(x: &Tensor, left: usize, right: usize) -> Result<Tensor> {
                 dst[left + len + i] = src[len - 2 - i];
             }
         }
-        Ok(())
     })?;
     let mut shape = dims;
     *shape.last_mut().expect("checked above") = out_len;

@@ -53,7 +53,6 @@ impl Lstm {
         let (b, c, t) = x.dims3()?;
         let skip = x.transpose(1, 2)?.contiguous()?; // [B, T, C]
         let mut seq = skip.clone();
-        let cpu = cpu_f32(x);
         for (w_ih, w_hh, bias) in &self.layers {
             // (on the CPU through the runtime-dispatched kernels: AVX-512 where candle's matmul
             // has only AVX2)
@@ -64,7 +63,8 @@ impl Lstm {
             }
             .broadcast_add(bias)?
             .reshape((b, t, 4 * self.dim))?;
-            seq = if cpu {
+            // the path `new` stored W_hh for (unit-major on the CPU in f32)
+            seq = if cpu_f32(w_hh) {
                 let per = t * 4 * self.dim;
                 let hs = with_data(&xw, |xw| {
                     with_data(w_hh, |w| {
