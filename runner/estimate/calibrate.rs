@@ -17,17 +17,18 @@ use serde::{Deserialize, Serialize};
 use super::EstimateError;
 use crate::model::musicgen::{GenerateConfig, NoHook, Pool};
 use crate::model::{ModelSource, Pipeline};
-use crate::probe::{Features, ProbeConfig, RfmHyper, Targets, Task};
+use crate::probe::{ProbeConfig, RfmHyper, Targets, Task};
 
 /// Bumped whenever a measurement changes meaning: older files are measured again.
-pub const CALIBRATION_VERSION: u32 = 2;
+pub const CALIBRATION_VERSION: u32 = 3;
 
-/// The sizes a calibration measures at. On the CPU cost is linear in the work, so small shapes
-/// suffice; a GPU is launch-bound at small shapes, so it measures at the shapes the nodes run
-/// (16 clips of 4 s per extraction batch) and RFM fits large enough to load it.
+/// The sizes a calibration measures at. On the CPU the model's cost is linear in the work, so
+/// small shapes suffice, but RFM fits need enough rows for their products to run at the rate of
+/// paper-size ones; a GPU is launch-bound at small shapes, so it measures at the shapes the nodes run (16 clips of 4 s per
+/// extraction batch) and RFM fits large enough to load it.
 #[derive(Debug, Clone, Copy)]
 struct Sizes {
-    /// Rows of the two binary RFM fits; the cost model's two coefficients are solved from them.
+    /// Rows of the two binary RFM fits (the 12-class fit uses the larger).
     rfm_rows: [usize; 2],
     /// Clips (one batch) and seconds per clip for EnCodec and the teacher-forced forward.
     clips: usize,
@@ -37,7 +38,7 @@ struct Sizes {
 fn sizes(device: &Device) -> Sizes {
     if device.is_cpu() {
         Sizes {
-            rfm_rows: [256, 1024],
+            rfm_rows: [512, 2048],
             clips: 2,
             clip_seconds: 1.0,
         }
@@ -49,7 +50,7 @@ fn sizes(device: &Device) -> Sizes {
         }
     }
 }
-/// Iterations per calibration fit (the per-iteration time is the fit's time over this).
+/// Iterations per calibration fit (each is timed on its own).
 const RFM_ITERS: usize = 2;
 /// Decoder steps timed (after one warm-up generation of the same length).
 const STEPS: usize = 12;
@@ -78,11 +79,10 @@ pub struct ModelCalibration {
     /// EnCodec encode and decode, seconds per audio second.
     pub encode_s: f64,
     pub decode_s: f64,
-    /// Binary RFM fits at the model's width: (rows given to the fit, seconds per iteration).
-    pub rfm_points: Vec<(usize, f64)>,
-    /// A 12-class multiclass fit's time per iteration over the binary one's, on the larger rows
-    /// (more outputs: wider solves and AGOP products).
-    pub rfm_multiclass: f64,
+    /// Every iteration of the calibration's RFM fits (two binary, one 12-class) at the model's
+    /// width: its shape, the rank M had and its wall time. The estimate fits its cost model to
+    /// these and prices later iterations at the ranks they reached.
+    pub rfm_passes: Vec<RfmPass>,
     /// FD and MMD² with their bootstrap CIs between two sets of `eval_samples` rows of `hidden`.
     pub eval_samples: usize,
     pub fd_s: f64,
@@ -90,6 +90,21 @@ pub struct ModelCalibration {
     /// The pitch-class judge, seconds per audio second.
     pub pitch_s: f64,
     /// Wall time the calibration took.
+    pub seconds: f64,
+}
+
+/// One iteration of a calibration RFM fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RfmPass {
+    /// Training and validation rows.
+    pub rows: usize,
+    pub val_rows: usize,
+    /// Outputs (1 for a binary probe, the classes for the multiclass judge).
+    pub outputs: usize,
+    /// Rank of M in this iteration (d while M = I).
+    pub rank: usize,
+    /// Whether the iteration ended with an AGOP update (all but the final refit).
+    pub agop: bool,
     pub seconds: f64,
 }
 
@@ -233,14 +248,16 @@ pub fn measure_model(target: &ModelTarget) -> Result<ModelCalibration, EstimateE
             .map_err(EstimateError::measure)
     })? / (clips * frames) as f64;
 
-    let rfm_points = size
-        .rfm_rows
-        .iter()
-        .map(|&n| Ok((n, rfm_iteration(n, hidden, 2, &device)?)))
-        .collect::<Result<Vec<_>, EstimateError>>()?;
-    let big = size.rfm_rows[1];
-    let rfm_multiclass = rfm_iteration(big, hidden, MULTICLASS, &device)?
-        / rfm_points[rfm_points.len() - 1].1.max(f64::MIN_POSITIVE);
+    let mut rfm_passes = Vec::new();
+    for &n in &size.rfm_rows {
+        rfm_passes.extend(rfm_fit_passes(n, hidden, 2, &device)?);
+    }
+    rfm_passes.extend(rfm_fit_passes(
+        size.rfm_rows[1],
+        hidden,
+        MULTICLASS,
+        &device,
+    )?);
     let (fd_s, mmd_s, pitch_s) = eval_costs(target.eval_samples.max(2), hidden)?;
 
     Ok(ModelCalibration {
@@ -259,8 +276,7 @@ pub fn measure_model(target: &ModelTarget) -> Result<ModelCalibration, EstimateE
         extract_frame_s,
         encode_s,
         decode_s,
-        rfm_points,
-        rfm_multiclass,
+        rfm_passes,
         eval_samples: target.eval_samples.max(2),
         fd_s,
         mmd_s,
@@ -272,20 +288,18 @@ pub fn measure_model(target: &ModelTarget) -> Result<ModelCalibration, EstimateE
 /// Classes of the multiclass calibration fit (the notes concept's).
 const MULTICLASS: usize = 12;
 
-/// Seconds per iteration of an RFM fit with `classes` classes (2: binary) on `n` rows of width `d`
-/// (fixed hyper-parameters, no early stop), through the probe stage's own entry point.
-fn rfm_iteration(
+/// The iterations of an RFM fit with `classes` classes (2: binary) on `n` rows of width `d` of a
+/// synthetic concept (the stage benchmark's: a few dozen latent directions plus noise, so that M
+/// truncates as it does on structured data), fixed hyper-parameters, no early stop, through the
+/// probe stage's own entry point.
+fn rfm_fit_passes(
     n: usize,
     d: usize,
     classes: usize,
     device: &Device,
-) -> Result<f64, EstimateError> {
-    let mut rng = ChaCha8Rng::seed_from_u64(n as u64);
-    let data: Vec<f32> = (0..n * d)
-        .map(|_| StandardNormal.sample(&mut rng))
-        .collect();
-    let x = Features::new(n, d, data).map_err(EstimateError::measure)?;
-    let y = Targets::Classes((0..n).map(|i| i % classes).collect());
+) -> Result<Vec<RfmPass>, EstimateError> {
+    let (x, cls) = crate::probe::synthetic::concept(n, d, classes, n as u64);
+    let y = Targets::Classes(cls);
     let cfg = ProbeConfig {
         task: if classes == 2 {
             Task::Binary
@@ -305,12 +319,30 @@ fn rfm_iteration(
     };
     // Fits this small are dominated by setup; one untimed fit warms the kernels and the GEMM
     // choice.
-    let fit = || {
-        crate::probe::fit_on(&x, &y, &cfg, device)
-            .map(|_| ())
-            .map_err(EstimateError::measure)
-    };
-    Ok(timed(device, fit)? / RFM_ITERS as f64)
+    let fit = || crate::probe::fit_on(&x, &y, &cfg, device).map_err(EstimateError::measure);
+    fit()?;
+    sync(device)?;
+    let f = fit()?;
+    sync(device)?;
+    let trace = f
+        .trace
+        .as_ref()
+        .ok_or_else(|| EstimateError::Measure("the RFM fit kept no trace".into()))?;
+    let last = trace.seconds.len().saturating_sub(1);
+    Ok(trace
+        .ranks
+        .iter()
+        .zip(&trace.seconds)
+        .enumerate()
+        .map(|(i, (&rank, &seconds))| RfmPass {
+            rows: f.split.train.len(),
+            val_rows: f.split.val.len(),
+            outputs: f.outputs(),
+            rank,
+            agop: i < last,
+            seconds,
+        })
+        .collect())
 }
 
 /// FD and MMD² with bootstrap CIs, as an evaluation node computes them, and the pitch judge.

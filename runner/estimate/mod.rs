@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::dag::{Plan, PlannedNode};
-use calibrate::{ModelCalibration, ModelTarget, RenderCalibration};
+use calibrate::{ModelCalibration, ModelTarget, RenderCalibration, RfmPass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EstimateError {
@@ -135,38 +135,131 @@ fn data_size(n: &PlannedNode) -> Result<DataSize, EstimateError> {
     })
 }
 
-/// The RFM cost of one iteration on `n` training rows of width `d`: `a·(n²d + n³/3 + n d²) +
-/// b·d³` — distances, kernel and gradients (n²d), the Cholesky solve (n³/3), projecting rows on
-/// M's eigenbasis (n d²) and M's eigendecomposition (d³). `a` and `b` are solved from the two
-/// calibration fits; when timing noise makes one negative, it is set to 0 and the other is fitted
-/// to the larger fit alone.
-pub fn rfm_iteration_seconds(points: &[(usize, f64)], d: usize, rows: usize) -> f64 {
-    let g = |rows: usize| {
-        let n = 0.7 * rows as f64; // the 70 % training split
-        let d = d as f64;
-        n * n * d + n * n * n / 3.0 + n * d * d
-    };
-    let e = (d as f64).powi(3);
-    let (a, b) = match points {
-        [] => return 0.0,
-        [(r, t)] => (t / (g(*r) + e), t / (g(*r) + e)),
-        [(r1, t1), (r2, t2), ..] => {
-            let (g1, g2) = (g(*r1), g(*r2));
-            let det = (g1 - g2) * e;
-            let a = (t1 - t2) * e / det;
-            let b = (g1 * t2 - g2 * t1) / det;
-            if det == 0.0 || !(a.is_finite() && b.is_finite()) {
-                (t2 / (g2 + e), t2 / (g2 + e))
-            } else if b < 0.0 {
-                (t2 / g2, 0.0)
+/// The RFM cost model (docs/design.md §9): an iteration costs `a·flops + b·r³`, the products
+/// [`crate::probe::cpu::iteration_flops`] counts and M's r×r eigendecomposition, with `a` and `b`
+/// fitted to the calibration's iterations by least squares on relative error (when one comes out
+/// negative, the other is fitted alone). Later iterations are priced at the rank M reached in the
+/// calibration's fits on a synthetic concept (`later_ranks`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RfmCost {
+    pub a: f64,
+    pub b: f64,
+    /// Whether iteration 0's Gram is shared by a search's trials (the CPU path's `Shared`).
+    pub shared_gram: bool,
+}
+
+impl RfmCost {
+    pub fn fit(passes: &[RfmPass], d: usize, shared_gram: bool) -> Self {
+        let rows: Vec<(f64, f64, f64)> = passes
+            .iter()
+            .filter(|p| p.seconds > 0.0)
+            .map(|p| {
+                let f = crate::probe::cpu::iteration_flops(
+                    p.rows, p.val_rows, d, p.rank, p.outputs, true, p.agop,
+                );
+                let e = if p.agop { (p.rank as f64).powi(3) } else { 0.0 };
+                // Relative error: divide each equation by its own time.
+                (f / p.seconds, e / p.seconds, 1.0)
+            })
+            .collect();
+        let dot = |g: &dyn Fn(&(f64, f64, f64)) -> f64| rows.iter().map(g).sum::<f64>();
+        let (ff, fe, ee) = (
+            dot(&|r| r.0 * r.0),
+            dot(&|r| r.0 * r.1),
+            dot(&|r| r.1 * r.1),
+        );
+        let (ft, et) = (dot(&|r| r.0 * r.2), dot(&|r| r.1 * r.2));
+        let det = ff * ee - fe * fe;
+        let alone_a = if ff > 0.0 { ft / ff } else { 0.0 };
+        let alone_b = if ee > 0.0 { et / ee } else { 0.0 };
+        let (a, b) = if det.abs() <= 1e-12 * ff * ee || !det.is_finite() {
+            (alone_a, 0.0)
+        } else {
+            let a = (ft * ee - et * fe) / det;
+            let b = (ff * et - fe * ft) / det;
+            if b < 0.0 {
+                (alone_a, 0.0)
             } else if a < 0.0 {
-                (0.0, t2 / e)
+                (0.0, alone_b)
             } else {
                 (a, b)
             }
-        }
+        };
+        RfmCost { a, b, shared_gram }
+    }
+
+    /// Seconds of one iteration (see [`crate::probe::cpu::iteration_flops`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn iteration(
+        &self,
+        n: usize,
+        nv: usize,
+        d: usize,
+        r: usize,
+        c: usize,
+        gram: bool,
+        agop: bool,
+    ) -> f64 {
+        let e = if agop { (r as f64).powi(3) } else { 0.0 };
+        self.a * crate::probe::cpu::iteration_flops(n, nv, d, r, c, gram, agop) + self.b * e
+    }
+
+    /// Seconds of one probe on `rows` rows (70 % train, 15 % validation): `trials` random-search
+    /// trials of `iterations` updates and the final refit each; iteration 0 at rank d (its Gram
+    /// formed once when shared), iteration 1 at rank `ranks.0`, the later ones at `ranks.1`; no
+    /// early stopping (an upper bound there).
+    pub fn probe(
+        &self,
+        rows: usize,
+        d: usize,
+        c: usize,
+        ranks: (usize, usize),
+        trials: f64,
+        iterations: usize,
+    ) -> f64 {
+        let n = (0.70 * rows as f64) as usize;
+        let nv = (0.15 * rows as f64) as usize;
+        let (r1, r2) = (ranks.0.min(d), ranks.1.min(d));
+        let gram_once = if self.shared_gram {
+            self.iteration(n, nv, d, d, c, true, false)
+                - self.iteration(n, nv, d, d, c, false, false)
+        } else {
+            0.0
+        };
+        // Iteration t works at rank(t) and updates M unless it is the last.
+        let rank = |t: usize| match t {
+            0 => d,
+            1 => r1,
+            _ => r2,
+        };
+        let per_trial: f64 = (0..=iterations)
+            .map(|t| {
+                let gram = t > 0 || !self.shared_gram;
+                self.iteration(n, nv, d, rank(t), c, gram, t < iterations)
+            })
+            .sum();
+        gram_once + trials * per_trial
+    }
+}
+
+/// The ranks M had after its first and its last update in the largest calibration fit with
+/// (`multi`) or without several outputs: what iteration 1 and the later ones are priced at
+/// (the rank falls as the iterations concentrate M). d where nothing truncated.
+pub fn later_ranks(passes: &[RfmPass], d: usize, multi: bool) -> (usize, usize) {
+    let fit: Vec<&RfmPass> = passes.iter().filter(|p| (p.outputs > 1) == multi).collect();
+    let Some(rows) = fit.iter().map(|p| p.rows).max() else {
+        return (d, d);
     };
-    a * g(rows) + b * e
+    let largest: Vec<usize> = fit
+        .iter()
+        .filter(|p| p.rows == rows)
+        .map(|p| p.rank)
+        .collect();
+    match largest.as_slice() {
+        [_, r1, .., last] => (*r1, *last),
+        [_, r1] => (*r1, *r1),
+        _ => (d, d),
+    }
 }
 
 fn bytes_of(dtype: &str) -> u64 {
@@ -405,6 +498,28 @@ pub fn estimate(
             k.scaling = format!("{} ({missing} not included: {why})", k.scaling);
         }
     }
+    let full_rank: f64 = plan
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| {
+            to_run[*i] && n.kind == "probe" && n.params["kind"].as_str().unwrap_or("rfm") == "rfm"
+        })
+        .filter_map(|(i, n)| {
+            Some(probe_seconds(
+                n,
+                &models[*model_of.get(&i)?],
+                data_of(n)?,
+                true,
+            ))
+        })
+        .sum();
+    if full_rank > 0.0 {
+        notes.push(format!(
+            "probe iterations after the first are priced at the ranks M reached in the calibration's fits on a synthetic concept; data whose AGOP spectrum does not decay keep rank d and would take up to {} for the probes; early stopping ends fits sooner",
+            human(full_rank)
+        ));
+    }
     if kinds.iter().any(|k| k.kind == "evaluation")
         && plan.nodes.iter().any(|n| {
             n.kind == "evaluation"
@@ -425,6 +540,37 @@ pub fn estimate(
         calibration,
         notes,
     })
+}
+
+/// Seconds of one RFM probe node: its one-vs-rest probes (the class and as many negatives), the
+/// multiclass judge and, for tempos, the regression, each a search (`RfmCost::probe`); later
+/// iterations at the calibration's ranks, or at full rank d when `full_rank` (the bound for data
+/// whose AGOP spectrum does not decay).
+fn probe_seconds(n: &PlannedNode, c: &ModelCalibration, d: &DataSize, full_rank: bool) -> f64 {
+    let trials = n.params["trials"].as_u64().unwrap_or(1) as f64;
+    let iters = n.params["iterations"].as_u64().unwrap_or(1) as usize;
+    let cost = RfmCost::fit(&c.rfm_passes, c.hidden, c.device == "cpu");
+    let rank = |multi: bool| {
+        if full_rank {
+            (c.hidden, c.hidden)
+        } else {
+            later_ranks(&c.rfm_passes, c.hidden, multi)
+        }
+    };
+    let classes = d.per_class.len();
+    let mut probes: Vec<(usize, usize, (usize, usize))> = d
+        .per_class
+        .iter()
+        .map(|&p| (2 * p.min(d.clips - p), 1, rank(false)))
+        .collect();
+    probes.push((d.clips, classes.max(2), rank(true)));
+    if d.concept == "tempos" {
+        probes.push((d.clips, 1, rank(false)));
+    }
+    probes
+        .iter()
+        .map(|&(rows, outputs, r)| cost.probe(rows, c.hidden, outputs, r, trials, iters))
+        .sum()
 }
 
 /// One node's (seconds, peak bytes), or None when its kind is not modelled; and how it scales.
@@ -481,27 +627,7 @@ fn node_cost(
                 return (None, format!("{kind} probes are not calibrated (RFM only)"));
             }
             let cost = data.map(|d| {
-                let trials = n.params["trials"].as_u64().unwrap_or(1) as f64;
-                let iters = n.params["iterations"].as_u64().unwrap_or(1) as f64;
-                // One-vs-rest probes on the class and as many negatives; the multiclass judge (and
-                // the tempo regression) on every clip.
-                // (rows, cost factor): binary fits as calibrated, the multiclass judge by the
-                // calibrated multiclass/binary ratio.
-                let mut rows: Vec<(usize, f64)> = d
-                    .per_class
-                    .iter()
-                    .map(|&p| (2 * p.min(d.clips - p), 1.0))
-                    .collect();
-                rows.push((d.clips, c.rfm_multiclass.max(1.0)));
-                if d.concept == "tempos" {
-                    rows.push((d.clips, 1.0));
-                }
-                let t: f64 = rows
-                    .iter()
-                    .map(|&(r, f)| {
-                        f * trials * iters * rfm_iteration_seconds(&c.rfm_points, c.hidden, r)
-                    })
-                    .sum();
+                let t = probe_seconds(n, c, d, false);
                 let ntr = (0.7 * d.clips as f64) as u64;
                 let h = c.hidden as u64;
                 // Kernel, its factor and the gradient product (f64); the features and their
@@ -509,11 +635,16 @@ fn node_cost(
                 let bytes = 3 * ntr * ntr * 8 + 3 * d.clips as u64 * h * f32b + 3 * h * h * 8;
                 (t, bytes)
             });
-            (
-                cost,
-                "probes × trials × iterations × (a·(n²d + n³/3 + nd²) + b·d³), n training rows"
-                    .into(),
-            )
+            (cost, {
+                let (b, m) = (
+                    later_ranks(&c.rfm_passes, c.hidden, false),
+                    later_ranks(&c.rfm_passes, c.hidden, true),
+                );
+                format!(
+                    "probes × trials × iterations at rank d = {}, then {} → {} (one-vs-rest) or {} → {} (judge); ∝ n³ + n²·r·c",
+                    c.hidden, b.0, b.1, m.0, m.1
+                )
+            })
         }
         ("generation", Some(c)) => {
             let seconds = n.params["seconds"].as_f64().unwrap_or(10.0);
@@ -650,32 +781,72 @@ impl Estimate {
 mod tests {
     use super::*;
 
+    fn pass(rows: usize, outputs: usize, rank: usize, agop: bool, seconds: f64) -> RfmPass {
+        RfmPass {
+            rows,
+            val_rows: rows / 5,
+            outputs,
+            rank,
+            agop,
+            seconds,
+        }
+    }
+
     #[test]
-    fn rfm_cost_model_recovers_its_coefficients_and_scales_up() {
+    fn rfm_cost_model_recovers_its_coefficients_and_prices_a_search() {
         let d = 512;
         let (a, b) = (2e-11, 5e-10);
-        let truth = |rows: usize| {
-            let n = 0.7 * rows as f64;
-            a * (n * n * d as f64 + n.powi(3) / 3.0 + n * (d * d) as f64) + b * (d as f64).powi(3)
+        let it = |n: usize, nv: usize, c: usize, r: usize, gram: bool, agop: bool| {
+            let e = if agop { (r as f64).powi(3) } else { 0.0 };
+            a * crate::probe::cpu::iteration_flops(n, nv, d, r, c, gram, agop) + b * e
         };
-        let pts = [(256, truth(256)), (1024, truth(1024))];
-        for rows in [256, 1024, 7000, 9848] {
-            let got = rfm_iteration_seconds(&pts, d, rows);
-            assert!(
-                (got / truth(rows) - 1.0).abs() < 1e-9,
-                "{rows}: {got} vs {}",
-                truth(rows)
-            );
+        // The calibration's shape: two binary fits and a 12-class one, iterations 0..=2, M's
+        // rank falling from d to r1 to r2.
+        let mut passes = vec![];
+        for (rows, c, r1, r2) in [(179, 1, 150, 40), (716, 1, 400, 60), (716, 12, 500, 90)] {
+            for (r, agop) in [(d, true), (r1, true), (r2, false)] {
+                passes.push(pass(rows, c, r, agop, it(rows, rows / 5, c, r, true, agop)));
+            }
         }
-        // Noise that makes a coefficient negative: it is dropped and the larger fit is matched.
-        let slower_small = [(256, 1.0), (1024, 0.5)];
-        let got = rfm_iteration_seconds(&slower_small, d, 1024);
-        assert!((got - 0.5).abs() < 1e-12);
-        assert!((rfm_iteration_seconds(&slower_small, d, 7000) - 0.5).abs() < 1e-12);
-        let no_constant = [(256, 1e-9), (1024, truth(1024))];
-        let got = rfm_iteration_seconds(&no_constant, d, 1024);
-        assert!((got / truth(1024) - 1.0).abs() < 1e-9);
-        assert!(rfm_iteration_seconds(&no_constant, d, 7000) > truth(1024));
+        let m = RfmCost::fit(&passes, d, false);
+        assert!(
+            (m.a / a - 1.0).abs() < 1e-9 && (m.b / b - 1.0).abs() < 1e-9,
+            "{m:?}"
+        );
+        assert_eq!(later_ranks(&passes, d, false), (400, 60));
+        assert_eq!(later_ranks(&passes, d, true), (500, 90));
+        assert_eq!(
+            later_ranks(&passes[..1], d, false),
+            (d, d),
+            "no update seen: rank d"
+        );
+        assert_eq!(later_ranks(&passes[..2], d, false), (150, 150));
+
+        // A search without a shared Gram: trials × (iteration 0 at rank d, iteration 1 at r1, the
+        // later updates and the final refit at r2), on 70 % of the rows, 15 % for validation.
+        let (rows, n, nv) = (1000, 700, 150);
+        let want = 20.0
+            * (it(n, nv, 1, d, true, true)
+                + it(n, nv, 1, 400, true, true)
+                + 13.0 * it(n, nv, 1, 60, true, true)
+                + it(n, nv, 1, 60, true, false));
+        let got = m.probe(rows, d, 1, (400, 60), 20.0, 15);
+        assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+        // Sharing iteration 0's Gram across trials saves 19 of the 20 Grams, nothing else.
+        let shared = RfmCost {
+            shared_gram: true,
+            ..m
+        };
+        let gram = it(n, nv, 1, d, true, true) - it(n, nv, 1, d, false, true);
+        let got = shared.probe(rows, d, 1, (400, 60), 20.0, 15);
+        assert!((got / (want - 19.0 * gram) - 1.0).abs() < 1e-9);
+        // Truncation is what makes later iterations cheap: at full rank it costs more.
+        assert!(m.probe(rows, d, 1, (d, d), 20.0, 15) > 2.0 * want);
+
+        // Noise that makes a coefficient negative: the other is fitted alone and stays positive.
+        let noisy = [pass(716, 1, d, false, 1.0), pass(179, 1, d, true, 5.0)];
+        let m = RfmCost::fit(&noisy, d, false);
+        assert!(m.a >= 0.0 && m.b >= 0.0 && m.a + m.b > 0.0, "{m:?}");
     }
 
     #[test]

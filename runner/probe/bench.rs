@@ -20,12 +20,13 @@ use super::error::{ProbeError, Result};
 use super::metrics;
 use super::rfm::{RfmHyper, RfmOptions, fit_rfm};
 use super::splits;
+use super::synthetic::gaussian;
 use super::{ProbeConfig, ProbeKind};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -184,10 +185,6 @@ fn core_fit(args: &BenchArgs, data: &Path, n_train: usize) -> Result<serde_json:
     out["isa"] = serde_json::json!(isa.isa.name());
     out["isa_reason"] = serde_json::json!(isa.reason);
     Ok(out)
-}
-
-fn gaussian(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
-    (0..n).map(|_| StandardNormal.sample(rng)).collect()
 }
 
 fn unit(mut v: Vec<f64>) -> Vec<f64> {
@@ -425,31 +422,23 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A synthetic concept shaped like pooled activations: a few dozen strong latent directions (a
-/// class signal among them) plus weak isotropic noise.
-fn concept(n: usize, d: usize, classes: usize, seed: u64) -> (Features, Vec<usize>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let latent = 32.min(d);
-    let mix = gaussian(&mut rng, latent * d);
-    let means = gaussian(&mut rng, classes * latent);
-    let mut data = Vec::with_capacity(n * d);
-    let mut cls = Vec::with_capacity(n);
-    for i in 0..n {
-        let c = i % classes;
-        let z: Vec<f64> = (0..latent)
-            .map(|t| {
-                let e: f64 = StandardNormal.sample(&mut rng);
-                means[c * latent + t] * 0.7 + e
-            })
-            .collect();
-        for j in 0..d {
-            let s: f64 =
-                (0..latent).map(|t| z[t] * mix[t * d + j]).sum::<f64>() / (latent as f64).sqrt();
-            data.push((s + 0.3 * rng.random::<f64>()) as f32);
-        }
-        cls.push(c);
-    }
-    (Features { n, d, data }, cls)
+/// What a searched fit cost: iterations run over all trials, how many at full rank d, the mean
+/// rank of M in the others (the estimate's probe model is checked against these) and the trials
+/// that failed (skipped by the search; their partial work is not counted).
+fn work(fit: &super::ProbeFit, d: usize) -> serde_json::Value {
+    let ranks: Vec<usize> = fit
+        .trials
+        .iter()
+        .flat_map(|t| t.ranks.iter().copied())
+        .collect();
+    let low: Vec<usize> = ranks.iter().copied().filter(|&r| r < d).collect();
+    serde_json::json!({
+        "iterations": ranks.len(),
+        "full_rank": ranks.len() - low.len(),
+        "mean_truncated_rank": (!low.is_empty()).then(|| low.iter().sum::<usize>() as f64 / low.len() as f64),
+        "failed": fit.trials.iter().filter(|t| t.error.is_some()).count(),
+        "first_error": fit.trials.iter().find_map(|t| t.error.clone()),
+    })
 }
 
 fn stage(args: &BenchArgs) -> Result<serde_json::Value> {
@@ -461,7 +450,7 @@ fn stage(args: &BenchArgs) -> Result<serde_json::Value> {
             let y: Vec<f64> = read(&dir.join("y.npy"))?.to_dtype(DType::F64)?.to_vec1()?;
             (x, y.iter().map(|&v| v as usize).collect::<Vec<usize>>())
         }
-        None => concept(args.n, args.d, args.classes, 7),
+        None => super::synthetic::concept(args.n, args.d, args.classes, 7),
     };
     let classes = cls.iter().copied().max().map_or(0, |m| m + 1);
     let fixed = args.fixed.then_some(RfmHyper {
@@ -496,7 +485,7 @@ fn stage(args: &BenchArgs) -> Result<serde_json::Value> {
         let fit = super::fit_on(&x.select(&rows), &Targets::Classes(labels), &cfg, &device)?;
         probes.push(serde_json::json!({
             "probe": format!("class {c}"), "rows": rows.len(), "seconds": t.elapsed().as_secs_f64(),
-            "val_auc": fit.val.auc, "best_iter": fit.best_iter,
+            "val_auc": fit.val.auc, "best_iter": fit.best_iter, "work": work(&fit, x.d),
         }));
         eprintln!(
             "{}",
@@ -512,7 +501,7 @@ fn stage(args: &BenchArgs) -> Result<serde_json::Value> {
     let fit = super::fit_on(&x, &Targets::Classes(cls), &cfg, &device)?;
     probes.push(serde_json::json!({
         "probe": "multiclass", "rows": n_rows, "seconds": t.elapsed().as_secs_f64(),
-        "val_acc": fit.val.accuracy, "best_iter": fit.best_iter,
+        "val_acc": fit.val.accuracy, "best_iter": fit.best_iter, "work": work(&fit, x.d),
     }));
     eprintln!(
         "{}",

@@ -430,10 +430,54 @@ fn finish<T: Real>(
 /// Whether the AGOP is cheaper through the n×n route of [`gradient_gram`] than through the
 /// c·n explicit pre-gradients (flop counts of the two).
 fn gram_route(n: usize, r: usize, c: usize) -> bool {
+    let (direct, gram) = agop_flops(n, r, c);
+    gram < direct
+}
+
+/// Flops of the AGOP's two routes: (explicit pre-gradients, [`gradient_gram`]).
+fn agop_flops(n: usize, r: usize, c: usize) -> (f64, f64) {
     let (n, r, c) = (n as f64, r as f64, c as f64);
     let direct = 2.0 * n * n * c * (r + 1.0) + c * n * r * r;
     let gram = n * n * n + 2.0 * n * n * (r + c) + n * r * r + n * n * c;
-    gram < direct
+    (direct, gram)
+}
+
+/// Product flops of one iteration of [`fit`] on `n` training and `nv` validation rows of width
+/// `d`, M of rank `r`, `c` outputs: coordinates (r < d), the Gram and cross Gram (left out when
+/// `gram` is false: iteration 0's are shared by a search's trials), the Cholesky solve,
+/// validation outputs and, when `agop`, the AGOP by the route `fit` takes. M's r×r
+/// eigendecomposition is not a product and is priced apart (∝ r³). The estimate prices
+/// iterations by this (docs/design.md §9).
+pub fn iteration_flops(
+    n: usize,
+    nv: usize,
+    d: usize,
+    r: usize,
+    c: usize,
+    gram: bool,
+    agop: bool,
+) -> f64 {
+    let (nf, nvf, df, rf, cf) = (n as f64, nv as f64, d as f64, r as f64, c as f64);
+    let coords = if r < d {
+        2.0 * (nf + nvf) * df * rf
+    } else {
+        0.0
+    };
+    let grams = if gram {
+        nf * nf * rf + 2.0 * nvf * nf * rf
+    } else {
+        0.0
+    };
+    let solve = nf * nf * nf / 3.0 + 2.0 * nf * nf * cf + 2.0 * nvf * nf * cf;
+    let gradient = if agop {
+        let (direct, via_gram) = agop_flops(n, r, c);
+        // Rotating the new eigenvectors into the basis (none while M = I).
+        let rotate = if r < d { 2.0 * df * rf * rf } else { 0.0 };
+        direct.min(via_gram) + rotate
+    } else {
+        0.0
+    };
+    coords + grams + solve + gradient
 }
 
 /// `Σ_l H_lᵀ H_l` (r×r, lower) for the pre-gradients `H_l = diag(W α_l) Z − W diag(α_l) Z` of all
@@ -596,7 +640,9 @@ pub fn fit<T: Real>(
         early_stopped: false,
         fallback_reg: false,
         ranks: vec![],
+        seconds: vec![],
     };
+    let mut started = std::time::Instant::now();
     let mut best: Option<(f64, Vec<f64>, Metric<T>)> = None;
     let profile = std::env::var_os("RFMX_PROFILE").is_some();
     let mut clock = std::time::Instant::now();
@@ -607,6 +653,10 @@ pub fn fit<T: Real>(
         }
     };
     for it in 0..=h.iterations {
+        if it > 0 {
+            trace.seconds.push(started.elapsed().as_secs_f64());
+            started = std::time::Instant::now();
+        }
         let r = metric.rank(d);
         trace.ranks.push(r);
         let z = metric.coords(&x, n, d);
@@ -756,6 +806,7 @@ pub fn fit<T: Real>(
         }
         lap("agop + eigh", it);
     }
+    trace.seconds.push(started.elapsed().as_secs_f64());
     let (_, alpha, m) = best
         .ok_or_else(|| ProbeError::Numeric("validation score was NaN at every iteration".into()))?;
     let factor = match m {

@@ -161,9 +161,15 @@ pub fn fit(
         early_stopped: false,
         fallback_reg: false,
         ranks: vec![],
+        seconds: vec![],
     };
+    let mut started = std::time::Instant::now();
     let mut best: Option<(f64, Vec<f64>, Vec<f64>)> = None;
     for it in 0..=h.iterations {
+        if it > 0 {
+            trace.seconds.push(started.elapsed().as_secs_f64());
+            started = std::time::Instant::now();
+        }
         trace.ranks.push(d);
         let mt = Metric::new(upload(&m, (d, d), dtype, dev)?)?;
         let xm = mt.apply(&x)?;
@@ -194,6 +200,7 @@ pub fn fit(
             trace.ms.push(m.clone());
         }
     }
+    trace.seconds.push(started.elapsed().as_secs_f64());
     let (_, alpha, m) = best
         .ok_or_else(|| ProbeError::Numeric("validation score was NaN at every iteration".into()))?;
     Ok((alpha, m, trace))

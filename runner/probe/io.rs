@@ -282,6 +282,7 @@ impl ProbeFit {
             trials: man.trials,
             best_iter: man.best_iter,
             directions,
+            trace: None,
         })
     }
 

@@ -20,6 +20,7 @@ pub mod rfm;
 pub mod search;
 pub mod solve;
 pub mod splits;
+pub mod synthetic;
 
 pub use data::{Features, Targets, Task};
 pub use directions::Directions;
@@ -178,6 +179,9 @@ pub struct ProbeFit {
     pub best_iter: Option<usize>,
     /// Top-k eigenvectors of M (RFM only).
     pub directions: Option<Directions>,
+    /// The kept RFM fit's iterations (ranks, seconds; not stored): the estimate's calibration
+    /// reads them.
+    pub trace: Option<rfm::RfmTrace>,
 }
 
 impl ProbeFit {
@@ -310,6 +314,7 @@ fn fit_inner(
     };
     let mut trials = vec![];
     let mut best_iter = None;
+    let mut rfm_trace = None;
     let model = match config.kind {
         ProbeKind::Rfm => {
             let (m, trace) = match &config.fixed {
@@ -332,6 +337,7 @@ fn fit_inner(
                 }
             };
             best_iter = Some(trace.best_iter);
+            rfm_trace = Some(trace);
             Model::Rfm(m)
         }
         ProbeKind::Linear => Model::Linear(linear::fit_on(
@@ -361,6 +367,7 @@ fn fit_inner(
         trials,
         best_iter,
         directions: None,
+        trace: rfm_trace,
     };
     // Score on already-standardised rows.
     let outs = fit.outputs();

@@ -143,6 +143,8 @@ pub struct RfmTrace {
     pub fallback_reg: bool,
     /// Rank of the metric each iteration worked in (d while M = I).
     pub ranks: Vec<usize>,
+    /// Wall seconds of each iteration (the estimate's calibration prices iterations by rank).
+    pub seconds: Vec<f64>,
 }
 
 impl RfmModel {

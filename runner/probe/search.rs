@@ -17,6 +17,10 @@ pub struct Trial {
     /// Set when the fit failed; the trial is then skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Rank of M at each iteration run (the first is d): what the fit cost, for benchmarks and
+    /// the estimate's check. Not part of the stored log.
+    #[serde(skip)]
+    pub ranks: Vec<usize>,
 }
 
 /// λ ~ logU(1e-5, 10), L ~ logU(1, 100), centring ∈ {T, F}, q ~ U(0.7, 1.4).
@@ -75,6 +79,7 @@ pub fn search(
                     val: s,
                     best_iter: trace.best_iter,
                     error: None,
+                    ranks: trace.ranks.clone(),
                 });
                 if best.as_ref().is_none_or(|b| s > b.0) {
                     best = Some((s, model, trace));
@@ -86,6 +91,7 @@ pub fn search(
                     val: f64::NAN,
                     best_iter: 0,
                     error: Some(e.to_string()),
+                    ranks: vec![],
                 });
                 last_err = Some(e);
             }
