@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::dag::{Plan, PlannedNode};
+use crate::probe::cpu::IterationShape;
 use calibrate::{ModelCalibration, ModelTarget, RenderCalibration, RfmPass};
 
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +137,7 @@ fn data_size(n: &PlannedNode) -> Result<DataSize, EstimateError> {
 }
 
 /// The RFM cost model (docs/design.md §9): an iteration costs `a·flops + b·r³`, the products
-/// [`crate::probe::cpu::iteration_flops`] counts and M's r×r eigendecomposition, with `a` and `b`
+/// [`IterationShape::flops`] counts and M's r×r eigendecomposition, with `a` and `b`
 /// fitted to the calibration's iterations by least squares on relative error (when one comes out
 /// negative, the other is fitted alone). Later iterations are priced at the rank M reached in the
 /// calibration's fits on a synthetic concept (`later_ranks`).
@@ -154,10 +155,16 @@ impl RfmCost {
             .iter()
             .filter(|p| p.seconds > 0.0)
             .map(|p| {
-                let f = crate::probe::cpu::iteration_flops(
-                    p.rows, p.val_rows, d, p.rank, p.outputs, true, p.agop,
-                );
-                let e = if p.agop { (p.rank as f64).powi(3) } else { 0.0 };
+                let s = IterationShape {
+                    n: p.rows,
+                    nv: p.val_rows,
+                    d,
+                    r: p.rank,
+                    c: p.outputs,
+                    gram: true,
+                    agop: p.agop,
+                };
+                let (f, e) = (s.flops(), s.eig());
                 // Relative error: divide each equation by its own time.
                 (f / p.seconds, e / p.seconds, 1.0)
             })
@@ -188,20 +195,9 @@ impl RfmCost {
         RfmCost { a, b, shared_gram }
     }
 
-    /// Seconds of one iteration (see [`crate::probe::cpu::iteration_flops`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn iteration(
-        &self,
-        n: usize,
-        nv: usize,
-        d: usize,
-        r: usize,
-        c: usize,
-        gram: bool,
-        agop: bool,
-    ) -> f64 {
-        let e = if agop { (r as f64).powi(3) } else { 0.0 };
-        self.a * crate::probe::cpu::iteration_flops(n, nv, d, r, c, gram, agop) + self.b * e
+    /// Seconds of one iteration.
+    pub fn iteration(&self, s: IterationShape) -> f64 {
+        self.a * s.flops() + self.b * s.eig()
     }
 
     /// Seconds of one probe on `rows` rows (70 % train, 15 % validation): `trials` random-search
@@ -220,9 +216,17 @@ impl RfmCost {
         let n = (0.70 * rows as f64) as usize;
         let nv = (0.15 * rows as f64) as usize;
         let (r1, r2) = (ranks.0.min(d), ranks.1.min(d));
+        let shape = |r: usize, gram: bool, agop: bool| IterationShape {
+            n,
+            nv,
+            d,
+            r,
+            c,
+            gram,
+            agop,
+        };
         let gram_once = if self.shared_gram {
-            self.iteration(n, nv, d, d, c, true, false)
-                - self.iteration(n, nv, d, d, c, false, false)
+            self.iteration(shape(d, true, false)) - self.iteration(shape(d, false, false))
         } else {
             0.0
         };
@@ -235,7 +239,7 @@ impl RfmCost {
         let per_trial: f64 = (0..=iterations)
             .map(|t| {
                 let gram = t > 0 || !self.shared_gram;
-                self.iteration(n, nv, d, rank(t), c, gram, t < iterations)
+                self.iteration(shape(rank(t), gram, t < iterations))
             })
             .sum();
         gram_once + trials * per_trial
@@ -797,8 +801,16 @@ mod tests {
         let d = 512;
         let (a, b) = (2e-11, 5e-10);
         let it = |n: usize, nv: usize, c: usize, r: usize, gram: bool, agop: bool| {
-            let e = if agop { (r as f64).powi(3) } else { 0.0 };
-            a * crate::probe::cpu::iteration_flops(n, nv, d, r, c, gram, agop) + b * e
+            let s = IterationShape {
+                n,
+                nv,
+                d,
+                r,
+                c,
+                gram,
+                agop,
+            };
+            a * s.flops() + b * s.eig()
         };
         // The calibration's shape: two binary fits and a 12-class one, iterations 0..=2, M's
         // rank falling from d to r1 to r2.

@@ -442,42 +442,66 @@ fn agop_flops(n: usize, r: usize, c: usize) -> (f64, f64) {
     (direct, gram)
 }
 
-/// Product flops of one iteration of [`fit`] on `n` training and `nv` validation rows of width
-/// `d`, M of rank `r`, `c` outputs: coordinates (r < d), the Gram and cross Gram (left out when
-/// `gram` is false: iteration 0's are shared by a search's trials), the Cholesky solve,
-/// validation outputs and, when `agop`, the AGOP by the route `fit` takes. M's r×r
-/// eigendecomposition is not a product and is priced apart (∝ r³). The estimate prices
-/// iterations by this (docs/design.md §9).
-pub fn iteration_flops(
-    n: usize,
-    nv: usize,
-    d: usize,
-    r: usize,
-    c: usize,
-    gram: bool,
-    agop: bool,
-) -> f64 {
-    let (nf, nvf, df, rf, cf) = (n as f64, nv as f64, d as f64, r as f64, c as f64);
-    let coords = if r < d {
-        2.0 * (nf + nvf) * df * rf
-    } else {
-        0.0
-    };
-    let grams = if gram {
-        nf * nf * rf + 2.0 * nvf * nf * rf
-    } else {
-        0.0
-    };
-    let solve = nf * nf * nf / 3.0 + 2.0 * nf * nf * cf + 2.0 * nvf * nf * cf;
-    let gradient = if agop {
-        let (direct, via_gram) = agop_flops(n, r, c);
-        // Rotating the new eigenvectors into the basis (none while M = I).
-        let rotate = if r < d { 2.0 * df * rf * rf } else { 0.0 };
-        direct.min(via_gram) + rotate
-    } else {
-        0.0
-    };
-    coords + grams + solve + gradient
+/// The shape of one iteration of [`fit`], as the estimate prices it (docs/design.md §9).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IterationShape {
+    /// Training rows, validation rows, width, M's rank and outputs.
+    pub n: usize,
+    pub nv: usize,
+    pub d: usize,
+    pub r: usize,
+    pub c: usize,
+    /// Whether the Gram and cross Gram are formed here (iteration 0's are shared by a search's
+    /// trials).
+    pub gram: bool,
+    /// Whether the iteration ends with an AGOP update (all but the final refit).
+    pub agop: bool,
+}
+
+impl IterationShape {
+    /// Product flops: coordinates (r < d), the Gram and cross Gram (when `gram`), the Cholesky
+    /// solve, validation outputs and, when `agop`, the AGOP by the route [`fit`] takes.
+    pub fn flops(&self) -> f64 {
+        let IterationShape {
+            n,
+            nv,
+            d,
+            r,
+            c,
+            gram,
+            agop,
+        } = *self;
+        let (nf, nvf, df, rf, cf) = (n as f64, nv as f64, d as f64, r as f64, c as f64);
+        let coords = if r < d {
+            2.0 * (nf + nvf) * df * rf
+        } else {
+            0.0
+        };
+        let grams = if gram {
+            nf * nf * rf + 2.0 * nvf * nf * rf
+        } else {
+            0.0
+        };
+        let solve = nf * nf * nf / 3.0 + 2.0 * nf * nf * cf + 2.0 * nvf * nf * cf;
+        let gradient = if agop {
+            let (direct, via_gram) = agop_flops(n, r, c);
+            // Rotating the new eigenvectors into the basis (none while M = I).
+            let rotate = if r < d { 2.0 * df * rf * rf } else { 0.0 };
+            direct.min(via_gram) + rotate
+        } else {
+            0.0
+        };
+        coords + grams + solve + gradient
+    }
+
+    /// M's r×r eigendecomposition (not a product; priced apart): r³ when the iteration updates M.
+    pub fn eig(&self) -> f64 {
+        if self.agop {
+            (self.r as f64).powi(3)
+        } else {
+            0.0
+        }
+    }
 }
 
 /// `Σ_l H_lᵀ H_l` (r×r, lower) for the pre-gradients `H_l = diag(W α_l) Z − W diag(α_l) Z` of all

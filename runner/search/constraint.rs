@@ -173,7 +173,9 @@ impl Parser<'_> {
                 while self.i < self.s.len()
                     && (self.s[self.i].is_ascii_digit()
                         || matches!(self.s[self.i], b'.' | b'e' | b'E')
-                        || (matches!(self.s[self.i], b'+' | b'-')
+                        // An exponent's sign; a leading `+` (nothing before it) is not one.
+                        || (self.i > start
+                            && matches!(self.s[self.i], b'+' | b'-')
                             && matches!(self.s[self.i - 1], b'e' | b'E')))
                 {
                     self.i += 1;
@@ -190,6 +192,16 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzz run: a bound starting with `+` indexed before the text.
+    #[test]
+    fn a_leading_plus_is_an_error_and_exponent_signs_parse() {
+        for bad in ["fd <= +3", "fd >= +", "fd <= (+1)", "fd <= 2 * +baseline"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse("fd <= 1e+3").unwrap().offset, 1000.0);
+        assert_eq!(parse("fd <= 2.5E-1").unwrap().offset, 0.25);
+    }
 
     #[test]
     fn parses_absolute_relative_and_affine_bounds() {
