@@ -24,8 +24,8 @@ pub const CALIBRATION_VERSION: u32 = 3;
 
 /// The sizes a calibration measures at. On the CPU the model's cost is linear in the work, so
 /// small shapes suffice, but RFM fits need enough rows for their products to run at the rate of
-/// paper-size ones; a GPU is launch-bound at small shapes, so it measures at the shapes the nodes run (16 clips of 4 s per
-/// extraction batch) and RFM fits large enough to load it.
+/// paper-size ones; a GPU is launch-bound at small shapes, so it measures at the shapes the nodes
+/// run (16 clips of 4 s per extraction batch) and RFM fits large enough to load it.
 #[derive(Debug, Clone, Copy)]
 struct Sizes {
     /// Rows of the two binary RFM fits (the 12-class fit uses the larger).

@@ -26,7 +26,6 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

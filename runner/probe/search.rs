@@ -18,7 +18,7 @@ pub struct Trial {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Rank of M at each iteration run (the first is d): what the fit cost, for benchmarks and
-    /// the estimate's check. Not part of the stored log.
+    /// the estimate's check. Not part of the stored log (a loaded log has none).
     #[serde(skip)]
     pub ranks: Vec<usize>,
 }
