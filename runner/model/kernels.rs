@@ -42,31 +42,17 @@ fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Copy) -> candle_core::Result<
 
 /// `d[i] = f(s[i])` in the widest vector build the CPU runs (see [`map`]).
 fn apply(s: &[f32], d: &mut [std::mem::MaybeUninit<f32>], f: impl Fn(f32) -> f32 + Copy) {
-    #[inline(always)]
-    fn body(s: &[f32], d: &mut [std::mem::MaybeUninit<f32>], f: impl Fn(f32) -> f32) {
-        for (d, &s) in d.iter_mut().zip(s) {
-            d.write(f(s));
+    struct Apply<'a, F>(&'a [f32], &'a mut [std::mem::MaybeUninit<f32>], F);
+    impl<F: Fn(f32) -> f32> crate::probe::gemm::Vectorised for Apply<'_, F> {
+        type Out = ();
+        #[inline(always)]
+        fn run(self) {
+            for (d, &s) in self.1.iter_mut().zip(self.0) {
+                d.write((self.2)(s));
+            }
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn wide(s: &[f32], d: &mut [std::mem::MaybeUninit<f32>], f: impl Fn(f32) -> f32) {
-            body(s, d, f)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn half(s: &[f32], d: &mut [std::mem::MaybeUninit<f32>], f: impl Fn(f32) -> f32) {
-            body(s, d, f)
-        }
-        use crate::probe::gemm::{Isa, isa};
-        match isa() {
-            // SAFETY: `isa()` never names a set the CPU lacks.
-            Isa::Avx512 => return unsafe { wide(s, d, f) },
-            Isa::Avx2 => return unsafe { half(s, d, f) },
-            Isa::Portable => {}
-        }
-    }
-    body(s, d, f)
+    crate::probe::gemm::vectorised(Apply(s, d, f))
 }
 
 /// `ELU(x) = x` for `x > 0`, else `expm1(x)` (alpha 1). See [`expm1`].
@@ -80,18 +66,13 @@ pub fn elu(x: &Tensor) -> candle_core::Result<Tensor> {
     })
 }
 
-/// `e^x - 1` for `x <= 0` to within 2 ulp of the correctly rounded value (checked against f64 in the
-/// tests below), written without branches or calls so that a loop over it vectorises: `x = n ln 2 + r`
-/// with `|r| <= ln 2 / 2` (Cody-Waite split of ln 2), `expm1(r)` by its degree-8 Taylor polynomial
-/// (remainder < 2e-10 on that interval), then `expm1(x) = 2^n expm1(r) + (2^n - 1)`, exact in the
-/// last step for n = 0 (small x keep their relative precision). Below -88 the result is -1.
+/// `x = n ln 2 + r` with `|r| <= ln 2 / 2` (Cody-Waite split of ln 2, round to nearest by the
+/// 1.5 * 2^23 trick: `f32::round` is a libm call on baseline x86-64 and would keep a loop scalar),
+/// and `expm1(r)` by its degree-8 Taylor polynomial (remainder < 2e-10 on that interval).
 #[inline(always)]
-pub fn expm1(x: f32) -> f32 {
+fn reduce_exp(x: f32) -> (f32, f32) {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.max(-88.0);
-    // Round to nearest by the 1.5 * 2^23 trick: `f32::round` is a libm call on baseline x86-64
-    // and would keep the loop scalar.
     const MAGIC: f32 = 12_582_912.0;
     let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO;
@@ -103,10 +84,58 @@ pub fn expm1(x: f32) -> f32 {
     let p = p * r + 1.0 / 24.0;
     let p = p * r + 1.0 / 6.0;
     let p = p * r + 0.5;
-    let em1 = r + r * r * p;
-    // 2^n for n in [-127, 0], built from the exponent bits.
-    let scale = f32::from_bits((((n as i32) + 127).max(0) as u32) << 23);
+    (n, r + r * r * p)
+}
+
+/// `2^n` for an integral `n` in [-127, 127], from the exponent bits (0 at -127).
+#[inline(always)]
+fn pow2(n: f32) -> f32 {
+    f32::from_bits((((n as i32) + 127).clamp(0, 254) as u32) << 23)
+}
+
+/// `e^x - 1` for `x <= 0` to within 2 ulp of the correctly rounded value (checked against f64 in the
+/// tests below), written without branches or calls so that a loop over it vectorises
+/// ([`reduce_exp`]), then `expm1(x) = 2^n expm1(r) + (2^n - 1)`, exact in the last step for n = 0
+/// (small x keep their relative precision). Below -88 the result is -1.
+#[inline(always)]
+pub fn expm1(x: f32) -> f32 {
+    let (n, em1) = reduce_exp(x.max(-88.0));
+    let scale = pow2(n);
     scale * em1 + (scale - 1.0)
+}
+
+/// `e^x` to within 2 ulp (checked against f64 below), branch-free as [`expm1`] so that loops over
+/// it vectorise (the RFM kernel matrix: millions of values an iteration, where a libm call costs
+/// about 7 ns each). Arguments are clamped to [-88, 88]: below -87.3 the result is 0 or the
+/// smallest normal (no subnormals), and it never overflows.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let (n, em1) = reduce_exp(x.clamp(-88.0, 88.0));
+    pow2(n) * (1.0 + em1)
+}
+
+/// `ln(x)` for positive normal `x` to within 2 ulp of the exact value (checked against f64
+/// below; subnormal arguments give a large negative value, not the exact one), branch-free:
+/// `x = 2^e m` with `m` in [√½, √2), `ln m = 2 atanh(s)`, `s = (m−1)/(m+1)`, by its odd series to
+/// `s^11` (|s| < 0.172: remainder < 3e-11).
+#[inline(always)]
+pub fn ln(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let bits = x.to_bits();
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let big = m > std::f32::consts::SQRT_2;
+    let m = if big { m * 0.5 } else { m };
+    let e = (((bits >> 23) & 0xff) as i32 - 127 + big as i32) as f32;
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let p = 1.0 / 11.0;
+    let p = p * s2 + 1.0 / 9.0;
+    let p = p * s2 + 1.0 / 7.0;
+    let p = p * s2 + 1.0 / 5.0;
+    let p = p * s2 + 1.0 / 3.0;
+    let lnm = 2.0 * s + 2.0 * s * s2 * p;
+    e * LN2_HI + (e * LN2_LO + lnm)
 }
 
 /// `erf(x)` as the rational approximation Eigen and XLA use for f32 (`x P(x^2) / Q(x^2)` on
@@ -199,6 +228,44 @@ mod tests {
             );
         }
         assert!(worst <= 2.0, "worst error {worst} ulp");
+    }
+
+    /// Worst error of `f` against `want` (f64) in f32 ulp of the exact value, over `xs`.
+    fn worst_ulp(xs: impl Iterator<Item = f32>, f: fn(f32) -> f32, want: fn(f64) -> f64) -> f64 {
+        xs.map(|x| {
+            let w = want(x as f64);
+            let u = (w.abs() as f32).max(f32::MIN_POSITIVE);
+            let u = (f32::from_bits(u.to_bits() + 1) - u) as f64;
+            (f(x) as f64 - w).abs() / u
+        })
+        .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_over_the_normal_range() {
+        let xs = (0..=200_000).map(|i| -87.0 + 174.0 * i as f32 / 200_000.0);
+        let worst = worst_ulp(xs, exp, f64::exp);
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        let near0 = (-1000..=1000).map(|i| i as f32 * 1e-6);
+        assert!(worst_ulp(near0, exp, f64::exp) <= 1.0);
+        assert_eq!(exp(0.0), 1.0);
+        // Clamped, never subnormal, never infinite.
+        assert!(exp(-1e30) >= 0.0 && exp(-1e30) < 1e-37);
+        assert!(exp(1e30).is_finite() && exp(1e30) > 1e38);
+    }
+
+    #[test]
+    fn ln_is_within_two_ulp_on_positive_normal_values() {
+        // Log-spaced over the whole normal range, plus a dense sweep around 1 (where ln is small
+        // and relative precision is the point).
+        let wide = (0..=200_000).map(|i| (2f64.powf(-126.0 + 253.0 * i as f64 / 200_000.0)) as f32);
+        let worst = worst_ulp(wide, ln, f64::ln);
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        let near1 = (1..=100_000).map(|i| 0.5 + i as f32 / 100_000.0);
+        let worst1 = worst_ulp(near1.filter(|&x| x != 1.0), ln, f64::ln);
+        assert!(worst1 <= 2.0, "worst error near 1: {worst1} ulp");
+        assert_eq!(ln(1.0), 0.0);
+        assert!((ln(f32::MAX) as f64 - (f32::MAX as f64).ln()).abs() < 1e-5);
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub trait Real:
     /// descending order: (values, r×r row-major matrix whose column k is eigenvector k).
     fn eigh_lower_desc(s: &[Self], r: usize) -> Option<(Vec<f64>, Vec<Self>)>;
     fn exp(self) -> Self;
+    /// `exp` as a branch-free polynomial that vectorises in f32 (within 2 ulp; 0 below −88, see
+    /// `model::kernels::exp`), the library's `exp` in f64.
+    fn vexp(self) -> Self;
+    /// `ln` of a positive value, branch-free in f32 (see `model::kernels::ln`), the library's
+    /// in f64.
+    fn vln(self) -> Self;
     fn powf(self, e: Self) -> Self;
     fn max(self, o: Self) -> Self;
     /// Lower Cholesky factor, in place and single-threaded, of the n×n block at `a` with row
@@ -110,16 +116,30 @@ fn faer_eigh<T: faer::traits::RealField + Copy>(s: &[T], r: usize) -> Option<(Ve
 }
 
 macro_rules! real {
-    ($t:ty, $pg:ident) => {
+    (@vexp f32, $x:expr) => {
+        crate::model::kernels::exp($x)
+    };
+    (@vexp f64, $x:expr) => {
+        f64::exp($x)
+    };
+    (@vln f32, $x:expr) => {
+        crate::model::kernels::ln($x)
+    };
+    (@vln f64, $x:expr) => {
+        f64::ln($x)
+    };
+    ($t:tt, $pg:ident) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
+            #[inline(always)]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
             }
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
             }
+            #[inline(always)]
             fn from_f64(v: f64) -> Self {
                 v as $t
             }
@@ -129,9 +149,18 @@ macro_rules! real {
             fn exp(self) -> Self {
                 <$t>::exp(self)
             }
+            #[inline(always)]
+            fn vexp(self) -> Self {
+                real!(@vexp $t, self)
+            }
+            #[inline(always)]
+            fn vln(self) -> Self {
+                real!(@vln $t, self)
+            }
             fn powf(self, e: Self) -> Self {
                 <$t>::powf(self, e)
             }
+            #[inline(always)]
             fn max(self, o: Self) -> Self {
                 <$t>::max(self, o)
             }
@@ -229,6 +258,38 @@ static CHOICE: OnceLock<Choice> = OnceLock::new();
 /// The kernel set in use (decided on first call; see the module doc).
 pub fn isa() -> Isa {
     choice().isa
+}
+
+/// Work whose loops should run at the CPU's vector width: [`vectorised`] compiles `run` (which
+/// must be `#[inline(always)]`, as must what it calls in its loops) inside one function per
+/// instruction set. A closure would not do: it is compiled on its own, for the baseline.
+pub trait Vectorised {
+    type Out;
+    fn run(self) -> Self::Out;
+}
+
+/// Runs `work` compiled for the widest vector set [`isa`] chose (AVX-512, AVX2+FMA or the
+/// baseline), so that its branch-free pointwise loops run at that width: the baseline x86-64
+/// build is 4 lanes wide.
+pub fn vectorised<W: Vectorised>(work: W) -> W::Out {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn wide<W: Vectorised>(work: W) -> W::Out {
+            work.run()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn half<W: Vectorised>(work: W) -> W::Out {
+            work.run()
+        }
+        match isa() {
+            // SAFETY: `isa()` never names a set the CPU lacks.
+            Isa::Avx512 => return unsafe { wide(work) },
+            Isa::Avx2 => return unsafe { half(work) },
+            Isa::Portable => {}
+        }
+    }
+    work.run()
 }
 
 pub fn choice() -> &'static Choice {
