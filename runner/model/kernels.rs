@@ -106,8 +106,8 @@ pub fn expm1(x: f32) -> f32 {
 
 /// `e^x` to within 2 ulp (checked against f64 below), branch-free as [`expm1`] so that loops over
 /// it vectorise (the RFM kernel matrix: millions of values an iteration, where a libm call costs
-/// about 7 ns each). Arguments are clamped to [-88, 88]: below -87.3 the result is 0 or the
-/// smallest normal (no subnormals), and it never overflows.
+/// about 7 ns each). Arguments are clamped to [-88, 88], so it never overflows; results below
+/// the smallest normal (x < -87.3) are inexact or 0 (libm's reach 0 only below -103.9).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let (n, em1) = reduce_exp(x.clamp(-88.0, 88.0));

@@ -755,8 +755,8 @@ pub fn fit<T: Real>(
         let zv = metric.coords(&xv, nv, d);
         let nz = row_norms(&z, r);
         let nzv = row_norms(&zv, r);
-        // Iteration 0's Grams are borrowed from `shared` (a 31 MB copy at n = 2800 cost more
-        // than the lower-triangle fill it would save); later ones are owned.
+        // Iteration 0's Grams are borrowed from `shared`, not copied (n² values: 31 MB at
+        // n = 2800, into a fresh allocation every trial); later ones are owned.
         let (owned_g, owned_gv);
         let (g, gv): (&[T], &[T]) = if matches!(metric, Metric::Identity) {
             let Shared { gram, cross } = &mut *shared;

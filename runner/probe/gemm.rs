@@ -38,8 +38,8 @@ pub trait Real:
     /// descending order: (values, r×r row-major matrix whose column k is eigenvector k).
     fn eigh_lower_desc(s: &[Self], r: usize) -> Option<(Vec<f64>, Vec<Self>)>;
     fn exp(self) -> Self;
-    /// `exp` as a branch-free polynomial that vectorises in f32 (within 2 ulp; 0 below −88, see
-    /// `model::kernels::exp`), the library's `exp` in f64.
+    /// `exp` as a branch-free polynomial that vectorises in f32 (within 2 ulp over the normal
+    /// range, inexact or 0 below −87.3; see `model::kernels::exp`), the library's `exp` in f64.
     fn vexp(self) -> Self;
     /// `ln` of a positive value, branch-free in f32 (see `model::kernels::ln`), the library's
     /// in f64.
