@@ -37,14 +37,12 @@ pub trait Real:
     /// Eigenpairs of the symmetric r×r matrix given by its lower triangle (row-major), in
     /// descending order: (values, r×r row-major matrix whose column k is eigenvector k).
     fn eigh_lower_desc(s: &[Self], r: usize) -> Option<(Vec<f64>, Vec<Self>)>;
-    fn exp(self) -> Self;
     /// `exp` as a branch-free polynomial that vectorises in f32 (within 2 ulp over the normal
     /// range, inexact or 0 below −87.3; see `model::kernels::exp`), the library's `exp` in f64.
     fn vexp(self) -> Self;
     /// `ln` of a positive value, branch-free in f32 (see `model::kernels::ln`), the library's
     /// in f64.
     fn vln(self) -> Self;
-    fn powf(self, e: Self) -> Self;
     fn max(self, o: Self) -> Self;
     /// Lower Cholesky factor, in place and single-threaded, of the n×n block at `a` with row
     /// stride `ld` (faer's blocked kernel); `Err(pivot)` if a pivot is not positive.
@@ -146,9 +144,6 @@ macro_rules! real {
             fn to_f64(self) -> f64 {
                 self as f64
             }
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
             #[inline(always)]
             fn vexp(self) -> Self {
                 real!(@vexp $t, self)
@@ -156,9 +151,6 @@ macro_rules! real {
             #[inline(always)]
             fn vln(self) -> Self {
                 real!(@vln $t, self)
-            }
-            fn powf(self, e: Self) -> Self {
-                <$t>::powf(self, e)
             }
             #[inline(always)]
             fn max(self, o: Self) -> Self {
