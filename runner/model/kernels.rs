@@ -66,13 +66,15 @@ pub fn elu(x: &Tensor) -> candle_core::Result<Tensor> {
     })
 }
 
+/// ln 2 split so that `n * LN2_HI` is exact for the exponents f32 has (Cody-Waite).
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+
 /// `x = n ln 2 + r` with `|r| <= ln 2 / 2` (Cody-Waite split of ln 2, round to nearest by the
 /// 1.5 * 2^23 trick: `f32::round` is a libm call on baseline x86-64 and would keep a loop scalar),
 /// and `expm1(r)` by its degree-8 Taylor polynomial (remainder < 2e-10 on that interval).
 #[inline(always)]
 fn reduce_exp(x: f32) -> (f32, f32) {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
     const MAGIC: f32 = 12_582_912.0;
     let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO;
@@ -120,8 +122,6 @@ pub fn exp(x: f32) -> f32 {
 /// `s^11` (|s| < 0.172: remainder < 3e-11).
 #[inline(always)]
 pub fn ln(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
     let bits = x.to_bits();
     let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
     let big = m > std::f32::consts::SQRT_2;

@@ -114,19 +114,7 @@ fn faer_eigh<T: faer::traits::RealField + Copy>(s: &[T], r: usize) -> Option<(Ve
 }
 
 macro_rules! real {
-    (@vexp f32, $x:expr) => {
-        crate::model::kernels::exp($x)
-    };
-    (@vexp f64, $x:expr) => {
-        f64::exp($x)
-    };
-    (@vln f32, $x:expr) => {
-        crate::model::kernels::ln($x)
-    };
-    (@vln f64, $x:expr) => {
-        f64::ln($x)
-    };
-    ($t:tt, $pg:ident) => {
+    ($t:ty, $pg:ident, $vexp:path, $vln:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -146,11 +134,11 @@ macro_rules! real {
             }
             #[inline(always)]
             fn vexp(self) -> Self {
-                real!(@vexp $t, self)
+                $vexp(self)
             }
             #[inline(always)]
             fn vln(self) -> Self {
-                real!(@vln $t, self)
+                $vln(self)
             }
             #[inline(always)]
             fn max(self, o: Self) -> Self {
@@ -191,8 +179,13 @@ macro_rules! real {
         }
     };
 }
-real!(f32, F32);
-real!(f64, F64);
+real!(
+    f32,
+    F32,
+    crate::model::kernels::exp,
+    crate::model::kernels::ln
+);
+real!(f64, F64, f64::exp, f64::ln);
 
 /// The kernel set the products run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
