@@ -313,19 +313,23 @@ fn predict_coords<T: Real>(
     out.into_iter().map(|v| v.to_f64()).collect()
 }
 
-/// Outputs of a fitted factor-form model at `x` (rows in the training coordinates' space).
+/// Outputs of a fitted model at `x` (rows in the training coordinates' space), M given as its
+/// factor or, when `None`, the identity.
 pub fn predict<T: Real>(
     centres: &Features,
-    factor: &MetricFactor,
+    factor: Option<&MetricFactor>,
     alpha: &[f64],
     c: usize,
     p: KernelParams,
     x: &Features,
 ) -> Vec<f64> {
     let d = centres.d;
-    let metric: Metric<T> = Metric::Factor {
-        v: factor.v.iter().map(|&a| T::from_f64(a)).collect(),
-        lam: factor.lam.clone(),
+    let metric: Metric<T> = match factor {
+        Some(f) => Metric::Factor {
+            v: f.v.iter().map(|&a| T::from_f64(a)).collect(),
+            lam: f.lam.clone(),
+        },
+        None => Metric::Identity,
     };
     let r = metric.rank(d);
     let xc: Vec<T> = centres
@@ -688,13 +692,27 @@ pub fn dense(f: &MetricFactor) -> Vec<f64> {
     let r = f.lam.len();
     let vs: Vec<f64> = (0..d * r).map(|t| f.v[t] * f.lam[t % r]).collect();
     let mut m = vec![0.0; d * d];
-    gemm::matmul_nt(&vs, d, r, &f.v, d, &mut m);
-    // Exactly symmetric, as the eigensolver expects.
+    // The lower triangle only (half the flops), mirrored: exactly symmetric, as the eigensolver
+    // expects.
+    // SAFETY: vs and f.v are d×r, m is d×d; m is a separate buffer.
+    unsafe {
+        gemm::gemm_with(
+            gemm::isa(),
+            d,
+            d,
+            r,
+            m.as_mut_ptr(),
+            d,
+            Tri::Lower,
+            false,
+            gemm::View::rows(&vs, r),
+            gemm::View::rows_t(&f.v, r),
+            1.0,
+        );
+    }
     for i in 0..d {
         for j in 0..i {
-            let a = 0.5 * (m[i * d + j] + m[j * d + i]);
-            m[i * d + j] = a;
-            m[j * d + i] = a;
+            m[j * d + i] = m[i * d + j];
         }
     }
     m

@@ -3,9 +3,10 @@
 
 use super::data::Features;
 use super::error::{ProbeError, Result};
-use super::gemm::Real;
+use super::gemm::{self, Real};
 use super::metrics::pearson;
 use super::rfm::MetricFactor;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Top-k eigenpairs of M (descending eigenvalue), oriented.
@@ -40,14 +41,19 @@ pub fn eigh_lower_desc<T: Real>(s: &[T], r: usize) -> Result<(Vec<f64>, Vec<T>)>
         .ok_or_else(|| ProbeError::Numeric("symmetric eigensolver did not converge".into()))
 }
 
+/// Whether the d×d `m` is exactly the identity (an RFM that kept its first iterate).
+pub fn is_identity(m: &[f64], d: usize) -> bool {
+    m.len() == d * d
+        && m.iter()
+            .enumerate()
+            .all(|(t, &a)| a == if t / d == t % d { 1.0 } else { 0.0 })
+}
+
 /// Eigen-decomposition of the symmetric d×d `m` (f64). Returns (eigenvalues descending,
 /// eigenvectors as rows in the same order). The identity (an RFM that kept its first iterate)
 /// gives the unit vectors in index order.
 pub fn eigh_desc(m: &[f64], d: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let identity = m
-        .iter()
-        .enumerate()
-        .all(|(t, &a)| a == if t / d == t % d { 1.0 } else { 0.0 });
+    let identity = is_identity(m, d);
     let unit = |i: usize| {
         (0..d)
             .map(|j| f64::from(u8::from(i == j)))
@@ -99,6 +105,34 @@ pub fn directions(m: &[f64], d: usize, k: usize, x: &Features, target: &[f64]) -
     oriented(vals, vecs, d, k, x, target)
 }
 
+/// `x · v` for every row of `x` and every vector (n×k, f64): one product over row blocks (f64
+/// copies of 256 rows at a time), instead of k scalar passes over all of `x`.
+fn projections(x: &Features, vs: &[Vec<f64>]) -> Vec<f64> {
+    const ROWS: usize = 256;
+    let (k, d) = (vs.len(), x.d);
+    let mut vt = vec![0.0f64; d * k];
+    for (c, v) in vs.iter().enumerate() {
+        for (i, &a) in v.iter().enumerate() {
+            vt[i * k + c] = a;
+        }
+    }
+    let mut proj = vec![0.0f64; x.n * k];
+    if k == 0 || d == 0 {
+        return proj;
+    }
+    proj.par_chunks_mut(ROWS * k)
+        .enumerate()
+        .for_each(|(b, out)| {
+            let rows = out.len() / k;
+            let xb: Vec<f64> = x.data[b * ROWS * d..(b * ROWS + rows) * d]
+                .iter()
+                .map(|&a| f64::from(a))
+                .collect();
+            gemm::matmul(&xb, rows, d, &vt, k, out);
+        });
+    proj
+}
+
 fn oriented(
     vals: Vec<f64>,
     vecs: Vec<Vec<f64>>,
@@ -108,15 +142,20 @@ fn oriented(
     target: &[f64],
 ) -> Directions {
     let k = k.min(d).min(vecs.len());
+    let units: Vec<Vec<f64>> = vecs
+        .into_iter()
+        .take(k)
+        .map(|v| {
+            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+            v.iter().map(|a| a / norm).collect()
+        })
+        .collect();
+    let proj = projections(x, &units);
     let mut vectors = Vec::with_capacity(k * d);
     let mut correlations = Vec::with_capacity(k);
-    for v in vecs.into_iter().take(k) {
-        let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
-        let mut v: Vec<f64> = v.iter().map(|a| a / norm).collect();
-        let proj: Vec<f64> = (0..x.n)
-            .map(|i| x.row(i).iter().zip(&v).map(|(a, b)| *a as f64 * b).sum())
-            .collect();
-        let mut r = pearson(&proj, target);
+    for (c, mut v) in units.into_iter().enumerate() {
+        let p: Vec<f64> = (0..x.n).map(|i| proj[i * k + c]).collect();
+        let mut r = pearson(&p, target);
         if r < 0.0 {
             v.iter_mut().for_each(|a| *a = -*a);
             r = -r;

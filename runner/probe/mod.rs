@@ -300,7 +300,7 @@ fn fit_inner(
             None => x,
         }
     };
-    let (xtr, xva, xte) = (prep(&split.train), prep(&split.val), prep(&split.test));
+    let (xtr, xva) = (prep(&split.train), prep(&split.val));
     let (ytr, yva, yte) = (
         targets.select(&split.train),
         targets.select(&split.val),
@@ -372,17 +372,26 @@ fn fit_inner(
     // Score on already-standardised rows.
     let outs = fit.outputs();
     let dtype = config.precision.dtype();
-    let score = |x: &Features, y: &Targets| -> Result<Scores> {
-        let p = match &fit.model {
+    let predict = |x: &Features| -> Result<Vec<f64>> {
+        Ok(match &fit.model {
             Model::Rfm(m) => m.predict_with(x, dtype)?,
             Model::Linear(m) => m.predict(x),
             Model::Mlp(m) => m.predict(x)?,
-        };
-        Ok(metrics::score(task, &p, outs, y))
+        })
     };
-    let (val, test) = (score(&xva, &yva)?, score(&xte, &yte)?);
-    fit.val = val;
-    fit.test = test;
+    // Validation and test rows in one prediction: an RFM's centres are projected into M's
+    // coordinates once (n·d·r flops, as much as the queries' own cross kernel), not per split.
+    let both: Vec<usize> = fit
+        .split
+        .val
+        .iter()
+        .chain(&fit.split.test)
+        .copied()
+        .collect();
+    let p = predict(&prep(&both))?;
+    let (pv, pt) = p.split_at(fit.split.val.len() * outs);
+    fit.val = metrics::score(task, pv, outs, &yva);
+    fit.test = metrics::score(task, pt, outs, &yte);
     if let Model::Rfm(m) = &fit.model {
         let target: Vec<f64> = match (&ytr, task) {
             (Targets::Classes(c), Task::Multiclass) => c

@@ -160,7 +160,10 @@ impl RfmModel {
                 got: z.d,
             });
         }
-        if let Some(f) = &self.factor {
+        // The CPU kernels take M as its factor, or as nothing at all when M = I (no d×d
+        // product); any other dense M goes through the tensor path.
+        let f = self.factor.as_ref();
+        if f.is_some() || super::directions::is_identity(&self.m, self.d()) {
             let (c, p) = (self.outputs, self.hyper.kernel());
             return Ok(match dtype {
                 DType::F64 => cpu::predict::<f64>(&self.centres, f, &self.alpha, c, p, z),
@@ -264,4 +267,61 @@ pub fn fit_rfm_shared(
 pub fn scores(model: &RfmModel, x: &Features, y: &Targets, task: Task) -> Result<Scores> {
     let pred = model.predict(x)?;
     Ok(metrics::score(task, &pred, model.outputs, y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn features(n: usize, d: usize, salt: usize) -> Features {
+        let data = (0..n * d)
+            .map(|t| (((t * 37 + salt * 11) % 29) as f32) * 0.125 - 1.75)
+            .collect();
+        Features::new(n, d, data).unwrap()
+    }
+
+    /// M = I with no factor (a fit that kept its first iterate) predicts through the CPU kernels
+    /// without M; a rotated, scaled factor through its coordinates: both as the tensor path
+    /// computes the same dense M.
+    #[test]
+    fn cpu_predictions_match_the_tensor_path() {
+        let (n, d, c) = (23, 5, 2);
+        let alpha: Vec<f64> = (0..n * c).map(|t| ((t * 7) % 5) as f64 - 2.0).collect();
+        let hyper = RfmHyper {
+            reg: 1e-3,
+            bandwidth: 4.0,
+            q: 1.0,
+            centre: false,
+            iterations: 1,
+        };
+        let identity: Vec<f64> = (0..d * d)
+            .map(|t| f64::from(u8::from(t / d == t % d)))
+            .collect();
+        // An orthonormal basis of a plane in the first two coordinates, rotated by θ.
+        let (s, k) = (0.6f64, 0.8f64);
+        let mut v = vec![0.0; d * 2];
+        (v[0], v[1], v[2], v[3]) = (k, -s, s, k);
+        let factor = MetricFactor {
+            d,
+            v,
+            lam: vec![1.0, 0.25],
+        };
+        let z = features(7, d, 3);
+        for (m, factor) in [(identity, None), (cpu::dense(&factor), Some(factor))] {
+            let model = RfmModel {
+                hyper,
+                centres: features(n, d, 0),
+                m,
+                alpha: alpha.clone(),
+                outputs: c,
+                factor,
+            };
+            let got = model.predict_with(&z, DType::F64).unwrap();
+            let want = device::predict(&model, &z, DType::F64, &Device::Cpu).unwrap();
+            assert_eq!(got.len(), 7 * c);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-10 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+    }
 }
