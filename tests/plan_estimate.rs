@@ -126,6 +126,27 @@ fn estimate_prints_every_kind_and_reuses_its_calibration() {
         secs(&longer),
         secs(&first)
     );
+
+    // A calibration another rfmx build measured is measured again: an upgrade can change the
+    // speed of the code it timed. The renderer's file, still this build's, is read.
+    let (model_file, bytes, _) = files
+        .iter()
+        .find(|(p, _, _)| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("render-")
+        })
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    assert_eq!(v["build"], rfmx::VERSION, "{v}");
+    v["build"] = "0.0.1 (0123456789ab)".into();
+    std::fs::write(model_file, serde_json::to_vec(&v).unwrap()).unwrap();
+    let upgraded = stdout(&w.rfmx(&["plan", notes_sweep(), "--estimate"]));
+    assert_eq!(upgraded.matches("measured now").count(), 1, "{upgraded}");
+    assert_eq!(upgraded.matches(": cached (").count(), 1, "{upgraded}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(model_file).unwrap()).unwrap();
+    assert_eq!(v["build"], rfmx::VERSION);
 }
 
 #[test]

@@ -22,6 +22,21 @@ use crate::probe::{ProbeConfig, RfmHyper, Targets, Task};
 /// Bumped whenever a measurement changes meaning: older files are measured again.
 pub const CALIBRATION_VERSION: u32 = 3;
 
+/// What a calibration file records to say whether it still holds: the format's version and the
+/// rfmx build (`rfmx --version`) that measured it. A file from another build is measured again,
+/// since an upgrade can change the speed of the very code it timed (the CPU probe fits ran 1.5×
+/// faster between two builds of one week); a working tree's uncommitted edits share one
+/// `-dirty` stamp, so a developer deletes `calibration/` after changing a timed path.
+pub trait Stamped {
+    fn version(&self) -> u32;
+    fn build(&self) -> &str;
+}
+
+/// The build stamp this binary writes into its calibrations.
+pub fn build_stamp() -> &'static str {
+    crate::VERSION
+}
+
 /// The sizes a calibration measures at. On the CPU the model's cost is linear in the work, so
 /// small shapes suffice, but RFM fits need enough rows for their products to run at the rate of
 /// paper-size ones; a GPU is launch-bound at small shapes, so it measures at the shapes the nodes
@@ -59,6 +74,9 @@ const STEPS: usize = 12;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCalibration {
     pub version: u32,
+    /// The rfmx build that measured it (files without one are from before builds were recorded).
+    #[serde(default)]
+    pub build: String,
     /// `cpu` or `cuda:N` / `metal:N`.
     pub device: String,
     /// Threads of the CPU pool the measurements ran on (CPU timings scale with it).
@@ -112,6 +130,9 @@ pub struct RfmPass {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenderCalibration {
     pub version: u32,
+    /// The rfmx build that measured it (files without one are from before builds were recorded).
+    #[serde(default)]
+    pub build: String,
     pub renderer: String,
     pub threads: usize,
     pub clips: usize,
@@ -154,15 +175,16 @@ pub fn model_file(
 }
 
 /// Reads a cached calibration, or measures and caches it. Returns it and whether it was measured
-/// now. A file that does not parse or has an older version is measured again (and replaced).
-pub fn cached<T: Serialize + for<'de> Deserialize<'de>>(
+/// now. A file that does not parse, has an older version or was measured by another build is
+/// measured again (and replaced).
+pub fn cached<T: Serialize + for<'de> Deserialize<'de> + Stamped>(
     path: &Path,
-    version_of: impl Fn(&T) -> u32,
     measure: impl FnOnce() -> Result<T, EstimateError>,
 ) -> Result<(T, bool), EstimateError> {
     if let Ok(bytes) = std::fs::read(path)
         && let Ok(v) = serde_json::from_slice::<T>(&bytes)
-        && version_of(&v) == CALIBRATION_VERSION
+        && v.version() == CALIBRATION_VERSION
+        && v.build() == build_stamp()
     {
         return Ok((v, false));
     }
@@ -262,6 +284,7 @@ pub fn measure_model(target: &ModelTarget) -> Result<ModelCalibration, EstimateE
 
     Ok(ModelCalibration {
         version: CALIBRATION_VERSION,
+        build: build_stamp().to_string(),
         device: device_label(&device),
         threads: rayon::current_num_threads(),
         model: pipe.source.label(),
@@ -394,6 +417,7 @@ pub fn measure_render(
     let clips = ds.manifest.rendered.max(1);
     Ok(RenderCalibration {
         version: CALIBRATION_VERSION,
+        build: build_stamp().to_string(),
         renderer: render_tag(cfg),
         threads,
         clips,
@@ -413,5 +437,23 @@ pub fn render_tag(cfg: &crate::data::DatasetConfig) -> String {
             })
             .unwrap_or_else(|| "soundfont".into()),
         _ => "builtin".into(),
+    }
+}
+
+impl Stamped for ModelCalibration {
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn build(&self) -> &str {
+        &self.build
+    }
+}
+
+impl Stamped for RenderCalibration {
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn build(&self) -> &str {
+        &self.build
     }
 }

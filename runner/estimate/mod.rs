@@ -342,16 +342,12 @@ fn calibration_of(
     let threads = rayon::current_num_threads();
     let label = calibrate::device_label(&device);
     let path = calibrate::model_file(dir, &label, threads, &target.fingerprint, &dtype);
-    let (c, fresh) = calibrate::cached(
-        &path,
-        |c: &ModelCalibration| c.version,
-        || {
-            calibrate::measure_model(&ModelTarget {
-                dtype: dtype.clone(),
-                ..target.clone()
-            })
-        },
-    )?;
+    let (c, fresh) = calibrate::cached(&path, || {
+        calibrate::measure_model(&ModelTarget {
+            dtype: dtype.clone(),
+            ..target.clone()
+        })
+    })?;
     Ok((c, path, fresh))
 }
 
@@ -433,11 +429,7 @@ pub fn estimate(
             let tag = calibrate::render_tag(cfg);
             let threads = rayon::current_num_threads();
             let path = dir.join(format!("render-{tag}-t{threads}.json"));
-            let (r, fresh) = calibrate::cached(
-                &path,
-                |r: &RenderCalibration| r.version,
-                || calibrate::measure_render(cfg, &dir),
-            )?;
+            let (r, fresh) = calibrate::cached(&path, || calibrate::measure_render(cfg, &dir))?;
             calibration.push(format!(
                 "renderer: {}, {} clips: {} ({})",
                 r.renderer,
