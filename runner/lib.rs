@@ -25,6 +25,7 @@ pub mod spec;
 pub mod stages;
 pub mod steer;
 pub mod stimuli;
+pub mod sysmem;
 
 /// The git commit this binary was built from (`<12 hex>[-dirty]`, or "unknown" outside a git
 /// checkout), recorded by build.rs.

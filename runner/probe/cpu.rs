@@ -25,6 +25,8 @@ use super::rfm::{MetricFactor, RfmHyper, RfmOptions, RfmTrace};
 use super::solve;
 use rayon::prelude::*;
 use std::any::Any;
+use std::borrow::Cow;
+use std::sync::OnceLock;
 
 /// The metric of one iteration.
 #[derive(Debug, Clone)]
@@ -46,9 +48,9 @@ impl<T: Real> Metric<T> {
     }
 
     /// The coordinates `x V diag(√λ)` (n×r) in which M-distances are Euclidean.
-    fn coords<'a>(&self, x: &'a [T], n: usize, d: usize) -> std::borrow::Cow<'a, [T]> {
+    fn coords<'a>(&self, x: &'a [T], n: usize, d: usize) -> Cow<'a, [T]> {
         match self {
-            Metric::Identity => std::borrow::Cow::Borrowed(x),
+            Metric::Identity => Cow::Borrowed(x),
             Metric::Factor { v, lam } => {
                 let r = lam.len();
                 let mut z = vec![T::ZERO; n * r];
@@ -62,7 +64,7 @@ impl<T: Real> Metric<T> {
                         *a = *a * b;
                     }
                 });
-                std::borrow::Cow::Owned(z)
+                Cow::Owned(z)
             }
         }
     }
@@ -86,24 +88,27 @@ impl<T: Real> Metric<T> {
 }
 
 /// Work shared by the fits of one search (same training and validation rows, same precision):
-/// the Gram matrices of the raw rows, which the first iteration of every trial needs.
+/// the Gram matrices of the raw rows, which the first iteration of every trial needs. Formed by
+/// the first trial that asks (concurrent trials wait for it), then read by all.
 #[derive(Default)]
 pub struct Shared {
-    gram: Option<Box<dyn Any + Send + Sync>>,
-    cross: Option<Box<dyn Any + Send + Sync>>,
+    gram: OnceLock<Box<dyn Any + Send + Sync>>,
+    cross: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl Shared {
+    /// The slot's value, or (a search in another precision, which no caller makes) a fresh one.
     fn get<T: Real>(
-        slot: &mut Option<Box<dyn Any + Send + Sync>>,
-        make: impl FnOnce() -> Vec<T>,
-    ) -> &Vec<T> {
-        if slot.as_ref().is_none_or(|b| !b.is::<Vec<T>>()) {
-            *slot = Some(Box::new(make()));
+        slot: &OnceLock<Box<dyn Any + Send + Sync>>,
+        make: impl Fn() -> Vec<T>,
+    ) -> Cow<'_, [T]> {
+        match slot
+            .get_or_init(|| Box::new(make()))
+            .downcast_ref::<Vec<T>>()
+        {
+            Some(v) => Cow::Borrowed(v),
+            None => Cow::Owned(make()),
         }
-        slot.as_ref()
-            .and_then(|b| b.downcast_ref::<Vec<T>>())
-            .expect("just stored")
     }
 }
 
@@ -736,7 +741,7 @@ pub fn fit<T: Real>(
     worse: &dyn Fn(f64, f64) -> bool,
     h: &RfmHyper,
     opt: &RfmOptions,
-    shared: &mut Shared,
+    shared: &Shared,
 ) -> Result<CpuFit> {
     let (n, d, nv) = (train.n, train.d, val.n);
     let x: Vec<T> = train.data.iter().map(|&a| T::from_f64(a as f64)).collect();
@@ -775,15 +780,13 @@ pub fn fit<T: Real>(
         let nzv = row_norms(&zv, r);
         // Iteration 0's Grams are borrowed from `shared`, not copied (n² values: 31 MB at
         // n = 2800, into a fresh allocation every trial); later ones are owned.
-        let (owned_g, owned_gv);
-        let (g, gv): (&[T], &[T]) = if matches!(metric, Metric::Identity) {
-            let Shared { gram, cross } = &mut *shared;
-            let g = Shared::get(gram, || {
+        let (g, gv): (Cow<[T]>, Cow<[T]>) = if matches!(metric, Metric::Identity) {
+            let g = Shared::get(&shared.gram, || {
                 let mut g = vec![T::ZERO; n * n];
                 gemm::gram_with(gemm::isa(), &z, n, r, &mut g, Tri::Lower);
                 g
             });
-            let gv = Shared::get(cross, || {
+            let gv = Shared::get(&shared.cross, || {
                 let mut gv = vec![T::ZERO; nv * n];
                 gemm::matmul_nt(&zv, nv, r, &z, n, &mut gv);
                 gv
@@ -794,15 +797,13 @@ pub fn fit<T: Real>(
             gemm::gram_with(gemm::isa(), &z, n, r, &mut g, Tri::Lower);
             let mut gv = vec![T::ZERO; nv * n];
             gemm::matmul_nt(&zv, nv, r, &z, n, &mut gv);
-            owned_g = g;
-            owned_gv = gv;
-            (&owned_g, &owned_gv)
+            (Cow::Owned(g), Cow::Owned(gv))
         };
         lap("gram", it);
         let last = it == h.iterations;
-        let (k, w) = kernel_and_weights(g, &nz, n, p, h.reg, !last);
+        let (k, w) = kernel_and_weights(&g, &nz, n, p, h.reg, !last);
         lap("kernel", it);
-        let (alpha, fallback) = solve_alpha(k, g, &nz, n, h, y, c)?;
+        let (alpha, fallback) = solve_alpha(k, &g, &nz, n, h, y, c)?;
         trace.fallback_reg |= fallback;
         lap("solve", it);
         // Validation outputs from the cross Gram.

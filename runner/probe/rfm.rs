@@ -71,6 +71,9 @@ pub struct RfmOptions {
     /// CPU: form the AGOP through the n×n gradient Gram (cheaper for many outputs) or from the
     /// explicit pre-gradients; `None` picks the cheaper by flop count.
     pub gradient_gram: Option<bool>,
+    /// CPU search: trials run at once (`None`: one per thread, as memory allows; see
+    /// `search::trial_workers`).
+    pub trial_workers: Option<usize>,
 }
 
 impl Default for RfmOptions {
@@ -84,6 +87,7 @@ impl Default for RfmOptions {
             device: Device::Cpu,
             tensor_path: false,
             gradient_gram: None,
+            trial_workers: None,
         }
     }
 }
@@ -199,7 +203,7 @@ pub fn fit_rfm(
         n_classes,
         h,
         opt,
-        &mut cpu::Shared::default(),
+        &cpu::Shared::default(),
     )
 }
 
@@ -214,7 +218,7 @@ pub fn fit_rfm_shared(
     n_classes: usize,
     h: &RfmHyper,
     opt: &RfmOptions,
-    shared: &mut cpu::Shared,
+    shared: &cpu::Shared,
 ) -> Result<(RfmModel, RfmTrace)> {
     h.validate()?;
     if val.d != train.d {
