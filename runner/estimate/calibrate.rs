@@ -32,11 +32,6 @@ pub trait Stamped {
     fn build(&self) -> &str;
 }
 
-/// The build stamp this binary writes into its calibrations.
-pub fn build_stamp() -> &'static str {
-    crate::VERSION
-}
-
 /// The sizes a calibration measures at. On the CPU the model's cost is linear in the work, so
 /// small shapes suffice, but RFM fits need enough rows for their products to run at the rate of
 /// paper-size ones; a GPU is launch-bound at small shapes, so it measures at the shapes the nodes
@@ -184,7 +179,7 @@ pub fn cached<T: Serialize + for<'de> Deserialize<'de> + Stamped>(
     if let Ok(bytes) = std::fs::read(path)
         && let Ok(v) = serde_json::from_slice::<T>(&bytes)
         && v.version() == CALIBRATION_VERSION
-        && v.build() == build_stamp()
+        && v.build() == crate::VERSION
     {
         return Ok((v, false));
     }
@@ -284,7 +279,7 @@ pub fn measure_model(target: &ModelTarget) -> Result<ModelCalibration, EstimateE
 
     Ok(ModelCalibration {
         version: CALIBRATION_VERSION,
-        build: build_stamp().to_string(),
+        build: crate::VERSION.to_string(),
         device: device_label(&device),
         threads: rayon::current_num_threads(),
         model: pipe.source.label(),
@@ -417,7 +412,7 @@ pub fn measure_render(
     let clips = ds.manifest.rendered.max(1);
     Ok(RenderCalibration {
         version: CALIBRATION_VERSION,
-        build: build_stamp().to_string(),
+        build: crate::VERSION.to_string(),
         renderer: render_tag(cfg),
         threads,
         clips,

@@ -118,6 +118,14 @@ impl Targets {
 
     /// The regression matrix the kernel machine fits: 0/1 column (binary), one-hot (multiclass)
     /// or the raw values (regression); row-major n×c.
+    /// Columns of [`Targets::matrix`]: one per class for a multiclass task, else one.
+    pub fn outputs(&self, task: Task, n_classes: usize) -> usize {
+        match (self, task) {
+            (Targets::Classes(_), Task::Multiclass | Task::Regression) => n_classes,
+            _ => 1,
+        }
+    }
+
     pub fn matrix(&self, task: Task, n_classes: usize) -> (usize, Vec<f64>) {
         match (self, task) {
             (Targets::Classes(c), Task::Binary) => (1, c.iter().map(|&k| k as f64).collect()),
@@ -171,4 +179,24 @@ pub fn check_inputs(x: &Features, y: &Targets, task: Task) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_count_the_target_matrix_columns() {
+        let targets = [
+            Targets::Classes(vec![0, 2, 1]),
+            Targets::Values(vec![0.5, -1.0, 2.0]),
+        ];
+        for y in &targets {
+            for task in [Task::Binary, Task::Multiclass, Task::Regression] {
+                let (c, m) = y.matrix(task, 3);
+                assert_eq!(y.outputs(task, 3), c, "{y:?} {task:?}");
+                assert_eq!(m.len(), 3 * c);
+            }
+        }
+    }
 }

@@ -88,7 +88,7 @@ pub fn search(
     let workers = if opt.on_tensors() {
         1
     } else {
-        let outputs = y_train.matrix(task, n_classes).0;
+        let outputs = y_train.outputs(task, n_classes);
         let bytes = trial_bytes(train.n, val.n, train.d, outputs, opt);
         opt.trial_workers
             .unwrap_or_else(|| trial_workers(threads, crate::sysmem::available(), bytes))
