@@ -107,26 +107,23 @@ pub fn search(
                 .map(|w| {
                     std::thread::Builder::new()
                         .name(format!("rfm-trials-{w}"))
-                        .spawn_scoped(s, || -> Result<()> {
-                            let pool = rayon::ThreadPoolBuilder::new()
-                                .num_threads(per)
-                                .build()
-                                .map_err(|e| ProbeError::Numeric(format!("thread pool: {e}")))?;
+                        .spawn_scoped(s, || {
                             loop {
                                 let i = next.fetch_add(1, Ordering::Relaxed);
                                 let Some(h) = hypers.get(i) else {
-                                    return Ok(());
+                                    return;
                                 };
-                                record(i, pool.install(|| fit(h)));
+                                // The fit's own pool of `per` threads (thread spawns per
+                                // trial, against fits of tens of milliseconds at least).
+                                record(i, super::with_threads(Some(per), || fit(h)));
                             }
                         })
                         .map_err(|e| ProbeError::Numeric(format!("trial thread: {e}")))
                 })
                 .collect::<Result<_>>()?;
             for h in handles {
-                match h.join() {
-                    Ok(r) => r?,
-                    Err(panic) => std::panic::resume_unwind(panic),
+                if let Err(panic) = h.join() {
+                    std::panic::resume_unwind(panic);
                 }
             }
             Ok(())
